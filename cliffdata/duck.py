@@ -1,0 +1,245 @@
+"""Thin DuckDB runner over the pipeline's Parquet datasets.
+
+    con = connect(Path("."))                              # one view per dataset file that exists
+    table = run_sql_file(con, "occurrence", {"include_empty_prefix": True})
+    assert_checks(con)                                    # every sql/checks/*.sql returns zero rows
+    write_metrics(Path("."), {"include_empty_prefix": True, "entropy_threshold": 0.056,
+                              "use_full_entropy": False})
+
+SQL lives in `cliffdata/sql/<name>.sql` (one file per output table, a CTE chain ending in `final`)
+and `cliffdata/sql/checks/<name>.sql` (each returns the rows that violate one invariant). Views are
+named after the datasets of `schema.PATHS`. The connection is in-memory: nothing here writes a
+database file, and `readonly_query` refuses every statement that is not a read.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import logging
+import re
+from collections.abc import Iterable
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from cliffdata import schema
+
+log = logging.getLogger(__name__)
+
+THREADS = 2
+READ_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+# Parameters each metrics query takes; write_metrics expects exactly their union.
+METRICS_PARAMS: dict[str, tuple[str, ...]] = {
+    "occurrence": ("include_empty_prefix",),
+    "taxonomy": ("include_empty_prefix", "entropy_threshold", "use_full_entropy"),
+}
+NUM_DIGITS = 6
+_EXPLAIN = re.compile(r"^\s*explain\s+(?:analyze\s+)?(?:\([^)]*\)\s*)?(?P<inner>.*)$", re.I | re.S)
+
+
+def connect(root: Path = Path("."), datasets: Iterable[str] | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with one view per dataset (`cliffs`, `traces`, ...) whose file exists
+    under `root` (`schema.PATHS`); `datasets` limits the views to those names."""
+    names = list(schema.PATHS) if datasets is None else list(datasets)
+    unknown = sorted(set(names) - set(schema.PATHS))
+    if unknown:
+        raise ValueError(f"unknown datasets {unknown}; known: {sorted(schema.PATHS)}")
+    con = duckdb.connect(":memory:", config={"threads": THREADS})
+    for name in names:
+        path = Path(root) / schema.PATHS[name]
+        if path.exists():
+            # A relation view takes the path as a value, so no path is ever spliced into SQL text.
+            con.read_parquet(str(path.resolve())).create_view(name, replace=True)
+        else:
+            log.debug("no %s at %s: no view", name, path)
+    return con
+
+
+def views(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Names of the tables and views the connection can query."""
+    rows = con.sql("select table_name from information_schema.tables").fetchall()
+    return {name for (name,) in rows}
+
+
+def _sql_dir() -> Traversable:
+    return resources.files("cliffdata") / "sql"
+
+
+def read_sql(name: str) -> str:
+    """The text of `cliffdata/sql/<name>.sql` (package data)."""
+    path = _sql_dir() / f"{name}.sql"
+    if not path.is_file():
+        known = sorted(p.name.removesuffix(".sql") for p in _sql_dir().iterdir() if p.name.endswith(".sql"))
+        raise ValueError(f"no sql file {name!r}; known: {known}")
+    return path.read_text()
+
+
+def run_sql_file(con: duckdb.DuckDBPyConnection, name: str, params: dict) -> pa.Table:
+    """Run `cliffdata/sql/<name>.sql` with named parameters (`$name`) and return its rows."""
+    return con.sql(read_sql(name), params=params).to_arrow_table()
+
+
+def check_files() -> dict[str, str]:
+    """Every check, by name (file stem, sorted): the SQL that returns the violating rows."""
+    files = sorted((p for p in (_sql_dir() / "checks").iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
+    return {p.name.removesuffix(".sql"): p.read_text() for p in files}
+
+
+@functools.cache
+def _referenced_datasets(sql: str) -> frozenset[str]:
+    # Parse on a bare connection: on one with relation views DuckDB binds them and fails.
+    with duckdb.connect(":memory:") as parser:
+        return frozenset(parser.get_table_names(sql) & set(schema.PATHS))
+
+
+def _applicable_checks(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    present = views(con)
+    checks = {}
+    for name, sql in check_files().items():
+        missing = _referenced_datasets(sql) - present
+        if missing:
+            log.info("check %s skipped: no %s", name, sorted(missing))
+        else:
+            checks[name] = sql
+    return checks
+
+
+def run_checks(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Run every check whose datasets have views; returns the number of violating rows by check."""
+    return {name: con.sql(sql).aggregate("count(*)").fetchall()[0][0]
+            for name, sql in _applicable_checks(con).items()}
+
+
+def assert_checks(con: duckdb.DuckDBPyConnection, num_examples: int = 5) -> dict[str, int]:
+    """`run_checks`, raising a ValueError that names each failing check and shows a few of its rows."""
+    counts = run_checks(con)
+    failing = {name: n for name, n in counts.items() if n}
+    if failing:
+        sqls = check_files()
+        lines = [f"{len(failing)} of {len(counts)} data checks failed:"]
+        for name, n in failing.items():
+            rel = con.sql(sqls[name])
+            lines.append(f"  {name}: {n} rows, e.g. {tuple(rel.columns)}")
+            lines.extend(f"    {row}" for row in rel.limit(num_examples).fetchall())
+        raise ValueError("\n".join(lines))
+    return counts
+
+
+def _round(value):
+    return round(value, NUM_DIGITS) if isinstance(value, float) else value
+
+
+def _records(table: pa.Table) -> list[dict]:
+    return [{k: _round(v) for k, v in row.items()} for row in table.to_pylist()]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def format_csv(columns: list[str], rows: list[list]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_cell(v) for v in row] for row in rows)
+    return out.getvalue()
+
+
+def format_markdown(columns: list[str], rows: list[list]) -> str:
+    """A Markdown pipe table; numeric columns right-aligned."""
+    numeric = [all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
+                   for row in rows if row[i] is not None) for i in range(len(columns))]
+    lines = ["| " + " | ".join(columns) + " |",
+             "|" + "|".join("---:" if num else "---" for num in numeric) + "|"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _write_table(directory: Path, name: str, records: list[dict], key: str) -> dict:
+    columns = list(records[0]) if records else []
+    rows = [[r[c] for c in columns] for r in records]
+    keyed = {r[key]: {c: v for c, v in r.items() if c != key} for r in records}
+    (directory / f"{name}.json").write_text(json.dumps(keyed, indent=2, sort_keys=True) + "\n")
+    (directory / f"{name}.csv").write_text(format_csv(columns, rows))
+    (directory / f"{name}.md").write_text(format_markdown(columns, rows))
+    return keyed
+
+
+def write_metrics(root: Path, params: dict) -> dict:
+    """Run occurrence.sql and taxonomy.sql over the datasets under `root` and write
+    `metrics/{occurrence,taxonomy}.{json,csv,md}` (floats rounded to 6 places, byte-stable).
+
+    `params` has exactly: include_empty_prefix (bool; false = paper mode, no cliffs at token 0),
+    entropy_threshold (H* in nats, protocol §4), use_full_entropy (bool; false = top-20 entropy).
+    Returns {"occurrence": {correctness: row}, "taxonomy": {category: row}}, as written to JSON.
+    """
+    expected = set().union(*METRICS_PARAMS.values())
+    if set(params) != expected:
+        raise ValueError(f"write_metrics params must be {sorted(expected)}, got {sorted(params)}")
+    for key in ("include_empty_prefix", "use_full_entropy"):
+        if not isinstance(params[key], bool):
+            raise ValueError(f"{key} must be a bool, got {params[key]!r}")
+    values = {**params, "entropy_threshold": float(params["entropy_threshold"])}
+    root = Path(root)
+    needed = {"cliffs", "trace_cliffs", "token_stats"}
+    con = connect(root, needed)
+    missing = needed - views(con)
+    if missing:
+        raise ValueError(f"write_metrics needs {sorted(missing)} under {root}: "
+                         f"{[schema.PATHS[n] for n in sorted(missing)]} not found")
+    directory = root / "metrics"
+    directory.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, key in (("occurrence", "correctness"), ("taxonomy", "category")):
+        table = run_sql_file(con, name, {k: values[k] for k in METRICS_PARAMS[name]})
+        out[name] = _write_table(directory, name, _records(table), key)
+    con.close()
+    return out
+
+
+def _snippet(sql: str, width: int = 60) -> str:
+    text = " ".join(sql.split()).rstrip(";").strip()
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _refuse_write(con: duckdb.DuckDBPyConnection, statement) -> None:
+    kind = statement.type
+    if kind == duckdb.StatementType.EXPLAIN:
+        # EXPLAIN ANALYZE runs its statement: only an explained read is a read.
+        match = _EXPLAIN.match(statement.query)
+        try:
+            inner = con.extract_statements(match["inner"]) if match else []
+        except duckdb.ParserException:
+            inner = []
+        kinds = [s.type for s in inner]
+        if kinds and all(k == duckdb.StatementType.SELECT for k in kinds):
+            return
+        kind = next((k for k in kinds if k != duckdb.StatementType.SELECT), duckdb.StatementType.EXPLAIN)
+    elif kind in READ_STATEMENTS:
+        return
+    raise ValueError(f"refused: {_snippet(statement.query)!r} is a {kind.name} statement; "
+                     f"cliffdata sql is read-only")
+
+
+def readonly_query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run read-only SQL (SELECT and EXPLAIN statements only) and return the columns and rows of its
+    last statement. Any other statement refuses the whole input before anything runs."""
+    statements = con.extract_statements(sql)
+    if not statements:
+        raise ValueError("refused: no statement to run")
+    for statement in statements:
+        _refuse_write(con, statement)
+    for statement in statements:
+        result = con.execute(statement.query)
+        columns = [d[0] for d in result.description]
+        rows = result.fetchall()
+    return columns, rows

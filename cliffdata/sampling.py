@@ -1,0 +1,73 @@
+"""Sample K traces per problem and grade them; `resample` is the one rollout helper every stage uses.
+
+A trace stores the exact sampled ids; a rollout is graded on `decode(prefix_ids + continuation)`
+with special tokens skipped (protocol §1), so an answer already in the prefix counts.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from cliffdata.backends import Backend, GenerationRequest, Sampling, request_seed
+from cliffdata.config import PromptConfig, SamplingConfig
+from cliffdata.grading import grade
+from cliffdata.prompts import encode_prompt
+
+log = logging.getLogger(__name__)
+
+
+def to_sampling(cfg: SamplingConfig) -> Sampling:
+    return Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens)
+
+
+def sample_traces(problems: list[dict], prompts: dict[str, PromptConfig], tokenizer, backend: Backend,
+                  sampling: Sampling, num_samples: int, seed: int, batch_size: int = 64) -> list[dict]:
+    """K traces per problem with exact token ids, graded; rows follow `schema.TRACES`."""
+    rows = []
+    bar = tqdm(total=len(problems), desc="sample", unit="problem")
+    for start in range(0, len(problems), batch_size):
+        batch = problems[start:start + batch_size]
+        prompt_ids = [encode_prompt(tokenizer, prompts[p["prompt"]], p["question"]) for p in batch]
+        requests = [GenerationRequest(tuple(ids), n=num_samples, seed=request_seed(seed, p["problem_id"]))
+                    for p, ids in zip(batch, prompt_ids)]
+        for p, ids, gen in zip(batch, prompt_ids, backend.generate(requests, sampling)):
+            for j, (resp, reason) in enumerate(zip(gen.token_ids, gen.finish_reasons)):
+                text = tokenizer.decode(list(resp), skip_special_tokens=True)
+                extracted, is_correct = grade(text, p["answer"], p["answer_format"])
+                rows.append({
+                    "trace_id": f"{p['problem_id']}#{j}", "problem_id": p["problem_id"], "sample_index": j,
+                    "prompt_ids": ids, "response_ids": list(resp), "response_text": text,
+                    "extracted_answer": extracted, "is_correct": is_correct, "finish_reason": reason,
+                    "num_tokens": len(resp),
+                })
+        bar.update(len(batch))
+    bar.close()
+    return rows
+
+
+@dataclass(frozen=True)
+class Resampled:
+    num_rollouts: int
+    num_correct: int
+    num_generated_tokens: int
+
+
+def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int], Sequence[int]]], n: int,
+             sampling: Sampling, seeds: Sequence[int], gold: str, answer_format: str) -> list[Resampled]:
+    """N continuations from each (prompt_ids, response_prefix_ids), graded; results in input order.
+
+    Correctness is judged on decode(response_prefix + continuation): the answer may already be in
+    the prefix (protocol §1). Every generated token is counted.
+    """
+    requests = [GenerationRequest(tuple(prompt) + tuple(prefix), n=n, seed=s) for (prompt, prefix), s in zip(prefixes, seeds)]
+    out = []
+    for (_, prefix), gen in zip(prefixes, backend.generate(requests, sampling)):
+        correct = 0
+        for cont in gen.token_ids:
+            text = tokenizer.decode(list(prefix) + list(cont), skip_special_tokens=True)
+            correct += grade(text, gold, answer_format).is_correct is True
+        out.append(Resampled(len(gen.token_ids), correct, gen.num_tokens))
+    return out

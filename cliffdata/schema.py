@@ -1,0 +1,187 @@
+"""The pyarrow schema of every dataset, used on every write and read.
+
+Positions are 0-based response-token indices (`token_index`); the empty prefix (problem difficulty)
+is stored as `token_index = -1` (protocol §1). Writes are atomic (temp file + rename) and
+byte-stable: rows are sorted by the dataset's key before writing, and no timestamps are stored.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ids = pa.list_(pa.int32())
+
+PROBLEMS = pa.schema([
+    ("problem_id", pa.string()),       # stable: "<dataset>/<source id or row index>"
+    ("dataset", pa.string()),          # gsm8k | gsm1k | math500 | aime | arith
+    ("question", pa.string()),
+    ("answer", pa.string()),           # gold answer, as a string for the grader
+    ("answer_format", pa.string()),    # hash | boxed: where the grader looks in a response
+    ("prompt", pa.string()),           # name of the prompt in params `prompts`
+    ("family", pa.string()),           # generator family / subject; null for loaded sets
+    ("level", pa.string()),            # MATH level; null elsewhere
+    ("source_index", pa.int64()),      # row (0-based) in the source file
+])
+
+TRACES = pa.schema([
+    ("trace_id", pa.string()),         # "<problem_id>#<sample_index>"
+    ("problem_id", pa.string()),
+    ("sample_index", pa.int32()),
+    ("prompt_ids", ids),               # chat-templated prompt, exact ids
+    ("response_ids", ids),             # exact sampled ids (never re-tokenised)
+    ("response_text", pa.string()),
+    ("extracted_answer", pa.string()),
+    ("is_correct", pa.bool_()),        # null = ungradable
+    ("finish_reason", pa.string()),    # stop | length
+    ("num_tokens", pa.int32()),
+])
+
+TOKEN_STATS = pa.schema([
+    ("trace_id", pa.string()),
+    ("token_index", pa.int32()),
+    ("token_id", pa.int32()),
+    ("logprob", pa.float64()),
+    ("rank", pa.int32()),              # tie-aware rank in the top-20; 21 = absent (protocol §4)
+    ("entropy", pa.float64()),         # -sum p log p over the top-20, not renormalised, nats
+    ("entropy_full", pa.float64()),    # full-vocabulary entropy, nats
+    ("greedy_token_id", pa.int32()),
+    ("is_greedy", pa.bool_()),         # rank == 1
+    ("top_ids", ids),                  # top-20 ids, by descending probability
+    ("top_probs", pa.list_(pa.float32())),
+])
+
+POTENTIALS = pa.schema([
+    ("trace_id", pa.string()),
+    ("token_index", pa.int32()),       # -1 = empty prefix; i = after response token i
+    ("mode", pa.string()),             # exhaustive | adaptive
+    ("num_rollouts", pa.int32()),      # 0 for positions filled by early termination
+    ("num_correct", pa.int32()),
+    ("potential", pa.float64()),       # num_correct / num_rollouts (0 where filled)
+    ("is_filled", pa.bool_()),         # early termination filled this position with 0
+    ("num_generated_tokens", pa.int64()),
+])
+
+ROLLOUT_TRACES = pa.schema([
+    ("trace_id", pa.string()),
+    ("num_positions", pa.int32()),     # positions evaluated (not filled)
+    ("num_rollouts", pa.int64()),
+    ("num_generated_tokens", pa.int64()),
+    ("wall_seconds", pa.float64()),    # not byte-stable: kept out of potentials on purpose
+    ("early_stop_index", pa.int32()),  # first filled position, null if none
+])
+
+CLIFFS = pa.schema([
+    ("trace_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("token_index", pa.int32()),
+    ("token_id", pa.int32()),
+    ("is_correct", pa.bool_()),        # correctness of the trace
+    ("p_prev", pa.float64()),
+    ("potential", pa.float64()),
+    ("num_rollouts_prev", pa.int32()),
+    ("num_rollouts", pa.int32()),
+    ("delta", pa.float64()),           # p_prev - potential
+    ("is_first", pa.bool_()),
+    ("relative_position", pa.float64()),  # token_index / num_tokens
+    ("third", pa.string()),            # early | mid | late
+    ("entropy", pa.float64()),         # the entropy the taxonomy used
+    ("rank", pa.int32()),
+    ("is_greedy", pa.bool_()),
+    ("category", pa.string()),         # deterministic | uncertain | sampled_off | other
+])
+
+TRACE_CLIFFS = pa.schema([
+    ("trace_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("is_correct", pa.bool_()),
+    ("num_tokens", pa.int32()),
+    ("num_scored", pa.int32()),        # positions with a cliff test (both sides scored)
+    ("num_cliffs", pa.int32()),
+    ("first_cliff_index", pa.int32()),
+    ("critical_index", pa.int32()),    # Lin et al. critical token, null if none
+])
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "problems": PROBLEMS,
+    "traces": TRACES,
+    "token_stats": TOKEN_STATS,
+    "potentials": POTENTIALS,
+    "rollout_traces": ROLLOUT_TRACES,
+    "cliffs": CLIFFS,
+    "trace_cliffs": TRACE_CLIFFS,
+}
+
+KEYS: dict[str, list[str]] = {
+    "problems": ["problem_id"],
+    "traces": ["trace_id"],
+    "token_stats": ["trace_id", "token_index"],
+    "potentials": ["trace_id", "token_index"],
+    "rollout_traces": ["trace_id"],
+    "cliffs": ["trace_id", "token_index"],
+    "trace_cliffs": ["trace_id"],
+}
+
+# Where each dataset lives under the repository root (stage folder / file).
+PATHS: dict[str, str] = {
+    "problems": "data/problems/problems.parquet",
+    "traces": "data/sample/traces.parquet",
+    "token_stats": "data/token_stats/token_stats.parquet",
+    "potentials": "data/rollouts/potentials.parquet",
+    "rollout_traces": "data/rollouts/rollout_traces.parquet",
+    "cliffs": "data/cliffs/cliffs.parquet",
+    "trace_cliffs": "data/cliffs/trace_cliffs.parquet",
+}
+
+
+def to_table(name: str, rows: list[dict] | pa.Table) -> pa.Table:
+    """Build a table of dataset `name` from rows (dicts), cast to its schema and sorted by its key."""
+    schema = SCHEMAS[name]
+    if isinstance(rows, pa.Table):
+        missing = set(schema.names) - set(rows.column_names)
+        if missing:
+            raise ValueError(f"{name}: missing columns {sorted(missing)}")
+        table = rows.select(schema.names).cast(schema)
+    else:
+        for i, row in enumerate(rows):
+            extra = set(row) - set(schema.names)
+            if extra:
+                raise ValueError(f"{name}: row {i} has unknown fields {sorted(extra)}")
+        table = pa.Table.from_pylist(rows, schema=schema)
+    if table.num_rows:
+        table = table.sort_by([(k, "ascending") for k in KEYS[name]])
+    return table
+
+
+def write(name: str, rows: list[dict] | pa.Table, path: str | Path) -> pa.Table:
+    """Atomically write dataset `name` to `path` (Parquet, zstd), sorted by its key."""
+    table = to_table(name, rows)
+    write_table(table, path)
+    return table
+
+
+def write_table(table: pa.Table, path: str | Path) -> None:
+    """Write a table atomically: a temp file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read(name: str, path: str | Path) -> pa.Table:
+    """Read dataset `name` from `path`, checking it against the schema."""
+    table = pq.read_table(path)
+    schema = SCHEMAS[name]
+    missing = set(schema.names) - set(table.column_names)
+    if missing:
+        raise ValueError(f"{path}: not a {name} dataset, missing columns {sorted(missing)}")
+    return table.select(schema.names).cast(schema)

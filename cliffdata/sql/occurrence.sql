@@ -1,0 +1,149 @@
+-- Occurrence (protocol §5, RQ1): per trace-correctness group and overall, the share of traces with
+-- at least one cliff, cliffs per trace and per 1k response tokens, and where cliffs fall (thirds of
+-- the response), for all cliffs and for the first cliff of each trace.
+-- $include_empty_prefix: false drops cliffs at token_index 0 (paper mode: p[-1] is not scored), so
+-- the first cliff is then the first one after token 0.
+with
+
+correctness_groups as (
+    select
+        *
+    from (
+        values
+            (1, 'correct'),
+            (2, 'failed'),
+            (3, 'ungradable'),
+            (4, 'all')
+    ) as g(group_order, correctness)
+),
+
+trace_groups as (
+    select
+        trace_id,
+        num_tokens,
+        case
+            when is_correct then 'correct'
+            when not is_correct then 'failed'
+            else 'ungradable'
+        end as correctness
+    from trace_cliffs
+),
+
+included_cliffs as (
+    select
+        trace_id,
+        token_index,
+        third
+    from cliffs
+    where $include_empty_prefix or token_index > 0
+),
+
+first_cliffs as (
+    select
+        trace_id,
+        arg_min(third, token_index) as first_third
+    from included_cliffs
+    group by trace_id
+),
+
+per_trace as (
+    select
+        t.trace_id,
+        t.correctness,
+        t.num_tokens,
+        count(c.token_index) as num_cliffs,
+        count(c.token_index) filter (where c.third = 'early') as num_early,
+        count(c.token_index) filter (where c.third = 'mid') as num_mid,
+        count(c.token_index) filter (where c.third = 'late') as num_late
+    from trace_groups as t
+    left join included_cliffs as c
+        on c.trace_id = t.trace_id
+    group by
+        t.trace_id,
+        t.correctness,
+        t.num_tokens
+),
+
+per_trace_first as (
+    select
+        p.*,
+        f.first_third
+    from per_trace as p
+    left join first_cliffs as f
+        on f.trace_id = p.trace_id
+),
+
+-- every trace counts in its own group and in 'all'
+grouped as (
+    select
+        correctness,
+        * exclude (correctness)
+    from per_trace_first
+    union all
+    select
+        'all' as correctness,
+        * exclude (correctness)
+    from per_trace_first
+),
+
+aggregated as (
+    select
+        correctness,
+        count(*) as num_traces,
+        count(*) filter (where num_cliffs > 0) as num_traces_with_cliff,
+        sum(num_cliffs)::bigint as num_cliffs,
+        sum(num_tokens)::bigint as num_tokens,
+        sum(num_early)::bigint as num_early,
+        sum(num_mid)::bigint as num_mid,
+        sum(num_late)::bigint as num_late,
+        count(*) filter (where first_third = 'early') as num_first_early,
+        count(*) filter (where first_third = 'mid') as num_first_mid,
+        count(*) filter (where first_third = 'late') as num_first_late
+    from grouped
+    group by correctness
+),
+
+filled as (
+    select
+        g.group_order,
+        g.correctness,
+        coalesce(a.num_traces, 0) as num_traces,
+        coalesce(a.num_traces_with_cliff, 0) as num_traces_with_cliff,
+        coalesce(a.num_cliffs, 0) as num_cliffs,
+        coalesce(a.num_tokens, 0) as num_tokens,
+        coalesce(a.num_early, 0) as num_early,
+        coalesce(a.num_mid, 0) as num_mid,
+        coalesce(a.num_late, 0) as num_late,
+        coalesce(a.num_first_early, 0) as num_first_early,
+        coalesce(a.num_first_mid, 0) as num_first_mid,
+        coalesce(a.num_first_late, 0) as num_first_late
+    from correctness_groups as g
+    left join aggregated as a
+        on a.correctness = g.correctness
+),
+
+final as (
+    select
+        group_order,
+        correctness,
+        num_traces,
+        num_traces_with_cliff,
+        num_traces_with_cliff / nullif(num_traces, 0) as share_with_cliff,
+        num_cliffs,
+        num_cliffs / nullif(num_traces, 0) as cliffs_per_trace,
+        num_tokens,
+        1000.0 * num_cliffs / nullif(num_tokens, 0) as cliffs_per_1k_tokens,
+        num_early / nullif(num_cliffs, 0) as share_early,
+        num_mid / nullif(num_cliffs, 0) as share_mid,
+        num_late / nullif(num_cliffs, 0) as share_late,
+        num_traces_with_cliff as num_first_cliffs,
+        num_first_early / nullif(num_traces_with_cliff, 0) as first_share_early,
+        num_first_mid / nullif(num_traces_with_cliff, 0) as first_share_mid,
+        num_first_late / nullif(num_traces_with_cliff, 0) as first_share_late
+    from filled
+)
+
+select
+    * exclude (group_order)
+from final
+order by group_order

@@ -1,0 +1,37 @@
+"""Stage `sample`: K traces per problem with exact sampled token ids, graded.
+
+    python pipeline/sample.py
+"""
+import json
+import logging
+
+from transformers import AutoTokenizer
+
+from cliffdata import schema
+from cliffdata.backends import open_backend
+from cliffdata.config import load_params
+from cliffdata.sampling import sample_traces, to_sampling
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    cfg = params.sample
+    problems = schema.read("problems", schema.PATHS["problems"]).to_pylist()
+    tokenizer = AutoTokenizer.from_pretrained("models/base")
+    with open_backend(params.engine, "models/base", seed=cfg.seed) as backend:
+        rows = sample_traces(problems, params.prompts, tokenizer, backend, to_sampling(cfg.sampling),
+                             cfg.num_samples, cfg.seed)
+    schema.write("traces", rows, schema.PATHS["traces"])
+    labels = [r["is_correct"] for r in rows]
+    summary = {"num_traces": len(rows), "num_correct": labels.count(True), "num_failed": labels.count(False),
+               "num_ungradable": labels.count(None), "accuracy": round(labels.count(True) / max(len(rows), 1), 6),
+               "mean_tokens": round(sum(r["num_tokens"] for r in rows) / max(len(rows), 1), 3),
+               "num_truncated": sum(r["finish_reason"] == "length" for r in rows), "backend": params.engine.backend}
+    with open("metrics/sample.json", "w") as f:
+        json.dump(summary, f, indent=2, sort_keys=True)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Tests for cliffdata.grading as `(gold, pred_text, answer_format, expected)` tables (protocol §7).
+
+Rows marked "real" are verbatim SmolLM2-135M-Instruct samples (models/base, one-shot or zero-shot
+prompts from params.yaml / notes, temperature 0.7); the test itself only uses these literal strings.
+
+    OMP_NUM_THREADS=1 .venv/bin/pytest -q tests/test_grading.py
+"""
+from __future__ import annotations
+
+import pytest
+
+from cliffdata.grading import Grade, extract_answer, grade, verify_answer
+
+# (gold, pred_text, answer_format, expected is_correct)
+GRADE_TABLE = [
+    # --- real one-shot word1 / add2 samples
+    ("43", "Emma has 20 stickers and gets 23 more stickers, so 20 + 23 = 43 stickers.\n#### 43", "hash", True),
+    ("52", "Liam has 35 marbles and 35 + 17 = 52 marbles.\n#### 52", "hash", True),
+    ("52", "To solve this, we need to find out how many marbles Liam has now after Liam gets 17 more "
+           "marbles.\nLet's break it down step by step:\nLiam's marbles are 35.\n17 more marbles are added "
+           "to Liam's marbles, so Liam's marbles now have Liam's marbles.\n#### 21\n#### 21", "hash", False),
+    ("35", "Mia has 9 books, and Mia gets 26 more books.\n#### 26\n#### 26", "hash", False),
+    ("35", "Mia has 9 books, so 26 more can be calculated as 26 - 9 = 13 books.\n#### 13", "hash", False),
+    ("42", "Noah has 28 cards and gets 14 more, so 28 + 14 = 42 cards.\n#### 42", "hash", True),
+    ("42", "Noah has 28 cards and gets 14 more, so 28 + 14 = 32 cards.\n#### 32", "hash", False),
+    ("176", "85 + 91 = 176.\n#### 176", "hash", True),
+    ("95", "37 + 58 = 125.\n#### 125", "hash", False),
+    ("93", "64 + 29 = 93.\n#### 93", "hash", True),
+    ("102", "17 * 6 = 104.\n#### 104", "hash", False),
+    # --- real zero-shot samples: repeated / counting marker lines, first marker wins
+    ("6", "Ava has 12 apples, so if Ava gives away 5 apples, then 12 - 5 = 6 apples are left. Now Dan has "
+          "6 apples, so now Ava has 12 - 6 = 6 apples.\n#### 6\nThe answer is 6.\n#### 6\n#### 6\n#### 6\n"
+          "#### 6\n#### 6", "hash", True),
+    ("7", "Ava gives away 5 apples, so if Alex gives a total of 5 apples, Alex will have 12 - 5 = 6 apples "
+          "remaining.\nAva gives away 12 - 5 = 6 apples.\n#### 6\nThe answer is 6.\n#### 12\nThe answer is "
+          "12.\n#### 18\nThe answer is 18.\n#### 20\nThe answer is", "hash", False),
+    ("12", "Ava gives away 5 apples.\n#### 6\nThe answer is 6.\n#### 12\nThe answer is 12.", "hash", False),
+    # --- real zero-shot samples without a marker: no answer → False (the right number in the text
+    #     does not count)
+    ("-5", "To solve this math problem, we need to first find the difference between 7 and 12, then find "
+           "the remainder when adding 12 and 7.\n\nTo do this, we first find the difference between the "
+           "two numbers, which is 12 - 7 = 9.\n\nNext, we find the remainder when dividing 12 with 9 to get "
+           "3.\n\nSo, 7 - 12 = 9", "hash", False),
+    ("1.5", "1\n\nTo find half of 3, you can divide 3 by 2. \n\n3 \u00f7 2 = 1.5\n\nSo, 1.5 is half of 3.",
+     "hash", False),
+    ("2.5", "To solve this problem, we need to perform the division operation step by step.\n\n1. 4 is "
+            "divided by 2. So, 4 \u00f7 2 = 2.\n2. Now, let's consider the next step.\n\n2. 2 is divided "
+            "by 2. So, 2 \u00f7 2 = 1.\n\nSo, the answer is 1.", "hash", False),
+    # --- repeated markers
+    ("22", "#### 22\n#### 22", "hash", True),
+    ("2", "#### 2\n#### 3", "hash", True),
+    ("3", "#### 2\n#### 3", "hash", False),
+    # --- number formats after the marker
+    ("1234", "#### $1,234", "hash", True),
+    ("1234", "#### 1,234", "hash", True),
+    ("1000", "#### 1,000.00", "hash", True),
+    ("43", "#### 43.", "hash", True),
+    ("43", "so 20 + 23 = 43.\n#### 43.\n", "hash", True),
+    ("43", "#### 43 stickers", "hash", True),
+    ("43", "####43", "hash", True),
+    ("43", "#### x = 43", "hash", True),
+    ("43", "#### 43.5", "hash", False),
+    ("-5", "#### -5", "hash", True),
+    ("-5", "#### 5", "hash", False),
+    ("5", "#### -5", "hash", False),
+    ("-3", "#### -$3", "hash", True),
+    ("-3", "#### $-3", "hash", True),
+    ("2.5", "#### 2.50", "hash", True),
+    ("2.50", "#### 2.5", "hash", True),
+    ("0.5", "#### 1/2", "hash", True),
+    ("1/2", "#### 0.5", "hash", True),
+    ("0.25", "#### 1/4", "hash", True),
+    ("\\frac{1}{2}", "#### 1/2", "hash", True),
+    ("0", "#### 0", "hash", True),
+    ("10", "#### 10%", "hash", True),
+    # --- marker without a number, or no marker at all
+    ("43", "Emma has 20 stickers and gets 23 more stickers, so 20 + 23 = 43 stickers.", "hash", False),
+    ("3", "#### three", "hash", False),
+    ("3", "####", "hash", False),
+    ("43", "\\boxed{43}", "hash", False),          # hash format does not read boxes
+    ("", "", "hash", False),
+    # --- boxed answers
+    ("0.5", "\\boxed{\\frac{1}{2}}", "boxed", True),
+    ("\\frac{1}{2}", "\\boxed{\\frac{1}{2}}", "boxed", True),
+    ("\\frac{1}{2}", "The answer is $\\boxed{0.5}$.", "boxed", True),
+    ("0.5", "\\boxed{\\dfrac{1}{2}}", "boxed", True),
+    ("\\frac{1}{3}", "\\boxed{0.33}", "boxed", False),
+    ("\\frac{\\sqrt{3}}{2}", "so $\\sin 60^\\circ = \\boxed{\\frac{\\sqrt{3}}{2}}$", "boxed", True),  # nested braces
+    ("3", "\\boxed{\\frac{\\sqrt{9}}{1}}", "boxed", True),
+    ("\\frac{\\sqrt{3}}{2}", "\\boxed{\\frac{\\sqrt{2}}{2}}", "boxed", False),
+    ("5", "First \\boxed{4}. Wait, recheck: \\boxed{5}", "boxed", True),   # the last box wins
+    ("4", "First \\boxed{4}. Wait, recheck: \\boxed{5}", "boxed", False),
+    ("5", "\\fbox{5}", "boxed", True),
+    ("5", "\\boxed{x = 5}", "boxed", True),
+    ("(1,2)", "\\boxed{(1, 2)}", "boxed", True),
+    ("\\text{(A)}", "\\boxed{A}", "boxed", True),
+    ("-5", "\\boxed{-5}", "boxed", True),
+    # boxed format falls back to the marker; an unclosed box counts as no box
+    ("43", "so 20 + 23 = 43.\n#### 43", "boxed", True),
+    ("5", "\\boxed{5\n#### 5", "boxed", True),
+    ("5", "\\boxed{5", "boxed", False),
+    ("5", "no answer here", "boxed", False),
+    # --- unverifiable: gold (or prediction) does not parse → None
+    ("", "#### 3", "hash", None),
+    ("???", "#### 3", "hash", None),
+    ("abc%%", "#### 3", "hash", None),
+    ("\\text{}", "#### 3", "hash", None),
+    ("???", "\\boxed{???}", "boxed", None),
+    ("3", "\\boxed{???}", "boxed", None),
+    # ...but a prediction with no answer is a failure, whatever the gold
+    ("???", "no marker", "hash", False),
+]
+
+
+@pytest.mark.parametrize("gold,pred_text,answer_format,expected", GRADE_TABLE)
+def test_grade_table(gold, pred_text, answer_format, expected):
+    assert grade(pred_text, gold, answer_format).is_correct is expected
+
+
+# (pred_text, answer_format, expected extracted answer)
+EXTRACT_TABLE = [
+    ("Emma has 20 stickers and gets 23 more stickers, so 20 + 23 = 43 stickers.\n#### 43", "hash", "43"),
+    ("Mia has 9 books, and Mia gets 26 more books.\n#### 26\n#### 26", "hash", "26"),
+    ("#### 22\n#### 22", "hash", "22"),
+    ("#### 2\n#### 3", "hash", "2"),
+    ("Ava gives away 12 - 5 = 6 apples.\n#### 6\nThe answer is 6.\n#### 12\nThe answer is", "hash", "6"),
+    ("#### $1,234", "hash", "1234"),
+    ("#### 1,000.00", "hash", "1000.00"),
+    ("#### 43.", "hash", "43"),
+    ("#### 43 stickers", "hash", "43"),
+    ("#### 43.5 stickers", "hash", "43.5"),
+    ("####43", "hash", "43"),
+    ("####\n43", "hash", "43"),
+    ("#### x = 43", "hash", "43"),
+    ("#### -5", "hash", "-5"),
+    ("#### -$3", "hash", "-3"),
+    ("#### $-3", "hash", "-3"),
+    ("#### 2.50", "hash", "2.50"),
+    ("#### 1/2", "hash", "1/2"),
+    ("#### 3 + 4 = 7", "hash", "3"),                 # the first number after the marker, by rule
+    ("so 20 + 23 = 43 stickers.", "hash", None),     # no marker
+    ("#### three", "hash", None),
+    ("####", "hash", None),
+    ("", "hash", None),
+    ("\\boxed{43}", "hash", None),
+    ("\\boxed{\\frac{1}{2}}", "boxed", "\\frac{1}{2}"),
+    ("\\boxed{ 7 }", "boxed", "7"),
+    ("so $x = \\boxed{\\frac{\\sqrt{3}}{2}}$.", "boxed", "\\frac{\\sqrt{3}}{2}"),
+    ("\\boxed{\\left\\{1, 2\\right\\}}", "boxed", "\\left\\{1, 2\\right\\}"),
+    ("\\boxed{4} then \\boxed{5}", "boxed", "5"),
+    ("\\fbox{5}", "boxed", "5"),
+    ("\\boxed{4} then \\fbox{5}", "boxed", "5"),
+    ("\\boxed{5\n#### 6", "boxed", "6"),             # unclosed box: fall back to the marker
+    ("#### 43\n\\boxed{44}", "boxed", "44"),          # a box beats the marker
+    ("so 20 + 23 = 43.\n#### 43", "boxed", "43"),
+    ("\\boxed{5", "boxed", None),
+    ("nothing", "boxed", None),
+]
+
+
+@pytest.mark.parametrize("pred_text,answer_format,expected", EXTRACT_TABLE)
+def test_extract_answer_table(pred_text, answer_format, expected):
+    assert extract_answer(pred_text, answer_format) == expected
+
+
+def test_grade_returns_extracted_and_verdict():
+    assert grade("so 20 + 23 = 43.\n#### 43", gold="43", answer_format="hash") == Grade("43", True)
+    assert grade("no marker", gold="43", answer_format="hash") == Grade(None, False)
+    assert grade("#### 3", gold="???", answer_format="hash") == Grade("3", None)
+
+
+def test_grade_strips_gold():
+    assert grade("#### 43", gold="  43\n", answer_format="hash").is_correct is True
+
+
+def test_verify_answer():
+    assert verify_answer("2.50", "2.5") is True
+    assert verify_answer("3", "2.5") is False
+    assert verify_answer("3", "???") is None
+    assert verify_answer("???", "3") is None
+    assert verify_answer("", "3") is None
+
+
+@pytest.mark.parametrize("answer_format", ["", "Hash", "latex", "boxed ", None])
+def test_unknown_answer_format_raises(answer_format):
+    with pytest.raises(ValueError, match="answer_format"):
+        extract_answer("#### 43", answer_format)
+    with pytest.raises(ValueError, match="answer_format"):
+        grade("#### 43", "43", answer_format)
