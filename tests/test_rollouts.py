@@ -1,0 +1,128 @@
+"""Rollouts: positions, early termination, token counting, checkpoint and resume (fake backend)."""
+from __future__ import annotations
+
+import pytest
+
+from cliffdata.backends import Sampling, make_backend
+from cliffdata.config import RolloutsConfig, SamplingConfig
+from cliffdata.rollouts import Checkpoint, estimate_potentials, expected_tokens, run_rollouts, scored_positions
+
+TRAP = 70          # a token id that, once in the prefix, makes the fake model answer wrong
+SAMPLING = Sampling(temperature=0.7, max_new_tokens=8)
+
+
+def cfg(**kw) -> RolloutsConfig:
+    base = dict(num_rollouts=32, early_stop_zeros=20, positions_per_batch=4,
+                sampling=SamplingConfig(temperature=0.7, max_new_tokens=8))
+    return RolloutsConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def fake(tiny_tokenizer):
+    enc = lambda s: tiny_tokenizer.encode(s, add_special_tokens=False)
+    return make_backend("fake", correct_ids=enc("#### 7"), wrong_ids=enc("#### 3"), eos_token_id=2,
+                        potential=lambda ids: 0.0 if TRAP in ids else 0.9)
+
+
+def trace(trace_id: str, response: list[int]) -> dict:
+    return {"trace_id": trace_id, "problem_id": "p", "prompt_ids": [1, 24, 22], "response_ids": response}
+
+
+def test_positions_cover_empty_prefix_and_all_but_last():
+    assert scored_positions(5, True) == [-1, 0, 1, 2, 3]
+    assert scored_positions(5, False) == [0, 1, 2, 3]
+    assert scored_positions(1, True) == [-1]
+    assert expected_tokens(5, cfg(num_rollouts=2, score_empty_prefix=False)) == 2 * (4 + 3 + 2 + 1)
+
+
+def test_cliff_at_trap_token_and_counts(fake, tiny_tokenizer):
+    response = [40, 41, 42, TRAP, 43, 44, 2]
+    rows, cost = estimate_potentials(trace("t", response), "7", "hash", fake, tiny_tokenizer, cfg(), SAMPLING)
+    by_pos = {r["token_index"]: r for r in rows}
+    assert sorted(by_pos) == list(range(-1, len(response) - 1))
+    assert all(by_pos[i]["potential"] > 0.7 for i in (-1, 0, 1, 2))
+    assert all(by_pos[i]["num_correct"] == 0 for i in (3, 4, 5))       # the trap is in every later prefix
+    tokens_per_rollout = {True: len(tiny_tokenizer.encode("#### 7", add_special_tokens=False)) + 1,
+                          False: len(tiny_tokenizer.encode("#### 3", add_special_tokens=False)) + 1}
+    for r in rows:
+        assert r["num_rollouts"] == 32
+        assert r["num_generated_tokens"] == (r["num_correct"] * tokens_per_rollout[True]
+                                             + (32 - r["num_correct"]) * tokens_per_rollout[False])
+    assert cost["num_generated_tokens"] == sum(r["num_generated_tokens"] for r in rows)
+    assert cost["num_positions"] == len(rows) and cost["early_stop_index"] is None
+
+
+def test_answer_in_prefix_counts_as_correct(tiny_tokenizer):
+    """Grading reads decode(prefix + continuation): once the prefix holds the answer, rollouts are right."""
+    enc = lambda s: tiny_tokenizer.encode(s, add_special_tokens=False)
+    be = make_backend("fake", correct_ids=[2], wrong_ids=[2], eos_token_id=2, potential=lambda ids: 1.0)
+    response = enc("so #### 7") + [2]
+    rows, _ = estimate_potentials(trace("t", response), "7", "hash", be, tiny_tokenizer, cfg(num_rollouts=4), SAMPLING)
+    by_pos = {r["token_index"]: r["num_correct"] for r in rows}
+    assert by_pos[len(response) - 2] == 4          # "... #### 7" is in the prefix
+    assert by_pos[0] == 0
+
+
+def test_early_termination_after_exactly_n_zeros(fake, tiny_tokenizer):
+    response = [TRAP] + [40] * 40 + [2]
+    rows, cost = estimate_potentials(trace("t", response), "7", "hash", fake, tiny_tokenizer,
+                                     cfg(early_stop_zeros=20, positions_per_batch=8), SAMPLING)
+    evaluated = [r["token_index"] for r in rows if not r["is_filled"]]
+    assert evaluated == list(range(-1, 20))        # p[-1] > 0, then positions 0 … 19 are the 20 zeros
+    filled = [r for r in rows if r["is_filled"]]
+    assert [r["token_index"] for r in filled] == list(range(20, len(response) - 1))
+    assert all(r["potential"] == 0 and r["num_rollouts"] == 0 and r["num_generated_tokens"] == 0 for r in filled)
+    assert cost["early_stop_index"] == 20
+
+
+def test_no_early_termination_when_disabled(fake, tiny_tokenizer):
+    response = [TRAP] + [40] * 30 + [2]
+    rows, cost = estimate_potentials(trace("t", response), "7", "hash", fake, tiny_tokenizer,
+                                     cfg(early_stop_zeros=0), SAMPLING)
+    assert not any(r["is_filled"] for r in rows) and cost["early_stop_index"] is None
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashAfter:
+    """Wraps a backend and raises once `limit` generate calls were made (a kill mid-run)."""
+
+    def __init__(self, inner, limit):
+        self.inner, self.limit, self.calls = inner, limit, 0
+        self.eos_token_ids, self.deterministic = inner.eos_token_ids, True
+
+    def generate(self, requests, sampling):
+        self.calls += 1
+        if self.calls > self.limit:
+            raise Crash("killed")
+        return self.inner.generate(requests, sampling)
+
+
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_tokenizer):
+    enc = lambda s: tiny_tokenizer.encode(s, add_special_tokens=False)
+    be = make_backend("fake", correct_ids=enc("#### 7"), wrong_ids=enc("#### 3"), eos_token_id=2,
+                      potential=lambda ids: 0.05 if TRAP in ids else 0.6)
+    traces = [trace(f"p/{k}#0", [40 + k, 41, TRAP, 42, 43, 2] if k % 2 else [40 + k, 41, 42, 2]) for k in range(6)]
+    golds = {"p": ("7", "hash")}
+    config = cfg(num_rollouts=16, positions_per_batch=2)
+    full, full_costs = run_rollouts(traces, golds, be, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "a"))
+
+    ckpt = Checkpoint(tmp_path / "b")
+    crashing = CrashAfter(be, limit=7)
+    with pytest.raises(Crash):
+        run_rollouts(traces, golds, crashing, tiny_tokenizer, config, SAMPLING, ckpt)
+    finished = ckpt.done()
+    assert 0 < len(finished) < len(traces)
+
+    counting = CrashAfter(be, limit=10**9)
+    resumed, costs = run_rollouts(traces, golds, counting, tiny_tokenizer, config, SAMPLING, ckpt)
+    assert resumed.equals(full)
+    assert [c["trace_id"] for c in costs] == [t["trace_id"] for t in traces]
+    # finished traces were not recomputed: calls only for the unfinished ones
+    todo = [t for t in traces if t["trace_id"] not in finished]
+    expected_calls = sum(-(-len(scored_positions(len(t["response_ids"]), True)) // 2) for t in todo)
+    assert counting.calls == expected_calls
+    keys = list(zip(resumed.column("trace_id").to_pylist(), resumed.column("token_index").to_pylist()))
+    assert len(keys) == len(set(keys)) == sum(len(t["response_ids"]) for t in traces)

@@ -1,0 +1,49 @@
+"""Teacher-forced token statistics against direct computation on the tiny model."""
+from __future__ import annotations
+
+
+import pytest
+import torch
+
+from cliffdata import schema
+from cliffdata.token_stats import ABSENT_RANK, compute_token_stats, tie_aware_rank
+
+
+def test_tie_aware_rank_closed_cases():
+    top = torch.tensor([[-0.5, -0.5 + 1e-12, -1.0, -2.0]], dtype=torch.float64)
+    assert tie_aware_rank(torch.tensor([-0.5 + 1e-12], dtype=torch.float64), top).item() == 1   # tie with the top
+    assert tie_aware_rank(torch.tensor([-0.5], dtype=torch.float64), top).item() == 1
+    assert tie_aware_rank(torch.tensor([-1.0], dtype=torch.float64), top).item() == 3          # two above it
+    assert tie_aware_rank(torch.tensor([-2.0], dtype=torch.float64), top).item() == 4
+    assert tie_aware_rank(torch.tensor([-3.0], dtype=torch.float64), top).item() == ABSENT_RANK
+
+
+def test_token_stats_match_direct_computation(tiny_model):
+    prompt, response = [1, 24, 22, 8, 21], [40, 41, 66, 2]
+    rows = compute_token_stats(tiny_model, [{"trace_id": "t", "prompt_ids": prompt, "response_ids": response}], top_k=20)
+    assert [r["token_index"] for r in rows] == [0, 1, 2, 3]
+    with torch.inference_mode():
+        logits = tiny_model(input_ids=torch.tensor([prompt + response])).logits[0].double()
+    for i, row in enumerate(rows):
+        logp = logits[len(prompt) - 1 + i].log_softmax(-1)
+        p = logp.exp()
+        assert row["logprob"] == pytest.approx(logp[response[i]].item(), abs=1e-9)
+        assert row["entropy_full"] == pytest.approx(-(p * logp).sum().item(), abs=1e-9)
+        top_p, top_i = p.topk(20)
+        assert row["top_ids"] == top_i.tolist()
+        assert row["entropy"] == pytest.approx(-(top_p * top_p.log()).sum().item(), abs=1e-9)
+        assert row["entropy"] <= row["entropy_full"] + 1e-12           # top-20, not renormalised
+        assert row["greedy_token_id"] == int(logp.argmax())
+        expected_rank = 1 + int((top_p.log() > logp[response[i]] + 1e-9).sum()) if response[i] in top_i else 21
+        assert row["rank"] == expected_rank and row["is_greedy"] == (expected_rank == 1)
+        assert sum(row["top_probs"]) == pytest.approx(top_p.sum().item(), rel=1e-5)
+    schema.to_table("token_stats", rows)   # fits the schema
+
+
+def test_greedy_token_has_rank_one(tiny_model):
+    prompt = [1, 24, 22]
+    with torch.inference_mode():
+        greedy = int(tiny_model(input_ids=torch.tensor([prompt])).logits[0, -1].argmax())
+    (row,) = compute_token_stats(tiny_model, [{"trace_id": "t", "prompt_ids": prompt, "response_ids": [greedy]}])
+    assert row["rank"] == 1 and row["is_greedy"] and row["greedy_token_id"] == greedy
+    assert row["entropy"] >= 0
