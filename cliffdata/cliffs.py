@@ -46,11 +46,12 @@ def find_cliffs(traces: pa.Table, potentials: pa.Table, token_stats: pa.Table,
         if not cfg.use_empty_prefix:
             group = group[group.token_index >= 0]
         idx = group.token_index.to_numpy()
-        if len(idx) and not np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
-            raise ValueError(f"trace {trace_id!r}: potentials are not at consecutive positions ({idx.tolist()})")
-        flags = detect_cliffs(group.num_correct.to_numpy(), group.num_rollouts.to_numpy(), cfg.delta0, cfg.z)
+        k, n = group.num_correct.to_numpy(), group.num_rollouts.to_numpy()
+        # Only adjacent positions are tested (adaptive mode leaves gaps), each side with enough rollouts.
+        testable = np.zeros(len(idx), dtype=bool)
+        testable[1:] = (np.diff(idx) == 1) & (np.minimum(n[:-1], n[1:]) >= max(cfg.min_rollouts, 1))
+        flags = detect_cliffs(k, n, cfg.delta0, cfg.z) & testable
         pot = group.potential.to_numpy()
-        n = group.num_rollouts.to_numpy()
         positions = np.flatnonzero(flags)
         for rank_in_trace, j in enumerate(positions):
             i = int(idx[j])
@@ -70,7 +71,7 @@ def find_cliffs(traces: pa.Table, potentials: pa.Table, token_stats: pa.Table,
         crit = critical_index(pot[response_pos], cfg.critical_threshold)
         summaries.append({
             "trace_id": trace_id, "problem_id": trace["problem_id"], "is_correct": trace["is_correct"],
-            "num_tokens": num_tokens, "num_scored": max(len(idx) - 1, 0), "num_cliffs": len(positions),
+            "num_tokens": num_tokens, "num_scored": int(testable.sum()), "num_cliffs": len(positions),
             "first_cliff_index": int(idx[positions[0]]) if len(positions) else None,
             "critical_index": int(idx[response_pos][crit]) if crit is not None else None,
         })

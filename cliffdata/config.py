@@ -44,6 +44,7 @@ class SourceConfig:
     dataset: str
     path: str | None = None            # local JSONL/Parquet file, or a hub dataset id
     split: str = "test"                # hub split
+    name: str | None = None            # hub config name (e.g. "main" for openai/gsm8k)
     subset: int | None = None          # paper: GSM1K-100 (seeded), MATH500-100 (stratified by level)
     seed: int = 42
     prompt: str = "zeroshot_boxed"
@@ -87,6 +88,7 @@ class EngineConfig:
     max_model_len: int = 2048
     gpu_memory_utilization: float = 0.85
     enable_prefix_caching: bool = True
+    block_size: int | None = 32        # vLLM KV block; prefix caching reuses full blocks only (CPU default 128)
     hf_max_batch: int = 128            # HF: rows decoded together (positions x rollouts)
 
     def __post_init__(self):
@@ -126,17 +128,29 @@ class TokenStatsConfig:
 
 
 @dataclass(frozen=True)
+class AdaptiveParams:
+    """`rollouts.adaptive`: see cliffdata/adaptive.py for what each knob does."""
+    initial_rollouts: int = 16
+    grid_points: int = 16
+    min_stride: int = 4
+    sweep_rollouts: int = 2
+    flag_alpha: float = 0.02
+    refine_z: float = 1.0
+
+
+@dataclass(frozen=True)
 class RolloutsConfig:
-    mode: str = "exhaustive"
+    mode: str = "exhaustive"           # exhaustive (paper: every position, N each) | adaptive
     num_rollouts: int = 64             # N per position (paper 64)
     seed: int = 0
     early_stop_zeros: int = 20         # stop after this many consecutive p = 0; 0 disables (protocol §3)
     score_empty_prefix: bool = True    # also score p[-1] (not in the paper)
     positions_per_batch: int = 8       # prefixes submitted together
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=1024)
+    adaptive: AdaptiveParams = AdaptiveParams()
 
     def __post_init__(self):
-        _check(self.mode in ("exhaustive",), f"rollouts.mode must be 'exhaustive', got {self.mode!r}")
+        _check(self.mode in ("exhaustive", "adaptive"), f"rollouts.mode must be exhaustive|adaptive, got {self.mode!r}")
         _check(self.num_rollouts >= 1, f"rollouts.num_rollouts must be >= 1, got {self.num_rollouts}")
         _check(self.early_stop_zeros >= 0, f"rollouts.early_stop_zeros must be >= 0, got {self.early_stop_zeros}")
         _check(self.positions_per_batch >= 1, f"rollouts.positions_per_batch must be >= 1, got {self.positions_per_batch}")
@@ -150,6 +164,7 @@ class CliffsConfig:
     entropy_boundary_p: float = 0.99   # H* = H_b(0.99) = 0.0560 nats
     use_empty_prefix: bool = True      # test token 0 against p[-1] (paper: false)
     critical_threshold: float = 0.05   # critical token: p == 0 and every later p < this
+    min_rollouts: int = 8              # a side with fewer rollouts is never tested (adaptive sweep points)
 
     def __post_init__(self):
         _check(self.entropy in ("top20", "full"), f"cliffs.entropy must be top20|full, got {self.entropy!r}")

@@ -150,7 +150,7 @@ def _parquet_rows(path: Path, name: str) -> Iterator[tuple[int, str, dict]]:
 def _hub_rows(src: SourceConfig) -> Iterator[tuple[int, str, dict]]:
     import datasets  # only when a source is a hub id
 
-    for index, record in enumerate(datasets.load_dataset(src.path, split=src.split)):
+    for index, record in enumerate(datasets.load_dataset(src.path, src.name, split=src.split)):
         yield index, f"{src.path}[{src.split}] row {index}", record
 
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from cliffdata import schema
+from cliffdata.adaptive import AdaptiveConfig, adaptive_search
 from cliffdata.backends import Backend, Sampling, request_seed
 from cliffdata.config import RolloutsConfig
 from cliffdata.sampling import resample
@@ -42,9 +43,44 @@ def expected_tokens(num_tokens: int, cfg: RolloutsConfig) -> int:
     return cfg.num_rollouts * sum(num_tokens - 1 - i for i in scored_positions(num_tokens, cfg.score_empty_prefix))
 
 
+class BackendOracle:
+    """The adaptive search's rollout oracle for one trace, on a real backend.
+
+    Each request for position i carries a seed derived from (seed, trace_id, i, round), where round
+    counts earlier requests for i, so repeated top-ups draw fresh, reproducible rollouts.
+    """
+
+    def __init__(self, trace: dict, gold: str, answer_format: str, backend: Backend, tokenizer, sampling: Sampling,
+                 seed: int):
+        self.trace, self.gold, self.answer_format = trace, gold, answer_format
+        self.backend, self.tokenizer, self.sampling, self.seed = backend, tokenizer, sampling, seed
+        self.rounds: dict[int, int] = {}
+
+    def rollouts(self, requests: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        prompt, response = self.trace["prompt_ids"], self.trace["response_ids"]
+        out = []
+        by_n: dict[int, list[int]] = {}
+        for i, n in requests:
+            by_n.setdefault(n, []).append(i)
+        results: dict[int, tuple[int, int]] = {}
+        for n, positions in by_n.items():      # resample takes one n per call
+            seeds = []
+            for i in positions:
+                seeds.append(request_seed(self.seed, self.trace["trace_id"], i, self.rounds.get(i, 0)))
+                self.rounds[i] = self.rounds.get(i, 0) + 1
+            for i, r in zip(positions, resample(self.backend, self.tokenizer, [(prompt, response[:i + 1]) for i in positions],
+                                                n, self.sampling, seeds, self.gold, self.answer_format)):
+                results[i] = (r.num_correct, r.num_generated_tokens)
+        for i, _ in requests:
+            out.append(results[i])
+        return out
+
+
 def estimate_potentials(trace: dict, gold: str, answer_format: str, backend: Backend, tokenizer,
                         cfg: RolloutsConfig, sampling: Sampling) -> tuple[list[dict], dict]:
     """Potentials of one trace (rows of `schema.POTENTIALS`) and its cost row (`schema.ROLLOUT_TRACES`)."""
+    if cfg.mode == "adaptive":
+        return _adaptive_potentials(trace, gold, answer_format, backend, tokenizer, cfg, sampling)
     started = time.perf_counter()
     prompt, response = trace["prompt_ids"], trace["response_ids"]
     positions = scored_positions(len(response), cfg.score_empty_prefix)
@@ -77,6 +113,25 @@ def estimate_potentials(trace: dict, gold: str, answer_format: str, backend: Bac
             "num_rollouts": sum(r["num_rollouts"] for r in evaluated),
             "num_generated_tokens": sum(r["num_generated_tokens"] for r in evaluated),
             "wall_seconds": round(time.perf_counter() - started, 3), "early_stop_index": early_stop}
+    return rows, cost
+
+
+def _adaptive_potentials(trace: dict, gold: str, answer_format: str, backend: Backend, tokenizer,
+                         cfg: RolloutsConfig, sampling: Sampling) -> tuple[list[dict], dict]:
+    started = time.perf_counter()
+    oracle = BackendOracle(trace, gold, answer_format, backend, tokenizer, sampling, cfg.seed)
+    a = cfg.adaptive
+    search_cfg = AdaptiveConfig(num_rollouts=cfg.num_rollouts, initial_rollouts=a.initial_rollouts,
+                                grid_points=a.grid_points, min_stride=a.min_stride, sweep_rollouts=a.sweep_rollouts,
+                                flag_alpha=a.flag_alpha, refine_z=a.refine_z)
+    positions = scored_positions(len(trace["response_ids"]), cfg.score_empty_prefix)
+    evaluated = adaptive_search(oracle, positions, search_cfg)
+    rows = [{"trace_id": trace["trace_id"], "token_index": i, "mode": cfg.mode, "num_rollouts": n, "num_correct": k,
+             "potential": k / n, "is_filled": False, "num_generated_tokens": tok}
+            for i, (n, k, tok) in evaluated.items()]
+    cost = {"trace_id": trace["trace_id"], "num_positions": len(rows), "num_rollouts": sum(r["num_rollouts"] for r in rows),
+            "num_generated_tokens": sum(r["num_generated_tokens"] for r in rows),
+            "wall_seconds": round(time.perf_counter() - started, 3), "early_stop_index": None}
     return rows, cost
 
 

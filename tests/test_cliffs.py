@@ -85,8 +85,16 @@ def test_filled_positions_are_never_cliffs_and_unequal_n_uses_each_side():
     assert [(c["trace_id"], c["token_index"]) for c in cliffs] == [("a#0", 0)]
 
 
-def test_gaps_in_potentials_are_an_error():
-    traces, potentials, token_stats = tables({"a#0": [(1, 2), (1, 2), (1, 2)]}, {"a#0": [(0.0, 1)] * 3}, {"a#0": True})
-    gappy = potentials.filter([True, False, True])
-    with pytest.raises(ValueError, match="consecutive"):
-        find_cliffs(traces, gappy, token_stats, CliffsConfig())
+def test_only_adjacent_pairs_with_enough_rollouts_are_tested():
+    """Adaptive mode leaves gaps and 2-rollout sweep points: neither may produce a cliff."""
+    pots = {"a#0": [(64, 64), (0, 64), (64, 64), (0, 64)],       # position 0 (0/64) is dropped below
+            "b#0": [(2, 2), (0, 2), (0, 2), (0, 2)]}        # 1/1 → 0/2 "passes" the raw test (SE = 0)
+    stats = {"a#0": [(0.0, 1)] * 4, "b#0": [(0.0, 1)] * 4}
+    traces, potentials, token_stats = tables(pots, stats, {"a#0": False, "b#0": False})
+    gappy = potentials.filter([t != "a#0" or i != 0 for t, i in zip(potentials.column("trace_id").to_pylist(),
+                                                                      potentials.column("token_index").to_pylist())])
+    cliffs, summary = find_cliffs(traces, gappy, token_stats, CliffsConfig())
+    assert [(c["trace_id"], c["token_index"]) for c in cliffs] == [("a#0", 2)]      # 1 vs -1 is not adjacent
+    assert {s["trace_id"]: s["num_scored"] for s in summary} == {"a#0": 1, "b#0": 0}
+    cliffs, _ = find_cliffs(traces, gappy, token_stats, CliffsConfig(min_rollouts=1))
+    assert ("b#0", 0) in [(c["trace_id"], c["token_index"]) for c in cliffs]

@@ -112,13 +112,13 @@ def test_hub_id_goes_to_load_dataset(tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
     calls = []
 
-    def fake_load_dataset(path, split):
-        calls.append((path, split))
+    def fake_load_dataset(path, name, split):
+        calls.append((path, name, split))
         return [{"question": "Hub?", "answer": "#### 5"}]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    rows, _ = load(SourceConfig(dataset="gsm8k", path="openai/gsm8k", split="train"), root=tmp_path)
-    assert calls == [("openai/gsm8k", "train")]
+    rows, _ = load(SourceConfig(dataset="gsm8k", path="openai/gsm8k", name="main", split="train"), root=tmp_path)
+    assert calls == [("openai/gsm8k", "main", "train")]
     assert [(r["problem_id"], r["answer"]) for r in rows] == [("gsm8k/00000", "5")]
 
 

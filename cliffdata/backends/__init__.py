@@ -25,7 +25,7 @@ def open_backend(engine, model_path: str, seed: int = 0) -> Backend:
     if engine.backend == "vllm":
         return make_backend("vllm", model_path, dtype=engine.dtype, seed=seed, enforce_eager=engine.enforce_eager,
                             max_model_len=engine.max_model_len, enable_prefix_caching=engine.enable_prefix_caching,
-                            gpu_memory_utilization=engine.gpu_memory_utilization)
+                            gpu_memory_utilization=engine.gpu_memory_utilization, block_size=engine.block_size)
     raise ValueError(f"engine.backend {engine.backend!r} cannot run a real model (fake is for tests)")
 
 

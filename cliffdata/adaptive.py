@@ -1,0 +1,214 @@
+"""Adaptive potential search: the cliffs of the exhaustive protocol for a fraction of the rollouts.
+
+    evaluated = adaptive_search(oracle, positions, AdaptiveConfig())
+    cliffs = cliffs_from_evaluated(evaluated)
+
+The search never talks to an engine: it asks a rollout *oracle* for n new rollouts at some positions
+and gets back correct counts and generated tokens. The real backend (`BackendOracle` in
+`cliffdata.rollouts`) and the bench's simulated binomial oracle run exactly this code.
+
+Algorithm (three kinds of evidence, each spending rollouts only where a decision is open):
+
+1. **Grid.** Positions at a coarse stride get `initial_rollouts` each (levels of the curve).
+2. **Sweep** (cancellation guard). Every other position gets `sweep_rollouts` (default 2). A drop
+   followed by a recovery inside one grid interval leaves the interval's ends equal, which blinds
+   bisection; the sweep sees the dip as a run of failures that is unlikely at the level of the
+   interval's ends (binomial tail ≤ `flag_alpha` for windows of 1–3 positions). Flagged positions
+   become anchors.
+3. **Refine, sequentially.** Between adjacent anchors a and b a *detectable* drop is plausible when
+   p̂_a − p̂_b + z_r·SE > δ_min, where δ_min is the smallest drop the protocol test can detect at N
+   (0.1875 at N = 64; SE from add-half smoothed estimates). A plausible interval first gets its ends
+   topped up to N (more rollouts only where the decision is undecided); if it is still plausible,
+   its midpoint becomes an anchor. Adjacent anchors (i−1, i) with a plausible drop are topped up to
+   N on both sides and then tested.
+
+Only cliffs between *adjacent* evaluated positions are reported, with the protocol's test on each
+side's own N (`cliffs_from_evaluated`), so a reported cliff means the same as in exhaustive mode.
+Rollouts are never reused across positions here: every count at position i comes from independent
+rollouts started at prefix i, which is what the two-proportion test assumes. (Reusing a rollout from
+prefix i−1 whose first sampled token equals the trace's token i as a sample of p[i] is valid in
+distribution, but it couples the two sides of the test at i: the estimates are no longer independent
+and the test's SE would be too small, so we do not do it.)
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from scipy.stats import binom
+
+from cliffdata.stats import DELTA0, Z, cliff_matrix, is_cliff
+
+
+# The unpooled z-test needs a handful of rollouts per side: at n = 1 or 2, 1/1 → 0/1 has SE = 0 and
+# "passes". Sweep positions (n = 2) are screening evidence and never one side of a test; the
+# `cliffs` stage applies the same floor (`cliffs.min_rollouts`; paper mode has N = 64 everywhere).
+MIN_TEST_ROLLOUTS = 8
+
+
+class Oracle(Protocol):
+    def rollouts(self, requests: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """(token_index, n) pairs → (num_correct, num_generated_tokens) of n new rollouts each, in order."""
+
+
+@dataclass(frozen=True)
+class AdaptiveConfig:
+    num_rollouts: int = 64          # N: every tested pair ends with N rollouts on both sides
+    initial_rollouts: int = 16      # n at grid points, bisection midpoints and flagged positions
+    grid_points: int = 16           # the grid has about this many positions (stride = T / grid_points)
+    min_stride: int = 4
+    sweep_rollouts: int = 2         # n at every non-grid position; 0 disables the cancellation guard
+    flag_alpha: float = 0.02        # a sweep window is flagged when its failures have tail prob <= this
+    refine_z: float = 1.0           # z for "a detectable drop is still plausible" (higher: more recall, more cost)
+
+    def __post_init__(self):
+        if not 1 <= self.initial_rollouts <= self.num_rollouts:
+            raise ValueError(f"need 1 <= initial_rollouts <= num_rollouts, got {self.initial_rollouts}, {self.num_rollouts}")
+        if self.sweep_rollouts < 0 or self.grid_points < 2 or self.min_stride < 1:
+            raise ValueError(f"bad adaptive config: {self}")
+
+
+def min_detectable_drop(n: int, delta0: float = DELTA0, z: float = Z) -> float:
+    """Smallest p_prev − p_curr the test can call a cliff with n rollouts on both sides (0.1875 at 64)."""
+    m = cliff_matrix(n, delta0=delta0, z=z)
+    k_prev, k_curr = np.nonzero(m)
+    return float((k_prev - k_curr).min() / n)
+
+
+class _Counts:
+    """Accumulated rollouts per position, drawn through the oracle in batches."""
+
+    def __init__(self, oracle: Oracle):
+        self.oracle = oracle
+        self.n: dict[int, int] = {}
+        self.k: dict[int, int] = {}
+        self.tokens: dict[int, int] = {}
+
+    def draw(self, requests: dict[int, int]) -> None:
+        requests = {i: n for i, n in requests.items() if n > 0}
+        if not requests:
+            return
+        order = sorted(requests)
+        for i, (k, tok) in zip(order, self.oracle.rollouts([(i, requests[i]) for i in order])):
+            self.n[i] = self.n.get(i, 0) + requests[i]
+            self.k[i] = self.k.get(i, 0) + k
+            self.tokens[i] = self.tokens.get(i, 0) + tok
+
+    def top_up(self, positions, target: int) -> None:
+        self.draw({i: target - self.n.get(i, 0) for i in positions})
+
+    def p(self, i: int) -> float:
+        return self.k[i] / self.n[i]
+
+    def smoothed(self, i: int) -> tuple[float, float]:
+        """(add-half estimate, its variance): never a zero variance at 0/n or n/n."""
+        q = (self.k[i] + 0.5) / (self.n[i] + 1)
+        return q, q * (1 - q) / self.n[i]
+
+
+def _plausible_drop(c: _Counts, a: int, b: int, delta_min: float, z: float) -> bool:
+    qa, va = c.smoothed(a)
+    qb, vb = c.smoothed(b)
+    return c.p(a) - c.p(b) + z * math.sqrt(va + vb) > delta_min
+
+
+def _flag_dips(c: _Counts, inner: list[int], level: float, alpha: float) -> list[int]:
+    """Sweep positions inside an interval whose failures are unlikely at the ends' level."""
+    flagged: set[int] = set()
+    for w in (1, 2, 3):
+        for s in range(0, len(inner) - w + 1):
+            window = inner[s:s + w]
+            n = sum(c.n[i] for i in window)
+            k = sum(c.k[i] for i in window)
+            if binom.cdf(k, n, level) <= alpha:
+                flagged.update(window)
+    return sorted(flagged)
+
+
+def adaptive_search(oracle: Oracle, positions: Sequence[int], cfg: AdaptiveConfig = AdaptiveConfig(),
+                    delta0: float = DELTA0, z: float = Z) -> dict[int, tuple[int, int, int]]:
+    """Evaluate potentials where cliffs can be; returns token_index → (num_rollouts, num_correct, tokens)."""
+    positions = list(positions)
+    if not positions:
+        return {}
+    if positions != sorted(set(positions)) or positions != list(range(positions[0], positions[0] + len(positions))):
+        raise ValueError(f"positions must be consecutive and increasing, got {positions[:5]}…")
+    N, n0 = cfg.num_rollouts, cfg.initial_rollouts
+    delta_min = min_detectable_drop(N, delta0, z)
+    c = _Counts(oracle)
+    stride = max(cfg.min_stride, math.ceil(len(positions) / cfg.grid_points))
+    anchors = set(positions[::stride]) | {positions[-1]}
+    c.draw({i: n0 for i in anchors})
+    swept: set[int] = set()
+    if cfg.sweep_rollouts:
+        swept = set(positions) - anchors
+        c.draw({i: cfg.sweep_rollouts for i in swept})
+
+    checked_dips: set[tuple[int, int]] = set()
+    changed = True
+    while changed:
+        changed = False
+        ordered = sorted(anchors)
+        new_anchors: dict[int, int] = {}
+        top_up: set[int] = set()
+        for a, b in zip(ordered, ordered[1:]):
+            inner = [i for i in range(a + 1, b)]
+            if cfg.sweep_rollouts and inner and (a, b) not in checked_dips:
+                checked_dips.add((a, b))
+                level = min(c.p(a), c.p(b))
+                if level > delta_min:                # a detectable dip below the ends is possible at all
+                    flagged = _flag_dips(c, [i for i in inner if i in swept], level - delta_min / 2, cfg.flag_alpha)
+                    c.top_up(flagged, n0)
+                    ref = a if c.p(a) >= c.p(b) else b
+                    for i in flagged:
+                        # a flag that n0 rollouts put back at the interval's level was noise
+                        if _plausible_drop(c, ref, i, delta_min, cfg.refine_z):
+                            new_anchors[i] = n0
+                            if i - 1 > a:        # the position before a dip is the other side of its test
+                                new_anchors[i - 1] = n0
+            if not _plausible_drop(c, a, b, delta_min, cfg.refine_z):
+                continue
+            if c.n[a] < N or c.n[b] < N:
+                top_up.update(x for x in (a, b) if c.n[x] < N)
+            elif inner:
+                new_anchors[(a + b) // 2] = n0
+        if top_up:
+            c.top_up(top_up, N)
+            changed = True
+        fresh = set(new_anchors) - anchors
+        if fresh:
+            c.top_up(fresh, n0)
+            anchors.update(fresh)
+            changed = True
+    # A cliff is only reported at full N on both sides: confirm every pair that fires below N.
+    while True:
+        evaluated = {i: (c.n[i], c.k[i], c.tokens[i]) for i in sorted(c.n)}
+        short = {x for i in cliffs_from_evaluated(evaluated, delta0, z, min(n0, MIN_TEST_ROLLOUTS))
+                 for x in (i - 1, i) if c.n[x] < N}
+        if not short:
+            return evaluated
+        c.top_up(short, N)
+
+
+def exhaustive_search(oracle: Oracle, positions: Sequence[int], n: int) -> dict[int, tuple[int, int, int]]:
+    """Every position with n rollouts (paper mode), through the same oracle."""
+    positions = list(positions)
+    results = oracle.rollouts([(i, n) for i in positions])
+    return {i: (n, k, tok) for i, (k, tok) in zip(positions, results)}
+
+
+def cliffs_from_evaluated(evaluated: dict[int, tuple[int, int, int]], delta0: float = DELTA0,
+                          z: float = Z, min_rollouts: int = MIN_TEST_ROLLOUTS) -> list[int]:
+    """Token indices i with both i−1 and i evaluated (>= min_rollouts each) where the test fires,
+    with each side's own N."""
+    out = []
+    for i in sorted(evaluated):
+        if i - 1 in evaluated:
+            n_prev, k_prev, _ = evaluated[i - 1]
+            n_curr, k_curr, _ = evaluated[i]
+            if min(n_prev, n_curr) >= max(min_rollouts, 1) and bool(is_cliff(k_prev, n_prev, k_curr, n_curr, delta0, z)):
+                out.append(i)
+    return out

@@ -1,0 +1,75 @@
+"""MLflow helper: a local SQLite store at an absolute path by default, a server by URI.
+
+    with start_run("cliff-dpo", "dpo_train", params={...}) as run: ...
+
+`MLFLOW_TRACKING_URI` overrides the default `sqlite:///<repo>/mlflow.db`. The path must be absolute:
+`dvc exp run --temp` runs in a temp clone, where a relative store would be lost with the clone.
+Registration and promotion stay out of the pipeline (promotion is a decision, not an output).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tracking_uri(root: str | Path | None = None) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else an absolute SQLite file in the repository root."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path(root or REPO_ROOT).resolve() / 'mlflow.db'}"
+
+
+def git_commit(root: str | Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or REPO_ROOT, capture_output=True, text=True)
+    except FileNotFoundError:
+        return None
+    return out.stdout.strip() or None
+
+
+def file_md5(path: str | Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def flatten(params: dict, prefix: str = "") -> dict[str, str]:
+    """Nested params as MLflow's flat `a.b.c` keys (values as strings, MLflow's limit 6000 chars)."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+@contextmanager
+def start_run(experiment: str, run_name: str, params: dict | None = None, tags: dict | None = None,
+              root: str | Path | None = None):
+    """An MLflow run with params, the git commit and the DVC experiment name (when DVC sets it)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(root))
+    mlflow.set_experiment(experiment)
+    run_tags = {"git_commit": git_commit(root) or "unknown", **(tags or {})}
+    if os.environ.get("DVC_EXP_NAME"):
+        run_tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        run_tags["dvc.baseline_rev"] = os.environ["DVC_EXP_BASELINE_REV"]
+    with mlflow.start_run(run_name=run_name, tags=run_tags) as run:
+        if params:
+            flat = flatten(params)
+            keys = sorted(flat)
+            for i in range(0, len(keys), 100):   # MLflow caps a batch at 100 params
+                mlflow.log_params({k: flat[k] for k in keys[i:i + 100]})
+        yield run
