@@ -13,8 +13,7 @@ Algorithm (three kinds of evidence, each spending rollouts only where a decision
 2. **Sweep** (cancellation guard). Every other position gets `sweep_rollouts` (default 2). A drop
    followed by a recovery inside one grid interval leaves the interval's ends equal, which blinds
    bisection; the sweep sees the dip as a run of failures that is unlikely at the level of the
-   interval's ends (binomial tail ≤ `flag_alpha` for windows of 1–3 positions). Flagged positions
-   become anchors.
+
 3. **Refine, sequentially.** Between adjacent anchors a and b a *detectable* drop is plausible when
    p̂_a − p̂_b + z_r·SE > δ_min, where δ_min is the smallest drop the protocol test can detect at N
    (0.1875 at N = 64; SE from add-half smoothed estimates). A plausible interval first gets its ends
@@ -61,7 +60,9 @@ class AdaptiveConfig:
     grid_points: int = 16           # the grid has about this many positions (stride = T / grid_points)
     min_stride: int = 4
     sweep_rollouts: int = 2         # n at every non-grid position; 0 disables the cancellation guard
-    flag_alpha: float = 0.02        # a sweep window is flagged when its failures have tail prob <= this
+    flag_lr: float = 3.0            # flag a sweep window when a dip explains it this many times better
+    dip_depth: float = 1.5          # the dip alternative sits dip_depth · δ_min below the ends' level
+    confirm_z: float = 2.5          # a flagged position is kept when n0 rollouts put it this many SEs low
     refine_z: float = 1.0           # z for "a detectable drop is still plausible" (higher: more recall, more cost)
 
     def __post_init__(self):
@@ -115,16 +116,25 @@ def _plausible_drop(c: _Counts, a: int, b: int, delta_min: float, z: float) -> b
     return c.p(a) - c.p(b) + z * math.sqrt(va + vb) > delta_min
 
 
-def _flag_dips(c: _Counts, inner: list[int], level: float, alpha: float) -> list[int]:
-    """Sweep positions inside an interval whose failures are unlikely at the ends' level."""
+def _significantly_lower(c: _Counts, a: int, b: int, z: float) -> bool:
+    _, va = c.smoothed(a)
+    _, vb = c.smoothed(b)
+    return c.p(a) - c.p(b) > z * math.sqrt(va + vb)
+
+
+def _flag_dips(c: _Counts, inner: list[int], level: float, dip: float, min_lr: float) -> list[int]:
+    """Sweep positions inside an interval where a dip to `dip` explains the counts `min_lr` times
+    better than the ends' `level` (binomial likelihood ratio over windows of 1–3 positions)."""
+    if not inner:
+        return []
+    k = np.array([c.k[i] for i in inner])
+    n = np.array([c.n[i] for i in inner])
+    log_lr = k * math.log(dip / level) + (n - k) * math.log((1 - dip) / (1 - level))   # per position
     flagged: set[int] = set()
     for w in (1, 2, 3):
-        for s in range(0, len(inner) - w + 1):
-            window = inner[s:s + w]
-            n = sum(c.n[i] for i in window)
-            k = sum(c.k[i] for i in window)
-            if binom.cdf(k, n, level) <= alpha:
-                flagged.update(window)
+        window = np.convolve(log_lr, np.ones(w), mode="valid")
+        for s in np.flatnonzero(window >= math.log(min_lr)):
+            flagged.update(inner[s:s + w])
     return sorted(flagged)
 
 
@@ -158,14 +168,15 @@ def adaptive_search(oracle: Oracle, positions: Sequence[int], cfg: AdaptiveConfi
             inner = [i for i in range(a + 1, b)]
             if cfg.sweep_rollouts and inner and (a, b) not in checked_dips:
                 checked_dips.add((a, b))
-                level = min(c.p(a), c.p(b))
+                level = min(c.smoothed(a)[0], c.smoothed(b)[0])
                 if level > delta_min:                # a detectable dip below the ends is possible at all
-                    flagged = _flag_dips(c, [i for i in inner if i in swept], level - delta_min / 2, cfg.flag_alpha)
+                    dip = max(level - cfg.dip_depth * delta_min, 0.01)
+                    flagged = _flag_dips(c, [i for i in inner if i in swept], level, dip, cfg.flag_lr)
                     c.top_up(flagged, n0)
                     ref = a if c.p(a) >= c.p(b) else b
                     for i in flagged:
-                        # a flag that n0 rollouts put back at the interval's level was noise
-                        if _plausible_drop(c, ref, i, delta_min, cfg.refine_z):
+                        # a flag is kept only if n0 rollouts confirm the position is below the level
+                        if _significantly_lower(c, ref, i, cfg.confirm_z):
                             new_anchors[i] = n0
                             if i - 1 > a:        # the position before a dip is the other side of its test
                                 new_anchors[i - 1] = n0

@@ -134,7 +134,9 @@ class AdaptiveParams:
     grid_points: int = 16
     min_stride: int = 4
     sweep_rollouts: int = 2
-    flag_alpha: float = 0.02
+    flag_lr: float = 3.0
+    dip_depth: float = 1.5
+    confirm_z: float = 2.5
     refine_z: float = 1.0
 
 

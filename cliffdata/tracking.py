@@ -8,7 +8,6 @@ Registration and promotion stay out of the pipeline (promotion is a decision, no
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from contextlib import contextmanager
@@ -31,14 +30,6 @@ def git_commit(root: str | Path | None = None) -> str | None:
     except FileNotFoundError:
         return None
     return out.stdout.strip() or None
-
-
-def file_md5(path: str | Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def flatten(params: dict, prefix: str = "") -> dict[str, str]:

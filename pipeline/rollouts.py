@@ -15,7 +15,8 @@ from transformers import AutoTokenizer
 from cliffdata import schema
 from cliffdata.backends import open_backend
 from cliffdata.config import load_params
-from cliffdata.rollouts import Checkpoint, file_digest, fingerprint, run_rollouts
+from cliffdata.rollouts import Checkpoint, fingerprint, run_rollouts
+from cliffdata.schema import file_digest
 from cliffdata.sampling import to_sampling
 
 

@@ -50,15 +50,19 @@ class VLLMBackend(Backend):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = [SamplingParams(n=r.n, temperature=sampling.temperature, top_p=sampling.top_p,
+        greedy = sampling.temperature == 0
+        # vLLM refuses n > 1 with greedy sampling; greedy rows are identical, so draw one and repeat it.
+        params = [SamplingParams(n=1 if greedy else r.n, temperature=sampling.temperature, top_p=sampling.top_p,
                                  top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
                                  seed=r.seed if self.on_gpu else None)
                   for r in requests]
         prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         result = []
-        for out in outputs:
+        for req, out in zip(requests, outputs):
             comps = sorted(out.outputs, key=lambda c: c.index)
+            if greedy:
+                comps = comps * req.n
             result.append(Generation(tuple(tuple(c.token_ids) for c in comps),
                                      tuple("stop" if c.finish_reason == "stop" else "length" for c in comps)))
         return result

@@ -1,0 +1,541 @@
+"""Adaptive vs exhaustive vs PTS-style bisection cliff search, on simulated potential curves.
+
+    python bench/adaptive.py --sim-only [--seed 0] [--num-curves 126] [--curves PATH] [--json bench/results/adaptive.json]
+
+Writes the JSON report and a Markdown table next to it (`adaptive.md`), and prints the table.
+
+Simulation. Each ground-truth potential curve p (one value per response token, T tokens) is searched
+by every method through a binomial rollout oracle: a request (i, n) returns Binomial(n, p[i]) correct
+rollouts and charges n·(T − 1 − i) generated tokens (each rollout regenerates the rest of the trace).
+The curves are a seeded library (kinds in `KINDS`, lengths 50–2,000, most ≥ 200) or the user's
+(`--curves`: a JSON list of {"kind": str, "p": [float, ...]}). Methods:
+
+- exhaustive: every position with N = 64 rollouts (paper mode), cliffs by the protocol test (§2);
+- adaptive: `cliffdata.adaptive.adaptive_search` with `AdaptiveConfig()` defaults; cliffs by the
+  protocol test between adjacent evaluated positions, each side with its own N;
+- pts: pivotal-token-search-style bisection (Phi-4, Abdin et al. 2024, arXiv 2412.08905): N = 20 at
+  both ends, bisect every interval with |Δp̂| ≥ 0.2 until its ends are adjacent; adjacent pairs with
+  p̂[i−1] − p̂[i] ≥ 0.2 are its cliffs.
+
+Definitions (repeated in the Markdown output):
+- True cliff: position i with is_cliff(round(64·p[i−1]), 64, round(64·p[i]), 64), i.e. the protocol
+  test would fire at N = 64 on the expected counts: a true drop that exhaustive mode can detect.
+- Recall: detected true cliffs / true cliffs, pooled over traces.
+- False cliffs per trace: reported cliffs that are not true cliffs, divided by the number of traces.
+- First-cliff agreement: share of traces whose first reported cliff is the first true cliff (no cliff
+  reported where there is none counts as agreement).
+
+Top-level JSON keys, over the traces of length ≥ 200: `recall_ratio` = adaptive / exhaustive recall;
+`false_cliffs_ratio` = (adaptive + ε) / (exhaustive + ε) false cliffs per trace with ε = 0.01, since
+exhaustive can have none (raw values in `false_cliffs_per_trace`); `token_ratio` = adaptive /
+exhaustive generated tokens. Deterministic for a seed: the curve library and every (curve, method)
+oracle draw from their own seeded generators.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cliffdata.adaptive import AdaptiveConfig, Oracle, adaptive_search, cliffs_from_evaluated, exhaustive_search  # noqa: E402
+from cliffdata.stats import cliff_matrix, is_cliff  # noqa: E402
+
+EXHAUSTIVE_N = 64
+# The adaptive search as the pipeline runs it (params' rollouts.adaptive defaults), at N = 64.
+ADAPTIVE_CONFIG = AdaptiveConfig(num_rollouts=EXHAUSTIVE_N)
+PTS_N = 20
+PTS_THRESHOLD = 0.2
+FALSE_CLIFFS_EPS = 0.01
+LONG_TRACE = 200
+KINDS = ("single_cliff", "multi_cliff", "drop_recovery", "gradual_decline", "noisy_plateau", "no_cliff",
+         "near_threshold", "plateau_zero", "plateau_one")
+DEFINITIONS = {
+    "true_cliff": "position i with is_cliff(round(64·p[i−1]), 64, round(64·p[i]), 64): the protocol test "
+                  "would fire at N = 64 on the expected counts",
+    "recall": "detected true cliffs / true cliffs, pooled over traces",
+    "false_cliffs_per_trace": "reported cliffs that are not true cliffs / number of traces",
+    "first_cliff_agreement": "share of traces whose first reported cliff is the first true cliff (none = none agrees)",
+    "generated_tokens": "each rollout from position i is charged the remaining trace length T − 1 − i",
+    "false_cliffs_ratio": f"(adaptive + {FALSE_CLIFFS_EPS}) / (exhaustive + {FALSE_CLIFFS_EPS}) false cliffs per trace",
+}
+
+
+# --- ground-truth curves -------------------------------------------------------------------------
+
+def _min_drop_counts(k_prev: int) -> int | None:
+    """Smallest drop in counts out of 64 that is a cliff from k_prev (None if none is)."""
+    row = np.flatnonzero(cliff_matrix(EXHAUSTIVE_N)[k_prev])
+    return int(k_prev - row.max()) if len(row) else None
+
+
+def _cut(rng: np.random.Generator, T: int) -> int:
+    """A change point away from the ends."""
+    return int(rng.integers(max(1, T // 5), max(2, 4 * T // 5)))
+
+
+def _single_cliff(rng, T):
+    hi = rng.uniform(0.6, 0.95)
+    p = np.full(T, hi)
+    p[_cut(rng, T):] = rng.uniform(0.0, hi - 0.45)
+    return p
+
+
+def _multi_cliff(rng, T):
+    # 2–3 drops, each followed by a slow partial recovery to a plateau.
+    m = int(rng.integers(2, 4))
+    edges = np.linspace(T // 10, 9 * T // 10, m + 1)
+    cuts = [int(rng.integers(int(a + (b - a) / 4), int(a + 3 * (b - a) / 4) + 1)) for a, b in zip(edges, edges[1:])]
+    level = rng.uniform(0.85, 1.0)
+    p = np.full(T, level)
+    for j, c in enumerate(cuts):
+        low = level - min(level, rng.uniform(0.3, 0.45))
+        end = cuts[j + 1] if j + 1 < m else T
+        rise = rng.uniform(0.1, 0.3) if j + 1 < m else 0.0
+        steps = np.arange(end - c)
+        p[c:end] = low + rise * np.minimum(1.0, steps / max(1, (end - c) // 2))
+        level = p[end - 1]
+    return p
+
+
+def _drop_recovery(rng, T):
+    # A dip of 1–5 positions inside a plateau: bisection sees equal ends and never looks inside.
+    hi = rng.uniform(0.6, 0.95)
+    c, width = _cut(rng, T), int(rng.integers(1, 6))
+    p = np.full(T, hi)
+    p[c:c + width] = hi - rng.uniform(0.4, min(hi, 0.6))
+    return p
+
+
+def _gradual_decline(rng, T):
+    # Linear over >= 50 positions: per-step drops <= 0.02, far below δ0.
+    hi, lo = rng.uniform(0.7, 1.0), rng.uniform(0.0, 0.3)
+    span = int(rng.integers(max(50, T // 2), T + 1))
+    start = int(rng.integers(0, T - span + 1))
+    p = np.full(T, hi)
+    p[start:start + span] = np.linspace(hi, lo, span)
+    p[start + span:] = lo
+    return p
+
+
+def _noisy_plateau(rng, T):
+    return rng.uniform(0.3, 0.9) + rng.uniform(-0.025, 0.025, size=T)
+
+
+def _no_cliff(rng, T):
+    # Monotone rise to 1 with bursty upward jumps.
+    start = rng.uniform(0.1, 0.6)
+    steps = np.cumsum(rng.gamma(0.3, size=T - 1))
+    return np.concatenate([[start], start + (1 - start) * steps / steps[-1]])
+
+
+def _near_threshold(rng, T):
+    # One drop at the smallest count difference N = 64 can detect from its level (a true cliff) and
+    # one a count smaller (not one), in random order, joined by a slow ramp.
+    events = [(k, _min_drop_counts(k)) for k in rng.integers(30, 50, size=2)]
+    events[1] = (events[1][0], events[1][1] - 1)
+    events = [events[j] for j in rng.permutation(2)]
+    c1 = int(rng.integers(T // 5, 2 * T // 5))
+    c2 = int(rng.integers(3 * T // 5, 4 * T // 5))
+    (k1, d1), (k2, d2) = events
+    p = np.full(T, k1 / 64)
+    p[c1:c2] = np.linspace((k1 - d1) / 64, k2 / 64, c2 - c1)
+    p[c1] = (k1 - d1) / 64
+    p[c2 - 1] = k2 / 64
+    p[c2:] = (k2 - d2) / 64
+    return p
+
+
+def _plateau_zero(rng, T):
+    # A third never solvable; the rest fall to exactly 0 and stay there.
+    if rng.random() < 1 / 3:
+        return np.zeros(T)
+    p = np.full(T, rng.uniform(0.4, 0.95))
+    p[_cut(rng, T):] = 0.0
+    return p
+
+
+def _plateau_one(rng, T):
+    # A third always solved; the rest fall from exactly 1 (SE = 0 on the left side).
+    p = np.ones(T)
+    if rng.random() >= 1 / 3:
+        p[_cut(rng, T):] = rng.uniform(0.0, 0.6)
+    return p
+
+
+_GENERATORS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "single_cliff": _single_cliff, "multi_cliff": _multi_cliff, "drop_recovery": _drop_recovery,
+    "gradual_decline": _gradual_decline, "noisy_plateau": _noisy_plateau, "no_cliff": _no_cliff,
+    "near_threshold": _near_threshold, "plateau_zero": _plateau_zero, "plateau_one": _plateau_one,
+}
+
+
+def make_curves(num_curves: int, seed: int) -> list[dict]:
+    """The curve library: kinds in rotation; every fourth round of kinds is short (50–199), the rest
+    log-uniform in 200–2,000 tokens."""
+    if num_curves < 1:
+        raise ValueError(f"num_curves must be >= 1, got {num_curves}")
+    rng = np.random.default_rng(seed)
+    curves = []
+    for j in range(num_curves):
+        kind = KINDS[j % len(KINDS)]
+        if (j // len(KINDS)) % 4 == 0:
+            T = int(rng.integers(50, LONG_TRACE))
+        else:
+            T = int(round(math.exp(rng.uniform(math.log(LONG_TRACE), math.log(2000)))))
+        p = np.clip(_GENERATORS[kind](rng, T), 0.0, 1.0)
+        curves.append({"kind": kind, "p": p})
+    return curves
+
+
+def load_curves(path: str | Path) -> list[dict]:
+    """User curves: a JSON list of {"kind": str, "p": [float, ...]}, one potential per response token."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, list) or not data:
+        raise ValueError(f'{path}: expected a non-empty JSON list of {{"kind": str, "p": [float, ...]}}, '
+                         f"got {type(data).__name__} {str(data)[:80]}")
+    curves = []
+    for j, c in enumerate(data):
+        if not isinstance(c, dict) or set(c) != {"kind", "p"}:
+            raise ValueError(f'{path}: entry {j} must be an object with exactly the keys "kind" and "p", got {str(c)[:80]}')
+        if not isinstance(c["kind"], str):
+            raise ValueError(f'{path}: entry {j}: "kind" must be a string, got {c["kind"]!r}')
+        p = c["p"]
+        if (not isinstance(p, list) or len(p) < 2
+                or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in p)):
+            raise ValueError(f'{path}: entry {j}: "p" must be a list of at least 2 numbers, got {str(p)[:80]}')
+        p = np.asarray(p, dtype=np.float64)
+        bad = np.flatnonzero(~((p >= 0) & (p <= 1)))  # also catches NaN
+        if len(bad):
+            raise ValueError(f'{path}: entry {j}: "p" must lie in [0, 1], got p[{bad[0]}] = {p[bad[0]]}')
+        curves.append({"kind": c["kind"], "p": p})
+    return curves
+
+
+def true_cliffs(p: np.ndarray) -> list[int]:
+    """Positions where the cliff test fires at N = 64 on the expected counts round(64·p)."""
+    k = np.rint(EXHAUSTIVE_N * np.asarray(p, dtype=np.float64)).astype(np.int64)
+    flags = is_cliff(k[:-1], EXHAUSTIVE_N, k[1:], EXHAUSTIVE_N)
+    return (np.flatnonzero(flags) + 1).tolist()
+
+
+# --- the simulated oracle and the methods ----------------------------------------------------------
+
+class BinomialOracle:
+    """Rollouts on a ground-truth curve: Binomial(n, p[i]) correct, each charged T − 1 − i tokens."""
+
+    def __init__(self, p: Sequence[float], rng: np.random.Generator):
+        self.p = np.asarray(p, dtype=np.float64)
+        self.rng = rng
+        self.num_rollouts = 0
+        self.num_generated_tokens = 0
+
+    def rollouts(self, requests: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        if not requests:
+            return []
+        req = np.asarray(requests, dtype=np.int64).reshape(-1, 2)  # (R, 2)
+        idx, n = req[:, 0], req[:, 1]
+        T = len(self.p)
+        if (idx < 0).any() or (idx >= T).any() or (n < 0).any():
+            raise ValueError(f"requests need 0 <= token_index < {T} and n >= 0, got {requests[:5]}…")
+        num_correct = self.rng.binomial(n, self.p[idx])
+        num_tokens = n * (T - 1 - idx)
+        self.num_rollouts += int(n.sum())
+        self.num_generated_tokens += int(num_tokens.sum())
+        return list(zip(num_correct.tolist(), num_tokens.tolist()))
+
+
+Evaluated = dict[int, tuple[int, int, int]]
+
+
+def pts_search(oracle: Oracle, positions: Sequence[int], n: int = PTS_N,
+               threshold: float = PTS_THRESHOLD) -> tuple[Evaluated, list[int]]:
+    """Pivotal-token-search bisection: returns (evaluated, cliffs), cliffs = adjacent drops >= threshold.
+
+    Level by level: all midpoints of the intervals that still need splitting go to the oracle as one
+    batch. A dip that recovers inside an interval leaves its ends equal, so bisection never sees it.
+    """
+    positions = list(positions)
+    counts: dict[int, tuple[int, int, int]] = {}  # index into positions -> (n, k, tokens)
+
+    def evaluate(js):
+        todo = sorted(set(js) - counts.keys())
+        for j, (k, tok) in zip(todo, oracle.rollouts([(positions[j], n) for j in todo])):
+            counts[j] = (n, k, tok)
+
+    def drop(a, b):  # p̂[a] − p̂[b]
+        return (counts[a][1] - counts[b][1]) / n
+
+    tol = 1e-9  # |Δp̂| ≥ 0.2 must hold at exactly 4/20, whatever the float rounding
+
+    if not positions:
+        return {}, []
+    last = len(positions) - 1
+    evaluate([0, last])
+    frontier = [(0, last)] if last > 0 else []
+    cliffs = []
+    while frontier:
+        cliffs += [positions[b] for a, b in frontier if b - a == 1 and drop(a, b) >= threshold - tol]
+        split = [(a, b) for a, b in frontier if b - a > 1 and abs(drop(a, b)) >= threshold - tol]
+        mids = [(a + b) // 2 for a, b in split]
+        evaluate(mids)
+        frontier = [half for (a, b), m in zip(split, mids) for half in ((a, m), (m, b))]
+    return {positions[j]: v for j, v in sorted(counts.items())}, sorted(cliffs)
+
+
+def _run_exhaustive(oracle, positions):
+    evaluated = exhaustive_search(oracle, positions, EXHAUSTIVE_N)
+    return evaluated, cliffs_from_evaluated(evaluated)
+
+
+def _run_adaptive(oracle, positions):
+    evaluated = adaptive_search(oracle, positions, ADAPTIVE_CONFIG)
+    return evaluated, cliffs_from_evaluated(evaluated)
+
+
+METHODS: dict[str, Callable[[Oracle, list[int]], tuple[Evaluated, list[int]]]] = {
+    "exhaustive": _run_exhaustive, "adaptive": _run_adaptive, "pts": pts_search,
+}
+
+
+# --- the comparison ------------------------------------------------------------------------------
+
+def score_trace(true: list[int], reported: list[int]) -> dict:
+    """Detected true cliffs, false cliffs and first-cliff agreement of one method on one trace."""
+    true_set, reported_set = set(true), set(reported)
+    first = min(reported_set) if reported_set else None
+    return {"num_detected": len(true_set & reported_set), "num_false": len(reported_set - true_set),
+            "first_cliff": first, "first_cliff_agrees": first == (min(true_set) if true_set else None)}
+
+
+def run_curve(p: np.ndarray, curve_index: int, seed: int, methods: Sequence[str]) -> dict:
+    """Every method on one curve, each with its own oracle generator seeded by (seed, curve, method)."""
+    positions = list(range(len(p)))
+    true = true_cliffs(p)
+    out = {"length": len(p), "true_cliffs": true, "methods": {}}
+    for name in methods:
+        oracle = BinomialOracle(p, np.random.default_rng([seed, curve_index, list(METHODS).index(name)]))
+        evaluated, cliffs = METHODS[name](oracle, positions)
+        assert sum(v[0] for v in evaluated.values()) == oracle.num_rollouts, \
+            f"{name}: evaluated rollouts disagree with what the oracle was asked for"
+        out["methods"][name] = {"cliffs": [int(i) for i in cliffs], **score_trace(true, cliffs),
+                                "num_rollouts": oracle.num_rollouts,
+                                "num_generated_tokens": oracle.num_generated_tokens}
+    return out
+
+
+def _ratio(a, b):
+    return None if a is None or not b else round(a / b, 4)
+
+
+def summarise(traces: list[dict], method: str) -> dict:
+    """Pooled metrics of one method over some traces."""
+    runs = [t["methods"][method] for t in traces]
+    num, num_true = len(traces), sum(len(t["true_cliffs"]) for t in traces)
+    detected = sum(r["num_detected"] for r in runs)
+    rollouts = sum(r["num_rollouts"] for r in runs)
+    tokens = sum(r["num_generated_tokens"] for r in runs)
+    return {
+        "num_traces": num, "num_true_cliffs": num_true, "num_detected": detected,
+        "recall": _ratio(detected, num_true),
+        "false_cliffs_per_trace": _ratio(sum(r["num_false"] for r in runs), num),
+        "first_cliff_agreement": _ratio(sum(r["first_cliff_agrees"] for r in runs), num),
+        "num_rollouts": rollouts, "num_generated_tokens": tokens,
+        "rollouts_per_trace": _ratio(rollouts, num), "tokens_per_trace": _ratio(tokens, num),
+    }
+
+
+def run_sim(curves: list[dict], seed: int, methods: Sequence[str] = tuple(METHODS)) -> dict:
+    """The simulated comparison: per-trace results, summaries by group and the adaptive/exhaustive ratios."""
+    traces = []
+    for j, c in enumerate(tqdm(curves, desc="curves", disable=None)):
+        traces.append({"kind": c["kind"], **run_curve(np.asarray(c["p"], dtype=np.float64), j, seed, methods)})
+    groups = {"all": traces, f"length>={LONG_TRACE}": [t for t in traces if t["length"] >= LONG_TRACE]}
+    groups |= {f"kind:{k}": [t for t in traces if t["kind"] == k] for k in dict.fromkeys(t["kind"] for t in traces)}
+    summary = {g: {m: summarise(ts, m) for m in methods} for g, ts in groups.items() if ts}
+    # The ratios are None when there is no trace of length >= 200 or a method did not run.
+    report = dict.fromkeys(["recall_ratio", "false_cliffs_ratio", "token_ratio"])
+    long = summary.get(f"length>={LONG_TRACE}", {})
+    if "adaptive" in long and "exhaustive" in long:
+        ad, ex = long["adaptive"], long["exhaustive"]
+        report = {
+            "recall_ratio": _ratio(ad["recall"], ex["recall"]),
+            "false_cliffs_ratio": round((ad["false_cliffs_per_trace"] + FALSE_CLIFFS_EPS)
+                                        / (ex["false_cliffs_per_trace"] + FALSE_CLIFFS_EPS), 4),
+            "token_ratio": _ratio(ad["num_generated_tokens"], ex["num_generated_tokens"]),
+            "false_cliffs_per_trace": {"adaptive": ad["false_cliffs_per_trace"],
+                                       "exhaustive": ex["false_cliffs_per_trace"]},
+            "false_cliffs_eps": FALSE_CLIFFS_EPS,
+        }
+    return report | {"seed": seed, "num_curves": len(curves), "definitions": DEFINITIONS,
+                     "methods": {"exhaustive": {"num_rollouts": EXHAUSTIVE_N},
+                                 "adaptive": dataclasses.asdict(ADAPTIVE_CONFIG),
+                                 "pts": {"num_rollouts": PTS_N, "threshold": PTS_THRESHOLD}},
+                     "summary": summary, "traces": traces}
+
+
+def format_markdown(report: dict) -> str:
+    def fmt(x, digits=3):
+        return "–" if x is None else f"{x:.{digits}f}"
+
+    lines = [f"# Adaptive cliff search, simulated ({report['num_curves']} curves, seed {report['seed']})", ""]
+    if "false_cliffs_per_trace" in report:
+        fc = report["false_cliffs_per_trace"]
+        lines += [f"Traces of length ≥ {LONG_TRACE}, adaptive vs exhaustive: recall ratio "
+                  f"**{fmt(report['recall_ratio'])}**, false-cliffs ratio **{fmt(report['false_cliffs_ratio'])}** "
+                  f"({fmt(fc['adaptive'])} vs {fmt(fc['exhaustive'])} per trace, ε = {FALSE_CLIFFS_EPS}), "
+                  f"token ratio **{fmt(report['token_ratio'])}**.", ""]
+    lines += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in report["definitions"].items()]
+    lines += ["", "| traces | method | n | true cliffs | recall | false cliffs / trace | first-cliff agreement "
+                  "| rollouts / trace | tokens / trace |", "|---|---|---|---|---|---|---|---|---|"]
+    for group, by_method in report["summary"].items():
+        for m, s in by_method.items():
+            lines.append(f"| {group} | {m} | {s['num_traces']} | {s['num_true_cliffs']} | {fmt(s['recall'])} "
+                         f"| {fmt(s['false_cliffs_per_trace'], 2)} | {fmt(s['first_cliff_agreement'])} "
+                         f"| {s['rollouts_per_trace']:,.0f} | {s['tokens_per_trace']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Real model: exhaustive vs adaptive on the pipeline's traces, with a second exhaustive run as the
+# noise ceiling. The reference exhaustive run is a rollout dataset (default: the pipeline's own
+# data/rollouts/potentials.parquet, mode exhaustive); the bench draws the other two.
+
+def _cliff_sets(rows: list[dict], min_rollouts: int) -> dict[str, list[int]]:
+    from cliffdata.adaptive import cliffs_from_evaluated
+
+    by_trace: dict[str, dict[int, tuple[int, int, int]]] = {}
+    for r in rows:
+        by_trace.setdefault(r["trace_id"], {})[r["token_index"]] = (
+            r["num_rollouts"], r["num_correct"], r["num_generated_tokens"])
+    return {t: cliffs_from_evaluated(ev, min_rollouts=min_rollouts) for t, ev in by_trace.items()}
+
+
+def compare_runs(reference: dict[str, list[int]], other: dict[str, list[int]]) -> dict:
+    """First-cliff agreement, all-cliff recall and precision of `other` relative to `reference`."""
+    traces = sorted(reference)
+    first_agree = sum((reference[t][:1] or [None]) == (other.get(t, [])[:1] or [None]) for t in traces)
+    ref_all = {(t, i) for t in traces for i in reference[t]}
+    oth_all = {(t, i) for t in traces for i in other.get(t, [])}
+    hit = len(ref_all & oth_all)
+    return {"num_traces": len(traces), "first_cliff_agreement": first_agree / max(len(traces), 1),
+            "recall": hit / len(ref_all) if ref_all else None,
+            "precision": hit / len(oth_all) if oth_all else None,
+            "num_cliffs_reference": len(ref_all), "num_cliffs": len(oth_all)}
+
+
+def run_real(potentials_path: str, max_traces: int | None, seed: int) -> dict:
+    """Exhaustive (given dataset) vs a second exhaustive seed vs adaptive, same N, same engine."""
+    import dataclasses
+
+    from transformers import AutoTokenizer
+
+    from cliffdata import schema
+    from cliffdata.backends import open_backend
+    from cliffdata.config import load_params
+    from cliffdata.rollouts import estimate_potentials
+    from cliffdata.sampling import to_sampling
+
+    params = load_params(ROOT / "params.yaml")
+    reference_rows = schema.read("potentials", potentials_path).to_pylist()
+    modes = {r["mode"] for r in reference_rows}
+    if modes != {"exhaustive"}:
+        raise ValueError(f"{potentials_path}: the reference must be an exhaustive run, got modes {sorted(modes)}")
+    n_ref = {r["num_rollouts"] for r in reference_rows if not r["is_filled"]}
+    if len(n_ref) != 1:
+        raise ValueError(f"{potentials_path}: the reference must use one N, got {sorted(n_ref)}")
+    (n,) = n_ref
+    traces = schema.read("traces", ROOT / schema.PATHS["traces"]).to_pylist()
+    wanted = sorted({r["trace_id"] for r in reference_rows})
+    if max_traces and max_traces < len(wanted):     # an even spread over the dataset, not its first family
+        wanted = [wanted[round(j * len(wanted) / max_traces)] for j in range(max_traces)]
+    traces = [t for t in traces if t["trace_id"] in set(wanted)]
+    golds = {p["problem_id"]: (p["answer"], p["answer_format"])
+             for p in schema.read("problems", ROOT / schema.PATHS["problems"]).to_pylist()}
+    base = dataclasses.replace(params.rollouts, num_rollouts=n)
+    configs = {"exhaustive_seed2": dataclasses.replace(base, mode="exhaustive", seed=seed + 1000),
+               "adaptive": dataclasses.replace(base, mode="adaptive", seed=seed + 2000)}
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / "models/base")
+    rows: dict[str, list[dict]] = {name: [] for name in configs}
+    started = time.perf_counter()
+    with open_backend(params.engine, str(ROOT / "models/base"), seed=seed) as backend:
+        for name, cfg in configs.items():
+            for t in traces:
+                gold, fmt = golds[t["problem_id"]]
+                r, _ = estimate_potentials(t, gold, fmt, backend, tokenizer, cfg, to_sampling(cfg.sampling))
+                rows[name] += r
+    reference_rows = [r for r in reference_rows if r["trace_id"] in set(wanted)]
+    min_n = params.cliffs.min_rollouts
+    ref = _cliff_sets(reference_rows, min_n)
+    tokens = {"exhaustive": sum(r["num_generated_tokens"] for r in reference_rows)}
+    report = {"reference": str(potentials_path), "num_rollouts": n, "num_traces": len(traces),
+              "engine": params.engine.backend, "wall_seconds": round(time.perf_counter() - started, 1), "methods": {}}
+    for name, r in rows.items():
+        tokens[name] = sum(x["num_generated_tokens"] for x in r)
+        report["methods"][name] = {**compare_runs(ref, _cliff_sets(r, min_n)),
+                                   "generated_tokens": tokens[name],
+                                   "token_ratio": tokens[name] / max(tokens["exhaustive"], 1)}
+    report["methods"]["exhaustive"] = {"generated_tokens": tokens["exhaustive"], "num_cliffs": sum(map(len, ref.values()))}
+    return report
+
+
+def format_real(real: dict) -> str:
+    lines = [f"\n## Real model ({real['engine']}, {real['num_traces']} traces, N = {real['num_rollouts']}, "
+             f"reference {real['reference']})\n",
+             "| run | first-cliff agreement | recall | precision | cliffs | generated tokens | token ratio |",
+             "|---|---|---|---|---|---|---|"]
+    ex = real["methods"]["exhaustive"]
+    lines.append(f"| exhaustive (reference) | 1.000 | 1.000 | 1.000 | {ex['num_cliffs']} | {ex['generated_tokens']:,} | 1.000 |")
+    fmt = lambda x: "–" if x is None else f"{x:.3f}"
+    for name in ("exhaustive_seed2", "adaptive"):
+        m = real["methods"][name]
+        lines.append(f"| {name} | {fmt(m['first_cliff_agreement'])} | {fmt(m['recall'])} | {fmt(m['precision'])} "
+                     f"| {m['num_cliffs']} | {m['generated_tokens']:,} | {m['token_ratio']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num-curves", type=int, default=126, help="size of the curve library (ignored with --curves)")
+    ap.add_argument("--curves", type=Path, default=None,
+                    help='JSON list of {"kind": str, "p": [float, ...]} to use instead of the library')
+    ap.add_argument("--sim-only", action="store_true", help="only the simulated comparison (seconds)")
+    ap.add_argument("--potentials", type=Path, default=ROOT / "data/rollouts/potentials.parquet",
+                    help="the exhaustive rollout dataset that is the real-model reference")
+    ap.add_argument("--max-traces", type=int, default=None, help="real model: this many traces, evenly spread over the reference")
+    ap.add_argument("--json", type=Path, default=ROOT / "bench/results/adaptive.json")
+    args = ap.parse_args(argv)
+    try:
+        curves = load_curves(args.curves) if args.curves else make_curves(args.num_curves, args.seed)
+    except ValueError as e:
+        ap.error(str(e))
+
+    started = time.perf_counter()
+    report = run_sim(curves, args.seed)
+    print(f"simulation: {len(curves)} curves in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    markdown = format_markdown(report)
+    if not args.sim_only:
+        report["real"] = run_real(str(args.potentials), args.max_traces, args.seed)
+        markdown += format_real(report["real"])
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    args.json.with_suffix(".md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
