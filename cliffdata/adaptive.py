@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy.stats import binom
 
 from cliffdata.stats import DELTA0, Z, cliff_matrix, is_cliff
 

@@ -156,6 +156,9 @@ class RolloutsConfig:
         _check(self.num_rollouts >= 1, f"rollouts.num_rollouts must be >= 1, got {self.num_rollouts}")
         _check(self.early_stop_zeros >= 0, f"rollouts.early_stop_zeros must be >= 0, got {self.early_stop_zeros}")
         _check(self.positions_per_batch >= 1, f"rollouts.positions_per_batch must be >= 1, got {self.positions_per_batch}")
+        _check(self.mode != "adaptive" or self.adaptive.initial_rollouts <= self.num_rollouts,
+               f"rollouts.adaptive.initial_rollouts must be <= rollouts.num_rollouts, "
+               f"got {self.adaptive.initial_rollouts} > {self.num_rollouts}")
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,39 @@ class CliffsConfig:
 
 
 @dataclass(frozen=True)
+class AblationConfig:
+    """`ablation`: N continuations per prefix and the ks of the pass@k curve (protocol §5, RQ1)."""
+    num_rollouts: int = 64             # paper 64
+    seed: int = 0
+    ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=1024)
+
+    def __post_init__(self):
+        _check(self.num_rollouts >= 1, f"ablation.num_rollouts must be >= 1, got {self.num_rollouts}")
+        _check(len(self.ks) > 0 and list(self.ks) == sorted(set(self.ks)),
+               f"ablation.ks must be strictly increasing and non-empty, got {list(self.ks)}")
+        _check(self.ks[0] >= 1 and self.ks[-1] <= self.num_rollouts,
+               f"ablation.ks must lie in [1, num_rollouts={self.num_rollouts}], got {list(self.ks)}")
+
+
+@dataclass(frozen=True)
+class CandidatesConfig:
+    """`candidates`: top-k replacements at each cliff, N rollouts each (protocol §5, §6)."""
+    top_k: int = 20                    # paper: 20 for CPM, 10 for Cliff-DPO; at most token_stats.top_k
+    num_rollouts: int = 64             # paper 64
+    seed: int = 0
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=1024)
+    entropy_bins: int = 30             # entropy histogram, cliff vs baseline
+    entropy_max: float = 3.0           # nats; ln 20 ≈ 3.0 bounds the top-20 entropy; larger values go in the last bin
+
+    def __post_init__(self):
+        _check(self.top_k >= 1, f"candidates.top_k must be >= 1, got {self.top_k}")
+        _check(self.num_rollouts >= 1, f"candidates.num_rollouts must be >= 1, got {self.num_rollouts}")
+        _check(self.entropy_bins >= 1, f"candidates.entropy_bins must be >= 1, got {self.entropy_bins}")
+        _check(self.entropy_max > 0, f"candidates.entropy_max must be > 0, got {self.entropy_max}")
+
+
+@dataclass(frozen=True)
 class Params:
     problems: ProblemsConfig
     prompts: dict[str, PromptConfig]
@@ -183,6 +219,8 @@ class Params:
     token_stats: TokenStatsConfig = TokenStatsConfig()
     rollouts: RolloutsConfig = RolloutsConfig()
     cliffs: CliffsConfig = CliffsConfig()
+    ablation: AblationConfig = AblationConfig()
+    candidates: CandidatesConfig = CandidatesConfig()
 
     def __post_init__(self):
         used = {s.prompt for s in self.problems.sources}

@@ -106,6 +106,46 @@ TRACE_CLIFFS = pa.schema([
     ("critical_index", pa.int32()),    # Lin et al. critical token, null if none
 ])
 
+ABLATION = pa.schema([
+    ("trace_id", pa.string()),
+    ("token_index", pa.int32()),       # del/keep: the cliff; critical_del/random_del: the deleted position
+    ("arm", pa.string()),              # del | keep | critical_del | random_del
+    ("is_first", pa.bool_()),          # the first cliff of its trace; null for critical_del/random_del
+    ("is_correct", pa.bool_()),        # correctness of the trace
+    ("prefix_length", pa.int32()),     # response tokens kept: i (del), i+1 (keep), token_index (others)
+    ("num_rollouts", pa.int32()),
+    ("num_correct", pa.int32()),
+    ("potential", pa.float64()),       # num_correct / num_rollouts
+    ("num_generated_tokens", pa.int64()),
+])
+
+PASS_AT_K = pa.schema([
+    ("scope", pa.string()),            # all | first (critical_del/random_del rows count in both)
+    ("correctness", pa.string()),      # correct | failed
+    ("arm", pa.string()),
+    ("k", pa.int32()),
+    ("num_instances", pa.int32()),
+    ("pass_at_k", pa.float64()),       # mean over instances of the unbiased estimator (stats.pass_at_k)
+])
+
+CANDIDATES = pa.schema([
+    ("trace_id", pa.string()),
+    ("token_index", pa.int32()),       # the cliff
+    ("candidate_rank", pa.int32()),    # 1-based position in the stored top list; null = cliff token outside the top-k
+    ("candidate_id", pa.int32()),
+    ("prob", pa.float64()),            # top-20 probability (T = 1); exp(logprob) for a cliff token outside the top-k
+    ("is_cliff_token", pa.bool_()),    # the sampled token (response_ids[i])
+    ("is_greedy", pa.bool_()),         # candidate_id == greedy_token_id
+    ("num_rollouts", pa.int32()),      # the cliff token: the main rollout's N at i; others: fresh N
+    ("num_correct", pa.int32()),
+    ("potential", pa.float64()),
+    ("p_prev", pa.float64()),          # potential at i-1 (before the token)
+    ("num_rollouts_prev", pa.int32()),
+    ("num_correct_prev", pa.int32()),
+    ("is_cliff", pa.bool_()),          # cliff test p_prev → potential with each side's N; true for the cliff token
+    ("num_generated_tokens", pa.int64()),  # 0 for the cliff token (its rollouts are the main ones)
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "problems": PROBLEMS,
     "traces": TRACES,
@@ -114,6 +154,9 @@ SCHEMAS: dict[str, pa.Schema] = {
     "rollout_traces": ROLLOUT_TRACES,
     "cliffs": CLIFFS,
     "trace_cliffs": TRACE_CLIFFS,
+    "ablation": ABLATION,
+    "pass_at_k": PASS_AT_K,
+    "candidates": CANDIDATES,
 }
 
 KEYS: dict[str, list[str]] = {
@@ -124,6 +167,9 @@ KEYS: dict[str, list[str]] = {
     "rollout_traces": ["trace_id"],
     "cliffs": ["trace_id", "token_index"],
     "trace_cliffs": ["trace_id"],
+    "ablation": ["trace_id", "token_index", "arm"],
+    "pass_at_k": ["scope", "correctness", "arm", "k"],
+    "candidates": ["trace_id", "token_index", "candidate_id"],
 }
 
 # Where each dataset lives under the repository root (stage folder / file).
@@ -135,6 +181,9 @@ PATHS: dict[str, str] = {
     "rollout_traces": "data/rollouts/rollout_traces.parquet",
     "cliffs": "data/cliffs/cliffs.parquet",
     "trace_cliffs": "data/cliffs/trace_cliffs.parquet",
+    "ablation": "data/ablation/ablation.parquet",
+    "pass_at_k": "data/ablation/pass_at_k.parquet",
+    "candidates": "data/candidates/candidates.parquet",
 }
 
 

@@ -21,7 +21,8 @@ def main() -> None:
                                     schema.read("token_stats", schema.PATHS["token_stats"]), cfg)
     schema.write("cliffs", cliffs, schema.PATHS["cliffs"])
     schema.write("trace_cliffs", summaries, schema.PATHS["trace_cliffs"])
-    duck.assert_checks(duck.connect(Path(".")))
+    # only the datasets this stage reads and writes: a later stage's outs may be stale while this one runs
+    duck.assert_checks(duck.connect(Path("."), ["traces", "token_stats", "potentials", "cliffs", "trace_cliffs"]))
     metrics = duck.write_metrics(Path("."), {"include_empty_prefix": cfg.use_empty_prefix,
                                              "entropy_threshold": binary_entropy(cfg.entropy_boundary_p),
                                              "use_full_entropy": cfg.entropy == "full"})

@@ -29,17 +29,24 @@ def tiny_params(model_dir: Path, num_problems: int) -> dict:
     params["sample"]["sampling"].update(temperature=1.0, max_new_tokens=10)
     params["rollouts"].update(num_rollouts=4, positions_per_batch=3, early_stop_zeros=0)
     params["rollouts"]["sampling"].update(max_new_tokens=4)
+    params["rollouts"]["adaptive"].update(initial_rollouts=2, grid_points=4)
+    params["ablation"].update(num_rollouts=4, ks=[1, 2, 4])
+    params["ablation"]["sampling"].update(max_new_tokens=4)
+    params["candidates"].update(top_k=3, num_rollouts=4)
+    params["candidates"]["sampling"].update(max_new_tokens=4)
     return params
 
 
-def make_project(tmp: Path, model_dir: Path, num_problems: int) -> Path:
+def make_project(tmp: Path, model_dir: Path, num_problems: int, mode: str = "adaptive") -> Path:
     proj = tmp / "proj"
     proj.mkdir()
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, proj / name)
     for folder in ("pipeline", "cliffdata"):
         shutil.copytree(ROOT / folder, proj / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (proj / "params.yaml").write_text(yaml.safe_dump(tiny_params(model_dir, num_problems), sort_keys=False))
+    params = tiny_params(model_dir, num_problems)
+    params["rollouts"]["mode"] = mode
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (proj / "metrics").mkdir()
     run(["git", "init", "-q"], proj)
     run([str(Path(sys.executable).parent / "dvc"), "init", "-q"], proj)
@@ -72,7 +79,9 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_model_dir):
     dvc(proj, "repro")
     for path in ("data/problems/problems.parquet", "data/sample/traces.parquet", "data/token_stats/token_stats.parquet",
                  "data/rollouts/potentials.parquet", "data/cliffs/cliffs.parquet", "data/cliffs/trace_cliffs.parquet",
-                 "metrics/occurrence.json", "metrics/taxonomy.json", "metrics/occurrence.md"):
+                 "metrics/occurrence.json", "metrics/taxonomy.json", "metrics/occurrence.md",
+                 "data/ablation/pass_at_k.parquet", "data/candidates/candidates.parquet", "metrics/cpm.json",
+                 "plots/pass_at_k.csv"):
         assert (proj / path).exists(), path
     pots = pq.read_table(proj / "data/rollouts/potentials.parquet")
     traces = pq.read_table(proj / "data/sample/traces.parquet")
@@ -91,8 +100,9 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_model_dir):
     assert str(pots.num_rows) in out
 
 
-def test_sigkilled_rollouts_resume_to_identical_potentials(tmp_path, tiny_model_dir):
-    proj = make_project(tmp_path, tiny_model_dir, num_problems=10)
+@pytest.mark.parametrize("mode", ["exhaustive", "adaptive"])
+def test_sigkilled_rollouts_resume_to_identical_potentials(tmp_path, tiny_model_dir, mode):
+    proj = make_project(tmp_path, tiny_model_dir, num_problems=10, mode=mode)
     dvc(proj, "repro")
     reference = pq.read_table(proj / "data/rollouts/potentials.parquet")
 

@@ -1,0 +1,43 @@
+-- Every cliff has candidates with exactly one cliff-token row, which is a cliff by definition and
+-- reuses the main rollout (no tokens generated here); only that row may lie outside the top-k
+-- (candidate_rank null); and every candidates row belongs to a cliff.
+with
+
+per_cliff as (
+    select
+        trace_id,
+        token_index,
+        count(*) filter (where is_cliff_token) as num_cliff_token_rows,
+        count(*) filter (where is_cliff_token and is_cliff and num_generated_tokens = 0) as num_valid_cliff_token_rows,
+        count(*) filter (where candidate_rank is null and not is_cliff_token) as num_unranked_others
+    from candidates
+    group by
+        trace_id,
+        token_index
+),
+
+final as (
+    select
+        coalesce(c.trace_id, p.trace_id) as trace_id,
+        coalesce(c.token_index, p.token_index) as token_index,
+        c.trace_id is not null as is_a_cliff,
+        p.num_cliff_token_rows,
+        p.num_valid_cliff_token_rows,
+        p.num_unranked_others
+    from cliffs as c
+    full outer join per_cliff as p
+        on p.trace_id = c.trace_id
+        and p.token_index = c.token_index
+    where c.trace_id is null
+        or p.trace_id is null
+        or p.num_cliff_token_rows <> 1
+        or p.num_valid_cliff_token_rows <> 1
+        or p.num_unranked_others > 0
+)
+
+select
+    *
+from final
+order by
+    trace_id,
+    token_index

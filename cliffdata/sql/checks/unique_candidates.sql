@@ -1,0 +1,16 @@
+-- Each candidates row has a unique, non-null key (trace_id, token_index, candidate_id).
+select
+    trace_id,
+    token_index,
+    candidate_id,
+    count(*) as num_rows
+from candidates
+group by
+    trace_id,
+    token_index,
+    candidate_id
+having count(*) > 1 or trace_id is null or token_index is null or candidate_id is null
+order by
+    trace_id,
+    token_index,
+    candidate_id

@@ -1,0 +1,116 @@
+-- Entropy x greedy (protocol §4, §5 RQ2): the full 2x2 of cliff tokens against the same 2x2 over every
+-- response token of the traces in trace_cliffs (the baseline), with the margins. Shares are of all
+-- cliffs / all baseline tokens (four cells, 'other' included; taxonomy.sql gives the three-way shares).
+-- The 'greedy' row is the cliff greedy ratio against the baseline rank-1 share.
+-- Cliffs use the entropy the cliffs stage categorised with; pass the same H* and entropy here.
+-- $entropy_threshold: H* in nats; $use_full_entropy: entropy_full instead of the top-20 entropy for the
+-- baseline; $include_empty_prefix: false drops cliffs at token_index 0 (paper mode).
+with
+
+cells as (
+    select
+        *
+    from (
+        values
+            (1, 'deterministic', 'low', 'greedy'),
+            (2, 'uncertain', 'high', 'greedy'),
+            (3, 'sampled_off', 'high', 'not_greedy'),
+            (4, 'other', 'low', 'not_greedy'),
+            (5, 'greedy', 'all', 'greedy'),
+            (6, 'not_greedy', 'all', 'not_greedy'),
+            (7, 'low_entropy', 'low', 'all'),
+            (8, 'high_entropy', 'high', 'all'),
+            (9, 'all', 'all', 'all')
+    ) as c(cell_order, cell, entropy, greedy)
+),
+
+cliff_tokens as (
+    select
+        case when entropy <= $entropy_threshold then 'low' else 'high' end as entropy,
+        case when is_greedy then 'greedy' else 'not_greedy' end as greedy
+    from cliffs
+    where $include_empty_prefix or token_index > 0
+),
+
+baseline_entropies as (
+    select
+        s.is_greedy,
+        case
+            when $use_full_entropy then s.entropy_full
+            else s.entropy
+        end as entropy
+    from token_stats as s
+    semi join trace_cliffs as t
+        on t.trace_id = s.trace_id
+),
+
+baseline_tokens as (
+    select
+        case when entropy <= $entropy_threshold then 'low' else 'high' end as entropy,
+        case when is_greedy then 'greedy' else 'not_greedy' end as greedy
+    from baseline_entropies
+),
+
+cliff_counts as (
+    select
+        c.cell,
+        count(t.entropy) as num_cliffs
+    from cells as c
+    left join cliff_tokens as t
+        on (c.entropy = 'all' or c.entropy = t.entropy)
+        and (c.greedy = 'all' or c.greedy = t.greedy)
+    group by c.cell
+),
+
+baseline_counts as (
+    select
+        c.cell,
+        count(t.entropy) as baseline_count
+    from cells as c
+    left join baseline_tokens as t
+        on (c.entropy = 'all' or c.entropy = t.entropy)
+        and (c.greedy = 'all' or c.greedy = t.greedy)
+    group by c.cell
+),
+
+counted as (
+    select
+        c.cell_order,
+        c.cell,
+        c.entropy,
+        c.greedy,
+        cc.num_cliffs,
+        bc.baseline_count
+    from cells as c
+    inner join cliff_counts as cc
+        on cc.cell = c.cell
+    inner join baseline_counts as bc
+        on bc.cell = c.cell
+),
+
+shares as (
+    select
+        *,
+        num_cliffs / nullif(max(num_cliffs) filter (where cell = 'all') over (), 0) as cliff_share,
+        baseline_count / nullif(max(baseline_count) filter (where cell = 'all') over (), 0) as baseline_share
+    from counted
+),
+
+final as (
+    select
+        cell_order,
+        cell,
+        entropy,
+        greedy,
+        num_cliffs::bigint as num_cliffs,
+        cliff_share::double as cliff_share,
+        baseline_count::bigint as baseline_count,
+        baseline_share::double as baseline_share,
+        (cliff_share / nullif(baseline_share, 0))::double as ratio
+    from shares
+)
+
+select
+    * exclude (cell_order)
+from final
+order by cell_order

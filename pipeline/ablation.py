@@ -1,0 +1,50 @@
+"""Stage `ablation`: Cliff-del vs Cliff-keep continuations at every cliff (and, on failed traces,
+Critical-del and Random-del) and their pass@k curves (protocol §5, RQ1).
+
+    python pipeline/ablation.py
+
+Writes data/ablation/{ablation,pass_at_k}.parquet, metrics/ablation.{json,md} and plots/pass_at_k.csv,
+then runs the experiment checks.
+"""
+import json
+import logging
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from cliffdata import duck, experiments, schema
+from cliffdata.backends import open_backend
+from cliffdata.config import load_params
+from cliffdata.sampling import to_sampling
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    cfg, engine = params.ablation, params.engine
+    traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
+    golds = {p["problem_id"]: (p["answer"], p["answer_format"])
+             for p in schema.read("problems", schema.PATHS["problems"]).to_pylist()}
+    requests = experiments.ablation_requests(traces, schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist(),
+                                             schema.read("trace_cliffs", schema.PATHS["trace_cliffs"]).to_pylist(),
+                                             cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained("models/base")
+    with open_backend(engine, "models/base", seed=cfg.seed) as backend:
+        rows = experiments.run_ablation(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
+                                        to_sampling(cfg.sampling), cfg.seed)
+    curve = experiments.pass_at_k_curve(rows, cfg.ks)
+    schema.write("ablation", rows, schema.PATHS["ablation"])
+    schema.write("pass_at_k", curve, schema.PATHS["pass_at_k"])
+
+    metrics = experiments.ablation_metrics(curve)
+    Path("metrics").mkdir(exist_ok=True)
+    Path("plots").mkdir(exist_ok=True)
+    Path("metrics/ablation.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    Path("metrics/ablation.md").write_text(duck.format_markdown(*experiments.pass_at_k_table(curve, cfg.ks)))
+    Path("plots/pass_at_k.csv").write_text(duck.format_csv(*experiments.pass_at_k_plot(curve, cfg.ks)))
+    duck.assert_checks(duck.connect(Path("."), ["ablation", "pass_at_k"]))
+    print(json.dumps({"num_requests": len(rows), "failed": metrics.get("all", {}).get("failed", {})}))
+
+
+if __name__ == "__main__":
+    main()

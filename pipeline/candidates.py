@@ -1,0 +1,59 @@
+"""Stage `candidates`: the top-k candidates at every cliff with N rollouts each, whether each is itself a
+cliff relative to p_prev, the cliff probability mass (CPM) and greedy replacement by category, and the
+entropy x greedy analysis of cliffs against all tokens (protocol §5, RQ2/3). Its table is also the
+input of Cliff-DPO pairs (§6).
+
+    python pipeline/candidates.py
+
+Writes data/candidates/candidates.parquet, metrics/{cpm,entropy_rank}.{json,md}, plots/cpm.csv and
+plots/entropy_hist.csv, after the experiment checks pass.
+"""
+import json
+import logging
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from cliffdata import duck, experiments, schema
+from cliffdata.backends import open_backend
+from cliffdata.config import load_params
+from cliffdata.sampling import to_sampling
+from cliffdata.stats import binary_entropy
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    cfg, cliffs_cfg, engine = params.candidates, params.cliffs, params.engine
+    traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
+    golds = {p["problem_id"]: (p["answer"], p["answer_format"])
+             for p in schema.read("problems", schema.PATHS["problems"]).to_pylist()}
+    requests = experiments.candidate_rows(traces, schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist(),
+                                          schema.read("token_stats", schema.PATHS["token_stats"]),
+                                          schema.read("potentials", schema.PATHS["potentials"]), cfg.top_k)
+    tokenizer = AutoTokenizer.from_pretrained("models/base")
+    with open_backend(engine, "models/base", seed=cfg.seed) as backend:
+        rows = experiments.run_candidates(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
+                                          to_sampling(cfg.sampling), cfg.seed, cliffs_cfg.delta0, cliffs_cfg.z)
+    schema.write("candidates", rows, schema.PATHS["candidates"])
+
+    con = duck.connect(Path("."), ["candidates", "cliffs", "potentials", "token_stats", "trace_cliffs"])
+    duck.assert_checks(con)
+    taxonomy = {"include_empty_prefix": cliffs_cfg.use_empty_prefix, "use_full_entropy": cliffs_cfg.entropy == "full"}
+    cpm = experiments.table_files(duck.run_sql_file(con, "cpm_by_category", {}), "category")
+    entropy_rank = experiments.table_files(duck.run_sql_file(con, "entropy_rank", {
+        **taxonomy, "entropy_threshold": binary_entropy(cliffs_cfg.entropy_boundary_p)}), "cell")
+    entropy_hist = experiments.table_files(duck.run_sql_file(con, "entropy_hist", {
+        **taxonomy, "num_bins": cfg.entropy_bins, "max_entropy": cfg.entropy_max}), "bin")
+    Path("metrics").mkdir(exist_ok=True)
+    Path("plots").mkdir(exist_ok=True)
+    for name, files in (("cpm", cpm), ("entropy_rank", entropy_rank)):
+        Path(f"metrics/{name}.json").write_text(files["json"])
+        Path(f"metrics/{name}.md").write_text(files["md"])
+    Path("plots/cpm.csv").write_text(cpm["csv"])
+    Path("plots/entropy_hist.csv").write_text(entropy_hist["csv"])
+    print(json.dumps({"num_candidates": len(rows), "cpm": json.loads(cpm["json"]).get("all", {})}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,578 @@
+"""Experiments (protocol §5): ablation prefixes, pass@k curves, candidates and CPM, their SQL checks and
+the entropy/rank SQL, on a hand-made world with a scripted backend (exact counts, no model).
+
+World (prompt "Q?", gold 7, N = 64 main rollouts):
+  p1#0  failed   "abcXefYhij"  cliffs at 3 (X, first; p 0.75 → 0.125) and 6 (Y; p 1.0 → 0.25), critical 8
+  p2#0  correct  "klmnZpqrst"  cliff at 4 (Z, first; p 1.0 → 0.5)
+  p2#1  failed   "uvwxyabcde"  no cliff
+Candidates (top list at the cliff, probabilities at T = 1):
+  p1#0@3  A .40 (greedy)  X .30  B .10  C .05  G .05      sampled_off: X has rank 2
+  p1#0@6  Y .60 (greedy)  D .30  E .05  F .03  I .01      uncertain: Y is greedy
+  p2#0@4  H .50 (greedy)  I .20  J .15  K .10  Z .05      sampled_off
+Scripted candidate potentials (last prompt token): A 1, B .25, C 0, G .5, D .5, E 1, F 0, H 0, others 1.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from cliffdata import duck, experiments, schema
+from cliffdata.backends import Backend, Generation, Sampling, request_seed
+from cliffdata.config import AblationConfig, CandidatesConfig, _build
+from cliffdata.stats import is_cliff, pass_at_k
+from test_sql import seed_rows, write_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLING = Sampling(temperature=0.7, max_new_tokens=8)
+N_MAIN = 64
+SEED = 3
+
+
+class ExactBackend(Backend):
+    """Exactly round(p·n) of n continuations answer correctly, p = potential(prompt_ids); records calls."""
+
+    name = "exact"
+
+    def __init__(self, correct_ids, wrong_ids, potential):
+        self.correct_ids, self.wrong_ids, self.potential = tuple(correct_ids), tuple(wrong_ids), potential
+        self.eos_token_ids = (2,)
+        self.calls: list[list] = []
+
+    def generate(self, requests, sampling):
+        self.calls.append(list(requests))
+        out = []
+        for req in requests:
+            num_correct = round(self.potential(req.prompt_ids) * req.n)
+            seqs = tuple((self.correct_ids if j < num_correct else self.wrong_ids) + (2,) for j in range(req.n))
+            out.append(Generation(seqs, ("stop",) * req.n))
+        return out
+
+    @property
+    def requests(self):
+        return [r for call in self.calls for r in call]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_tokenizer):
+    return tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_tokenizer):
+    return lambda ch: tiny_tokenizer.convert_tokens_to_ids(ch)
+
+
+@pytest.fixture(scope="module")
+def enc(tiny_tokenizer):
+    return lambda s: tiny_tokenizer.encode(s, add_special_tokens=False)
+
+
+# --- the hand-made world ------------------------------------------------------------------------------
+
+TRACES = {  # trace_id -> (problem_id, is_correct, response text, critical_index)
+    "p1#0": ("p1", False, "abcXefYhij", 8),
+    "p2#0": ("p2", True, "klmnZpqrst", None),
+    "p2#1": ("p2", False, "uvwxyabcde", None),
+}
+# main-rollout num_correct (of 64) at positions -1 … 8
+MAIN_CORRECT = {
+    "p1#0": [48, 48, 48, 48, 8, 40, 64, 16, 16, 16],
+    "p2#0": [64, 64, 64, 64, 64, 32, 32, 32, 32, 32],
+    "p2#1": [32] * 10,
+}
+# (trace_id, token_index, category, [(candidate, prob)], greedy)
+CLIFFS = [
+    ("p1#0", 3, "sampled_off", [("A", .40), ("X", .30), ("B", .10), ("C", .05), ("G", .05)], "A"),
+    ("p1#0", 6, "uncertain", [("Y", .60), ("D", .30), ("E", .05), ("F", .03), ("I", .01)], "Y"),
+    ("p2#0", 4, "sampled_off", [("H", .50), ("I", .20), ("J", .15), ("K", .10), ("Z", .05)], "H"),
+]
+CANDIDATE_POTENTIAL = {"A": 1.0, "B": 0.25, "C": 0.0, "G": 0.5, "D": 0.5, "E": 1.0, "F": 0.0, "H": 0.0}
+
+
+@pytest.fixture(scope="module")
+def world(tok, enc) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {name: [] for name in ("problems", "traces", "token_stats", "potentials",
+                                                         "cliffs", "trace_cliffs")}
+    special = {(t, i): (cands, greedy, category) for t, i, category, cands, greedy in CLIFFS}
+    for k, problem_id in enumerate(("p1", "p2")):
+        rows["problems"].append(dict(problem_id=problem_id, dataset="arith", question="q", answer="7",
+                                     answer_format="hash", prompt="p", family=None, level=None, source_index=k))
+    for trace_id, (problem_id, is_correct, text, critical) in TRACES.items():
+        response = enc(text)
+        rows["traces"].append(dict(trace_id=trace_id, problem_id=problem_id, sample_index=int(trace_id[-1]),
+                                   prompt_ids=enc("Q?"), response_ids=response, response_text=text,
+                                   extracted_answer=None, is_correct=is_correct, finish_reason="stop",
+                                   num_tokens=len(response)))
+        for i, token_id in enumerate(response):
+            cands, greedy, category = special.get((trace_id, i), (None, None, None))
+            if cands is None:
+                top = [(text[i], 0.9)] + [(c, 0.02) for c in "LMNO"]
+                greedy, category = text[i], "deterministic"
+            else:
+                top = cands
+            prob = dict(top)[text[i]]
+            rank = 1 if text[i] == greedy else [c for c, _ in top].index(text[i]) + 1
+            rows["token_stats"].append(dict(
+                trace_id=trace_id, token_index=i, token_id=token_id, logprob=math.log(prob), rank=rank,
+                entropy=0.01 if category == "deterministic" else 1.2, entropy_full=1.3, greedy_token_id=tok(greedy),
+                is_greedy=rank == 1, top_ids=[tok(c) for c, _ in top], top_probs=[p for _, p in top]))
+        for i, num_correct in zip(range(-1, len(response) - 1), MAIN_CORRECT[trace_id]):
+            rows["potentials"].append(dict(trace_id=trace_id, token_index=i, mode="exhaustive", num_rollouts=N_MAIN,
+                                           num_correct=num_correct, potential=num_correct / N_MAIN, is_filled=False,
+                                           num_generated_tokens=0))
+        indices = [i for t, i, *_ in CLIFFS if t == trace_id]
+        rows["trace_cliffs"].append(dict(trace_id=trace_id, problem_id=problem_id, is_correct=is_correct,
+                                         num_tokens=len(response), num_scored=len(response) - 1,
+                                         num_cliffs=len(indices), first_cliff_index=min(indices, default=None),
+                                         critical_index=critical))
+    for trace_id, i, category, _, _ in CLIFFS:
+        problem_id, is_correct, text, _ = TRACES[trace_id]
+        prev, cur = MAIN_CORRECT[trace_id][i], MAIN_CORRECT[trace_id][i + 1]
+        st = next(s for s in rows["token_stats"] if s["trace_id"] == trace_id and s["token_index"] == i)
+        rows["cliffs"].append(dict(
+            trace_id=trace_id, problem_id=problem_id, token_index=i, token_id=tok(text[i]), is_correct=is_correct,
+            p_prev=prev / N_MAIN, potential=cur / N_MAIN, num_rollouts_prev=N_MAIN, num_rollouts=N_MAIN,
+            delta=(prev - cur) / N_MAIN, is_first=i == min(j for t, j, *_ in CLIFFS if t == trace_id),
+            relative_position=i / len(text), third="mid", entropy=st["entropy"], rank=st["rank"],
+            is_greedy=st["is_greedy"], category=category))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def golds(world):
+    return {p["problem_id"]: (p["answer"], p["answer_format"]) for p in world["problems"]}
+
+
+@pytest.fixture(scope="module")
+def backend_factory(enc, tok):
+    """A backend whose potential is scripted by the candidate (the last prompt token) or, for
+    ablation prefixes, 0 once a cliff token (X or Z) is in the prefix."""
+    by_id = {tok(c): p for c, p in CANDIDATE_POTENTIAL.items()}
+    traps = {tok("X"), tok("Z")}
+
+    def make(kind: str = "candidates") -> ExactBackend:
+        if kind == "candidates":
+            potential = lambda ids: by_id.get(ids[-1], 1.0)
+        else:
+            potential = lambda ids: 0.0 if traps & set(ids) else 1.0
+        return ExactBackend(enc("#### 7"), enc("#### 3"), potential)
+
+    return make
+
+
+def table(name, rows):
+    return schema.to_table(name, rows)
+
+
+# --- ablation prefixes --------------------------------------------------------------------------------
+
+def random_del_index(trace_id: str, num_tokens: int, seed: int = SEED) -> int:
+    return int(np.random.default_rng(request_seed(seed, "random_del", trace_id)).integers(num_tokens))
+
+
+def test_ablation_requests(world):
+    requests = experiments.ablation_requests(world["traces"], world["cliffs"], world["trace_cliffs"], SEED)
+    got = {(r["trace_id"], r["arm"], r["token_index"]): (r["prefix_length"], r["is_first"], r["is_correct"])
+           for r in requests}
+    j = random_del_index("p1#0", 10)
+    assert got == {
+        ("p1#0", "del", 3): (3, True, False), ("p1#0", "keep", 3): (4, True, False),
+        ("p1#0", "del", 6): (6, False, False), ("p1#0", "keep", 6): (7, False, False),
+        ("p1#0", "critical_del", 8): (8, None, False), ("p1#0", "random_del", j): (j, None, False),
+        ("p2#0", "del", 4): (4, True, True), ("p2#0", "keep", 4): (5, True, True),
+    }   # p2#1 is failed but has no cliff: no comparators
+    assert len(requests) == len(got)
+
+
+def test_random_del_is_seeded_per_trace(world):
+    def position(seed, traces=world["traces"]):
+        reqs = experiments.ablation_requests(traces, world["cliffs"], world["trace_cliffs"], seed)
+        return next(r["token_index"] for r in reqs if r["arm"] == "random_del")
+
+    assert position(SEED) == position(SEED)
+    only = [t for t in world["traces"] if t["trace_id"] == "p1#0"]
+    only_cliffs = [c for c in world["cliffs"] if c["trace_id"] == "p1#0"]
+    alone = experiments.ablation_requests(only, only_cliffs, world["trace_cliffs"][:1], SEED)
+    assert next(r["token_index"] for r in alone if r["arm"] == "random_del") == position(SEED)
+    positions = {position(seed) for seed in range(20)}
+    assert len(positions) > 3 and positions <= set(range(10))
+
+
+def test_run_ablation_prefixes_seeds_and_counts(world, golds, backend_factory, tokenizer, enc):
+    requests = experiments.ablation_requests(world["traces"], world["cliffs"], world["trace_cliffs"], SEED)
+    backend = backend_factory("ablation")
+    rows = experiments.run_ablation(requests, world["traces"], golds, backend, tokenizer, 8, SAMPLING, SEED)
+    assert len(backend.calls) == 2                        # one resample call per problem
+    traces = {t["trace_id"]: t for t in world["traces"]}
+    expected = {}
+    for r in requests:
+        trace = traces[r["trace_id"]]
+        response = trace["response_ids"]
+        i = r["token_index"]
+        prefix = {"del": response[:i], "keep": response[:i + 1], "critical_del": response[:8],
+                  "random_del": response[:random_del_index(r["trace_id"], len(response))]}[r["arm"]]
+        expected[(tuple(trace["prompt_ids"] + prefix), request_seed(SEED, "ablation", r["trace_id"], r["arm"], i))] = 8
+    assert {(req.prompt_ids, req.seed): req.n for req in backend.requests} == expected
+    by_key = {(r["trace_id"], r["arm"], r["token_index"]): r for r in rows}
+    # the cliff token X (p1#0@3) and Z (p2#0@4) make every continuation wrong once they are in the prefix
+    assert by_key[("p1#0", "del", 3)]["num_correct"] == 8 and by_key[("p1#0", "keep", 3)]["num_correct"] == 0
+    assert by_key[("p1#0", "del", 6)]["num_correct"] == 0 and by_key[("p1#0", "critical_del", 8)]["num_correct"] == 0
+    assert by_key[("p2#0", "del", 4)]["num_correct"] == 8 and by_key[("p2#0", "keep", 4)]["num_correct"] == 0
+    for r in rows:
+        assert r["num_rollouts"] == 8 and r["potential"] == r["num_correct"] / 8
+        assert r["num_generated_tokens"] == 8 * (len(enc("#### 7")) + 1)   # answer + EOS
+    assert schema.to_table("ablation", rows).num_rows == len(requests)
+
+
+# --- pass@k -------------------------------------------------------------------------------------------
+
+def ablation_row(trace_id, token_index, arm, is_first, is_correct, num_correct, n=8):
+    return dict(trace_id=trace_id, token_index=token_index, arm=arm, is_first=is_first, is_correct=is_correct,
+                prefix_length=token_index + (arm == "keep"), num_rollouts=n, num_correct=num_correct,
+                potential=num_correct / n, num_generated_tokens=0)
+
+
+def test_pass_at_k_curve_matches_the_estimator_and_is_monotone():
+    rows = [ablation_row("a", 1, "del", True, False, 1), ablation_row("a", 1, "keep", True, False, 0),
+            ablation_row("a", 5, "del", False, False, 6), ablation_row("a", 5, "keep", False, False, 2),
+            ablation_row("a", 7, "critical_del", None, False, 3), ablation_row("a", 2, "random_del", None, False, 8),
+            ablation_row("b", 0, "del", True, True, 8), ablation_row("b", 0, "keep", True, True, 4),
+            ablation_row("c", 0, "del", True, None, 5)]       # ungradable: in data, not in the curves
+    ks = [1, 2, 4, 8]
+    curve = experiments.pass_at_k_curve(rows, ks)
+    got = {(r["scope"], r["correctness"], r["arm"], r["k"]): (r["num_instances"], r["pass_at_k"]) for r in curve}
+    groups = {("all", "failed", "del"): [1, 6], ("all", "failed", "keep"): [0, 2], ("first", "failed", "del"): [1],
+              ("first", "failed", "keep"): [0], ("all", "correct", "del"): [8], ("all", "correct", "keep"): [4],
+              ("first", "correct", "del"): [8], ("first", "correct", "keep"): [4],
+              **{(scope, "failed", "critical_del"): [3] for scope in ("all", "first")},
+              **{(scope, "failed", "random_del"): [8] for scope in ("all", "first")}}
+    assert set(got) == {(*g, k) for g in groups for k in ks}
+    for group, counts in groups.items():
+        values = [got[(*group, k)][1] for k in ks]
+        assert values == pytest.approx([np.mean([pass_at_k(8, c, k) for c in counts]) for k in ks], abs=1e-15)
+        assert all(b >= a for a, b in zip(values, values[1:])), group
+        assert {got[(*group, k)][0] for k in ks} == {len(counts)}
+    # pass@1 is the mean potential; pass@8 is the share of instances with a correct continuation
+    assert got[("all", "failed", "del", 1)][1] == pytest.approx(7 / 16)
+    assert got[("all", "failed", "keep", 8)][1] == 0.5
+    with pytest.raises(ValueError, match="k <= n"):
+        experiments.pass_at_k_curve(rows, [16])
+
+
+def test_pass_at_k_outputs(world):
+    rows = [ablation_row("a", 1, "del", True, False, 1), ablation_row("a", 1, "keep", True, False, 0)]
+    curve = experiments.pass_at_k_curve(rows, [1, 2])
+    metrics = experiments.ablation_metrics(curve)
+    assert metrics == {scope: {"failed": {"del": {"num_instances": 1, "pass@1": 0.125, "pass@2": 0.25},
+                                          "keep": {"num_instances": 1, "pass@1": 0.0, "pass@2": 0.0}}}
+                       for scope in ("all", "first")}
+    columns, plot = experiments.pass_at_k_plot(curve, [1, 2])
+    assert columns[:2] == ["k", "all_correct_del"] and "all_failed_random_del" in columns and len(columns) == 13
+    assert plot[0][columns.index("all_failed_del")] == 0.125 and plot[1][columns.index("first_failed_keep")] == 0.0
+    assert plot[0][columns.index("all_failed_critical_del")] is None
+    columns, table_rows = experiments.pass_at_k_table(curve, [1, 2])
+    assert columns == ["scope", "correctness", "arm", "num_instances", "pass@1", "pass@2"]
+    assert table_rows[0] == ["all", "failed", "del", 1, 0.125, 0.25]
+
+
+def test_config_validates():
+    with pytest.raises(ValueError, match=r"ks must lie in \[1, num_rollouts=8\], got \[1, 16\]"):
+        AblationConfig(num_rollouts=8, ks=(1, 16))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        AblationConfig(num_rollouts=8, ks=(2, 1))
+    with pytest.raises(ValueError, match="unknown keys"):
+        _build(CandidatesConfig, {"topk": 3}, "params.candidates")
+    cfg = _build(AblationConfig, {"num_rollouts": 4, "ks": [1, 2, 4], "sampling": {"temperature": 1}}, "params.ablation")
+    assert cfg.ks == (1, 2, 4) and cfg.sampling.temperature == 1.0
+
+
+# --- candidates and CPM -------------------------------------------------------------------------------
+
+def run_world_candidates(world, golds, backend, tokenizer, k=5, n=16):
+    requests = experiments.candidate_rows(world["traces"], world["cliffs"], table("token_stats", world["token_stats"]),
+                                          table("potentials", world["potentials"]), k)
+    rows = experiments.run_candidates(requests, world["traces"], golds, backend, tokenizer, n, SAMPLING, SEED)
+    return requests, rows
+
+
+def test_candidates_reuse_the_main_potential_for_the_cliff_token(world, golds, backend_factory, tokenizer, tok, enc):
+    backend = backend_factory()
+    requests, rows = run_world_candidates(world, golds, backend, tokenizer)
+    assert len(rows) == 15 and len(backend.calls) == 2         # one resample call per problem
+    traces = {t["trace_id"]: t for t in world["traces"]}
+    expected = {}
+    for r in rows:
+        if r["is_cliff_token"]:
+            main = MAIN_CORRECT[r["trace_id"]][r["token_index"] + 1]
+            assert (r["num_rollouts"], r["num_correct"], r["num_generated_tokens"]) == (N_MAIN, main, 0)
+            assert r["is_cliff"] is True
+        else:
+            assert r["num_rollouts"] == 16 and r["num_generated_tokens"] == 16 * (len(enc("#### 7")) + 1)
+            t = traces[r["trace_id"]]
+            prefix = t["prompt_ids"] + t["response_ids"][:r["token_index"]] + [r["candidate_id"]]
+            expected[(tuple(prefix), request_seed(SEED, "candidates", r["trace_id"], r["token_index"],
+                                                  r["candidate_id"]))] = 16
+    # every other candidate got exactly one request of N; the cliff token none
+    assert {(q.prompt_ids, q.seed): q.n for q in backend.requests} == expected
+    assert len(backend.requests) == 12
+    by_key = {(r["trace_id"], r["token_index"], r["candidate_id"]): r for r in rows}
+    assert by_key[("p1#0", 3, tok("A"))]["is_greedy"] and by_key[("p1#0", 3, tok("A"))]["candidate_rank"] == 1
+    assert by_key[("p1#0", 3, tok("B"))]["potential"] == 0.25
+    assert by_key[("p1#0", 3, tok("X"))]["p_prev"] == 0.75 and by_key[("p1#0", 3, tok("X"))]["num_rollouts_prev"] == 64
+
+
+def test_is_cliff_uses_each_sides_n(world, golds, backend_factory, tokenizer, tok):
+    for n, expected_g in ((4, False), (16, False), (64, True)):
+        _, rows = run_world_candidates(world, golds, backend_factory(), tokenizer, n=n)
+        for r in rows:
+            if not r["is_cliff_token"]:
+                assert r["is_cliff"] == bool(is_cliff(r["num_correct_prev"], r["num_rollouts_prev"],
+                                                      r["num_correct"], r["num_rollouts"]))
+        g = next(r for r in rows if r["trace_id"] == "p1#0" and r["candidate_id"] == tok("G"))
+        # p_prev 48/64 = 0.75 vs G at 0.5: a drop of 0.25 is a cliff only with 64 rollouts on G's side too
+        assert (g["num_rollouts_prev"], g["potential"], g["is_cliff"]) == (64, 0.5, expected_g)
+
+
+def test_cliff_token_outside_the_top_k(world, golds, backend_factory, tokenizer, tok):
+    _, rows = run_world_candidates(world, golds, backend_factory(), tokenizer, k=1, n=4)
+    got = {(t, i): [(r["candidate_rank"], r["is_cliff_token"]) for r in rows
+                    if (r["trace_id"], r["token_index"]) == (t, i)] for t, i, *_ in CLIFFS}
+    assert got[("p1#0", 3)] == [(1, False), (None, True)]        # A in the top-1, X after it
+    assert got[("p1#0", 6)] == [(1, True)]                       # Y is the top-1
+    x = next(r for r in rows if r["candidate_id"] == tok("X"))
+    assert x["prob"] == pytest.approx(0.30)                      # exp(logprob) from token_stats
+    with pytest.raises(ValueError, match="top_k = 6 but token_stats stores only 5"):
+        experiments.candidate_rows(world["traces"], world["cliffs"], table("token_stats", world["token_stats"]),
+                                   table("potentials", world["potentials"]), 6)
+
+
+def write_world(root: Path, world: dict, experiment_rows: dict[str, list[dict]]) -> Path:
+    for name, rows in world.items():
+        schema.write(name, rows, root / schema.PATHS[name])
+    for name, rows in experiment_rows.items():
+        schema.write(name, rows, root / schema.PATHS[name])
+    return root
+
+
+def test_cpm_and_greedy_recovery_closed_form(tmp_path, world, golds, backend_factory, tokenizer):
+    _, rows = run_world_candidates(world, golds, backend_factory(), tokenizer, k=5, n=16)
+    con = duck.connect(write_world(tmp_path, world, {"candidates": rows}))
+    by_category = {r.pop("category"): r for r in duck.run_sql_file(con, "cpm_by_category", {}).to_pylist()}
+    assert list(by_category) == ["deterministic", "uncertain", "sampled_off", "other", "all"]
+    # p1#0@3 (p_prev .75): X .30 + B (.25 of 16) .10 + C (0) .05 = .45; G (8/16) is not a cliff at N = 16
+    # p2#0@4 (p_prev 1):   Z .05 + H (0) .50 = .55; I, J, K answer right
+    # p1#0@6 (p_prev 1):   Y .60 + D (8/16) .30 + F (0) .03 = .93; E and I answer right
+    cpm = {"p1#0@3": .45, "p2#0@4": .55, "p1#0@6": .93}
+    # greedy replacement: A (p 1) at p1#0@3: (1 - .125) / (.75 - .125) = 1.4; H (p 0) at p2#0@4:
+    # (0 - .5) / (1 - .5) = -1; at p1#0@6 the greedy token is the cliff token: null
+    assert by_category["sampled_off"] == pytest.approx(dict(
+        num_cliffs=2, cpm_mean=(.45 + .55) / 2, cpm_median=.5, cliff_candidates_mean=2 / 2 + 1 / 2,
+        cliff_candidate_share=3 / 8, num_greedy_replacements=2, recovery_mean=0.2, recovery_median=0.2))
+    assert by_category["uncertain"] == pytest.approx(dict(
+        num_cliffs=1, cpm_mean=.93, cpm_median=.93, cliff_candidates_mean=2.0, cliff_candidate_share=0.5,
+        num_greedy_replacements=0, recovery_mean=None, recovery_median=None))
+    assert by_category["all"]["cpm_mean"] == pytest.approx(sum(cpm.values()) / 3)
+    assert by_category["deterministic"] == dict(
+        num_cliffs=0, cpm_mean=None, cpm_median=None, cliff_candidates_mean=None, cliff_candidate_share=None,
+        num_greedy_replacements=0, recovery_mean=None, recovery_median=None)
+    # with N = 64, G (32/64 against 48/64) becomes a cliff: p1#0@3 gains .05
+    _, rows = run_world_candidates(world, golds, backend_factory(), tokenizer, k=5, n=64)
+    con = duck.connect(write_world(tmp_path, world, {"candidates": rows}))
+    by_category = {r.pop("category"): r for r in duck.run_sql_file(con, "cpm_by_category", {}).to_pylist()}
+    assert by_category["sampled_off"]["cpm_mean"] == pytest.approx((.50 + .55) / 2)
+
+
+# --- checks -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def experiment_rows(world, golds, backend_factory, tokenizer) -> dict[str, list[dict]]:
+    requests = experiments.ablation_requests(world["traces"], world["cliffs"], world["trace_cliffs"], SEED)
+    ablation = experiments.run_ablation(requests, world["traces"], golds, backend_factory("ablation"), tokenizer,
+                                        8, SAMPLING, SEED)
+    _, candidates = run_world_candidates(world, golds, backend_factory(), tokenizer)
+    return {"ablation": ablation, "pass_at_k": experiments.pass_at_k_curve(ablation, [1, 2, 4, 8]),
+            "candidates": candidates}
+
+
+def _set(name: str, where: dict, **values):
+    def breaks(rows):
+        next(r for r in rows[name] if where.items() <= r.items()).update(values)
+    return breaks
+
+
+def _duplicate(name: str):
+    def breaks(rows):
+        rows[name].append(copy.deepcopy(rows[name][0]))
+    return breaks
+
+
+def _inflate_cpm(rows):
+    for r in rows["candidates"]:
+        if (r["trace_id"], r["token_index"]) == ("p1#0", 3) and r["is_cliff"]:
+            r["prob"] = 0.6
+
+
+BREAKS = {
+    "unique_ablation": _duplicate("ablation"),
+    "unique_pass_at_k": _duplicate("pass_at_k"),
+    "unique_candidates": _duplicate("candidates"),
+    "ablation_counts": _set("ablation", {"arm": "del"}, num_correct=9, potential=9 / 8),
+    "ablation_prefix": _set("ablation", {"arm": "keep", "token_index": 3}, prefix_length=3),
+    "pass_at_k_monotone": _set("pass_at_k", {"scope": "all", "correctness": "failed", "arm": "del", "k": 8},
+                               pass_at_k=0.01),
+    "candidates_counts": _set("candidates", {"is_cliff_token": False}, prob=1.5),
+    "candidates_cliff_token": _set("candidates", {"is_cliff_token": True}, is_cliff=False),
+    "candidates_cpm_range": _inflate_cpm,
+    "candidates_potentials": _set("candidates", {"is_cliff_token": True, "token_index": 6},
+                                  num_correct=17, potential=17 / 64),
+}
+
+
+EXPERIMENT_DATASETS = {"ablation", "pass_at_k", "candidates"}
+
+
+def experiment_checks() -> set[str]:
+    return {name for name, sql in duck.check_files().items() if duck._referenced_datasets(sql) & EXPERIMENT_DATASETS}
+
+
+def test_every_experiment_check_has_a_breaking_seed():
+    assert experiment_checks() == set(BREAKS)
+
+
+def test_checks_pass_on_produced_tables(tmp_path, world, experiment_rows):
+    con = duck.connect(write_world(tmp_path, world, experiment_rows))
+    counts = duck.assert_checks(con)
+    assert set(BREAKS) <= set(counts) and set(counts.values()) == {0}   # the world is a valid upstream too
+
+
+@pytest.mark.parametrize("check", sorted(BREAKS))
+def test_check_catches_broken_table(tmp_path, world, experiment_rows, check):
+    rows = copy.deepcopy(experiment_rows)
+    BREAKS[check](rows)
+    con = duck.connect(write_world(tmp_path, world, rows))
+    assert duck.run_checks(con)[check] >= 1
+    with pytest.raises(ValueError, match=check):
+        duck.assert_checks(con)
+
+
+def test_checks_skip_missing_views(tmp_path, world, experiment_rows):
+    candidate_checks = {name for name in BREAKS if name.startswith(("candidates", "unique_c"))}
+    con = duck.connect(write_world(tmp_path, world, {"candidates": experiment_rows["candidates"]}))
+    assert set(duck.run_checks(con)) & set(BREAKS) == candidate_checks
+    # a stage checks only its own outs: the ablation stage does not see a (possibly stale) candidates table
+    root = write_world(tmp_path, world, experiment_rows)
+    ablation_con = duck.connect(root, ["ablation", "pass_at_k"])
+    assert set(duck.run_checks(ablation_con)) == set(BREAKS) - candidate_checks
+    assert duck.views(duck.connect(root, ["candidates", "cliffs"])) == {"candidates", "cliffs"}
+    with pytest.raises(ValueError, match="unknown datasets"):
+        duck.connect(root, ["candidate"])
+
+
+# --- entropy / rank SQL on the seed of test_sql -----------------------------------------------------
+
+ENTROPY_PARAMS = {"include_empty_prefix": True, "entropy_threshold": 0.056, "use_full_entropy": False}
+
+
+def test_entropy_rank_on_the_sql_seed(tmp_path):
+    con = duck.connect(write_seed(tmp_path, seed_rows()))
+    rows = {r.pop("cell"): r for r in duck.run_sql_file(con, "entropy_rank", ENTROPY_PARAMS).to_pylist()}
+    assert list(rows) == ["deterministic", "uncertain", "sampled_off", "other", "greedy", "not_greedy",
+                          "low_entropy", "high_entropy", "all"]
+    # 3 cliffs: (0.01, greedy), (0.50, greedy), (0.90, rank 3); 15 tokens: low+greedy 7, high+greedy 4,
+    # high+not greedy 3, low+not greedy 1 (see test_sql.test_taxonomy)
+    expected = {"deterministic": (1, 7), "uncertain": (1, 4), "sampled_off": (1, 3), "other": (0, 1),
+                "greedy": (2, 11), "not_greedy": (1, 4), "low_entropy": (1, 8), "high_entropy": (2, 7), "all": (3, 15)}
+    for cell, (num_cliffs, baseline_count) in expected.items():
+        row = rows[cell]
+        assert (row["num_cliffs"], row["baseline_count"]) == (num_cliffs, baseline_count), cell
+        assert row["cliff_share"] == pytest.approx(num_cliffs / 3)
+        assert row["baseline_share"] == pytest.approx(baseline_count / 15)
+        assert row["ratio"] == pytest.approx((num_cliffs / 3) / (baseline_count / 15))
+    assert (rows["greedy"]["entropy"], rows["greedy"]["greedy"]) == ("all", "greedy")
+    # paper mode drops the cliff at token 0 (t1, deterministic)
+    paper = {r["cell"]: r for r in duck.run_sql_file(con, "entropy_rank", {**ENTROPY_PARAMS,
+                                                                           "include_empty_prefix": False}).to_pylist()}
+    assert paper["deterministic"]["num_cliffs"] == 0 and paper["greedy"]["cliff_share"] == 0.5
+
+
+def test_entropy_hist_on_the_sql_seed(tmp_path):
+    con = duck.connect(write_seed(tmp_path, seed_rows()))
+    params = {"include_empty_prefix": True, "use_full_entropy": False, "num_bins": 10, "max_entropy": 1.0}
+    rows = duck.run_sql_file(con, "entropy_hist", params).to_pylist()
+    assert [r["bin"] for r in rows] == list(range(10))
+    assert [r["bin_start"] for r in rows] == pytest.approx([b / 10 for b in range(10)])
+    # baseline entropies: eight below 0.1, then 0.1 0.2 0.3 0.5 0.6 0.7 0.9; cliffs 0.01 0.5 0.9
+    assert [r["baseline_count"] for r in rows] == [8, 1, 1, 1, 0, 1, 1, 1, 0, 1]
+    assert [r["num_cliffs"] for r in rows] == [1, 0, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert sum(r["baseline_share"] for r in rows) == pytest.approx(1.0)
+    assert rows[0]["cliff_share"] == pytest.approx(1 / 3) and rows[0]["baseline_share"] == pytest.approx(8 / 15)
+    # values above max_entropy fall in the last bin
+    rows = duck.run_sql_file(con, "entropy_hist", {**params, "num_bins": 2, "max_entropy": 0.4}).to_pylist()
+    assert [r["baseline_count"] for r in rows] == [9, 6] and [r["num_cliffs"] for r in rows] == [1, 2]
+
+
+# --- the stages, in process, on the world --------------------------------------------------------------
+
+def load_stage(name: str):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "pipeline" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PARAMS = """
+problems: {sources: [{dataset: arith, families: {add1: 1}, prompt: p}]}
+prompts: {p: {instruction: "", shots: []}}
+engine: {backend: vllm}
+cliffs: {delta0: 0.1, z: 1.645, entropy: top20, entropy_boundary_p: 0.99, use_empty_prefix: true,
+         critical_threshold: 0.05}
+ablation:
+  num_rollouts: 4
+  seed: 0
+  ks: [1, 2, 4]
+  sampling: {temperature: 0.7, top_p: 1.0, top_k: 0, max_new_tokens: 8}
+candidates:
+  top_k: 3
+  num_rollouts: 4
+  seed: 0
+  sampling: {temperature: 0.7, top_p: 1.0, top_k: 0, max_new_tokens: 8}
+  entropy_bins: 10
+  entropy_max: 1.5
+"""
+
+
+@pytest.mark.parametrize("stage", ["ablation", "candidates"])
+def test_stage_runs_on_the_world(tmp_path, monkeypatch, world, backend_factory, tokenizer, stage):
+    write_world(tmp_path, world, {})
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    monkeypatch.chdir(tmp_path)
+    module = load_stage(stage)
+    backend = backend_factory("ablation" if stage == "ablation" else "candidates")
+    monkeypatch.setattr(module, "open_backend", lambda engine, path, seed: backend)
+    monkeypatch.setattr(module, "AutoTokenizer", SimpleNamespace(from_pretrained=lambda path: tokenizer))
+    module.main()
+    if stage == "ablation":
+        metrics = json.loads((tmp_path / "metrics/ablation.json").read_text())
+        assert metrics["all"]["failed"]["del"] == {"num_instances": 2, "pass@1": 0.5, "pass@2": 0.5, "pass@4": 0.5}
+        assert metrics["all"]["failed"]["keep"]["pass@4"] == 0.0
+        assert (tmp_path / "plots/pass_at_k.csv").read_text().splitlines()[0].startswith("k,all_correct_del,")
+        assert pq.read_schema(tmp_path / schema.PATHS["ablation"]).equals(schema.ABLATION)
+        assert (tmp_path / "metrics/ablation.md").read_text().startswith("| scope | correctness | arm |")
+    else:
+        cpm = json.loads((tmp_path / "metrics/cpm.json").read_text())
+        assert cpm["all"]["num_cliffs"] == 3
+        assert json.loads((tmp_path / "metrics/entropy_rank.json").read_text())["all"]["num_cliffs"] == 3
+        hist = (tmp_path / "plots/entropy_hist.csv").read_text().splitlines()
+        assert hist[0] == "bin,bin_start,bin_end,num_cliffs,cliff_share,baseline_count,baseline_share"
+        assert len(hist) == 11
+        assert (tmp_path / "plots/cpm.csv").read_text().splitlines()[0].startswith("category,num_cliffs,cpm_mean")
+    con = duck.connect(tmp_path)
+    assert set(duck.run_checks(con).values()) == {0}
