@@ -109,16 +109,19 @@ class _Counts:
         return q, q * (1 - q) / self.n[i]
 
 
+def _drop(c: _Counts, a: int, b: int) -> tuple[float, float]:
+    """Observed drop p̂_a − p̂_b and its SE (from the smoothed estimates)."""
+    return c.p(a) - c.p(b), math.sqrt(c.smoothed(a)[1] + c.smoothed(b)[1])
+
+
 def _plausible_drop(c: _Counts, a: int, b: int, delta_min: float, z: float) -> bool:
-    qa, va = c.smoothed(a)
-    qb, vb = c.smoothed(b)
-    return c.p(a) - c.p(b) + z * math.sqrt(va + vb) > delta_min
+    drop, se = _drop(c, a, b)
+    return drop + z * se > delta_min
 
 
 def _significantly_lower(c: _Counts, a: int, b: int, z: float) -> bool:
-    _, va = c.smoothed(a)
-    _, vb = c.smoothed(b)
-    return c.p(a) - c.p(b) > z * math.sqrt(va + vb)
+    drop, se = _drop(c, a, b)
+    return drop > z * se
 
 
 def _flag_dips(c: _Counts, inner: list[int], level: float, dip: float, min_lr: float) -> list[int]:
