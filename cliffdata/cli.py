@@ -99,7 +99,44 @@ def run_sql(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (add_sql,)
+def add_report(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "report", help="build the static trace explorer (index + one page per trace)",
+        description="Write a self-contained HTML site (opens offline) from the datasets under --root: "
+                    "the same as the `report` stage, with the `report` section of --params.")
+    parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder (replaced; default: reports)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="params file for the `report` and `cliffs` sections (defaults where missing)")
+    parser.add_argument("--tokenizer", default="models/base", help="tokenizer folder or id (default: models/base)")
+    parser.set_defaults(run=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from cliffdata.config import CliffsConfig, ReportConfig, load_params
+    from cliffdata.report import build_report, load_report_data
+
+    if args.params.exists():
+        params = load_params(args.params)
+        report_cfg, cliffs_cfg = params.report, params.cliffs
+    else:
+        report_cfg, cliffs_cfg = ReportConfig(), CliffsConfig()
+    try:
+        data = load_report_data(args.root, cliffs_cfg.entropy)
+    except ValueError as e:
+        print(f"cliffdata report: {e}", file=sys.stderr)
+        return 2
+    tokenizer = AutoTokenizer.from_pretrained(args.root / args.tokenizer if (args.root / args.tokenizer).exists()
+                                              else args.tokenizer)
+    summary = build_report(data, tokenizer, args.out, report_cfg.level, report_cfg.title)
+    print(f"{summary['num_pages']} trace pages: open {args.out / 'index.html'} "
+          f"(largest page {summary['largest_page_bytes']} bytes)")
+    return 0
+
+
+COMMANDS = (add_sql, add_report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -210,6 +210,16 @@ class CandidatesConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """`report`: the static trace explorer under reports/ (cliffdata/report/)."""
+    level: float = 0.95                # coverage of the Wilson band around each position's potential
+    title: str = "cliffdata report"
+
+    def __post_init__(self):
+        _check(0 < self.level < 1, f"report.level must be in (0, 1), got {self.level}")
+
+
+@dataclass(frozen=True)
 class Params:
     problems: ProblemsConfig
     prompts: dict[str, PromptConfig]
@@ -221,6 +231,7 @@ class Params:
     cliffs: CliffsConfig = CliffsConfig()
     ablation: AblationConfig = AblationConfig()
     candidates: CandidatesConfig = CandidatesConfig()
+    report: ReportConfig = ReportConfig()
 
     def __post_init__(self):
         used = {s.prompt for s in self.problems.sources}

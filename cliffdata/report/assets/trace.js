@@ -1,0 +1,231 @@
+/* cliffdata report, trace page: draws the potential curve (inline SVG) and the token view from the
+   JSON in the page's #data script element. No libraries; inlined into the page by cliffdata/report/pages.py. */
+(function () {
+  "use strict";
+  var D = JSON.parse(document.getElementById("data").textContent);
+  var CAT = {deterministic: "#1f77b4", uncertain: "#ff7f0e", sampled_off: "#d62728", other: "#7f7f7f"};
+  var NS = "http://www.w3.org/2000/svg";
+  var T = D.tok.length, P = D.pot, Z = D.z;
+  var pos = {}, cliffAt = {};
+  if (P.i === undefined) P.i = P.n.map(function (_, j) { return P.start + j; });   // consecutive positions
+  function text(v) { return D.vocab[v][0]; }
+  function tid(v) { return D.vocab[v][1]; }
+  function milli(a, i) { return a[i] / 1000; }
+  P.i.forEach(function (i, j) { pos[i] = j; });
+  D.cliffs.forEach(function (c) { cliffAt[c.i] = c; });
+
+  function esc(s) {
+    return String(s).replace(/[&<>"]/g, function (c) { return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]; });
+  }
+  function show(s) { return JSON.stringify(s).slice(1, -1); }     // a token's text with \n, \t visible
+  function f(x, d) { return x === null || x === undefined ? "–" : Number(x).toFixed(d === undefined ? 3 : d); }
+  // Wilson score interval at z (stats.wilson_interval); n = 0 (early-stop fill) has no interval.
+  function wilson(k, n) {
+    if (!n) return null;
+    var p = k / n, z2 = Z * Z, den = 1 + z2 / n, c = (p + z2 / (2 * n)) / den;
+    var h = Z * Math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / den;
+    return [Math.max(0, c - h), Math.min(1, c + h)];
+  }
+  function pot(j) { return P.n[j] ? P.k[j] / P.n[j] : 0; }
+  window.cliffReport = {wilson: wilson, numTokens: T};
+
+  // --- header ---------------------------------------------------------------------------------------
+  var status = D.is_correct === true ? "correct" : D.is_correct === false ? "failed" : "ungradable";
+  document.getElementById("meta").innerHTML = [
+    '<span class="badge ' + status + '">' + status + "</span>",
+    "<span>problem <b>" + esc(D.problem_id) + "</b></span>",
+    "<span>gold <b>" + esc(D.gold) + "</b>, extracted <b>" + esc(D.extracted === null ? "none" : D.extracted) + "</b></span>",
+    "<span><b>" + T + "</b> tokens (" + esc(D.finish_reason) + ")</span>",
+    "<span><b>" + D.cliffs.length + "</b> cliff" + (D.cliffs.length === 1 ? "" : "s") + "</span>",
+    "<span>rollouts <b>" + esc(D.mode || "none") + "</b>, " + P.i.length + " positions evaluated</span>",
+    "<span>critical token <b>" + (D.critical === null ? "none" : D.critical) + "</b></span>"
+  ].join("");
+  document.getElementById("question").textContent = D.question || "";
+
+  // --- the curve --------------------------------------------------------------------------------------
+  var svg = document.getElementById("plot");
+  var W = 1000, H = 300, L = 46, R = 14, TOP = 12, B = 36;
+  svg.setAttribute("viewBox", "0 0 " + W + " " + H);
+  var span = Math.max(T, 1);                        // x domain: [-1, T-1]
+  function x(i) { return L + (i + 1) / span * (W - L - R); }
+  function y(p) { return TOP + (1 - p) * (H - TOP - B); }
+  function el(name, attrs, parent, text) {
+    var e = document.createElementNS(NS, name);
+    for (var a in attrs) e.setAttribute(a, attrs[a]);
+    if (text !== undefined) e.textContent = text;
+    (parent || svg).appendChild(e);
+    return e;
+  }
+  function r1(v) { return Math.round(v * 10) / 10; }
+  [0, 0.25, 0.5, 0.75, 1].forEach(function (p) {
+    el("line", {x1: L, x2: W - R, y1: y(p), y2: y(p), "class": "grid"});
+    el("text", {x: L - 6, y: y(p) + 4, "text-anchor": "end"}, null, p.toFixed(2));
+  });
+  var step = Math.max(1, Math.pow(10, Math.floor(Math.log(span / 2) / Math.LN10)));
+  if (span / step > 10) step *= (span / (step * 2) > 10 ? 5 : 2);
+  for (var t = 0; t <= T - 1; t += step) {
+    el("line", {x1: x(t), x2: x(t), y1: H - B, y2: H - B + 4, "class": "axis"});
+    el("text", {x: x(t), y: H - B + 16, "text-anchor": "middle"}, null, String(t));
+  }
+  el("line", {x1: L, x2: W - R, y1: H - B, y2: H - B, "class": "axis"});
+  el("text", {x: W - R, y: H - 4, "text-anchor": "end"}, null, "token index (−1 = empty prefix)");
+  el("text", {x: 12, y: TOP + 8, transform: "rotate(-90 12 " + (TOP + 8) + ")", "text-anchor": "end"}, null, "potential");
+
+  if (P.i.length) {
+    var up = [], down = [], line = [], ticks = [];
+    for (var j = 0; j < P.i.length; j++) {
+      var xi = r1(x(P.i[j]));
+      line.push(xi + "," + r1(y(pot(j))));
+      var w = wilson(P.k[j], P.n[j]);
+      if (w) { up.push(xi + "," + r1(y(w[1]))); down.push(xi + "," + r1(y(w[0]))); ticks.push("M" + xi + " " + (H - B) + "v-7"); }
+    }
+    if (up.length) el("path", {d: "M" + up.join("L") + "L" + down.reverse().join("L") + "Z", "class": "band"});
+    el("path", {d: "M" + line.join("L"), "class": "curve"});
+    if (D.mode === "adaptive" || P.i.length < T) {
+      el("path", {d: ticks.join(""), "class": "evaluated", id: "evaluated"});
+      if (P.i.length <= 600) line.forEach(function (xy) {
+        var s = xy.split(","); el("circle", {cx: s[0], cy: s[1], r: 2, "class": "pt"});
+      });
+    }
+  }
+  if (D.critical !== null && D.critical !== undefined) {
+    el("line", {x1: x(D.critical), x2: x(D.critical), y1: TOP, y2: H - B, "class": "critical", id: "critical"});
+    el("text", {x: x(D.critical) + 4, y: TOP + 10}, null, "critical token " + D.critical);
+  }
+  var guide = el("line", {x1: 0, x2: 0, y1: TOP, y2: H - B, "class": "guide", visibility: "hidden"});
+  D.cliffs.forEach(function (c) {
+    var g = el("g", {"class": "cliff-marker", "data-i": c.i});
+    el("line", {x1: x(c.i - 1), y1: y(c.pp), x2: x(c.i), y2: y(c.p), stroke: CAT[c.cat] || "#000", "class": "drop"}, g);
+    el("circle", {cx: x(c.i), cy: y(c.p), r: 6, fill: CAT[c.cat] || "#000", "class": "cliff"}, g);
+    el("title", {}, g, "cliff at token " + c.i + " (" + c.cat + "): " + f(c.pp, 2) + " → " + f(c.p, 2));
+    g.addEventListener("click", function (e) { e.stopPropagation(); focusToken(c.i, true); });
+  });
+  var legend = ['<span><span class="swatch" style="background:#0b4f8a;height:2px"></span>potential</span>',
+                '<span><span class="swatch" style="background:#8fb8de"></span>' + Math.round(100 * D.level) + "% Wilson interval (each position's N)</span>"];
+  if (D.mode === "adaptive" || P.i.length < T) legend.push("<span>ticks: evaluated positions</span>");
+  legend.push('<span><span class="swatch" style="border-top:2px dashed #444;height:0"></span>critical token</span>');
+  Object.keys(CAT).forEach(function (k) { legend.push('<span><span class="cat ' + k + '"></span>' + k.replace("_", "-") + " cliff</span>"); });
+  document.getElementById("legend").innerHTML = legend.join("");
+
+  // --- tokens -----------------------------------------------------------------------------------------
+  // Drop per token: p(before) − p(after) between adjacent evaluated positions; a gap of g tokens
+  // (adaptive mode) shares its drop evenly, so the colour is the average drop per token there.
+  var drop = new Array(T).fill(null);
+  for (var a = 1; a < P.i.length; a++) {
+    var d = (pot(a - 1) - pot(a)) / (P.i[a] - P.i[a - 1]);
+    for (var ti = P.i[a - 1] + 1; ti <= P.i[a] && ti < T; ti++) drop[ti] = d;
+  }
+  var box = document.getElementById("tokens"), spans = new Array(T), frag = document.createDocumentFragment();
+  for (var i = 0; i < T; i++) {
+    var s = document.createElement("span");
+    s.textContent = text(D.tok[i]);
+    s._i = i;
+    if (cliffAt[i]) { s.className = "cl"; s.style.outlineColor = CAT[cliffAt[i].cat] || "#000"; }
+    if (i === D.critical) s.className += " crit";
+    spans[i] = s; frag.appendChild(s);
+  }
+  box.appendChild(frag);
+  var HMAX = 2.0;
+  function colour(mode) {
+    for (var i = 0; i < T; i++) {
+      var c = "";
+      if (mode === "drop" && drop[i] !== null && drop[i] !== 0) {
+        var v = Math.min(1, Math.abs(drop[i]) / 0.5);
+        c = drop[i] > 0 ? "rgba(214,39,40," + (0.08 + 0.8 * v).toFixed(2) + ")" : "rgba(44,160,44," + (0.08 + 0.5 * v).toFixed(2) + ")";
+      } else if (mode === "entropy" && D.ent.length) {
+        c = "rgba(31,119,180," + (Math.min(1, milli(D.ent, i) / HMAX) * 0.75).toFixed(2) + ")";
+      }
+      spans[i].style.backgroundColor = c;
+    }
+    document.getElementById("scale").style.background = mode === "drop"
+      ? "linear-gradient(90deg, rgba(44,160,44,.58), #fff, rgba(214,39,40,.88))"
+      : "linear-gradient(90deg, #fff, rgba(31,119,180,.75))";
+    document.getElementById("scale-label").textContent = mode === "drop"
+      ? "potential gain ← 0 → drop (full colour at 0.5)" : "entropy (" + D.entropy + ") 0 → " + HMAX + " nats";
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("input[name=colour]"), function (r) {
+    r.addEventListener("change", function () { colour(r.value); });
+  });
+  colour("drop");
+
+  // --- details ----------------------------------------------------------------------------------------
+  var tip = document.getElementById("tip"), pinned = false, lit = null;
+  function details(i) {
+    var h = ["<div><b>token " + i + "</b> <code>" + esc(show(text(D.tok[i]))) + "</code> <span class=k>id " + tid(D.tok[i]) + "</span></div>"];
+    if (D.lp.length) {
+      var g = D.greedy[i];
+      var lp = milli(D.lp, i);
+      h.push("<div><span class=k>logprob</span> " + f(lp) + " <span class=k>(p " + f(Math.exp(lp)) + ")</span>, <span class=k>rank</span> "
+             + (D.rk[i] > 20 ? "&gt;20" : D.rk[i]) + "</div>",
+             "<div><span class=k>entropy</span> " + f(milli(D.ent, i)) + " <span class=k>nats (" + D.entropy + "), full</span> " + f(milli(D.entf, i)) + "</div>",
+             "<div><span class=k>greedy</span> " + (g !== undefined ? "<code>" + esc(show(text(g))) + "</code> <span class=k>id " + tid(g) + "</span>" : "this token") + "</div>");
+    }
+    var jb = pos[i - 1], ja = pos[i];
+    h.push("<div><span class=k>potential before</span> " + (jb === undefined ? "not evaluated" : f(pot(jb), 2) + " (" + P.k[jb] + "/" + P.n[jb] + ")")
+           + ", <span class=k>after</span> " + (ja === undefined ? "not evaluated" : f(pot(ja), 2) + " (" + P.k[ja] + "/" + P.n[ja] + ")") + "</div>");
+    var c = cliffAt[i];
+    if (c) {
+      h.push('<div style="margin-top:4px"><span class="cat ' + c.cat + '"></span><b>' + (c.first ? "first " : "") + "cliff, " + c.cat.replace("_", "-")
+             + "</b>: " + f(c.pp, 2) + " → " + f(c.p, 2) + " (Δ " + f(c.d) + ", N " + c.np + "/" + c.n + ")</div>");
+      if (c.cand) {
+        h.push("<table><tr><th>alternative</th><th>prob</th><th>potential</th><th>cliff</th></tr>");
+        c.cand.forEach(function (r) {
+          h.push("<tr><td><code>" + esc(show(text(r[0]))) + "</code>" + (r[5] ? " <span class=k>(sampled)</span>" : "") + "</td><td>" + f(r[1])
+                 + "</td><td>" + (r[2] ? f(r[3] / r[2], 2) + " <span class=k>(" + r[3] + "/" + r[2] + ")</span>" : "–") + "</td><td>" + (r[4] ? "yes" : "") + "</td></tr>");
+        });
+        h.push("</table>");
+      }
+      if (c.abl) {
+        var ks = Object.keys((c.abl.del || c.abl.keep).pass);
+        h.push("<table><tr><th>pass@k</th>" + ks.map(function (k) { return "<th>" + k + "</th>"; }).join("") + "</tr>");
+        ["del", "keep"].forEach(function (arm) {
+          if (c.abl[arm]) h.push("<tr><td>" + arm + " <span class=k>(" + c.abl[arm].c + "/" + c.abl[arm].n + ")</span></td>"
+                                 + ks.map(function (k) { return "<td>" + f(c.abl[arm].pass[k], 2) + "</td>"; }).join("") + "</tr>");
+        });
+        h.push("</table>");
+      }
+    }
+    return h.join("");
+  }
+  // next to the token, or next to the pointer when the pointer is on the curve
+  function place(i, ev) {
+    var r = ev ? {left: ev.clientX + 12, top: ev.clientY - 6, bottom: ev.clientY + 12} : spans[i].getBoundingClientRect();
+    var tw = tip.offsetWidth, th = tip.offsetHeight;
+    var left = Math.min(Math.max(4, r.left), window.innerWidth - tw - 8);
+    var top = r.bottom + 6 + th > window.innerHeight ? r.top - th - 6 : r.bottom + 6;
+    tip.style.left = left + "px"; tip.style.top = Math.max(4, Math.min(top, window.innerHeight - th - 4)) + "px";
+  }
+  function focusToken(i, pin, ev) {
+    if (lit !== null) spans[lit].classList.remove("hi");
+    lit = i; spans[i].classList.add("hi");
+    tip.innerHTML = details(i); tip.hidden = false;
+    pinned = !!pin; tip.classList.toggle("pinned", pinned);
+    guide.setAttribute("x1", x(i)); guide.setAttribute("x2", x(i)); guide.setAttribute("visibility", "visible");
+    if (pin && !ev) spans[i].scrollIntoView({block: "nearest"});
+    place(i, ev);
+  }
+  function blur() {
+    if (pinned) return;
+    tip.hidden = true; guide.setAttribute("visibility", "hidden");
+    if (lit !== null) spans[lit].classList.remove("hi");
+    lit = null;
+  }
+  box.addEventListener("mouseover", function (e) { if (!pinned && e.target._i !== undefined) focusToken(e.target._i, false); });
+  box.addEventListener("mouseleave", blur);
+  box.addEventListener("click", function (e) {
+    if (e.target._i === undefined) return;
+    e.stopPropagation();
+    if (pinned && lit === e.target._i) { pinned = false; blur(); } else focusToken(e.target._i, true);
+  });
+  document.addEventListener("click", function () { if (pinned) { pinned = false; blur(); } });
+  svg.addEventListener("mousemove", function (e) {
+    if (pinned || !T) return;
+    var pt = svg.createSVGPoint(); pt.x = e.clientX; pt.y = e.clientY;
+    var m = svg.getScreenCTM(); if (!m) return;
+    var v = pt.matrixTransform(m.inverse());
+    var i = Math.round((v.x - L) / (W - L - R) * span - 1);
+    if (i >= 0 && i < T) focusToken(i, false, e);
+  });
+  svg.addEventListener("mouseleave", blur);
+  window.cliffReport.focusToken = focusToken;
+})();

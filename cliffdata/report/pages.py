@@ -1,0 +1,136 @@
+"""HTML of the report: the index and one page per trace, self-contained (CSS and JS inlined from
+`assets/`, data as JSON in a `<script type="application/json">`), so a page opens offline from disk.
+The band is the Wilson score interval of each position's k/N (`stats.wilson_interval`, computed in
+`assets/trace.js`; the browser test checks the two agree).
+
+    html = trace_page(payload, level=0.95)
+    html = index_page(rows, title="cliffdata report", hrefs={trace_id: "traces/x.html"})
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from functools import cache
+from importlib import resources
+
+CATEGORIES = ("deterministic", "uncertain", "sampled_off", "other")
+
+
+@cache
+def asset(name: str) -> str:
+    """The text of `cliffdata/report/assets/<name>`."""
+    return resources.files("cliffdata.report").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def page_name(trace_id: str) -> str:
+    """A file name for a trace's page: the id made filename-safe plus a short hash (ids may collide once made safe)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", trace_id)[:80]
+    return f"{safe}-{hashlib.sha1(trace_id.encode()).hexdigest()[:10]}.html"
+
+
+def script_json(data: object) -> str:
+    """Compact JSON safe inside <script>: `</` is written `<\\/` (the same string to a JSON parser)."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _z_of(level: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def trace_page(payload: dict, level: float = 0.95) -> str:
+    """One trace's page; `level` is the coverage of the interval band around the potential."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    data = {**payload, "level": level, "z": round(_z_of(level), 6)}
+    title = html.escape(payload["trace_id"])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · cliffdata</title><style>{asset("style.css")}</style></head>
+<body>
+<nav><a href="../index.html">&larr; all traces</a></nav>
+<h1>{title}</h1>
+<div id="meta"></div>
+<div id="question"></div>
+<figure><svg id="plot" role="img" aria-label="potential curve"></svg><figcaption id="legend"></figcaption></figure>
+<div id="controls"><span>colour tokens by</span>
+<label><input type="radio" name="colour" value="drop" checked> potential drop</label>
+<label><input type="radio" name="colour" value="entropy"> entropy</label>
+<span><span id="scale"></span> <span id="scale-label" class="muted"></span></span>
+<span class="muted">hover or tap a token for details; click a cliff marker to jump to it</span></div>
+<div id="tokens"></div>
+<div id="tip" hidden></div>
+<script id="data" type="application/json">{script_json(data)}</script>
+<script>{asset("trace.js")}</script>
+</body></html>
+"""
+
+
+def _cell(value: object, text: str | None = None, cls: str = "") -> str:
+    v = "" if value is None else html.escape(str(value), quote=True)
+    shown = html.escape(text if text is not None else ("" if value is None else str(value)))
+    return f'<td{f" class={chr(34)}{cls}{chr(34)}" if cls else ""} data-v="{v}">{shown}</td>'
+
+
+def _status(is_correct: bool | None) -> str:
+    return "correct" if is_correct is True else ("failed" if is_correct is False else "ungradable")
+
+
+def index_page(rows: list[dict], hrefs: dict[str, str], title: str = "cliffdata report") -> str:
+    """The index: one row per trace (`data.index_row`), sortable and filterable in the browser."""
+    datasets = sorted({r["dataset"] for r in rows})
+    body = []
+    for r in rows:
+        status = _status(r["is_correct"])
+        cat = r["first_category"]
+        link = f'<a href="{html.escape(hrefs[r["trace_id"]], quote=True)}">{html.escape(r["trace_id"])}</a>'
+        question = r["question"] if len(r["question"]) <= 160 else r["question"][:157] + "…"
+        body.append(
+            f'<tr data-dataset="{html.escape(r["dataset"], quote=True)}" data-correct="{status}" '
+            f'data-cats="{" ".join(r["categories"])}">'
+            f'<td data-v="{html.escape(r["trace_id"], quote=True)}">{link}</td>'
+            + _cell(r["dataset"]) + _cell(r["question"], question, "q")
+            + f'<td data-v="{status}"><span class="badge {status}">{status}</span></td>'
+            + _cell(r["num_tokens"], cls="num") + _cell(r["num_cliffs"], cls="num")
+            + (f'<td data-v="{cat}"><span class="cat {cat}"></span>{cat.replace("_", "-")}</td>' if cat else _cell(None))
+            + _cell(r["first_index"], cls="num") + _cell(r["critical_index"], cls="num")
+            + _cell(None if r["p_empty"] is None else round(r["p_empty"], 3), cls="num")
+            + "</tr>")
+    num_correct = sum(r["is_correct"] is True for r in rows)
+    num_failed = sum(r["is_correct"] is False for r in rows)
+    with_cliff = sum(r["num_cliffs"] > 0 for r in rows)
+    options = "".join(f'<option value="{html.escape(d, quote=True)}">{html.escape(d)}</option>' for d in datasets)
+    cats = "".join(f'<option value="{c}">{c.replace("_", "-")}</option>' for c in CATEGORIES)
+    columns = [("trace", "str"), ("dataset", "str"), ("problem", "str"), ("result", "str"), ("tokens", "num"),
+               ("cliffs", "num"), ("first-cliff category", "str"), ("first cliff at", "num"),
+               ("critical token", "num"), ("p[−1]", "num")]
+    head = "".join(f'<th data-type="{t}">{html.escape(n)}</th>' for n, t in columns)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title><style>{asset("style.css")}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<div class="summary"><span><b>{len(rows)}</b>traces</span><span><b>{num_correct}</b>correct</span>
+<span><b>{num_failed}</b>failed</span><span><b>{with_cliff}</b>with a cliff</span>
+<span><b>{sum(r["num_cliffs"] for r in rows)}</b>cliffs</span></div>
+<p class="muted">Cliff at token i: the potential drops from p[i−1] to p[i] by the protocol's test. Click a header to sort;
+p[−1] is the empty prefix's potential (the problem's difficulty).</p>
+<div id="filters">
+<label>dataset <select id="f-dataset"><option value="">all</option>{options}</select></label>
+<label>result <select id="f-correct"><option value="">all</option><option value="correct">correct</option>
+<option value="failed">failed</option><option value="ungradable">ungradable</option></select></label>
+<label>cliff category <select id="f-category"><option value="">all</option><option value="any">any cliff</option>
+<option value="none">no cliff</option>{cats}</select></label>
+<label>search <input id="f-text" type="search" placeholder="trace or problem text"></label>
+<span id="shown" class="muted"></span></div>
+<table class="traces" id="traces"><thead><tr>{head}</tr></thead>
+<tbody>
+{chr(10).join(body)}
+</tbody></table>
+<script>{asset("index.js")}</script>
+</body></html>
+"""

@@ -1,0 +1,31 @@
+"""Stage `report`: the static trace explorer under reports/ (index + one page per trace).
+
+    python pipeline/report.py
+
+Reads every dataset the report draws (ablation and candidates included: the pipeline always makes
+them) and models/base for the tokenizer; writes reports/ and metrics/report.json (page count and the
+largest page's size).
+"""
+import json
+import logging
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from cliffdata.config import load_params
+from cliffdata.report import build_report, load_report_data
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    cfg = params.report
+    data = load_report_data(Path("."), params.cliffs.entropy)
+    summary = build_report(data, AutoTokenizer.from_pretrained("models/base"), "reports", cfg.level, cfg.title)
+    Path("metrics").mkdir(exist_ok=True)
+    Path("metrics/report.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The trace explorer (cliffdata/report): pages from hand-made datasets, optional inputs, size of an
+8,000-token page, self-containment, and the `cliffdata report` command."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cliffdata import schema
+from cliffdata.cli import main
+from cliffdata.report import build_report, load_report_data
+from cliffdata.report.data import pass_at_ks, token_texts
+from cliffdata.report.pages import page_name, script_json
+from cliffdata.stats import pass_at_k
+from report_fixtures import long_text, write_fixture
+
+TEXTS = {
+    "arith/a-0#0": ("Tom has 31 marbles and gets 28 more, so 31 - 28 = 3.\n#### 3", False, 24),
+    "arith/a-1#0": ("23 + 48 = 71.\n#### 71", True, None),
+    "gsm1k/b-2#0": ("5 + 5 = 11.\n#### 11", None, 0),
+}
+
+
+def page_data(page: str) -> dict:
+    m = re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S)
+    assert m, "no data block"
+    return json.loads(m.group(1))
+
+
+@pytest.fixture
+def root(tmp_path, tiny_tokenizer) -> Path:
+    write_fixture(tmp_path, tiny_tokenizer, TEXTS)
+    return tmp_path
+
+
+def test_pages_carry_curve_cliffs_and_token_details(root, tiny_tokenizer, tmp_path):
+    summary = build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports")
+    assert summary["num_pages"] == 3
+    index = (tmp_path / "reports/index.html").read_text()
+    for trace_id, (text, is_correct, cliff_at) in TEXTS.items():
+        href = f"traces/{page_name(trace_id)}"
+        assert f'href="{href}"' in index
+        data = page_data((tmp_path / "reports" / href).read_text())
+        ids = tiny_tokenizer.encode(text, add_special_tokens=False)
+        assert [data["vocab"][t][1] for t in data["tok"]] == ids
+        assert "".join(data["vocab"][t][0] for t in data["tok"]) == text    # tokens rebuild the response
+        assert len(data["lp"]) == len(data["rk"]) == len(data["ent"]) == len(ids)
+        assert data["pot"]["start"] == -1 and len(data["pot"]["n"]) == len(ids) and set(data["pot"]["n"]) == {16}
+        assert "i" not in data["pot"]
+        assert data["is_correct"] is is_correct and data["mode"] == "exhaustive"
+        if cliff_at is None:
+            assert data["cliffs"] == [] and data["greedy"] == {}
+            continue
+        (cliff,) = data["cliffs"]
+        assert (cliff["i"], cliff["cat"], cliff["pp"], cliff["p"], cliff["first"]) == (cliff_at, "sampled_off", 14 / 16, 1 / 16, True)
+        greedy = ids[cliff_at] + 1
+        assert data["greedy"] == {str(cliff_at): data["vocab"].index([tiny_tokenizer.decode([greedy]), greedy])}
+        assert data["rk"][cliff_at] == 2 and data["ent"][cliff_at] == 900    # thousandths
+        assert [c[1] for c in cliff["cand"]] == [0.6, 0.3, 0.1]                  # by probability
+        assert [data["vocab"][c[0]][1] for c in cliff["cand"]] == [greedy, ids[cliff_at], ids[cliff_at] + 2]
+        assert [c[5] for c in cliff["cand"]] == [False, True, False]             # the sampled token is marked
+        assert cliff["abl"]["del"]["pass"]["1"] == pytest.approx(12 / 16, abs=1e-4)
+        assert cliff["abl"]["keep"]["pass"]["16"] == 1.0
+    # the index: one row per trace, with its first-cliff category and position
+    rows = re.findall(r"<tr data-dataset=\"(\w+)\" data-correct=\"(\w+)\" data-cats=\"([\w ]*)\">", index)
+    assert sorted(rows) == [("arith", "correct", ""), ("arith", "failed", "sampled_off"), ("gsm1k", "ungradable", "sampled_off")]
+    assert '<td class="num" data-v="24">24</td>' in index
+
+
+def test_optional_datasets_absent(root, tiny_tokenizer, tmp_path):
+    for name in ("ablation", "candidates"):
+        (root / schema.PATHS[name]).unlink()
+    build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports")
+    data = page_data((tmp_path / "reports/traces" / page_name("arith/a-0#0")).read_text())
+    (cliff,) = data["cliffs"]
+    assert "cand" not in cliff and "abl" not in cliff
+
+
+def test_required_dataset_missing_is_an_error(root):
+    (root / schema.PATHS["token_stats"]).unlink()
+    with pytest.raises(ValueError, match="token_stats.parquet"):
+        load_report_data(root)
+
+
+def test_adaptive_positions(tmp_path, tiny_tokenizer):
+    write_fixture(tmp_path, tiny_tokenizer, TEXTS, mode="adaptive")
+    build_report(load_report_data(tmp_path), tiny_tokenizer, tmp_path / "reports")
+    data = page_data((tmp_path / "reports/traces" / page_name("arith/a-0#0")).read_text())
+    assert data["mode"] == "adaptive"
+    num_tokens = len(data["tok"])
+    assert data["pot"]["i"] == sorted({-1, 23, 24} | set(range(0, num_tokens - 1, 5)))
+    assert [c["i"] for c in data["cliffs"]] == [24]
+
+
+def test_page_is_self_contained_and_escaped(root, tiny_tokenizer, tmp_path):
+    build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports")
+    for page in [tmp_path / "reports/index.html", *sorted((tmp_path / "reports/traces").glob("*.html"))]:
+        text = page.read_text()
+        assert not re.search(r"<(link|img|iframe)\b|\bsrc=|url\(", text), f"{page} references an external resource"
+        assert not re.search(r"href=\"(https?:)?//", text), f"{page} links off-site"
+        # the question holds "</script><b>x</b>": it must not close a script or inject markup
+        assert text.count("</script>") == text.count("<script"), page
+        assert "<b>x</b>" not in text
+    assert json.loads(script_json({"q": "</script>\u2028"})) == {"q": "</script>\u2028"}
+
+
+def test_large_trace_page_is_small(tmp_path, tiny_tokenizer):
+    text = long_text(8000)
+    write_fixture(tmp_path, tiny_tokenizer, {"arith/long-0#0": (text, False, 5000)}, mode="exhaustive")
+    summary = build_report(load_report_data(tmp_path), tiny_tokenizer, tmp_path / "reports")
+    assert summary["largest_page_tokens"] == 8000
+    size = summary["largest_page_bytes"]
+    assert size == (tmp_path / "reports" / summary["largest_page"]).stat().st_size
+    assert size < 200_000, f"an 8,000-token page is {size} bytes"
+    print(f"8,000-token page: {size} bytes")
+
+
+def test_token_texts_keep_context_spaces(tiny_tokenizer):
+    ids = tiny_tokenizer.encode("a b\n#### 7", add_special_tokens=False)
+    assert "".join(token_texts(tiny_tokenizer, ids)) == "a b\n#### 7"
+
+
+def test_pass_at_ks_matches_stats():
+    assert pass_at_ks(16, 3) == {str(k): round(pass_at_k(16, 3, k), 4) for k in (1, 2, 4, 8, 16)}
+    assert list(pass_at_ks(5, 0)) == ["1", "2", "4"]
+
+
+def test_cli_report(root, tiny_tokenizer, tmp_path, monkeypatch, capsys):
+    tiny_tokenizer.save_pretrained(root / "models/base")
+    params = {"problems": {"sources": [{"dataset": "arith", "families": {"add1": 1}, "prompt": "p"}]},
+              "prompts": {"p": {"instruction": ""}}, "report": {"level": 0.9, "title": "my run"}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(root)
+    assert main(["report", "--out", str(tmp_path / "site")]) == 0
+    assert "3 trace pages" in capsys.readouterr().out
+    index = (tmp_path / "site/index.html").read_text()
+    assert "<title>my run</title>" in index
+    data = page_data((tmp_path / "site/traces" / page_name("arith/a-1#0")).read_text())
+    assert data["level"] == 0.9 and data["z"] == pytest.approx(1.644854, abs=1e-6)
