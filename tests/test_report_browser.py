@@ -1,0 +1,156 @@
+"""The report in a real headless Chromium (Debian `chromium` + `chromium-driver`, installed by
+`make test`): the index sorts and filters, a trace page draws the curve, the band and the cliff
+markers, token hover shows the details, the JS Wilson band equals `stats.wilson_interval`, no console
+errors; screenshots go to the test's temp dir.
+
+    python tests/test_report_browser.py docs/img     # the README screenshots, from the same fixture
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cliffdata.report import build_report, load_report_data  # noqa: E402
+from cliffdata.report.pages import page_name  # noqa: E402
+from cliffdata.stats import wilson_interval  # noqa: E402
+from report_fixtures import long_text, write_fixture  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+WORD1 = "Tom has 31 marbles and gets 28 more, so 31 - 28 = 3 marbles.\n#### 3"
+TEXTS = {
+    "arith/word1-3#0": (WORD1, False, WORD1.index("= 3") + 2),          # the cliff: the digit after "="
+    "arith/word1-4#0": ("Emma has 20 stickers and gets 23 more, so 20 + 23 = 43.\n#### 43", True, None),
+    "arith/add2-1#0": ("23 + 48 = 61.\n#### 61", False, 6),
+    "gsm1k/17#0": (long_text(8000), False, 5000),
+}
+LONG = "gsm1k/17#0"
+QUESTIONS = {"arith/word1-3": "Tom has 31 marbles. Tom gets 28 more marbles. How many marbles does Tom have now?",
+             "arith/word1-4": "Emma has 20 stickers. Emma gets 23 more stickers. How many stickers does Emma have now?",
+             "arith/add2-1": "What is 23 + 48?", "gsm1k/17": "A synthetic 8,000-token trace."}
+
+
+def chromium_driver():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not binary or not driver_path:
+        pytest.skip("chromium / chromedriver not installed (make test installs them with apt where it can)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
+                "--allow-file-access-from-files"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def build_site(root: Path, tokenizer) -> Path:
+    write_fixture(root, tokenizer, TEXTS, mode="adaptive", questions=QUESTIONS)
+    build_report(load_report_data(root), tokenizer, root / "reports", title="cliffdata report (fixture)")
+    return root / "reports"
+
+
+def errors(driver) -> list[dict]:
+    return [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+
+
+@pytest.fixture(scope="module")
+def driver():
+    d = chromium_driver()
+    yield d
+    d.quit()
+
+
+def test_index_and_trace_page_render(tmp_path, tiny_tokenizer, driver):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    site = build_site(tmp_path, tiny_tokenizer)
+    driver.get((site / "index.html").as_uri())
+    rows = driver.find_elements(By.CSS_SELECTOR, "#traces tbody tr")
+    assert len(rows) == 4
+    assert driver.find_element(By.ID, "shown").text == "4 of 4 traces"
+    Select(driver.find_element(By.ID, "f-category")).select_by_value("none")
+    assert driver.find_element(By.ID, "shown").text == "1 of 4 traces"
+    Select(driver.find_element(By.ID, "f-category")).select_by_value("")
+    Select(driver.find_element(By.ID, "f-dataset")).select_by_value("gsm1k")
+    assert driver.find_element(By.ID, "shown").text == "1 of 4 traces"
+    Select(driver.find_element(By.ID, "f-dataset")).select_by_value("")
+    tokens_header = driver.find_elements(By.CSS_SELECTOR, "#traces th")[4]
+    tokens_header.click()                                    # ascending by number of tokens
+    first = [r.find_elements(By.TAG_NAME, "td")[4].text for r in driver.find_elements(By.CSS_SELECTOR, "#traces tbody tr")]
+    assert [int(x) for x in first] == sorted(int(x) for x in first)
+    driver.save_screenshot(str(tmp_path / "index.png"))
+    assert errors(driver) == []
+
+    driver.find_element(By.LINK_TEXT, "arith/word1-3#0").click()
+    assert driver.title.startswith("arith/word1-3#0")
+    curve = driver.find_element(By.CSS_SELECTOR, "#plot path.curve")
+    assert curve.get_attribute("d").count("L") > 10
+    assert driver.find_element(By.CSS_SELECTOR, "#plot path.band").get_attribute("d").endswith("Z")
+    assert driver.find_element(By.ID, "evaluated").get_attribute("d").count("M") > 5        # adaptive positions
+    (marker,) = driver.find_elements(By.CSS_SELECTOR, "#plot circle.cliff")
+    assert marker.get_attribute("fill") == "#d62728"                                   # sampled-off
+    assert driver.find_elements(By.ID, "critical") == [] or driver.find_element(By.ID, "critical").is_displayed()
+    # hover the cliff token: the details panel shows its stats, alternatives and pass@k
+    cliff_token = driver.find_element(By.CSS_SELECTOR, "#tokens span.cl")
+    ActionChains(driver).move_to_element(cliff_token).perform()
+    tip = driver.find_element(By.ID, "tip")
+    assert tip.is_displayed()
+    for text in (f"token {TEXTS['arith/word1-3#0'][2]}", "logprob", "rank", "entropy", "greedy", "sampled-off", "alternative", "pass@k", "del", "keep"):
+        assert text in tip.text, text
+    # the JS band is the Wilson interval of stats.py
+    for k, n in ((0, 16), (3, 16), (14, 16), (1, 2)):
+        js = driver.execute_script(f"return window.cliffReport.wilson({k}, {n});")
+        assert js == pytest.approx(list(wilson_interval(k, n, 1.959964)), abs=1e-5)
+    driver.find_element(By.CSS_SELECTOR, "input[value=entropy]").click()
+    assert "entropy" in driver.find_element(By.ID, "scale-label").text
+    driver.save_screenshot(str(tmp_path / "trace.png"))
+    assert errors(driver) == []
+
+    # the 8,000-token page: load time to a fully drawn page
+    page = site / "traces" / page_name(LONG)
+    started = time.perf_counter()
+    driver.get(page.as_uri())
+    assert driver.execute_script("return document.querySelectorAll('#tokens span').length") == 8000
+    seconds = time.perf_counter() - started
+    timing = driver.execute_script("var t = performance.getEntriesByType('navigation')[0]; return t.loadEventEnd;")
+    print(f"8,000-token page: {page.stat().st_size} bytes, load event {timing:.0f} ms, drawn in {seconds:.2f} s")
+    assert seconds < 10
+    assert errors(driver) == []
+
+
+if __name__ == "__main__":
+    # README screenshots: python tests/test_report_browser.py docs/img
+    import tempfile
+
+    from conftest import build_tokenizer
+
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/img")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        site = build_site(Path(tmp), build_tokenizer())
+        d = chromium_driver()
+        try:
+            d.set_window_size(1200, 640)
+            d.get((site / "index.html").as_uri())
+            d.save_screenshot(str(out / "report_index.png"))
+            d.set_window_size(1200, 1000)
+            d.get((site / "traces" / page_name("arith/word1-3#0")).as_uri())
+            from selenium.webdriver.common.action_chains import ActionChains
+            from selenium.webdriver.common.by import By
+            ActionChains(d).move_to_element(d.find_element(By.CSS_SELECTOR, "#tokens span.cl")).perform()
+            d.save_screenshot(str(out / "report_trace.png"))
+        finally:
+            d.quit()
+    print(f"wrote {out / 'report_index.png'} and {out / 'report_trace.png'}")
