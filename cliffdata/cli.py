@@ -136,7 +136,91 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (add_sql, add_report)
+def add_promote(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "promote", help="set the registry alias `champion` on the Cliff-DPO adapter with the best eval metric",
+        description="Promotion is a decision, not a pipeline step: rank the versions of cliff-dpo-<model> by a "
+                    "metric of their MLflow runs (dpo_eval logs eval_accuracy to each adapter's run) and point "
+                    "the alias `champion` at the best. Then models:/cliff-dpo-<model>@champion loads base + adapter.")
+    parser.add_argument("--metric", default="eval_accuracy", help="run metric to rank by (default: eval_accuracy)")
+    parser.add_argument("--lower-is-better", action="store_true", help="the smallest metric wins (e.g. a loss)")
+    parser.add_argument("--model", help="registered model name (default: cliff-dpo-<model.source of --params>)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.set_defaults(run=run_promote)
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from cliffdata import tracking
+    from cliffdata.config import load_params
+    from cliffdata.dpo import registry
+
+    name = args.model or registry.registered_model_name(load_params(args.params).model.source)
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    try:
+        version, value = registry.promote(name, args.metric, greater_is_better=not args.lower_is_better)
+    except ValueError as e:
+        print(f"cliffdata promote: {e}", file=sys.stderr)
+        return 2
+    print(f"{name}@{registry.CHAMPION} -> version {version.version} (variant {version.tags.get('variant')}, "
+          f"{args.metric} = {value:.6g}, run {version.run_id})")
+    return 0
+
+
+def add_export(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "export", help="export pairs (TRL), potentials (HF datasets) or cliffs (PTS v2 events)",
+        description="pairs: TRL prompt_ids/chosen_ids/rejected_ids as .jsonl or .parquet; potentials: a Hugging "
+                    "Face dataset folder (save_to_disk) with a dataset card; pts: PTS v2 pivotal-token events "
+                    "(JSONL). See cliffdata/export.py for the formats.")
+    parser.add_argument("what", choices=("pairs", "potentials", "pts"))
+    parser.add_argument("--out", type=Path, required=True, help="output file (pairs, pts) or folder (potentials)")
+    parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
+    parser.add_argument("--pairs", type=Path, default=None,
+                        help="pairs: the Cliff-DPO pairs file (default: the dpo_pairs dataset's path)")
+    parser.add_argument("--split", default=None, help="pairs: keep one split (train | heldout)")
+    parser.add_argument("--model-id", default=None,
+                        help="pts: the model the cliffs belong to (default: params model.source)")
+    parser.add_argument("--tokenizer", default="models/base", help="pts: tokenizer folder or id (default: models/base)")
+    parser.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from cliffdata import export, schema
+
+    try:
+        if args.what == "pairs":
+            path = args.pairs or args.root / schema.PATHS.get("dpo_pairs", "data/dpo_pairs/all.parquet")
+            table = export.trl_pairs(export.read_pairs(path), args.split)
+            export.write_pairs(table, args.out)
+            print(f"{table.num_rows} preference pairs -> {args.out}")
+        elif args.what == "potentials":
+            counts = export.export_potentials(args.root, args.out)
+            print(f"{counts['num_traces']} traces, {counts['num_labelled']} labelled positions -> {args.out}")
+        else:
+            from transformers import AutoTokenizer
+
+            model_id = args.model_id
+            if model_id is None:
+                from cliffdata.config import load_params
+
+                source = load_params(args.root / "params.yaml").model.source
+                model_id = "HuggingFaceTB/SmolLM2-135M-Instruct" if source == "embedded" else source
+            local = args.root / args.tokenizer
+            tokenizer = AutoTokenizer.from_pretrained(local if local.exists() else args.tokenizer)
+            events = export.pts_events(args.root, tokenizer, model_id)
+            for event in events:
+                export.validate_pts_event(event)
+            export.write_jsonl(events, args.out)
+            print(f"{len(events)} PTS v2 pivotal-token events -> {args.out}")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"cliffdata export: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+COMMANDS = (add_sql, add_report, add_promote, add_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -141,6 +141,20 @@ class AdaptiveParams:
 
 
 @dataclass(frozen=True)
+class RayParams:
+    """`rollouts.ray`: the actor pool of `executor: ray` (cliffdata/ray_rollouts.py)."""
+    address: str | None = None         # None: start a local Ray instance; "auto" or ray://host:10001: join a cluster
+    num_actors: int = 2                # backend replicas (one per GPU on a cluster)
+    num_cpus_per_actor: float = 1.0
+    num_gpus_per_actor: float = 0.0    # 1 on GPU nodes: Ray places one actor per GPU
+
+    def __post_init__(self):
+        _check(self.num_actors >= 1, f"rollouts.ray.num_actors must be >= 1, got {self.num_actors}")
+        _check(self.num_cpus_per_actor >= 0 and self.num_gpus_per_actor >= 0,
+               f"rollouts.ray: resources must be >= 0, got cpus {self.num_cpus_per_actor}, gpus {self.num_gpus_per_actor}")
+
+
+@dataclass(frozen=True)
 class RolloutsConfig:
     mode: str = "exhaustive"           # exhaustive (paper: every position, N each) | adaptive
     num_rollouts: int = 64             # N per position (paper 64)
@@ -150,9 +164,16 @@ class RolloutsConfig:
     positions_per_batch: int = 8       # prefixes submitted together
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=1024)
     adaptive: AdaptiveParams = AdaptiveParams()
+    shards: int = 1                    # trace shards balanced by expected cost: DVC stages rollouts@0 … (cliffdata/shards.py)
+    shard_ids: tuple[int, ...] = (0,)  # [0 … shards-1]; DVC's matrix needs the list itself
+    executor: str = "local"            # local | ray: a shard's traces over a Ray Data actor pool of backends
+    ray: RayParams = RayParams()
 
     def __post_init__(self):
         _check(self.mode in ("exhaustive", "adaptive"), f"rollouts.mode must be exhaustive|adaptive, got {self.mode!r}")
+        _check(self.shards >= 1 and list(self.shard_ids) == list(range(self.shards)),
+               f"rollouts.shard_ids must be [0 … shards-1] = {list(range(max(self.shards, 0)))}, got {list(self.shard_ids)}")
+        _check(self.executor in ("local", "ray"), f"rollouts.executor must be local|ray, got {self.executor!r}")
         _check(self.num_rollouts >= 1, f"rollouts.num_rollouts must be >= 1, got {self.num_rollouts}")
         _check(self.early_stop_zeros >= 0, f"rollouts.early_stop_zeros must be >= 0, got {self.early_stop_zeros}")
         _check(self.positions_per_batch >= 1, f"rollouts.positions_per_batch must be >= 1, got {self.positions_per_batch}")
@@ -219,6 +240,95 @@ class ReportConfig:
         _check(0 < self.level < 1, f"report.level must be in (0, 1), got {self.level}")
 
 
+DPO_VARIANTS = ("all", "deterministic", "uncertain", "sampled_off", "uncertain_sampled_off")
+
+
+@dataclass(frozen=True)
+class DPOPairsConfig:
+    """`dpo_pairs`: Cliff-DPO preference pairs from the candidates (protocol §6)."""
+    strategy: str = "cliff_1N"         # cliff_1N (paper) | cliff_hard (chosen also needs p_cand >= p_prev)
+    top_k: int = 10                    # paper 10; at most candidates.top_k
+    heldout_fraction: float = 0.1      # paper 0.1
+    heldout_by: str = "pair"           # pair (paper) | cliff (no held-out pair shares a prefix with training)
+    seed: int = 42                     # paper 42
+
+    def __post_init__(self):
+        _check(self.strategy in ("cliff_1N", "cliff_hard"), f"dpo_pairs.strategy must be cliff_1N|cliff_hard, got {self.strategy!r}")
+        _check(self.top_k >= 1, f"dpo_pairs.top_k must be >= 1, got {self.top_k}")
+        _check(0 <= self.heldout_fraction < 1, f"dpo_pairs.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        _check(self.heldout_by in ("pair", "cliff"), f"dpo_pairs.heldout_by must be pair|cliff, got {self.heldout_by!r}")
+
+
+@dataclass(frozen=True)
+class DPOTrainConfig:
+    """`dpo_train`: single-token DPO with LoRA, one run per variant (cliffdata/dpo/train.py)."""
+    variants: tuple[str, ...] = DPO_VARIANTS
+    beta: float = 0.05                 # paper 0.05
+    learning_rate: float = 5e-6        # paper 5e-6, cosine
+    warmup_ratio: float = 0.1          # paper 0.1
+    batch_size: int = 64               # paper: effective batch 64
+    epochs: int = 1                    # paper 1
+    append_eos: bool = False           # paper true (reference code); false = the exact single-token loss
+    lora_r: int = 32                   # paper 32
+    lora_alpha: int = 64               # paper 64
+    lora_dropout: float = 0.05         # paper 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    seed: int = 0
+    threads: int = 1                   # torch threads (1 on a shared CPU: oversubscription is 10x slower)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.variants) - set(DPO_VARIANTS))
+        _check(not unknown and len(self.variants) > 0,
+               f"dpo_train.variants must be a non-empty subset of {DPO_VARIANTS}, got {list(self.variants)}")
+        _check(self.beta > 0, f"dpo_train.beta must be > 0, got {self.beta}")
+        _check(self.learning_rate > 0, f"dpo_train.learning_rate must be > 0, got {self.learning_rate}")
+        _check(self.batch_size >= 1 and self.epochs >= 1,
+               f"dpo_train.batch_size and epochs must be >= 1, got {self.batch_size}, {self.epochs}")
+        _check(self.lora_r >= 1, f"dpo_train.lora_r must be >= 1, got {self.lora_r}")
+
+
+@dataclass(frozen=True)
+class DPOEvalConfig:
+    """`dpo_eval`: greedy accuracy of the base model and every adapter on problems disjoint from training."""
+    sources: tuple[SourceConfig, ...] = ()
+    max_new_tokens: int = 256
+    bootstrap_resamples: int = 2000
+    seed: int = 0
+    metric: str = "eval_accuracy"      # logged to each adapter's training run; `cliffdata promote` ranks by it
+
+    def __post_init__(self):
+        _check(len(self.sources) > 0, "dpo_eval.sources is empty")
+        _check(self.bootstrap_resamples >= 100, f"dpo_eval.bootstrap_resamples must be >= 100, got {self.bootstrap_resamples}")
+
+
+@dataclass(frozen=True)
+class CliffCountConfig:
+    """`cliff_count`: cliffs per trace before and after Cliff-DPO (one trace per problem, no early stop)."""
+    num_problems: int = 100            # the first n dpo_eval problems
+    num_rollouts: int = 64             # paper 64; the other rollout settings come from `rollouts`
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.num_problems >= 1, f"cliff_count.num_problems must be >= 1, got {self.num_problems}")
+        _check(self.num_rollouts >= 1, f"cliff_count.num_rollouts must be >= 1, got {self.num_rollouts}")
+
+
+@dataclass(frozen=True)
+class CPMShiftConfig:
+    """`cpm_shift`: the source's cliff sets read by other models with the same tokenizer (protocol §5 RQ3).
+
+    Each eval model is `base`, `adapter:<variant>` (models/adapters/<variant>), `champion` (the
+    registry alias of cliffdata promote; falls back to `fallback` when there is none), or an HF id / path.
+    """
+    eval_models: tuple[str, ...] = ("champion",)
+    fallback: str = "adapter:uncertain_sampled_off"
+    top_k: int = 20                    # the eval model's top-k; C members outside it count 0 (paper 20)
+
+    def __post_init__(self):
+        _check(len(self.eval_models) > 0, "cpm_shift.eval_models is empty")
+        _check(self.top_k >= 1, f"cpm_shift.top_k must be >= 1, got {self.top_k}")
+
+
 @dataclass(frozen=True)
 class Params:
     problems: ProblemsConfig
@@ -231,11 +341,18 @@ class Params:
     cliffs: CliffsConfig = CliffsConfig()
     ablation: AblationConfig = AblationConfig()
     candidates: CandidatesConfig = CandidatesConfig()
+    dpo_pairs: DPOPairsConfig = DPOPairsConfig()
+    dpo_train: DPOTrainConfig = DPOTrainConfig()
+    dpo_eval: DPOEvalConfig | None = None
+    cliff_count: CliffCountConfig = CliffCountConfig()
+    cpm_shift: CPMShiftConfig = CPMShiftConfig()
     report: ReportConfig = ReportConfig()
 
     def __post_init__(self):
         used = {s.prompt for s in self.problems.sources}
         used |= {p for s in self.problems.sources for p in s.family_prompts.values()}
+        for src in self.dpo_eval.sources if self.dpo_eval else ():
+            used |= {src.prompt, *src.family_prompts.values()}
         missing = used - set(self.prompts)
         _check(not missing, f"problems.sources name prompts {sorted(missing)} that are not in `prompts`")
 

@@ -146,6 +146,74 @@ CANDIDATES = pa.schema([
     ("num_generated_tokens", pa.int64()),  # 0 for the cliff token (its rollouts are the main ones)
 ])
 
+DPO_PAIRS = pa.schema([
+    ("trace_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("token_index", pa.int32()),       # the cliff
+    ("category", pa.string()),         # the cliff's category (deterministic | uncertain | sampled_off | other)
+    ("variant", pa.string()),          # category ablation: all | deterministic | uncertain | sampled_off | uncertain_sampled_off
+    ("strategy", pa.string()),         # cliff_1N | cliff_hard
+    ("is_correct", pa.bool_()),        # correctness of the trace
+    ("prompt_ids", ids),               # prompt + response[:i] (the del prefix), exact ids
+    ("chosen_id", pa.int32()),         # a top-k candidate that is not a cliff relative to p_prev
+    ("rejected_id", pa.int32()),       # the cliff token response_ids[i]
+    ("chosen_rank", pa.int32()),
+    ("rejected_rank", pa.int32()),
+    ("chosen_prob", pa.float64()),
+    ("rejected_prob", pa.float64()),
+    ("chosen_potential", pa.float64()),
+    ("rejected_potential", pa.float64()),  # the main rollout's potential at i
+    ("p_prev", pa.float64()),
+    ("split", pa.string()),            # train | heldout
+])
+
+DPO_TRL = pa.schema([
+    ("prompt_ids", ids),
+    ("chosen_ids", ids),               # one token (TRL's pre-tokenised preference format)
+    ("rejected_ids", ids),
+    ("split", pa.string()),
+    ("trace_id", pa.string()),
+    ("token_index", pa.int32()),
+])
+
+DPO_EVAL = pa.schema([
+    ("model", pa.string()),            # base | adapter variant
+    ("problem_id", pa.string()),
+    ("response_ids", ids),             # greedy response
+    ("extracted_answer", pa.string()),
+    ("is_correct", pa.bool_()),        # null = ungradable
+    ("num_tokens", pa.int32()),
+])
+
+CLIFF_COUNT = pa.schema([
+    ("model", pa.string()),            # base | adapter variant
+    ("trace_id", pa.string()),
+    ("is_correct", pa.bool_()),
+    ("num_tokens", pa.int32()),
+    ("num_cliffs", pa.int32()),
+    ("num_deterministic", pa.int32()),
+    ("num_uncertain", pa.int32()),
+    ("num_sampled_off", pa.int32()),
+    ("num_other", pa.int32()),
+    ("num_generated_tokens", pa.int64()),
+])
+
+CPM_SHIFT = pa.schema([
+    ("source_model", pa.string()),
+    ("eval_model", pa.string()),
+    ("trace_id", pa.string()),
+    ("token_index", pa.int32()),       # the source's cliff
+    ("category", pa.string()),         # the source's category
+    ("num_cliff_set", pa.int32()),     # |C|: candidates that are cliffs, the cliff token included
+    ("cpm_source", pa.float64()),      # sum of the source's probabilities over C
+    ("cpm_eval", pa.float64()),        # sum of the eval model's top-20 probabilities over C (outside: 0)
+    ("delta_cpm", pa.float64()),       # cpm_eval - cpm_source
+    ("rank_source", pa.int32()),       # tie-aware rank of the cliff token (21 = outside the top-20)
+    ("rank_eval", pa.int32()),
+    ("entropy_eval", pa.float64()),    # top-20 entropy of the eval model at the prefix
+    ("is_greedy_eval", pa.bool_()),
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "problems": PROBLEMS,
     "traces": TRACES,
@@ -157,6 +225,11 @@ SCHEMAS: dict[str, pa.Schema] = {
     "ablation": ABLATION,
     "pass_at_k": PASS_AT_K,
     "candidates": CANDIDATES,
+    "dpo_pairs": DPO_PAIRS,
+    "dpo_trl": DPO_TRL,
+    "dpo_eval": DPO_EVAL,
+    "cliff_count": CLIFF_COUNT,
+    "cpm_shift": CPM_SHIFT,
 }
 
 KEYS: dict[str, list[str]] = {
@@ -170,6 +243,11 @@ KEYS: dict[str, list[str]] = {
     "ablation": ["trace_id", "token_index", "arm"],
     "pass_at_k": ["scope", "correctness", "arm", "k"],
     "candidates": ["trace_id", "token_index", "candidate_id"],
+    "dpo_pairs": ["trace_id", "token_index", "chosen_id"],
+    "dpo_trl": ["trace_id", "token_index"],           # rows keep the pairs order within a cliff (stable sort)
+    "dpo_eval": ["model", "problem_id"],
+    "cliff_count": ["model", "trace_id"],
+    "cpm_shift": ["source_model", "eval_model", "trace_id", "token_index"],
 }
 
 # Where each dataset lives under the repository root (stage folder / file).
@@ -184,6 +262,11 @@ PATHS: dict[str, str] = {
     "ablation": "data/ablation/ablation.parquet",
     "pass_at_k": "data/ablation/pass_at_k.parquet",
     "candidates": "data/candidates/candidates.parquet",
+    # one file per Cliff-DPO variant: data/dpo_pairs/<variant>.parquet (+ <variant>.trl.parquet)
+    "dpo_pairs": "data/dpo_pairs/all.parquet",
+    "dpo_eval": "data/dpo_eval/dpo_eval.parquet",
+    "cliff_count": "data/cliff_count/cliff_count.parquet",
+    "cpm_shift": "data/cpm_shift/cpm_shift.parquet",
 }
 
 

@@ -64,3 +64,25 @@ def start_run(experiment: str, run_name: str, params: dict | None = None, tags: 
             for i in range(0, len(keys), 100):   # MLflow caps a batch at 100 params
                 mlflow.log_params({k: flat[k] for k in keys[i:i + 100]})
         yield run
+
+
+def log_history(run_id: str, history: list[dict], prefix: str = "train/") -> None:
+    """Per-step metrics (dicts with a `step` key) in batched `log_batch` calls (1000 values each)."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"{prefix}{k}", float(v), now, int(h["step"])) for h in history for k, v in h.items()
+               if k != "step"]
+    client = mlflow.MlflowClient()
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+
+
+def log_metrics(metrics: dict[str, float]) -> None:
+    """Final metrics of the active run (None values skipped)."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})

@@ -1,7 +1,8 @@
 """Generation backends behind one interface: `fake`, `hf` and `vllm` (imported only when chosen)."""
 from __future__ import annotations
 
-from cliffdata.backends.base import Backend, Generation, GenerationRequest, Sampling, request_seed
+from cliffdata.backends.base import (AdapterView, Backend, Generation, GenerationRequest, Sampling,
+                                    request_seed)
 
 
 def make_backend(name: str, model_path: str | None = None, **kwargs) -> Backend:
@@ -18,15 +19,20 @@ def make_backend(name: str, model_path: str | None = None, **kwargs) -> Backend:
     raise ValueError(f"backend must be one of fake, hf, vllm; got {name!r}")
 
 
-def open_backend(engine, model_path: str, seed: int = 0) -> Backend:
-    """The backend that params' `engine` section names, for the model folder `model_path`."""
+def open_backend(engine, model_path: str, seed: int = 0, adapters: dict[str, str] | None = None) -> Backend:
+    """The backend that params' `engine` section names, for the model folder `model_path`.
+
+    `adapters` maps names to LoRA adapter folders; a request with `adapter = name` runs on that adapter
+    (vLLM: one `LoRARequest` per adapter with a unique id; HF: PEFT adapters on the same base).
+    """
     if engine.backend == "hf":
-        return make_backend("hf", model_path, dtype=engine.dtype, max_batch=engine.hf_max_batch)
+        return make_backend("hf", model_path, dtype=engine.dtype, max_batch=engine.hf_max_batch, adapters=adapters)
     if engine.backend == "vllm":
         return make_backend("vllm", model_path, dtype=engine.dtype, seed=seed, enforce_eager=engine.enforce_eager,
                             max_model_len=engine.max_model_len, enable_prefix_caching=engine.enable_prefix_caching,
-                            gpu_memory_utilization=engine.gpu_memory_utilization, block_size=engine.block_size)
+                            gpu_memory_utilization=engine.gpu_memory_utilization, block_size=engine.block_size,
+                            adapters=adapters)
     raise ValueError(f"engine.backend {engine.backend!r} cannot run a real model (fake is for tests)")
 
 
-__all__ = ["open_backend", "Backend", "Generation", "GenerationRequest", "Sampling", "make_backend", "request_seed"]
+__all__ = ["open_backend", "AdapterView", "Backend", "Generation", "GenerationRequest", "Sampling", "make_backend", "request_seed"]

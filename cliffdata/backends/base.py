@@ -5,6 +5,7 @@ sampled continuation ids with a finish reason (`stop` at EOS, `length` at the to
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ class GenerationRequest:
     prompt_ids: tuple[int, ...]
     n: int = 1
     seed: int = 0               # per-request seed; backends that cannot honour it say so
+    adapter: str | None = None  # name of a LoRA adapter the backend was opened with; None = the base model
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,30 @@ class Backend(ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+class AdapterView(Backend):
+    """A backend seen through one of its LoRA adapters: every request is sent with `adapter = name`.
+
+    Lets code written for a plain backend (sampling, rollouts, resample) run on an adapter of a backend
+    opened with several (one vLLM engine serves the base and every adapter). Closing the view does not
+    close the backend.
+    """
+
+    def __init__(self, backend: Backend, adapter: str | None):
+        self.backend, self.adapter = backend, adapter
+        self.name = f"{backend.name}:{adapter}"
+        self.deterministic = backend.deterministic
+        self.eos_token_ids = backend.eos_token_ids
+
+    def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[Generation]:
+        return self.backend.generate([dataclasses.replace(r, adapter=self.adapter) for r in requests], sampling)
+
+
+def group_by_adapter(requests: list[GenerationRequest]) -> list[tuple[str | None, list[int]]]:
+    """Request indices grouped by adapter, groups in order of first appearance (for backends that run
+    one adapter per batch)."""
+    groups: dict[str | None, list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault(r.adapter, []).append(i)
+    return list(groups.items())

@@ -26,6 +26,8 @@ class FakeBackend(Backend):
     def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[Generation]:
         out = []
         for req in requests:
+            if req.adapter is not None:
+                raise ValueError(f"the fake backend has no adapters, got a request for {req.adapter!r}")
             p = float(self.potential(req.prompt_ids))
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"fake potential must be in [0, 1], got {p}")

@@ -14,7 +14,7 @@ import logging
 
 import torch
 
-from cliffdata.backends.base import Backend, Generation, GenerationRequest, Sampling, request_seed
+from cliffdata.backends.base import Backend, Generation, GenerationRequest, Sampling, group_by_adapter, request_seed
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,19 @@ class HFBackend(Backend):
     name = "hf"
 
     def __init__(self, model_path: str | None = None, dtype: str = "bfloat16", max_batch: int = 128,
-                 model=None, eos_token_ids: tuple[int, ...] | None = None):
+                 model=None, eos_token_ids: tuple[int, ...] | None = None, adapters: dict[str, str] | None = None):
         if model is None:
             from transformers import AutoModelForCausalLM
             if model_path is None:
                 raise ValueError("HFBackend needs a model_path or a model")
             model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
+        if adapters:
+            from peft import PeftModel
+            names = sorted(adapters)
+            model = PeftModel.from_pretrained(model, adapters[names[0]], adapter_name=names[0])
+            for name in names[1:]:
+                model.load_adapter(adapters[name], adapter_name=name)
+        self.adapters = tuple(sorted(adapters or ()))
         self.model = model.eval()
         if eos_token_ids is None:
             eos = getattr(model.generation_config, "eos_token_id", None) or model.config.eos_token_id
@@ -55,6 +62,29 @@ class HFBackend(Backend):
         self.max_batch = max_batch
 
     def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[Generation]:
+        groups = group_by_adapter(requests)
+        if len(groups) == 1:
+            return self._generate_adapter(groups[0][0], requests, sampling)
+        out: list[Generation | None] = [None] * len(requests)
+        for adapter, idx in groups:
+            for i, gen in zip(idx, self._generate_adapter(adapter, [requests[i] for i in idx], sampling)):
+                out[i] = gen
+        return out
+
+    def _generate_adapter(self, adapter: str | None, requests: list[GenerationRequest],
+                          sampling: Sampling) -> list[Generation]:
+        """Requests that all run on `adapter` (None = the base model)."""
+        if adapter is None:
+            if self.adapters:
+                with self.model.disable_adapter():
+                    return self._generate_base(requests, sampling)
+            return self._generate_base(requests, sampling)
+        if adapter not in self.adapters:
+            raise ValueError(f"HFBackend: unknown adapter {adapter!r} (opened with {list(self.adapters)})")
+        self.model.set_adapter(adapter)
+        return self._generate_base(requests, sampling)
+
+    def _generate_base(self, requests: list[GenerationRequest], sampling: Sampling) -> list[Generation]:
         out: list[Generation] = []
         chunk: list[GenerationRequest] = []
         rows = 0

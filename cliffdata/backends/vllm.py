@@ -24,7 +24,8 @@ class VLLMBackend(Backend):
 
     def __init__(self, model_path: str, dtype: str = "bfloat16", seed: int = 0, enforce_eager: bool = True,
                  max_model_len: int = 2048, gpu_memory_utilization: float = 0.85,
-                 enable_prefix_caching: bool = True, block_size: int | None = None):
+                 enable_prefix_caching: bool = True, block_size: int | None = None, log_stats: bool = False,
+                 adapters: dict[str, str] | None = None, max_lora_rank: int | None = None):
         import torch
         if not torch.cuda.is_available():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB of KV cache
@@ -36,9 +37,18 @@ class VLLMBackend(Backend):
         self.on_gpu = torch.cuda.is_available()
         self.deterministic = self.on_gpu
         kwargs = dict(model=model_path, dtype=dtype, seed=seed, enforce_eager=enforce_eager,
-                      max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching)
+                      max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
+                      disable_log_stats=not log_stats)   # log_stats: Prometheus counters for LLM.get_metrics()
         if block_size is not None:
             kwargs["block_size"] = block_size
+        # LoRA adapters: one LoRARequest per adapter, ids 1..n in name order (vLLM keys its cache by id).
+        self.lora_requests = {}
+        if adapters:
+            from vllm.lora.request import LoRARequest
+            self.lora_requests = {name: LoRARequest(name, i, str(adapters[name]))
+                                  for i, name in enumerate(sorted(adapters), start=1)}
+            kwargs.update(enable_lora=True, max_loras=len(adapters),
+                          max_lora_rank=max_lora_rank or _max_lora_rank(adapters.values()))
         if self.on_gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         self.llm = LLM(**kwargs)
@@ -57,7 +67,11 @@ class VLLMBackend(Backend):
                                  seed=r.seed if self.on_gpu else None)
                   for r in requests]
         prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        unknown = sorted({r.adapter for r in requests if r.adapter is not None} - set(self.lora_requests))
+        if unknown:
+            raise ValueError(f"VLLMBackend: unknown adapters {unknown} (opened with {sorted(self.lora_requests)})")
+        lora = [self.lora_requests.get(r.adapter) for r in requests] if self.lora_requests else None
+        outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
         result = []
         for req, out in zip(requests, outputs):
             comps = sorted(out.outputs, key=lambda c: c.index)
@@ -75,3 +89,12 @@ class VLLMBackend(Backend):
             if callable(shutdown):
                 shutdown()
             self.llm = None
+
+
+def _max_lora_rank(folders) -> int:
+    """The largest LoRA rank among adapter folders, rounded up to a rank vLLM accepts."""
+    import json
+    from pathlib import Path
+
+    rank = max(json.loads((Path(f) / "adapter_config.json").read_text())["r"] for f in folders)
+    return next(r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank)

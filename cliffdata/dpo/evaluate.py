@@ -1,0 +1,88 @@
+"""Evaluation of Cliff-DPO adapters: held-out problems, greedy accuracy, and a paired bootstrap interval
+of each adapter's accuracy difference to the base model (protocol §6).
+
+    problems = eval_problems(eval_sources, training_problems)
+    rows = evaluate_models(backend, tokenizer, problems, prompts, ["base", "uncertain"], max_new_tokens=128)
+    summary = accuracy_summary(rows, baseline="base", num_resamples=2000, seed=0)
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cliffdata.backends import AdapterView, Backend, Sampling
+from cliffdata.config import ProblemsConfig, PromptConfig
+from cliffdata.problems import load_problems
+from cliffdata.sampling import sample_traces
+
+BASE = "base"
+
+
+def eval_problems(cfg: ProblemsConfig, training_problems: Sequence[dict]) -> tuple[list[dict], int]:
+    """The evaluation problems with every question that also appears in training removed.
+
+    Returns (problems, number removed). Training on a split that is also evaluated is refused by
+    construction (protocol §6): overlap is dropped, and an empty result is an error.
+    """
+    rows, _ = load_problems(cfg)
+    seen = {p["question"].strip() for p in training_problems}
+    kept = [p for p in rows if p["question"].strip() not in seen]
+    if not kept:
+        raise ValueError(f"dpo_eval: all {len(rows)} evaluation problems also appear in training; "
+                         f"use another seed or dataset for dpo_eval.sources")
+    return kept, len(rows) - len(kept)
+
+
+def evaluate_models(backend: Backend, tokenizer, problems: list[dict], prompts: dict[str, PromptConfig],
+                    models: Sequence[str], max_new_tokens: int) -> list[dict]:
+    """One greedy response per problem and model (`base` or an adapter name of `backend`); DPO_EVAL rows."""
+    greedy = Sampling(temperature=0.0, max_new_tokens=max_new_tokens)
+    rows = []
+    for model in models:
+        view = AdapterView(backend, None if model == BASE else model)
+        for t in sample_traces(problems, prompts, tokenizer, view, greedy, num_samples=1, seed=0):
+            rows.append({"model": model, "problem_id": t["problem_id"], "response_ids": t["response_ids"],
+                         "extracted_answer": t["extracted_answer"], "is_correct": t["is_correct"],
+                         "num_tokens": t["num_tokens"]})
+    return rows
+
+
+def paired_bootstrap(base: np.ndarray, other: np.ndarray, num_resamples: int, seed: int,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """Accuracy difference `mean(other) - mean(base)` over the same problems and its percentile interval
+    from `num_resamples` paired resamples of problems."""
+    base, other = np.asarray(base, float), np.asarray(other, float)
+    if base.shape != other.shape or base.ndim != 1 or len(base) == 0:
+        raise ValueError(f"paired_bootstrap needs two equal, non-empty 1-d arrays, got {base.shape} and {other.shape}")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(base), size=(num_resamples, len(base)))
+    diffs = other[idx].mean(1) - base[idx].mean(1)
+    alpha = (1 - level) / 2
+    return float(other.mean() - base.mean()), float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha))
+
+
+def accuracy_summary(rows: list[dict], baseline: str = BASE, num_resamples: int = 2000,
+                     seed: int = 0) -> dict[str, dict]:
+    """Per model: accuracy (ungradable counts as not correct), counts, and the paired bootstrap 95%
+    interval of the difference to `baseline` (problems both evaluated)."""
+    by_model: dict[str, dict[str, bool | None]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], {})[r["problem_id"]] = r["is_correct"]
+    if baseline not in by_model:
+        raise ValueError(f"no rows for the baseline model {baseline!r}")
+    problems = sorted(by_model[baseline])
+    base = np.array([by_model[baseline][p] is True for p in problems])
+    out = {}
+    for model in sorted(by_model, key=lambda m: (m != baseline, m)):
+        labels = by_model[model]
+        if sorted(labels) != problems:
+            raise ValueError(f"model {model!r} was evaluated on other problems than {baseline!r}")
+        correct = np.array([labels[p] is True for p in problems])
+        cell = {"num_problems": len(problems), "num_correct": int(correct.sum()),
+                "num_ungradable": sum(labels[p] is None for p in problems), "accuracy": float(correct.mean())}
+        if model != baseline:
+            diff, lo, hi = paired_bootstrap(base, correct, num_resamples, seed)
+            cell.update(diff_to_base=diff, diff_ci_low=lo, diff_ci_high=hi)
+        out[model] = cell
+    return out

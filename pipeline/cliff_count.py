@@ -1,0 +1,79 @@
+"""Stage `cliff_count`: cliffs per trace and per 1k tokens by category, for the base model and every
+Cliff-DPO adapter trained on at least one pair: one trace per problem on the first
+`cliff_count.num_problems` dpo_eval problems, full rollouts without early termination (protocol §6).
+
+    python pipeline/cliff_count.py
+
+Each model's rollouts checkpoint under .cache/cliff_count/<fingerprint>/<model>/ and resume after a kill.
+Writes data/cliff_count/cliff_count.parquet and metrics/cliff_count.json.
+"""
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cliffdata import duck, schema
+from cliffdata.backends import open_backend
+from cliffdata.config import load_params
+from cliffdata.dpo.cliff_count import count_cliffs, summarize
+from cliffdata.dpo.evaluate import BASE, eval_problems
+from cliffdata.dpo.registry import trained_variants
+from cliffdata.rollouts import Checkpoint, fingerprint
+from cliffdata.sampling import to_sampling
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    cfg = params.cliff_count
+    torch.set_num_threads(params.dpo_train.threads)
+    training = schema.read("problems", schema.PATHS["problems"]).to_pylist()
+    problems, _ = eval_problems(params.problems.__class__(sources=params.dpo_eval.sources), training)
+    problems = problems[:cfg.num_problems]
+    variants = trained_variants(params.dpo_train.variants)
+    adapters = {v: f"models/adapters/{v}" for v in variants}
+    rollouts = dataclasses.replace(params.rollouts, num_rollouts=cfg.num_rollouts, seed=cfg.seed, early_stop_zeros=0)
+    key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(rollouts), dataclasses.asdict(params.engine),
+                      dataclasses.asdict(params.sample), [p["problem_id"] for p in problems],
+                      {v: schema.file_digest(f"{p}/adapter_model.safetensors") for v, p in adapters.items()})
+    tokenizer = AutoTokenizer.from_pretrained("models/base")
+    model = AutoModelForCausalLM.from_pretrained("models/base", dtype=torch.float32).eval()
+    if adapters:
+        from peft import PeftModel
+        names = sorted(adapters)
+        model = PeftModel.from_pretrained(model, adapters[names[0]], adapter_name=names[0])
+        for name in names[1:]:
+            model.load_adapter(adapters[name], adapter_name=name)
+        model.eval()
+    rows = []
+    with open_backend(params.engine, "models/base", seed=cfg.seed, adapters=adapters or None) as backend:
+        for name in [BASE, *sorted(adapters)]:
+            checkpoint = Checkpoint(f".cache/cliff_count/{key}/{name}")
+            common = (tokenizer, problems, params.prompts, to_sampling(params.sample.sampling), params.sample.seed,
+                      rollouts, to_sampling(rollouts.sampling), params.cliffs, params.token_stats.top_k, checkpoint)
+            if name == BASE and adapters:
+                with model.disable_adapter():
+                    rows += count_cliffs(name, None, backend, model, *common)
+            else:
+                if adapters:
+                    model.set_adapter(name)
+                rows += count_cliffs(name, None if name == BASE else name, backend, model, *common)
+    schema.write("cliff_count", rows, schema.PATHS["cliff_count"])
+    summary = summarize(rows)
+    out = {"num_problems": len(problems), "num_rollouts": cfg.num_rollouts, "mode": rollouts.mode,
+           "models": {m: {k: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for k, v in cell.items()}
+                      for m, cell in summary.items()},
+           "skipped_no_training_pairs": sorted(set(params.dpo_train.variants) - set(adapters))}
+    Path("metrics").mkdir(exist_ok=True)
+    Path("metrics/cliff_count.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(f".cache/cliff_count/{key}", ignore_errors=True)
+    print(json.dumps({m: {"cliffs_per_trace": c["cliffs_per_trace"], "num_correct": c["num_correct"]}
+                      for m, c in out["models"].items()}))
+
+
+if __name__ == "__main__":
+    main()

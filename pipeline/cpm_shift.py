@@ -1,0 +1,97 @@
+"""Stage `cpm_shift`: the source model's cliff sets read by other same-tokenizer models (protocol §5 RQ3).
+
+    python pipeline/cpm_shift.py
+
+The source is the pipeline's model (models/base) with its cliffs and candidates. Each entry of
+`cpm_shift.eval_models` is `base`, `adapter:<variant>` (models/adapters/<variant>, a Cliff-DPO adapter on
+the same base), `champion` (the adapter behind `models:/cliff-dpo-<model>@champion`, set by
+`cliffdata promote`; `cpm_shift.fallback` until there is one), or an HF model id / local path (its
+tokenizer must equal the source's). Writes data/cpm_shift/cpm_shift.parquet, metrics/cpm_shift.{json,md}
+and plots/cpm_shift.csv, after the SQL checks pass.
+"""
+import json
+import logging
+from pathlib import Path
+
+import mlflow
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cliffdata import duck, experiments, schema, tracking
+from cliffdata.config import load_params
+from cliffdata.cpm_shift import check_same_tokenizer, cpm_shift_rows
+from cliffdata.dpo import registry
+
+log = logging.getLogger("cpm_shift")
+
+
+def resolve(spec: str, fallback: str, model_source: str) -> tuple[str, str]:
+    """(requested, resolved) eval model spec; `champion` becomes `adapter:<variant>` of the alias."""
+    if spec != "champion":
+        return spec, spec
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    variant = registry.champion_variant(registry.registered_model_name(model_source))
+    if variant is None:
+        log.warning("no champion in the registry yet: using %s (run `cliffdata promote`)", fallback)
+        return spec, fallback
+    return spec, f"adapter:{variant}"
+
+
+def load_eval_model(spec: str, source_tokenizer):
+    """The eval model of a resolved spec, in fp32, after the tokenizer check."""
+    base_dir = "models/base"
+    if spec == "base" or spec.startswith("adapter:"):
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        if spec.startswith("adapter:"):
+            from peft import PeftModel
+            folder = Path("models/adapters") / spec.split(":", 1)[1]
+            if not folder.exists():
+                raise SystemExit(f"cpm_shift: {folder} does not exist (is the variant in dpo_train.variants?)")
+            model = PeftModel.from_pretrained(model, folder)
+        return model.eval()
+    check_same_tokenizer(source_tokenizer, AutoTokenizer.from_pretrained(spec), "models/base", spec)
+    return AutoModelForCausalLM.from_pretrained(spec, dtype=torch.float32).eval()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    cfg = params.cpm_shift
+    torch.set_num_threads(params.dpo_train.threads)
+    tokenizer = AutoTokenizer.from_pretrained("models/base")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
+    cliffs = schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist()
+    candidates = schema.read("candidates", schema.PATHS["candidates"]).to_pylist()
+    keys = {(c["trace_id"], c["token_index"]) for c in cliffs}
+    stats = {(s["trace_id"], s["token_index"]): s for s in schema.read(
+        "token_stats", schema.PATHS["token_stats"]).select(["trace_id", "token_index", "rank"]).to_pylist()
+        if (s["trace_id"], s["token_index"]) in keys}
+    rows, resolved = [], {}
+    for spec in cfg.eval_models:
+        requested, spec = resolve(spec, cfg.fallback, params.model.source)
+        resolved[requested] = spec
+        model = load_eval_model(spec, tokenizer)
+        rows += cpm_shift_rows("base", spec, model, pad_id, traces, cliffs, candidates, stats, cfg.top_k)
+        del model
+    schema.write("cpm_shift", rows, schema.PATHS["cpm_shift"])
+    con = duck.connect(Path("."), ["cpm_shift", "cliffs", "candidates"])
+    duck.assert_checks(con)
+    table = duck.run_sql_file(con, "cpm_shift", {})
+    files = experiments.table_files(table, "category")
+    records = [{c: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for c, v in r.items()}
+               for r in table.to_pylist()]
+    by_direction: dict = {}
+    for r in records:
+        by_direction.setdefault(r.pop("direction"), {})[r.pop("category")] = r
+    Path("metrics").mkdir(exist_ok=True)
+    Path("plots").mkdir(exist_ok=True)
+    Path("metrics/cpm_shift.json").write_text(json.dumps({"eval_models": resolved, "directions": by_direction},
+                                                         indent=2, sort_keys=True) + "\n")
+    Path("metrics/cpm_shift.md").write_text(files["md"])
+    Path("plots/cpm_shift.csv").write_text(files["csv"])
+    print(json.dumps({"eval_models": resolved, "num_rows": len(rows)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Stage `dpo_eval`: greedy accuracy of the base model and every Cliff-DPO adapter on problems disjoint
+from training, with a paired bootstrap 95% interval of each adapter's difference to the base model.
+
+    python pipeline/dpo_eval.py
+
+One engine serves the base and every adapter (vLLM: one LoRARequest per adapter with a unique id; HF:
+PEFT adapters). Results are logged to an MLflow run `dpo_eval` and, as `dpo_eval.metric`, to each
+adapter's training run (what `cliffdata promote` ranks). Writes data/dpo_eval/dpo_eval.parquet and
+metrics/dpo_eval.json.
+"""
+import json
+import logging
+from pathlib import Path
+
+import mlflow
+from transformers import AutoTokenizer
+
+from cliffdata import duck, schema, tracking
+from cliffdata.backends import open_backend
+from cliffdata.config import load_params, section_dict
+from cliffdata.dpo.evaluate import BASE, accuracy_summary, eval_problems, evaluate_models
+from cliffdata.dpo.registry import trained_variants
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    cfg = params.dpo_eval
+    if cfg is None:
+        raise SystemExit("dpo_eval: params.yaml has no dpo_eval section")
+    training = schema.read("problems", schema.PATHS["problems"]).to_pylist()
+    problems, num_overlap = eval_problems(params.problems.__class__(sources=cfg.sources), training)
+    runs = trained_variants(params.dpo_train.variants)
+    models = [BASE, *runs]
+    tokenizer = AutoTokenizer.from_pretrained("models/base")
+    adapters = {v: f"models/adapters/{v}" for v in runs}
+    with open_backend(params.engine, "models/base", seed=cfg.seed, adapters=adapters or None) as backend:
+        rows = evaluate_models(backend, tokenizer, problems, params.prompts, models, cfg.max_new_tokens)
+    schema.write("dpo_eval", rows, schema.PATHS["dpo_eval"])
+    summary = accuracy_summary(rows, BASE, cfg.bootstrap_resamples, cfg.seed)
+
+    with tracking.start_run("cliff-dpo", "dpo_eval", params=section_dict("params.yaml", "dpo_eval", "engine")) as run:
+        tracking.log_metrics({f"{m}/{k}": v for m, cell in summary.items() for k, v in cell.items()})
+        client = mlflow.MlflowClient()
+        for v, record in runs.items():
+            cell = summary[v]
+            for key, value in ((cfg.metric, cell["accuracy"]), (f"{cfg.metric}_diff", cell["diff_to_base"]),
+                               (f"{cfg.metric}_diff_ci_low", cell["diff_ci_low"]),
+                               (f"{cfg.metric}_diff_ci_high", cell["diff_ci_high"])):
+                client.log_metric(record["run_id"], key, value)
+            client.set_tag(record["run_id"], "dpo_eval_run_id", run.info.run_id)
+    skipped = sorted(set(params.dpo_train.variants) - set(runs))
+    out = {"num_problems": len(problems), "num_overlap_dropped": num_overlap, "backend": params.engine.backend,
+           "models": {m: {k: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for k, v in cell.items()}
+                      for m, cell in summary.items()},
+           "skipped_no_training_pairs": skipped}
+    Path("metrics").mkdir(exist_ok=True)
+    Path("metrics/dpo_eval.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(out["models"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Cliff-DPO: pairs from candidates, the single-token loss, a few real LoRA steps on the tiny model,
+adapters in the backends, evaluation statistics, and the MLflow registry round trip."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cliffdata import schema
+from cliffdata.backends import AdapterView, GenerationRequest, Sampling, make_backend
+from cliffdata.dpo.evaluate import accuracy_summary, eval_problems, paired_bootstrap
+from cliffdata.dpo.pairs import VARIANTS, build_pairs, check_pairs, to_trl, variant_pairs
+from cliffdata.dpo.train import (DPOHyper, add_lora, completion_queries, dpo_loss, evaluate_pairs,
+                                 next_token_logprobs, sequence_logprobs, train_dpo)
+
+# --- pairs -------------------------------------------------------------------------------------------
+
+TRACES = [{"trace_id": "t#0", "problem_id": "p", "prompt_ids": [1, 24, 22], "response_ids": [30, 31, 32, 33, 2]},
+          {"trace_id": "u#0", "problem_id": "q", "prompt_ids": [1, 40], "response_ids": [50, 51, 52, 2]}]
+CLIFFS = [{"trace_id": "t#0", "problem_id": "p", "token_index": 2, "category": "uncertain", "is_correct": False},
+          {"trace_id": "u#0", "problem_id": "q", "token_index": 1, "category": "sampled_off", "is_correct": False}]
+
+
+def cand(trace_id, i, rank, cid, prob, potential, p_prev, cliff_token=False, cliff=False):
+    return {"trace_id": trace_id, "token_index": i, "candidate_rank": rank, "candidate_id": cid, "prob": prob,
+            "is_cliff_token": cliff_token, "is_cliff": cliff or cliff_token, "potential": potential, "p_prev": p_prev}
+
+
+CANDIDATES = [
+    # t#0 at 2: the cliff token 32 is rank 2; 40 keeps the potential, 41 is itself a cliff, 42 is below p_prev
+    cand("t#0", 2, 1, 40, 0.5, 0.9, 0.8),
+    cand("t#0", 2, 2, 32, 0.3, 0.1, 0.8, cliff_token=True),
+    cand("t#0", 2, 3, 41, 0.1, 0.0, 0.8, cliff=True),
+    cand("t#0", 2, 4, 42, 0.05, 0.7, 0.8),
+    # u#0 at 1: the cliff token is outside the top-k (rank null): no pairs (paper)
+    cand("u#0", 1, 1, 60, 0.9, 0.9, 0.9),
+    cand("u#0", 1, None, 51, 0.001, 0.0, 0.9, cliff_token=True),
+]
+
+
+def test_cliff_1N_pairs_every_non_cliff_candidate_against_the_cliff_token():
+    pairs = build_pairs(CANDIDATES, CLIFFS, TRACES, "cliff_1N", top_k=10)
+    assert [(p["chosen_id"], p["rejected_id"]) for p in pairs] == [(40, 32), (42, 32)]
+    assert all(p["prompt_ids"] == [1, 24, 22, 30, 31] for p in pairs)      # prompt + del prefix response[:2]
+    assert pairs[0]["rejected_potential"] == 0.1 and pairs[0]["p_prev"] == 0.8
+
+
+def test_cliff_hard_also_needs_the_candidate_to_keep_p_prev():
+    pairs = build_pairs(CANDIDATES, CLIFFS, TRACES, "cliff_hard", top_k=10)
+    assert [(p["chosen_id"], p["rejected_id"]) for p in pairs] == [(40, 32)]
+
+
+def test_top_k_limits_candidates_and_skips_cliffs_whose_token_falls_outside():
+    assert [p["chosen_id"] for p in build_pairs(CANDIDATES, CLIFFS, TRACES, "cliff_1N", top_k=3)] == [40]
+    assert build_pairs(CANDIDATES, CLIFFS, TRACES, "cliff_1N", top_k=1) == []
+
+
+def test_pairs_refuse_unknown_strategy_and_missing_candidates():
+    with pytest.raises(ValueError, match="got 'dpo'"):
+        build_pairs(CANDIDATES, CLIFFS, TRACES, "dpo", 10)
+    with pytest.raises(ValueError, match="no rows in the candidates"):
+        build_pairs(CANDIDATES[:4], CLIFFS, TRACES, "cliff_1N", 10)
+
+
+def test_check_pairs_refuses_chosen_equal_rejected():
+    row = {"trace_id": "t#0", "token_index": 2, "chosen_id": 5, "rejected_id": 5, "prompt_ids": [1]}
+    with pytest.raises(ValueError, match="chosen_id == rejected_id == 5"):
+        check_pairs([row], "dpo_pairs/all")
+
+
+def synthetic_pairs(num_cliffs: int, per_cliff: int) -> list[dict]:
+    cats = ["uncertain", "sampled_off", "deterministic"]
+    return [{"trace_id": f"t{c}", "token_index": 3, "category": cats[c % 3], "chosen_id": 10 + j, "rejected_id": 9,
+             "prompt_ids": [1, 2, 3]} for c in range(num_cliffs) for j in range(per_cliff)]
+
+
+def test_variants_filter_by_category_and_the_heldout_split_is_exact_and_seeded():
+    pairs = synthetic_pairs(30, 4)
+    usp = variant_pairs(pairs, "uncertain_sampled_off", 0.1, seed=42)
+    assert {p["category"] for p in usp} == {"uncertain", "sampled_off"} and len(usp) == 80
+    assert sum(p["split"] == "heldout" for p in usp) == 8
+    again = variant_pairs(pairs, "uncertain_sampled_off", 0.1, seed=42)
+    other = variant_pairs(pairs, "uncertain_sampled_off", 0.1, seed=7)
+    assert [p["split"] for p in again] == [p["split"] for p in usp]
+    assert [p["split"] for p in other] != [p["split"] for p in usp]
+    by_cliff = variant_pairs(pairs, "all", 0.1, seed=42, heldout_by="cliff")
+    held = {p["trace_id"] for p in by_cliff if p["split"] == "heldout"}
+    assert len(held) == 3 and all(p["split"] == "heldout" for p in by_cliff if p["trace_id"] in held)
+    assert set(VARIANTS) == {"all", "deterministic", "uncertain", "sampled_off", "uncertain_sampled_off"}
+
+
+def test_trl_export_has_one_token_per_side_and_fits_the_schema(tmp_path):
+    rows = variant_pairs(build_pairs(CANDIDATES, CLIFFS, TRACES, "cliff_1N", 10), "all", 0.0, 42)
+    trl = to_trl(rows)
+    assert all(len(r["chosen_ids"]) == len(r["rejected_ids"]) == 1 for r in trl)
+    table = schema.write("dpo_trl", trl, tmp_path / "all.trl.parquet")
+    assert table.column_names[:3] == ["prompt_ids", "chosen_ids", "rejected_ids"]
+    schema.write("dpo_pairs", rows, tmp_path / "all.parquet")
+
+
+# --- the loss -------------------------------------------------------------------------------------------
+
+def test_completion_is_one_token_per_side_without_eos_and_two_with_it():
+    assert completion_queries([1, 2], 7, append_eos=False, eos_id=2) == [((1, 2), 7)]
+    assert completion_queries([1, 2], 7, append_eos=True, eos_id=2) == [((1, 2), 7), ((1, 2, 7), 2)]
+    with pytest.raises(ValueError, match="eos_token_id"):
+        completion_queries([1], 7, True, None)
+
+
+def test_dpo_loss_matches_the_closed_form():
+    pc, pr, rc, rr = (torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -1.0]),
+                      torch.tensor([-1.5, -2.0]), torch.tensor([-2.0, -2.0]))
+    loss, stats = dpo_loss(pc, pr, rc, rr, beta=0.5)
+    margins = [0.5 * ((-1 + 1.5) - (-3 + 2)), 0.5 * ((-2 + 2) - (-1 + 2))]        # 0.75, -0.5
+    expected = np.mean([math.log1p(math.exp(-m)) for m in margins])
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert stats["reward_accuracy"] == 0.5 and stats["margin"] == pytest.approx(np.mean(margins))
+
+
+def naive_logprob(model, prompt, tokens):
+    """Sum of log π(tokens[j] | prompt + tokens[:j]) from one unpadded forward."""
+    ids = torch.tensor([list(prompt) + list(tokens)])
+    logp = model(input_ids=ids).logits[0].float().log_softmax(-1)
+    return sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(tokens))
+
+
+@pytest.mark.parametrize("append_eos", [False, True])
+def test_sequence_logprobs_with_shared_prefixes_match_unpadded_forwards(tiny_model, append_eos):
+    rows = [{"prompt_ids": [1, 24, 22, 8], "chosen_id": 30, "rejected_id": 31},
+            {"prompt_ids": [1, 24, 22, 8], "chosen_id": 40, "rejected_id": 31},
+            {"prompt_ids": [1, 40], "chosen_id": 50, "rejected_id": 51}]
+    with torch.no_grad():
+        chosen, rejected = sequence_logprobs(tiny_model, rows, append_eos, eos_id=2, pad_id=2)
+        for r, c, j in zip(rows, chosen, rejected):
+            tail = [2] if append_eos else []
+            assert float(c) == pytest.approx(naive_logprob(tiny_model, r["prompt_ids"], [r["chosen_id"], *tail]), abs=1e-4)
+            assert float(j) == pytest.approx(naive_logprob(tiny_model, r["prompt_ids"], [r["rejected_id"], *tail]), abs=1e-4)
+
+
+def train_rows() -> list[dict]:
+    return [{"prompt_ids": [1, 24, 22, 8 + k], "chosen_id": 30 + k, "rejected_id": 40 + k} for k in range(8)]
+
+
+def test_a_few_dpo_steps_lower_the_loss_change_lora_and_leave_the_base_unchanged():
+    from tests.conftest import build_model, build_tokenizer
+
+    base = build_model(len(build_tokenizer()), seed=0)
+    before_base = {k: v.clone() for k, v in base.state_dict().items()}
+    model = add_lora(base, r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "o_proj"], seed=0)
+    lora_before = {k: v.clone() for k, v in model.named_parameters() if "lora_" in k}
+    hp = DPOHyper(beta=0.5, learning_rate=5e-2, warmup_ratio=0.0, batch_size=4, epochs=6, seed=0)
+    rows = train_rows()
+    start = evaluate_pairs(model, rows, hp, eos_id=2, pad_id=2)
+    assert start["loss"] == pytest.approx(math.log(2), abs=1e-6)           # the adapter starts as the identity
+    history = train_dpo(model, rows, hp, eos_id=2, pad_id=2)
+    end = evaluate_pairs(model, rows, hp, eos_id=2, pad_id=2)
+    assert len(history) == 12 and all(math.isfinite(h["loss"]) for h in history)
+    assert end["loss"] < start["loss"] - 0.05 and end["reward_accuracy"] == 1.0
+    assert any(not torch.equal(v, lora_before[k]) for k, v in model.named_parameters() if "lora_" in k)
+    merged_free = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                   for k, v in model.state_dict().items() if "lora_" not in k}
+    for k, v in before_base.items():
+        assert torch.equal(merged_free[k], v), k
+
+
+def test_no_training_pairs_leaves_the_adapter_at_identity(tiny_model):
+    from tests.conftest import build_model
+
+    model = add_lora(build_model(tiny_model.config.vocab_size), 4, 8, 0.0, ["q_proj"], 0)
+    assert train_dpo(model, [], DPOHyper(), eos_id=2, pad_id=2) == []
+
+
+# --- adapters in the backends -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_adapter(tmp_path_factory, tiny_model_dir):
+    """A LoRA adapter trained a few steps on the tiny model, saved as a PEFT folder."""
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = add_lora(base, r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], seed=0)
+    train_dpo(model, train_rows(), DPOHyper(beta=0.5, learning_rate=5e-2, warmup_ratio=0.0, batch_size=4, epochs=4),
+              eos_id=2, pad_id=2)
+    folder = tmp_path_factory.mktemp("adapter") / "uncertain"
+    model.save_pretrained(folder)
+    return folder
+
+
+def merged_greedy(tiny_model_dir, adapter, prompt, steps):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter).merge_and_unload()
+    be = make_backend("hf", model=model.eval())
+    return be.generate([GenerationRequest(prompt)], Sampling(temperature=0.0, max_new_tokens=steps))[0].token_ids[0]
+
+
+def test_hf_backend_serves_base_and_adapters_by_request(tiny_model_dir, trained_adapter):
+    be = make_backend("hf", str(tiny_model_dir), dtype="float32", adapters={"uncertain": str(trained_adapter)})
+    plain = make_backend("hf", str(tiny_model_dir), dtype="float32")
+    greedy = Sampling(temperature=0.0, max_new_tokens=8)
+    prompt = (1, 24, 22, 8)
+    mixed = be.generate([GenerationRequest(prompt), GenerationRequest(prompt, adapter="uncertain")], greedy)
+    assert mixed[0] == plain.generate([GenerationRequest(prompt)], greedy)[0]
+    assert mixed[1].token_ids[0] == merged_greedy(tiny_model_dir, trained_adapter, prompt, 8)
+    assert AdapterView(be, "uncertain").generate([GenerationRequest(prompt)], greedy)[0] == mixed[1]
+    with pytest.raises(ValueError, match="unknown adapter 'nope'"):
+        be.generate([GenerationRequest(prompt, adapter="nope")], greedy)
+
+
+# --- evaluation statistics ----------------------------------------------------------------------------
+
+def test_paired_bootstrap_difference_and_interval():
+    base = np.array([1, 0, 0, 1, 0, 1, 0, 0, 1, 0] * 5)
+    same = paired_bootstrap(base, base, 500, seed=0)
+    assert same == (0.0, 0.0, 0.0)
+    better = base.copy()
+    better[[1, 2, 4, 6]] = 1
+    diff, lo, hi = paired_bootstrap(base, better, 2000, seed=0)
+    assert diff == pytest.approx(4 / 50)
+    assert 0 <= lo <= diff <= hi                 # improvements only: no resample can go below 0
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_bootstrap(base, better[:-1], 100, 0)
+
+
+def test_accuracy_summary_counts_ungradable_as_not_correct():
+    rows = [{"model": m, "problem_id": f"p{i}", "is_correct": c} for m, cs in
+            (("base", [True, False, None, False]), ("uncertain", [True, True, None, True])) for i, c in enumerate(cs)]
+    out = accuracy_summary(rows, "base", num_resamples=200, seed=0)
+    assert out["base"]["accuracy"] == 0.25 and out["base"]["num_ungradable"] == 1
+    assert out["uncertain"]["diff_to_base"] == pytest.approx(0.5)
+
+
+def test_eval_problems_drop_training_questions():
+    from cliffdata.config import ProblemsConfig, SourceConfig
+
+    src = SourceConfig(dataset="arith", seed=0, families={"add1": 20}, prompt="p")
+    train = [{"question": q["question"]} for q in eval_problems(ProblemsConfig(sources=(src,)), [])[0][:5]]
+    kept, dropped = eval_problems(ProblemsConfig(sources=(src,)), train)
+    assert dropped == 5 and len(kept) == 15
+    with pytest.raises(ValueError, match="also appear in training"):
+        eval_problems(ProblemsConfig(sources=(src,)), eval_problems(ProblemsConfig(sources=(src,)), [])[0])
+
+
+# --- MLflow: pyfunc, registry, promotion ----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_registered_pyfunc_equals_the_in_memory_adapter_and_promote_sets_champion(
+        tmp_path, monkeypatch, tiny_model_dir, trained_adapter):
+    import mlflow
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from cliffdata import tracking
+    from cliffdata.dpo import registry
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    name = "cliff-dpo-tiny"
+    versions = {}
+    for variant, acc in (("uncertain", 0.4), ("all", 0.7), ("sampled_off", 0.5)):
+        with tracking.start_run("cliff-dpo", f"dpo_train-{variant}", params={"variant": variant}) as run:
+            info = registry.log_adapter(trained_adapter, tiny_model_dir, name, pad_id=2)
+            registry.tag_version(name, info.registered_model_version, {"variant": variant})
+            mlflow.log_metric("eval_accuracy", acc)
+        versions[variant] = info.registered_model_version
+    best, value = registry.promote(name, "eval_accuracy")
+    assert str(best.version) == str(versions["all"]) and value == 0.7
+    assert registry.champion_variant(name) == "all"
+    lowest, _ = registry.promote(name, "eval_accuracy", greater_is_better=False)
+    assert str(lowest.version) == str(versions["uncertain"])
+    with pytest.raises(ValueError, match="no version .* has a run with metric 'nope'"):
+        registry.promote(name, "nope")
+
+    prompts = [[1, 24, 22, 8], [1, 40]]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), trained_adapter).eval()
+    with torch.no_grad():
+        expected = next_token_logprobs(model, prompts, pad_id=2)
+    script = (
+        "import json, sys, mlflow, pandas as pd\n"
+        f"m = mlflow.pyfunc.load_model('models:/{name}@champion')\n"
+        f"out = m.predict(pd.DataFrame({{'prompt_ids': {prompts!r}, 'token_ids': [[30, 31], [50]]}}))\n"
+        "print(json.dumps({'top_ids': out['top_ids'].tolist(), 'top_logprobs': out['top_logprobs'].tolist(),"
+        " 'token_logprobs': out['token_logprobs'].tolist()}))\n")
+    registry.promote(name, "eval_accuracy")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "MLFLOW_TRACKING_URI": uri})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    top_lp, top_ids = expected.topk(20, dim=-1)
+    assert got["top_ids"] == top_ids.tolist()
+    np.testing.assert_allclose(got["top_logprobs"], top_lp.tolist(), atol=1e-5)
+    np.testing.assert_allclose(got["token_logprobs"][0], expected[0, [30, 31]].tolist(), atol=1e-5)
+    np.testing.assert_allclose(got["token_logprobs"][1], expected[1, [50]].tolist(), atol=1e-5)
