@@ -1,0 +1,139 @@
+"""Exports read back by their consumers: `datasets.load_from_disk` (potentials), TRL's preference
+collator (pairs), the PTS v2 field list (cliff events); and the `cliffdata export` command."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from cliffdata import export, schema
+from cliffdata.cli import main
+from report_fixtures import write_fixture
+
+TEXTS = {
+    "arith/a-0#0": ("Tom has 31 marbles and gets 28 more, so 31 - 28 = 3.\n#### 3", False, 24),
+    "arith/a-1#0": ("23 + 48 = 71.\n#### 71", True, None),
+}
+QUESTIONS = {"arith/a-0": "Tom has 31 marbles. Tom gets 28 more marbles. How many marbles does Tom have now?"}
+
+
+@pytest.mark.parametrize("mode", ["exhaustive", "adaptive"])
+def test_potentials_round_trip_with_datasets(tmp_path, tiny_tokenizer, mode):
+    import datasets
+
+    traces = write_fixture(tmp_path, tiny_tokenizer, TEXTS, mode=mode)
+    counts = export.export_potentials(tmp_path, tmp_path / "out")
+    ds = datasets.load_from_disk(str(tmp_path / "out"))
+    assert len(ds) == 2 and counts["num_traces"] == 2 and counts["num_cliffs"] == 1
+    pots = schema.read("potentials", tmp_path / schema.PATHS["potentials"]).to_pylist()
+    for row in ds:
+        ids = traces[row["trace_id"]]["response_ids"]
+        assert row["response_ids"] == ids and len(row["values"]) == len(row["num_rollouts"]) == len(ids)
+        expected = {p["token_index"]: p for p in pots if p["trace_id"] == row["trace_id"]}
+        for i, value in enumerate(row["values"]):
+            if i in expected:
+                assert value == expected[i]["potential"] and row["num_rollouts"][i] == expected[i]["num_rollouts"]
+            else:
+                assert value is None and row["num_rollouts"][i] == 0
+        assert row["values"][-1] is None                                  # the full response is not scored
+        assert row["empty_prefix_value"] == expected[-1]["potential"]
+        cliff_at = TEXTS[row["trace_id"]][2]
+        assert [i for i, c in enumerate(row["is_cliff"]) if c] == ([] if cliff_at is None else [cliff_at])
+        assert row["cliff_category"][cliff_at] == "sampled_off" if cliff_at is not None else True
+    assert sum(v is not None for r in ds for v in r["values"]) == counts["num_labelled"]
+    card = (tmp_path / "out/README.md").read_text()
+    assert card.startswith("---\n") and f"{counts['num_labelled']} token positions" in card and mode in card
+
+
+def test_pts_events_validate_against_the_field_list(tmp_path, tiny_tokenizer):
+    traces = write_fixture(tmp_path, tiny_tokenizer, TEXTS, questions=QUESTIONS)
+    events = export.pts_events(tmp_path, tiny_tokenizer, "HuggingFaceTB/SmolLM2-135M-Instruct",
+                               timestamp="2026-01-01T00:00:00")
+    export.write_jsonl(events, tmp_path / "cliffs.jsonl")
+    lines = (tmp_path / "cliffs.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    event = json.loads(lines[0])
+    export.validate_pts_event(event)
+    assert set(event) == set(export.PTS_V2_FIELDS) | set(export.PTS_V1_FIELDS)
+    text = TEXTS["arith/a-0#0"][0]
+    assert event["query"] == QUESTIONS["arith/a-0"]
+    assert event["context"] == event["pivot_context"] == text[:24] and event["label"] == event["pivot_token"] == text[24]
+    assert event["pivot_token_id"] == event["token_id"] == traces["arith/a-0#0"]["response_ids"][24]
+    assert (event["prob_before"], event["prob_after"]) == (14 / 16, 1 / 16)
+    assert event["prob_delta"] == pytest.approx(-13 / 16) and event["score"] == pytest.approx(13 / 16)
+    assert event["is_positive"] is False and event["position"] == 24
+    assert event["metadata"]["cliff_category"] == "sampled_off" and "sampled_off" in event["tags"]
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda e: e.pop("query"), "lacks fields"),
+    (lambda e: e.update(extra=1), "unknown fields"),
+    (lambda e: e.update(prob_delta=0.5), "inconsistent"),
+    (lambda e: e.update(event_id="token_evt_000000000000"), "event_id"),
+    (lambda e: e.update(granularity="sentence"), "granularity"),
+    (lambda e: e.update(position="3"), "position"),
+    (lambda e: e.update(category="sampled_off"), "category"),
+])
+def test_pts_validator_rejects(tmp_path, tiny_tokenizer, change, match):
+    write_fixture(tmp_path, tiny_tokenizer, TEXTS)
+    (event,) = export.pts_events(tmp_path, tiny_tokenizer, "m")
+    change(event)
+    with pytest.raises(ValueError, match=match):
+        export.validate_pts_event(event)
+
+
+def pairs_table() -> pa.Table:
+    return pa.table({
+        "trace_id": ["t1", "t1", "t2"], "token_index": pa.array([4, 4, 0], pa.int32()),
+        "category": ["uncertain", "uncertain", "sampled_off"],
+        "prompt_ids": pa.array([[1, 2, 3, 7], [1, 2, 3, 7], [1, 2]], pa.list_(pa.int32())),
+        "chosen_id": pa.array([11, 12, 13], pa.int32()), "rejected_id": pa.array([20, 20, 21], pa.int32()),
+        "split": ["train", "train", "heldout"],
+    })
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_pairs_feed_trl_preference_collator(tmp_path, suffix):
+    import datasets
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    out = tmp_path / f"pairs{suffix}"
+    export.write_pairs(export.trl_pairs(pairs_table()), out)
+    ds = datasets.load_dataset("json" if suffix == ".jsonl" else "parquet", data_files=str(out), split="train")
+    assert ds.column_names[:3] == ["prompt_ids", "chosen_ids", "rejected_ids"] and len(ds) == 3
+    batch = DataCollatorForPreference(pad_token_id=0)([ds[i] for i in range(len(ds))])
+    assert tuple(batch["input_ids"].shape) == (6, 5)                 # chosen rows, then rejected rows
+    # exactly one completion token per row: the chosen, then the rejected token
+    assert batch["completion_mask"].sum(dim=1).tolist() == [1] * 6
+    completion = (batch["input_ids"] * batch["completion_mask"]).sum(dim=1).tolist()
+    assert completion == [11, 12, 13, 20, 20, 21]
+    assert batch["input_ids"][2].tolist() == [1, 2, 13, 0, 0]
+
+
+def test_pairs_split_and_missing_columns():
+    assert export.trl_pairs(pairs_table(), "heldout")["chosen_ids"].to_pylist() == [[13]]
+    with pytest.raises(ValueError, match="chosen_id"):
+        export.trl_pairs(pairs_table().drop_columns(["chosen_id"]))
+    with pytest.raises(ValueError, match=".jsonl or .parquet"):
+        export.write_pairs(export.trl_pairs(pairs_table()), Path("pairs.csv"))
+
+
+def test_cli_export(tmp_path, tiny_tokenizer, monkeypatch, capsys):
+    import datasets
+
+    write_fixture(tmp_path, tiny_tokenizer, TEXTS)
+    tiny_tokenizer.save_pretrained(tmp_path / "models/base")
+    pairs = tmp_path / "data/dpo_pairs/all.parquet"
+    schema.write_table(pairs_table(), pairs)
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "pts", "--out", "x/cliffs.jsonl", "--model-id", "m"]) == 0
+    export.validate_pts_event(json.loads(Path("x/cliffs.jsonl").read_text().splitlines()[0]))
+    assert main(["export", "potentials", "--out", "x/potentials"]) == 0
+    assert len(datasets.load_from_disk("x/potentials")) == 2
+    assert main(["export", "pairs", "--out", "x/pairs.jsonl", "--pairs", str(pairs), "--split", "train"]) == 0
+    assert len(Path("x/pairs.jsonl").read_text().splitlines()) == 2
+    assert main(["export", "pairs", "--out", "x/p.jsonl", "--pairs", "nowhere.parquet"]) == 2
+    out = capsys.readouterr()
+    assert "1 PTS v2 pivotal-token events" in out.out and "no pairs at nowhere.parquet" in out.err
