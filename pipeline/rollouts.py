@@ -1,10 +1,14 @@
-"""Stage `rollouts`: token-wise potentials by N rollouts per position (protocol §1, §3).
+"""Stage `rollouts` (a DVC matrix, one stage per shard): token-wise potentials by N rollouts per
+position (protocol §1, §3) for the traces of one shard (cliffdata/shards.py).
 
-    python pipeline/rollouts.py
+    python pipeline/rollouts.py --shard 0
 
+Writes data/rollouts/shards/<shard>/{potentials,rollout_traces}.parquet; `rollouts_merge` joins the
+shards. `rollouts.executor: ray` runs the shard's traces on a Ray Data actor pool of the engine.
 Checkpoints every finished trace under .cache/rollouts/<fingerprint>/ (outside DVC's outs, which
 DVC deletes before a run); a killed run resumes there. The folder is removed after success.
 """
+import argparse
 import dataclasses
 import json
 import logging
@@ -18,32 +22,36 @@ from cliffdata.config import load_params
 from cliffdata.rollouts import Checkpoint, fingerprint, run_rollouts
 from cliffdata.schema import file_digest
 from cliffdata.sampling import to_sampling
+from cliffdata.shards import select_shard, shard_dir
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--shard", type=int, default=0, help="shard index in [0, rollouts.shards): DVC's matrix item")
+    shard = ap.parse_args().shard
     params = load_params()
     cfg = params.rollouts
-    traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
+    traces = select_shard(schema.read("traces", schema.PATHS["traces"]).to_pylist(), shard, cfg)
     problems = schema.read("problems", schema.PATHS["problems"]).to_pylist()
     golds = {p["problem_id"]: (p["answer"], p["answer_format"]) for p in problems}
     key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(params.engine),
-                      file_digest(schema.PATHS["traces"]), file_digest("models/base/config.json"))
+                      file_digest(schema.PATHS["traces"]), file_digest("models/base/config.json"), shard)
     checkpoint = Checkpoint(f".cache/rollouts/{key}")
-    tokenizer = AutoTokenizer.from_pretrained("models/base")
     started = time.perf_counter()
-    with open_backend(params.engine, "models/base", seed=cfg.seed) as backend:
-        table, costs = run_rollouts(traces, golds, backend, tokenizer, cfg, to_sampling(cfg.sampling), checkpoint)
-    schema.write("potentials", table, schema.PATHS["potentials"])
-    schema.write("rollout_traces", costs, schema.PATHS["rollout_traces"])
-    summary = {"num_traces": len(costs), "num_positions": sum(c["num_positions"] for c in costs),
-               "num_rollouts": sum(c["num_rollouts"] for c in costs),
-               "num_generated_tokens": sum(c["num_generated_tokens"] for c in costs),
-               "backend": params.engine.backend, "mode": cfg.mode}
-    with open("metrics/rollouts.json", "w") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
+    if cfg.executor == "ray":
+        from cliffdata.ray_rollouts import run_rollouts_ray
+        table, costs = run_rollouts_ray(traces, golds, "models/base", params.engine, cfg, checkpoint)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained("models/base")
+        with open_backend(params.engine, "models/base", seed=cfg.seed) as backend:
+            table, costs = run_rollouts(traces, golds, backend, tokenizer, cfg, to_sampling(cfg.sampling), checkpoint)
+    schema.write("potentials", table, shard_dir(shard) / "potentials.parquet")
+    schema.write("rollout_traces", costs, shard_dir(shard) / "rollout_traces.parquet")
     checkpoint.remove()
-    print(json.dumps({**summary, "wall_seconds": round(time.perf_counter() - started, 1)}))
+    print(json.dumps({"shard": shard, "num_traces": len(costs), "executor": cfg.executor,
+                      "num_generated_tokens": sum(c["num_generated_tokens"] for c in costs),
+                      "wall_seconds": round(time.perf_counter() - started, 1)}))
 
 
 if __name__ == "__main__":

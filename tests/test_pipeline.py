@@ -99,15 +99,27 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_model_dir):
     out = run([str(Path(sys.executable).parent / "cliffdata"), "sql", "select count(*) as n from potentials"], proj)
     assert str(pots.num_rows) in out
 
+    # Two rollout shards (DVC matrix rollouts@0, rollouts@1) merge to the same bytes; later stages skip.
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["rollouts"].update(shards=2, shard_ids=[0, 1])
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc(proj, "repro")
+    assert "Running stage 'rollouts@1'" in out and "Running stage 'rollouts_merge'" in out
+    assert "Running stage 'cliffs'" not in out
+    shard_rows = [pq.read_table(proj / f"data/rollouts/shards/{s}/potentials.parquet").num_rows for s in (0, 1)]
+    assert all(shard_rows) and sum(shard_rows) == pots.num_rows
+    assert out_hashes(proj)["data/rollouts/potentials.parquet"] == first["data/rollouts/potentials.parquet"]
+
 
 @pytest.mark.parametrize("mode", ["exhaustive", "adaptive"])
 def test_sigkilled_rollouts_resume_to_identical_potentials(tmp_path, tiny_model_dir, mode):
     proj = make_project(tmp_path, tiny_model_dir, num_problems=10, mode=mode)
     dvc(proj, "repro")
     reference = pq.read_table(proj / "data/rollouts/potentials.parquet")
+    shard = proj / "data/rollouts/shards/0/potentials.parquet"    # the single shard's own output
 
-    (proj / "data/rollouts/potentials.parquet").unlink()
-    proc = subprocess.Popen([sys.executable, "pipeline/rollouts.py"], cwd=proj, env=env(),
+    shard.unlink()
+    proc = subprocess.Popen([sys.executable, "pipeline/rollouts.py", "--shard", "0"], cwd=proj, env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((proj / ".cache/rollouts").glob("*/*.json"))) < 3:
@@ -116,10 +128,11 @@ def test_sigkilled_rollouts_resume_to_identical_potentials(tmp_path, tiny_model_
     proc.wait()
     done = len(list((proj / ".cache/rollouts").glob("*/*.json")))
     assert 3 <= done < 10, f"kill came too late or too early ({done} traces done)"
-    assert not (proj / "data/rollouts/potentials.parquet").exists()
+    assert not shard.exists()
 
-    out = run([sys.executable, "pipeline/rollouts.py"], proj)
+    out = run([sys.executable, "pipeline/rollouts.py", "--shard", "0"], proj)
     assert f"resuming: {done} of 10 traces already" in out
+    run([sys.executable, "pipeline/rollouts_merge.py"], proj)
     resumed = pq.read_table(proj / "data/rollouts/potentials.parquet")
     assert resumed.equals(reference)
     assert not list((proj / ".cache/rollouts").glob("*/*.json")), "checkpoint folder not cleaned after success"

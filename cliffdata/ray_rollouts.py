@@ -1,0 +1,93 @@
+"""`rollouts.executor: ray`: a shard's traces as a Ray Data pipeline over an actor pool of our backend.
+
+    ray.data.from_items(traces) -> map_batches(RolloutActor, compute=ActorPoolStrategy(size=num_actors))
+
+Each actor opens the params' engine once (one vLLM per GPU with `num_gpus_per_actor: 1` on a
+cluster, HF or vLLM CPU replicas locally) and runs `estimate_potentials` on whole traces, so a
+trace's prefixes share one prefix cache and every request keeps its (seed, trace_id, position)
+seed: on a deterministic backend the potentials equal the single-process run. The driver streams
+finished traces into the same checkpoint folder as the local executor (resume works the same) and
+returns the same tables. The model path must be readable from every node (shared storage or a
+hub id), and `cliffdata` importable there (installed, or `runtime_env={"working_dir": ...}`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from cliffdata.config import EngineConfig, RolloutsConfig
+from cliffdata.rollouts import Checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class RolloutActor:
+    """One backend replica: traces in (a JSON payload per row), potentials and cost rows out (JSON)."""
+
+    def __init__(self, model_path: str, engine: EngineConfig, cfg: RolloutsConfig):
+        from transformers import AutoTokenizer
+
+        from cliffdata.backends import open_backend
+        from cliffdata.sampling import to_sampling
+
+        self.cfg, self.sampling = cfg, to_sampling(cfg.sampling)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.backend = open_backend(engine, model_path, seed=cfg.seed)
+
+    def __call__(self, batch: dict) -> dict:
+        from cliffdata.rollouts import estimate_potentials
+
+        out: dict[str, list[str]] = {"trace_id": [], "potentials": [], "cost": []}
+        for payload in batch["payload"]:
+            item = json.loads(payload)
+            rows, cost = estimate_potentials(item["trace"], item["gold"], item["answer_format"], self.backend,
+                                             self.tokenizer, self.cfg, self.sampling)
+            out["trace_id"].append(item["trace"]["trace_id"])
+            out["potentials"].append(json.dumps(rows))
+            out["cost"].append(json.dumps(cost))
+        return out
+
+
+def run_rollouts_ray(traces: list[dict], golds: dict[str, tuple[str, str]], model_path: str, engine: EngineConfig,
+                     cfg: RolloutsConfig, checkpoint: Checkpoint) -> tuple[pa.Table, list[dict]]:
+    """Like `rollouts.run_rollouts`, with the traces spread over `cfg.ray.num_actors` backend actors.
+
+    Joins the Ray instance already initialised in this process, else `ray.init(address=cfg.ray.address)`
+    (None starts a local one, shut down again at the end).
+    """
+    import ray
+
+    done = checkpoint.done()
+    todo = [t for t in traces if t["trace_id"] not in done]
+    if done:
+        log.info("resuming: %d of %d traces already in %s", len(traces) - len(todo), len(traces), checkpoint.folder)
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=cfg.ray.address, include_dashboard=False, log_to_driver=False)
+    try:
+        if todo:
+            # Longest traces first: an actor pool drains a queue, so this is the LPT order of shards.py.
+            todo = sorted(todo, key=lambda t: (-len(t["response_ids"]), t["trace_id"]))
+            items = [{"payload": json.dumps({"trace": {k: t[k] for k in ("trace_id", "prompt_ids", "response_ids")},
+                                             "gold": golds[t["problem_id"]][0],
+                                             "answer_format": golds[t["problem_id"]][1]})}
+                     for t in todo]
+            ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+                RolloutActor, batch_size=1, batch_format="numpy",
+                fn_constructor_kwargs={"model_path": str(Path(model_path).resolve()) if Path(model_path).exists()
+                                       else model_path, "engine": engine, "cfg": cfg},
+                compute=ray.data.ActorPoolStrategy(size=cfg.ray.num_actors),
+                num_cpus=cfg.ray.num_cpus_per_actor, num_gpus=cfg.ray.num_gpus_per_actor or None)
+            bar = tqdm(total=len(todo), desc="rollouts (ray)", unit="trace")
+            for row in ds.iter_rows():
+                checkpoint.save(str(row["trace_id"]), json.loads(row["potentials"]), json.loads(row["cost"]))
+                bar.update(1)
+            bar.close()
+    finally:
+        if started_here:
+            ray.shutdown()
+    return checkpoint.load([t["trace_id"] for t in traces])

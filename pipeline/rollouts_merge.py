@@ -1,0 +1,34 @@
+"""Stage `rollouts_merge`: the shards of `rollouts` joined into the datasets every later stage reads.
+
+    python pipeline/rollouts_merge.py
+
+Reads data/rollouts/shards/0 … shards-1, checks that they hold every trace of data/sample exactly
+once, and writes data/rollouts/potentials.parquet (sorted by key: byte-identical to an unsharded
+run on a deterministic backend), data/rollouts/rollout_traces.parquet and metrics/rollouts.json.
+"""
+import json
+import logging
+
+from cliffdata import schema
+from cliffdata.config import load_params
+from cliffdata.shards import merge_shards
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    trace_ids = schema.read("traces", schema.PATHS["traces"]).column("trace_id").to_pylist()
+    table, costs = merge_shards(trace_ids, params.rollouts.shards)
+    schema.write("potentials", table, schema.PATHS["potentials"])
+    schema.write("rollout_traces", costs, schema.PATHS["rollout_traces"])
+    summary = {"num_traces": len(costs), "num_positions": sum(c["num_positions"] for c in costs),
+               "num_rollouts": sum(c["num_rollouts"] for c in costs),
+               "num_generated_tokens": sum(c["num_generated_tokens"] for c in costs),
+               "backend": params.engine.backend, "mode": params.rollouts.mode}
+    with open("metrics/rollouts.json", "w") as f:
+        json.dump(summary, f, indent=2, sort_keys=True)
+    print(json.dumps({**summary, "shards": params.rollouts.shards}))
+
+
+if __name__ == "__main__":
+    main()
