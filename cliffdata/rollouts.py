@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -41,6 +42,48 @@ def scored_positions(num_tokens: int, score_empty_prefix: bool) -> list[int]:
 def expected_tokens(num_tokens: int, cfg: RolloutsConfig) -> int:
     """Generated tokens if every rollout regenerates the rest of the trace: N·Σ(T−1−i) ≈ N·T²/2."""
     return cfg.num_rollouts * sum(num_tokens - 1 - i for i in scored_positions(num_tokens, cfg.score_empty_prefix))
+
+
+# Generated tokens per second of the embedded default on this project's machine (2 CPU cores,
+# SmolLM2-135M; README "Measured"): the basis of the time estimate. Elsewhere there is no time
+# estimate, and the progress bar's rate is the measurement.
+MEASURED_TOKENS_PER_SECOND: dict[tuple[str, str], float] = {("vllm", "exhaustive"): 329.0, ("vllm", "adaptive"): 130.0}
+
+
+def estimate_rollouts(num_tokens: list[int], cfg: RolloutsConfig, backend: str) -> dict:
+    """The generated tokens (and seconds, where a throughput was measured) a rollouts run should cost.
+
+    A rollout from position i is taken to regenerate the rest of the trace, min(T−1−i, max_new_tokens)
+    tokens. Exhaustive: N rollouts at every scored position (early termination ignored, so an upper
+    bound in that respect). Adaptive (cliffdata/adaptive.py): `initial_rollouts` at the grid points,
+    `sweep_rollouts` at every other position, and one refined interval per trace (both ends topped up
+    to N plus log2(positions/grid) midpoints); rollouts at the mean remaining length.
+    """
+    total = 0.0
+    for T in num_tokens:
+        remaining = [min(T - 1 - i, cfg.sampling.max_new_tokens) for i in scored_positions(T, cfg.score_empty_prefix)]
+        if not remaining:
+            continue
+        if cfg.mode == "exhaustive":
+            total += cfg.num_rollouts * sum(remaining)
+            continue
+        a, positions = cfg.adaptive, len(remaining)
+        grid = min(a.grid_points, math.ceil(positions / a.min_stride))
+        rollouts = (grid * a.initial_rollouts + positions / 2 * a.sweep_rollouts
+                    + 2 * cfg.num_rollouts + math.log2(max(positions / grid, 1)) * a.initial_rollouts)
+        total += min(rollouts, cfg.num_rollouts * positions) * sum(remaining) / positions
+    rate = MEASURED_TOKENS_PER_SECOND.get((backend, cfg.mode))
+    return {"estimated_generated_tokens": int(round(total)),
+            "estimated_seconds": round(total / rate, 1) if rate else None}
+
+
+def format_estimate(estimate: dict, num_traces: int, cfg: RolloutsConfig, backend: str) -> str:
+    """One line for the log before the rollouts start."""
+    seconds = estimate["estimated_seconds"]
+    when = (f"~{seconds / 60:.1f} min at {MEASURED_TOKENS_PER_SECOND[(backend, cfg.mode)]:.0f} tok/s measured for "
+            f"{backend} on a 2-core CPU" if seconds is not None else f"no measured throughput for {backend}")
+    return (f"rollouts estimate ({cfg.mode}, N={cfg.num_rollouts}, {backend}): {num_traces} traces, "
+            f"~{estimate['estimated_generated_tokens']:,} generated tokens, {when}")
 
 
 class BackendOracle:

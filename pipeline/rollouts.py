@@ -19,7 +19,7 @@ from transformers import AutoTokenizer
 from cliffdata import schema
 from cliffdata.backends import open_backend
 from cliffdata.config import load_params
-from cliffdata.rollouts import Checkpoint, fingerprint, run_rollouts
+from cliffdata.rollouts import Checkpoint, estimate_rollouts, fingerprint, format_estimate, run_rollouts
 from cliffdata.schema import file_digest
 from cliffdata.sampling import to_sampling
 from cliffdata.shards import select_shard, shard_dir
@@ -35,6 +35,8 @@ def main() -> None:
     traces = select_shard(schema.read("traces", schema.PATHS["traces"]).to_pylist(), shard, cfg)
     problems = schema.read("problems", schema.PATHS["problems"]).to_pylist()
     golds = {p["problem_id"]: (p["answer"], p["answer_format"]) for p in problems}
+    estimate = estimate_rollouts([len(t["response_ids"]) for t in traces], cfg, params.engine.backend)
+    print(format_estimate(estimate, len(traces), cfg, params.engine.backend), flush=True)
     key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(params.engine),
                       file_digest(schema.PATHS["traces"]), file_digest("models/base/config.json"), shard)
     checkpoint = Checkpoint(f".cache/rollouts/{key}")

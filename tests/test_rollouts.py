@@ -126,3 +126,24 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_tokenizer):
     assert counting.calls == expected_calls
     keys = list(zip(resumed.column("trace_id").to_pylist(), resumed.column("token_index").to_pylist()))
     assert len(keys) == len(set(keys)) == sum(len(t["response_ids"]) for t in traces)
+
+
+def test_estimate_rollouts_exhaustive_is_the_capped_sum_and_adaptive_is_cheaper():
+    import dataclasses
+
+    from cliffdata.config import AdaptiveParams
+    from cliffdata.rollouts import MEASURED_TOKENS_PER_SECOND, estimate_rollouts, format_estimate
+
+    cfg = RolloutsConfig(mode="exhaustive", num_rollouts=16, sampling=SamplingConfig(temperature=0.7, max_new_tokens=20))
+    lengths = [5, 31, 100]
+    naive = sum(16 * min(T - 1 - i, 20) for T in lengths for i in range(-1, T - 1))
+    est = estimate_rollouts(lengths, cfg, "vllm")
+    assert est["estimated_generated_tokens"] == naive
+    assert est["estimated_seconds"] == round(naive / MEASURED_TOKENS_PER_SECOND[("vllm", "exhaustive")], 1)
+    assert estimate_rollouts(lengths, cfg, "hf")["estimated_seconds"] is None
+    assert "no measured throughput for hf" in format_estimate(estimate_rollouts(lengths, cfg, "hf"), 3, cfg, "hf")
+    adaptive = dataclasses.replace(cfg, mode="adaptive", adaptive=AdaptiveParams(initial_rollouts=8))
+    long = estimate_rollouts([2000], adaptive, "vllm")["estimated_generated_tokens"]
+    assert 0 < long < 0.2 * estimate_rollouts([2000], cfg, "vllm")["estimated_generated_tokens"]
+    # a short trace cannot cost more than every position at N
+    assert estimate_rollouts([3], adaptive, "fake")["estimated_generated_tokens"] <= estimate_rollouts([3], cfg, "fake")["estimated_generated_tokens"]
