@@ -297,3 +297,38 @@ def test_registered_pyfunc_equals_the_in_memory_adapter_and_promote_sets_champio
     np.testing.assert_allclose(got["top_logprobs"], top_lp.tolist(), atol=1e-5)
     np.testing.assert_allclose(got["token_logprobs"][0], expected[0, [30, 31]].tolist(), atol=1e-5)
     np.testing.assert_allclose(got["token_logprobs"][1], expected[1, [50]].tolist(), atol=1e-5)
+
+
+# --- SQL checks on the pairs --------------------------------------------------------------------------
+
+import copy  # noqa: E402
+
+from cliffdata import duck  # noqa: E402
+
+PAIR_BREAKS = {
+    "unique_dpo_pairs": lambda rows: rows.append(copy.deepcopy(rows[0])),
+    "dpo_pairs_valid": lambda rows: rows[1].update(rejected_id=rows[1]["chosen_id"]),
+}
+
+
+def pairs_seed() -> list[dict]:
+    return variant_pairs(build_pairs(CANDIDATES, CLIFFS, TRACES, "cliff_1N", 10), "all", 0.5, 42)
+
+
+def test_every_pairs_check_has_a_breaking_seed():
+    checks = {n for n, sql in duck.check_files().items() if "dpo_pairs" in duck._referenced_datasets(sql)}
+    assert checks == set(PAIR_BREAKS)
+
+
+@pytest.mark.parametrize("check", [None, *sorted(PAIR_BREAKS)])
+def test_pairs_checks(tmp_path, check):
+    rows = pairs_seed()
+    if check is not None:
+        PAIR_BREAKS[check](rows)
+    schema.write("dpo_pairs", rows, tmp_path / schema.PATHS["dpo_pairs"])
+    con = duck.connect(tmp_path, ["dpo_pairs"])
+    if check is None:
+        assert duck.assert_checks(con) == dict.fromkeys(PAIR_BREAKS, 0)
+    else:
+        with pytest.raises(ValueError, match=check):
+            duck.assert_checks(con)

@@ -576,3 +576,38 @@ def test_stage_runs_on_the_world(tmp_path, monkeypatch, world, backend_factory, 
         assert (tmp_path / "plots/cpm.csv").read_text().splitlines()[0].startswith("category,num_cliffs,cpm_mean")
     con = duck.connect(tmp_path)
     assert set(duck.run_checks(con).values()) == {0}
+
+
+def test_dpo_pairs_stage_on_the_world_and_its_fake_backend_refusal(tmp_path, monkeypatch, world, backend_factory,
+                                                                   tokenizer):
+    """candidates (scripted rollouts) -> dpo_pairs: one Parquet + TRL file per variant, pairs only at cliffs
+    whose token is in the top-k, every chosen token a non-cliff candidate; engine.backend fake is refused."""
+    write_world(tmp_path, world, {})
+    (tmp_path / "params.yaml").write_text(PARAMS + "dpo_pairs: {top_k: 3, heldout_fraction: 0.0}\n")
+    monkeypatch.chdir(tmp_path)
+    candidates = load_stage("candidates")
+    backend = backend_factory("candidates")
+    monkeypatch.setattr(candidates, "open_backend", lambda engine, path, seed: backend)
+    monkeypatch.setattr(candidates, "AutoTokenizer", SimpleNamespace(from_pretrained=lambda path: tokenizer))
+    candidates.main()
+    load_stage("dpo_pairs").main()
+    summary = json.loads((tmp_path / "metrics/dpo_pairs.json").read_text())
+    cands = pq.read_table(tmp_path / schema.PATHS["candidates"]).to_pylist()
+    expected = [c for c in cands if c["candidate_rank"] is not None and c["candidate_rank"] <= 3
+                and not c["is_cliff"] and any(o["is_cliff_token"] and o["candidate_rank"] is not None
+                                              and o["trace_id"] == c["trace_id"] and o["token_index"] == c["token_index"]
+                                              for o in cands)]
+    pairs = pq.read_table(tmp_path / "data/dpo_pairs/all.parquet").to_pylist()
+    assert summary["variants"]["all"]["num_pairs"] == len(pairs) == len(expected) > 0
+    assert {(p["trace_id"], p["token_index"], p["chosen_id"]) for p in pairs} == \
+        {(c["trace_id"], c["token_index"], c["candidate_id"]) for c in expected}
+    trl = pq.read_table(tmp_path / "data/dpo_pairs/all.trl.parquet").to_pylist()
+    assert [r["chosen_ids"] for r in trl] == [[p["chosen_id"]] for p in pairs]
+    for variant in ("deterministic", "uncertain", "sampled_off", "uncertain_sampled_off"):
+        assert (tmp_path / f"data/dpo_pairs/{variant}.parquet").exists()
+    assert set(duck.run_checks(duck.connect(tmp_path)).values()) == {0}
+
+    (tmp_path / "params.yaml").write_text(PARAMS.replace("backend: vllm", "backend: fake")
+                                          + "dpo_pairs: {top_k: 3}\n")
+    with pytest.raises(SystemExit, match="refusing to build pairs .* fake"):
+        load_stage("dpo_pairs").main()

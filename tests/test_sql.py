@@ -31,8 +31,9 @@ CLIFFS = [
 NUM_ROLLOUTS = 4
 
 
-# The experiment datasets (ablation, candidates) have their own seeds and breakers in test_experiments.
-EXPERIMENT_DATASETS = {"ablation", "pass_at_k", "candidates"}
+# The experiment datasets have their own seeds and breakers: test_experiments (ablation, candidates),
+# test_dpo (dpo_pairs), test_cpm_shift (cpm_shift).
+EXPERIMENT_DATASETS = {"ablation", "pass_at_k", "candidates", "dpo_pairs", "dpo_eval", "cliff_count", "cpm_shift"}
 
 
 def seed_rows() -> dict[str, list[dict]]:
