@@ -1,0 +1,131 @@
+"""The vLLM backend's CUDA path against a stand-in `vllm` module (no GPU here): what it asks the engine
+for (prefix caching, memory fraction, LoRA), and what each request carries (token ids, n, its seed,
+its adapter)."""
+from __future__ import annotations
+
+import json
+import sys
+import types
+from dataclasses import dataclass
+
+import pytest
+
+from cliffdata.backends import GenerationRequest, Sampling, open_backend
+from cliffdata.config import EngineConfig
+
+
+@dataclass(frozen=True)
+class LoRARequest:                      # vllm.lora.request.LoRARequest(lora_name, lora_int_id, lora_path)
+    lora_name: str
+    lora_int_id: int
+    lora_path: str
+
+
+class FakeLLM:
+    """Records the engine kwargs and every generate call; answers each request with n scripted rows."""
+    instances: list["FakeLLM"] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.calls = kwargs, []
+        hf_config = types.SimpleNamespace(eos_token_id=2)
+        self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(hf_config=hf_config),
+                                                shutdown=lambda: None)
+        FakeLLM.instances.append(self)
+
+    def generate(self, prompts, params, use_tqdm=True, lora_request=None):
+        self.calls.append({"prompts": prompts, "params": params, "lora_request": lora_request})
+        outs = []
+        for k, (prompt, p) in enumerate(zip(prompts, params)):
+            # completions deliberately out of index order: the backend must sort them
+            comps = [types.SimpleNamespace(index=j, token_ids=[10 + k, 20 + j] + ([2] if j % 2 == 0 else []),
+                                           finish_reason="stop" if j % 2 == 0 else "length")
+                     for j in reversed(range(p.kwargs["n"]))]
+            outs.append(types.SimpleNamespace(prompt_token_ids=prompt["prompt_token_ids"], outputs=comps))
+        return outs
+
+
+class SamplingParams:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """A `vllm` package with LLM, SamplingParams, inputs.TokensPrompt and lora.request.LoRARequest."""
+    import torch
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = FakeLLM, SamplingParams
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
+    lora = types.ModuleType("vllm.lora")
+    lora_request = types.ModuleType("vllm.lora.request")
+    lora_request.LoRARequest = LoRARequest
+    for name, mod in {"vllm": vllm, "vllm.inputs": inputs, "vllm.lora": lora, "vllm.lora.request": lora_request}.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    # the CPU path sets these with setdefault: keep them from leaking into other tests
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")
+    FakeLLM.instances.clear()
+
+    def on(gpu: bool):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    return on
+
+
+def adapter_dir(tmp_path, name: str, rank: int):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"r": rank}))
+    return str(folder)
+
+
+PAPER_ENGINE = EngineConfig(backend="vllm", dtype="bfloat16", enforce_eager=False, max_model_len=8192,
+                            gpu_memory_utilization=0.9, enable_prefix_caching=True, block_size=None)
+
+
+def test_cuda_engine_settings_and_per_request_seeds(fake_vllm, tmp_path):
+    fake_vllm(True)
+    adapters = {"uncertain": adapter_dir(tmp_path, "u", 12), "all": adapter_dir(tmp_path, "a", 8)}
+    backend = open_backend(PAPER_ENGINE, "Qwen/Qwen3-8B", seed=3, adapters=adapters)
+    llm = FakeLLM.instances[-1]
+    assert llm.kwargs == {"model": "Qwen/Qwen3-8B", "dtype": "bfloat16", "seed": 3, "enforce_eager": False,
+                          "max_model_len": 8192, "enable_prefix_caching": True, "disable_log_stats": True,
+                          "gpu_memory_utilization": 0.9, "enable_lora": True, "max_loras": 2, "max_lora_rank": 16}
+    assert backend.deterministic and backend.eos_token_ids == (2,)
+
+    reqs = [GenerationRequest((1, 5, 7), n=4, seed=11), GenerationRequest((1, 5), n=2, seed=12, adapter="uncertain"),
+            GenerationRequest((1, 9), n=1, seed=13, adapter="all")]
+    out = backend.generate(reqs, Sampling(temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=4096))
+    call = llm.calls[-1]
+    assert [p["prompt_token_ids"] for p in call["prompts"]] == [[1, 5, 7], [1, 5], [1, 9]]   # token ids, no text
+    assert [p.kwargs for p in call["params"]] == [
+        {"n": n, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "max_tokens": 4096, "seed": s}
+        for n, s in ((4, 11), (2, 12), (1, 13))]                                          # one seed per request
+    lora = call["lora_request"]
+    assert lora[0] is None and lora[1].lora_name == "uncertain" and lora[2].lora_name == "all"
+    assert sorted(r.lora_int_id for r in backend.lora_requests.values()) == [1, 2]        # unique ids
+    assert lora[1].lora_path == adapters["uncertain"]
+    # results in request order, completions in index order, finish reasons mapped
+    assert [len(g.token_ids) for g in out] == [4, 2, 1]
+    assert out[0].token_ids[:2] == ((10, 20, 2), (10, 21)) and out[0].finish_reasons[:2] == ("stop", "length")
+    with pytest.raises(ValueError, match="unknown adapters"):
+        backend.generate([GenerationRequest((1,), n=1, adapter="missing")], Sampling(temperature=0.7))
+
+
+def test_cpu_path_drops_request_seeds_and_memory_fraction(fake_vllm):
+    fake_vllm(False)
+    backend = open_backend(EngineConfig(backend="vllm", block_size=32), "models/base", seed=0)
+    llm = FakeLLM.instances[-1]
+    assert "gpu_memory_utilization" not in llm.kwargs and llm.kwargs["block_size"] == 32
+    assert "enable_lora" not in llm.kwargs and not backend.deterministic
+    backend.generate([GenerationRequest((1, 5), n=3, seed=11)], Sampling(temperature=0.7))
+    assert llm.calls[-1]["params"][0].kwargs["seed"] is None and llm.calls[-1]["lora_request"] is None
+
+
+def test_greedy_draws_one_row_and_repeats_it(fake_vllm):
+    fake_vllm(True)
+    backend = open_backend(PAPER_ENGINE, "m", seed=0)
+    out = backend.generate([GenerationRequest((1,), n=5, seed=1)], Sampling(temperature=0.0))
+    assert FakeLLM.instances[-1].calls[-1]["params"][0].kwargs["n"] == 1
+    assert len(set(out[0].token_ids)) == 1 and len(out[0].token_ids) == 5
