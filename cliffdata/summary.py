@@ -1,0 +1,135 @@
+"""metrics/summary.md: this run's headline numbers beside the paper's reference numbers (protocol §8).
+
+    text = render_summary(load_metrics(Path("metrics")), model="SmolLM2-135M-Instruct", datasets="arith")
+
+Every number comes from a metrics file written by a stage (missing files give "n/a"); the paper's
+numbers are constants from protocol §8, for comparison only: a different model, dataset and N.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# protocol §8 (Ko, Kang, Lee 2026): seven models on GSM1K-100, MATH500-100, AIME25, N = 64
+PAPER = {
+    "share_with_cliff": "Qwen3-8B 9.4% / 32.0%, Qwen3-0.6B 16.2% / 32.1%, Llama-3.1-8B 27.6% / 38.6% (correct / failed)",
+    "del_pass_at_n": "1.00 (pass@64, every model)",
+    "keep_pass_at_n": "0.70-0.95 (pass@64)",
+    "cpm": {"deterministic": "~1.00", "uncertain": "0.63-0.71", "sampled_off": "0.20-0.37"},
+    "dpo": "up to +6.6 accuracy points; uncertain + sampled-off training helps, deterministic-only does not",
+}
+METRICS = ("occurrence", "ablation", "cpm", "dpo_pairs", "dpo_eval", "cliff_count", "cpm_shift", "rollouts", "sample")
+
+
+def load_metrics(folder: Path) -> dict[str, dict]:
+    """The stages' metrics JSON files that exist, by stem."""
+    out = {}
+    for name in METRICS:
+        path = folder / f"{name}.json"
+        if path.exists():
+            out[name] = json.loads(path.read_text())
+    return out
+
+
+def _get(d: dict | None, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _signed(x) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}"
+
+
+def _last_pass(cell: dict | None) -> tuple[str, float | None]:
+    """(k, pass@k) for the largest k of an ablation cell."""
+    if not cell:
+        return "N", None
+    ks = sorted((int(k.split("@")[1]) for k in cell if k.startswith("pass@")))
+    return str(ks[-1]), cell[f"pass@{ks[-1]}"]
+
+
+def render_summary(m: dict[str, dict], model: str, datasets: str) -> str:
+    lines = [f"# Summary: {model} on {datasets}", "",
+             "This run's numbers beside the paper's (protocol §8). **Different model, dataset and N**: the paper",
+             "ran 0.6B-8B models on GSM1K/MATH500/AIME25 with N = 64; compare directions, not values.", ""]
+    occ = m.get("occurrence", {})
+    lines += ["## Occurrence (RQ1)", "", "| | this run | paper |", "|---|---|---|",
+              f"| traces with >= 1 cliff, correct / failed | {_pct(_get(occ, 'correct', 'share_with_cliff'))} / "
+              f"{_pct(_get(occ, 'failed', 'share_with_cliff'))} | {PAPER['share_with_cliff']} |",
+              f"| cliffs per trace / per 1k tokens | {_num(_get(occ, 'all', 'cliffs_per_trace'))} / "
+              f"{_num(_get(occ, 'all', 'cliffs_per_1k_tokens'), 1)} | |",
+              f"| traces (correct / failed) | {_get(occ, 'correct', 'num_traces')} / {_get(occ, 'failed', 'num_traces')} | 1,610 |",
+              ""]
+    abl = _get(m.get("ablation"), "all", "failed") or {}
+    k_del, p_del = _last_pass(abl.get("del"))
+    k_keep, p_keep = _last_pass(abl.get("keep"))
+    p1_del, p1_keep = _get(abl, "del", "pass@1"), _get(abl, "keep", "pass@1")
+    holds = None if p_del is None or p_keep is None else (p_del > p_keep and (p1_del or 0) > (p1_keep or 0))
+    lines += ["## Deletion ablation on failed traces (RQ1)", "", "| | this run | paper |", "|---|---|---|",
+              f"| Cliff-del pass@1 / pass@{k_del} | {_num(p1_del)} / {_num(p_del)} | pass@64 {PAPER['del_pass_at_n']} |",
+              f"| Cliff-keep pass@1 / pass@{k_keep} | {_num(p1_keep)} / {_num(p_keep)} | pass@64 {PAPER['keep_pass_at_n']} |",
+              f"| Critical-del / Random-del pass@{k_del} | {_num(_last_pass(abl.get('critical_del'))[1])} / "
+              f"{_num(_last_pass(abl.get('random_del'))[1])} | |",
+              f"| cliff instances | {_get(abl, 'del', 'num_instances')} | |",
+              "", f"Direction del > keep: **{'holds' if holds else 'does not hold' if holds is False else 'n/a'}**.", ""]
+    cpm = m.get("cpm", {})
+    means = {c: _get(cpm, c, "cpm_mean") for c in ("deterministic", "uncertain", "sampled_off")}
+    lines += ["## Cliff probability mass by category (RQ2/3)", "", "| category | cliffs | CPM mean (this run) | paper |",
+              "|---|---|---|---|"]
+    for c, v in means.items():
+        lines.append(f"| {c} | {_get(cpm, c, 'num_cliffs') or 0} | {_num(v)} | {PAPER['cpm'][c]} |")
+    present = [means[c] for c in means if means[c] is not None]
+    order = "n/a" if len(present) < 2 else ("holds" if present == sorted(present, reverse=True) else "does not hold")
+    lines += ["", f"Direction deterministic > uncertain > sampled-off (over the categories present): **{order}**.", ""]
+    shift = _get(m.get("cpm_shift"), "directions") or {}
+    if shift:
+        lines += ["## CPM shift (RQ3)", "", "| direction | category | cliffs | CPM source | CPM eval | ΔCPM | rank shift |",
+                  "|---|---|---|---|---|---|---|"]
+        for direction, cats in shift.items():
+            for c in ("deterministic", "uncertain", "sampled_off", "all"):
+                cell = cats.get(c)
+                if cell:
+                    lines.append(f"| {direction} | {c} | {cell['num_cliffs']} | {_num(cell['cpm_source_mean'])} | "
+                                 f"{_num(cell['cpm_eval_mean'])} | {_num(cell['delta_cpm_mean'])} | "
+                                 f"{_num(cell['rank_shift_mean'], 2)} |")
+        lines.append("")
+    pairs = _get(m.get("dpo_pairs"), "variants") or {}
+    ev = _get(m.get("dpo_eval"), "models") or {}
+    if pairs or ev:
+        lines += ["## Cliff-DPO (protocol §6)", "",
+                  "| variant | train pairs | accuracy | Δ to base (points) | 95% interval |", "|---|---|---|---|---|",
+                  f"| base | | {_pct(_get(ev, 'base', 'accuracy'))} | | |"]
+        for v, cell in pairs.items():
+            e = ev.get(v, {})
+            interval = ("" if "diff_ci_low" not in e else f"[{_signed(e['diff_ci_low'])}, {_signed(e['diff_ci_high'])}]")
+            acc = _pct(e.get("accuracy")) if e else "= base (no training pairs)"
+            lines.append(f"| {v} | {cell['num_train']} | {acc} | {_signed(e.get('diff_to_base'))} | {interval} |")
+        usp, det = ev.get("uncertain_sampled_off", {}).get("accuracy"), ev.get("deterministic", {}).get("accuracy")
+        base_acc = _get(ev, "base", "accuracy")
+        det_eff = det if det is not None else base_acc
+        verdict = ("n/a" if usp is None or det_eff is None else
+                   "holds" if usp > det_eff else "does not hold")
+        lines += ["", f"Paper: {PAPER['dpo']}. Here uncertain+sampled-off beats deterministic-only: **{verdict}** "
+                      f"(point estimates; see the intervals).", ""]
+    cc = _get(m.get("cliff_count"), "models") or {}
+    if cc:
+        lines += ["## Cliff count before / after Cliff-DPO", "",
+                  "| model | traces | cliffs / trace | per 1k tokens | uncertain / trace | sampled-off / trace | deterministic / trace |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, c in cc.items():
+            lines.append(f"| {name} | {c['num_traces']} | {_num(c['cliffs_per_trace'])} | {_num(c['cliffs_per_1k_tokens'], 1)} | "
+                         f"{_num(c['uncertain_per_trace'])} | {_num(c['sampled_off_per_trace'])} | "
+                         f"{_num(c['deterministic_per_trace'])} |")
+        lines.append("")
+    return "\n".join(lines)
