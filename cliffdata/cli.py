@@ -60,8 +60,9 @@ FORMATS = {"table": format_table, "csv": format_csv, "json": format_json}
 def add_sql(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "sql", help="run a read-only query over the datasets",
-        description="Run read-only SQL (SELECT, EXPLAIN) over views named after the datasets: "
-                    "problems, traces, token_stats, potentials, rollout_traces, cliffs, trace_cliffs.")
+        description="Run read-only SQL (SELECT, EXPLAIN) over views named after the datasets that exist: "
+                    "problems, traces, token_stats, potentials, rollout_traces, cliffs, trace_cliffs, ablation, "
+                    "pass_at_k, candidates, dpo_pairs, dpo_eval, cliff_count, cpm_shift.")
     parser.add_argument("query", nargs="?", help="the SQL to run (or use --file)")
     parser.add_argument("--file", type=Path, help="read the SQL from this file")
     parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
