@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export VLLM_CPU_KVCACHE_SPACE ?= 4
 
-.PHONY: venv test test-fast browser repro remote push pull mlflow-ui clean-venv
+.PHONY: venv test test-fast browser repro repro-gpu remote push pull mlflow-ui clean-venv
 
 venv: $(VENV)/.installed
 
@@ -52,6 +52,12 @@ remote: venv
 
 repro: venv remote
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc push
+
+# Paper mode (Qwen3 on GSM1K/MATH500/AIME25, N = 64, every position): params-gpu.yaml as a DVC experiment.
+repro-gpu: venv remote
+	@nvidia-smi -L >/dev/null 2>&1 || { echo "repro-gpu needs a CUDA GPU (nvidia-smi failed)"; exit 1; }
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m cliffdata.preset params-gpu.yaml
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc push
 
 pull: venv remote
