@@ -35,8 +35,9 @@ class FakeLLM:
     def generate(self, prompts, params, use_tqdm=True, lora_request=None):
         self.calls.append({"prompts": prompts, "params": params, "lora_request": lora_request})
         outs = []
-        for k, (prompt, p) in enumerate(zip(prompts, params)):
+        for prompt, p in zip(prompts, params):
             # completions deliberately out of index order: the backend must sort them
+            k = len(prompt["prompt_token_ids"])
             comps = [types.SimpleNamespace(index=j, token_ids=[10 + k, 20 + j] + ([2] if j % 2 == 0 else []),
                                            finish_reason="stop" if j % 2 == 0 else "length")
                      for j in reversed(range(p.kwargs["n"]))]
@@ -97,18 +98,25 @@ def test_cuda_engine_settings_and_per_request_seeds(fake_vllm, tmp_path):
     reqs = [GenerationRequest((1, 5, 7), n=4, seed=11), GenerationRequest((1, 5), n=2, seed=12, adapter="uncertain"),
             GenerationRequest((1, 9), n=1, seed=13, adapter="all")]
     out = backend.generate(reqs, Sampling(temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=4096))
-    call = llm.calls[-1]
-    assert [p["prompt_token_ids"] for p in call["prompts"]] == [[1, 5, 7], [1, 5], [1, 9]]   # token ids, no text
-    assert [p.kwargs for p in call["params"]] == [
+    # what reached the engine, over however many calls (the backend may split a batch by adapter)
+    sent = []
+    for call in llm.calls:
+        loras = call["lora_request"]
+        loras = loras if isinstance(loras, list) else [loras] * len(call["prompts"])
+        sent += [(p["prompt_token_ids"], sp.kwargs, lo) for p, sp, lo in zip(call["prompts"], call["params"], loras)]
+    sent.sort(key=lambda x: x[1]["seed"])
+    assert [ids for ids, _, _ in sent] == [[1, 5, 7], [1, 5], [1, 9]]                     # token ids, no text
+    assert [kw for _, kw, _ in sent] == [
         {"n": n, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "max_tokens": 4096, "seed": s}
         for n, s in ((4, 11), (2, 12), (1, 13))]                                          # one seed per request
-    lora = call["lora_request"]
+    lora = [lo for _, _, lo in sent]
     assert lora[0] is None and lora[1].lora_name == "uncertain" and lora[2].lora_name == "all"
     assert sorted(r.lora_int_id for r in backend.lora_requests.values()) == [1, 2]        # unique ids
     assert lora[1].lora_path == adapters["uncertain"]
     # results in request order, completions in index order, finish reasons mapped
     assert [len(g.token_ids) for g in out] == [4, 2, 1]
-    assert out[0].token_ids[:2] == ((10, 20, 2), (10, 21)) and out[0].finish_reasons[:2] == ("stop", "length")
+    assert out[0].token_ids[:2] == ((13, 20, 2), (13, 21)) and out[0].finish_reasons[:2] == ("stop", "length")
+    assert out[1].token_ids[0][0] == 12 and out[2].token_ids[0][0] == 12
     with pytest.raises(ValueError, match="unknown adapters"):
         backend.generate([GenerationRequest((1,), n=1, adapter="missing")], Sampling(temperature=0.7))
 
@@ -120,7 +128,7 @@ def test_cpu_path_drops_request_seeds_and_memory_fraction(fake_vllm):
     assert "gpu_memory_utilization" not in llm.kwargs and llm.kwargs["block_size"] == 32
     assert "enable_lora" not in llm.kwargs and not backend.deterministic
     backend.generate([GenerationRequest((1, 5), n=3, seed=11)], Sampling(temperature=0.7))
-    assert llm.calls[-1]["params"][0].kwargs["seed"] is None and llm.calls[-1]["lora_request"] is None
+    assert llm.calls[-1]["params"][0].kwargs["seed"] is None and llm.calls[-1]["lora_request"] is None   # base model
 
 
 def test_greedy_draws_one_row_and_repeats_it(fake_vllm):
