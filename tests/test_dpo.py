@@ -332,3 +332,28 @@ def test_pairs_checks(tmp_path, check):
     else:
         with pytest.raises(ValueError, match=check):
             duck.assert_checks(con)
+
+
+@pytest.mark.slow
+def test_vllm_serves_adapters_by_lora_request(tiny_model_dir, trained_adapter):
+    """One vLLM engine (CPU here) serves the base and an adapter; greedy tokens equal HF's merged model."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm cannot be imported here")
+    be = make_backend("vllm", str(tiny_model_dir), dtype="float32", seed=0, enforce_eager=True, max_model_len=256,
+                      adapters={"uncertain": str(trained_adapter)})
+    try:
+        greedy = Sampling(temperature=0.0, max_new_tokens=8)
+        prompt = (1, 24, 22, 8)
+        base, tuned = be.generate([GenerationRequest(prompt), GenerationRequest(prompt, adapter="uncertain")], greedy)
+        plain = make_backend("hf", str(tiny_model_dir), dtype="float32")
+        assert base == plain.generate([GenerationRequest(prompt)], greedy)[0]
+        assert tuned.token_ids[0] == merged_greedy(tiny_model_dir, trained_adapter, prompt, 8)
+        assert tuned != base                    # the adapter changes the greedy continuation
+        # alone, after the adapter ran on the same prompt (prefix cache), the base is still the base
+        assert be.generate([GenerationRequest(prompt)], greedy)[0] == base
+        with pytest.raises(ValueError, match="unknown adapters"):
+            be.generate([GenerationRequest(prompt, adapter="nope")], greedy)
+    finally:
+        be.close()

