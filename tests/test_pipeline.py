@@ -88,6 +88,11 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_model_dir):
     assert pots.num_rows == sum(len(r) for r in traces.column("response_ids").to_pylist())   # -1 … T-2 per trace
     occurrence = json.loads((proj / "metrics/occurrence.json").read_text())
     assert occurrence["all"]["num_traces"] == 3
+    rollouts = json.loads((proj / "metrics/rollouts.json").read_text())       # estimate vs actual ([E])
+    assert rollouts["estimated_generated_tokens"] > 0 and rollouts["estimate_ratio"] > 0
+    report = json.loads((proj / "metrics/report.json").read_text())
+    assert report["num_pages"] == 3 and (proj / "reports/index.html").exists()
+    assert (proj / "reports" / report["largest_page"]).stat().st_size == report["largest_page_bytes"]
 
     first = out_hashes(proj)
     again = dvc(proj, "repro")
