@@ -50,7 +50,13 @@ def start_run(experiment: str, run_name: str, params: dict | None = None, tags: 
     """An MLflow run with params, the git commit and the DVC experiment name (when DVC sets it)."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(root))
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and mlflow.MlflowClient().get_experiment_by_name(experiment) is None:
+        # artifacts beside the store, at an absolute path: MLflow's default is ./mlruns of the current
+        # directory, which `dvc exp run --temp` (a temp clone) would throw away with the clone
+        store = Path(uri.removeprefix("sqlite:///"))
+        mlflow.MlflowClient().create_experiment(experiment, artifact_location=(store.parent / "mlartifacts").as_uri())
     mlflow.set_experiment(experiment)
     run_tags = {"git_commit": git_commit(root) or "unknown", **(tags or {})}
     if os.environ.get("DVC_EXP_NAME"):

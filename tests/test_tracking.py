@@ -31,3 +31,21 @@ def test_run_records_params_and_tags(monkeypatch, tmp_path):
     assert stored.data.tags["dvc.exp_name"] == "exp-1" and "git_commit" in stored.data.tags
     assert stored.data.metrics["loss"] == 0.5
     assert (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_artifacts_go_beside_the_store_and_history_is_batched(monkeypatch, tmp_path):
+    import mlflow
+
+    from cliffdata.tracking import log_history
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "repo"
+    store.mkdir()
+    with start_run("unit-artifacts", "stage", root=store) as run:
+        log_history(run.info.run_id, [{"step": s, "loss": 1.0 / s, "margin": 0.1 * s} for s in range(1, 1201)])
+    client = mlflow.MlflowClient(tracking_uri(store))
+    assert client.get_experiment_by_name("unit-artifacts").artifact_location == (store / "mlartifacts").as_uri()
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert len(history) == 1200 and sorted(m.step for m in history)[:2] == [1, 2]
