@@ -131,7 +131,8 @@ def run_report(args: argparse.Namespace) -> int:
         return 2
     tokenizer = AutoTokenizer.from_pretrained(args.root / args.tokenizer if (args.root / args.tokenizer).exists()
                                               else args.tokenizer)
-    summary = build_report(data, tokenizer, args.out, report_cfg.level, report_cfg.title)
+    summary = build_report(data, tokenizer, args.out, report_cfg.level, report_cfg.title, report_cfg.plot_traces,
+                           report_cfg.num_plot_traces)
     print(f"{summary['num_pages']} trace pages: open {args.out / 'index.html'} "
           f"(largest page {summary['largest_page_bytes']} bytes)")
     return 0

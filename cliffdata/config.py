@@ -235,9 +235,12 @@ class ReportConfig:
     """`report`: the static trace explorer under reports/ (cliffdata/report/)."""
     level: float = 0.95                # coverage of the Wilson band around each position's potential
     title: str = "cliffdata report"
+    plot_traces: tuple[str, ...] = ()  # potential curves for `dvc plots`; () = the first num_plot_traces with a cliff
+    num_plot_traces: int = 4           # how many traces `plot_traces: []` picks
 
     def __post_init__(self):
         _check(0 < self.level < 1, f"report.level must be in (0, 1), got {self.level}")
+        _check(self.num_plot_traces >= 0, f"report.num_plot_traces must be >= 0, got {self.num_plot_traces}")
 
 
 DPO_VARIANTS = ("all", "deterministic", "uncertain", "sampled_off", "uncertain_sampled_off")

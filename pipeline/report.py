@@ -3,8 +3,8 @@
     python pipeline/report.py
 
 Reads every dataset the report draws (ablation and candidates included: the pipeline always makes
-them) and models/base for the tokenizer; writes reports/ and metrics/report.json (page count and the
-largest page's size).
+them) and models/base for the tokenizer; writes reports/ (the site, and reports/potentials/*.csv for
+`dvc plots`) and metrics/report.json (page count and the largest page's size).
 """
 import json
 import logging
@@ -21,7 +21,8 @@ def main() -> None:
     params = load_params()
     cfg = params.report
     data = load_report_data(Path("."), params.cliffs.entropy)
-    summary = build_report(data, AutoTokenizer.from_pretrained("models/base"), "reports", cfg.level, cfg.title)
+    summary = build_report(data, AutoTokenizer.from_pretrained("models/base"), "reports", cfg.level, cfg.title,
+                           cfg.plot_traces, cfg.num_plot_traces)
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/report.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     print(json.dumps(summary))

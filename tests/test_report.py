@@ -140,3 +140,37 @@ def test_cli_report(root, tiny_tokenizer, tmp_path, monkeypatch, capsys):
     assert "<title>my run</title>" in index
     data = page_data((tmp_path / "site/traces" / page_name("arith/a-1#0")).read_text())
     assert data["level"] == 0.9 and data["z"] == pytest.approx(1.644854, abs=1e-6)
+
+
+def test_potential_plots_for_dvc(root, tiny_tokenizer, tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    from cliffdata.stats import wilson_interval
+
+    summary = build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports")
+    files = sorted((tmp_path / "reports/potentials").glob("*.csv"))
+    assert summary["num_plotted_traces"] == 2                          # the traces with a cliff
+    assert [f.name for f in files] == sorted(page_name(t).replace(".html", ".csv") for t in ("arith/a-0#0", "gsm1k/b-2#0"))
+    rows = list(csv.DictReader(open(tmp_path / "reports/potentials" / page_name("arith/a-0#0").replace(".html", ".csv"))))
+    assert rows[0]["token_index"] == "-1" and rows[24]["token_index"] == "23" and float(rows[25]["potential"]) == 1 / 16
+    lo, hi = wilson_interval(1, 16, 1.959964)
+    assert (float(rows[25]["lower"]), float(rows[25]["upper"])) == pytest.approx((lo, hi), abs=1e-5)
+
+    build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports", plots=["arith/a-1#0"])
+    assert [f.name for f in (tmp_path / "reports/potentials").glob("*.csv")] == [page_name("arith/a-1#0").replace(".html", ".csv")]
+    with pytest.raises(ValueError, match="nope"):
+        build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports", plots=["nope"])
+
+    # `dvc plots show` reads them through the repository's plot definition
+    build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports")
+    definition = [p for p in yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["plots"]
+                  if "reports/potentials" in p]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"plots": definition}))
+    dvc = str(Path(sys.executable).parent / "dvc")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([dvc, "init", "-q"], cwd=tmp_path, check=True)
+    shown = subprocess.run([dvc, "plots", "show", "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    data = json.loads(shown.stdout)["data"]
+    assert len(data) == 2 and all(k.startswith("reports/potentials/") for k in data)

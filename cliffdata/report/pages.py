@@ -36,7 +36,8 @@ def script_json(data: object) -> str:
     return text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
-def _z_of(level: float) -> float:
+def z_of(level: float) -> float:
+    """The two-sided normal quantile of a coverage level (0.95 -> 1.96)."""
     from statistics import NormalDist
 
     return NormalDist().inv_cdf(0.5 + level / 2)
@@ -46,7 +47,7 @@ def trace_page(payload: dict, level: float = 0.95) -> str:
     """One trace's page; `level` is the coverage of the interval band around the potential."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    data = {**payload, "level": level, "z": round(_z_of(level), 6)}
+    data = {**payload, "level": level, "z": round(z_of(level), 6)}
     title = html.escape(payload["trace_id"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
