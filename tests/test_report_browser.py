@@ -113,6 +113,15 @@ def test_index_and_trace_page_render(tmp_path, tiny_tokenizer, driver):
     for k, n in ((0, 16), (3, 16), (14, 16), (1, 2)):
         js = driver.execute_script(f"return window.cliffReport.wilson({k}, {n});")
         assert js == pytest.approx(list(wilson_interval(k, n, 1.959964)), abs=1e-5)
+    # tap (click) pins the details; a click elsewhere unpins them
+    cliff_token.click()
+    assert "pinned" in tip.get_attribute("class") and tip.is_displayed()
+    driver.find_element(By.TAG_NAME, "h1").click()
+    assert "pinned" not in tip.get_attribute("class") and not tip.is_displayed()
+    # a click on the cliff marker jumps to (and pins) its token
+    marker.click()
+    assert "pinned" in tip.get_attribute("class") and "alternative" in tip.text
+    driver.find_element(By.TAG_NAME, "h1").click()
     driver.find_element(By.CSS_SELECTOR, "input[value=entropy]").click()
     assert "entropy" in driver.find_element(By.ID, "scale-label").text
     driver.save_screenshot(str(tmp_path / "trace.png"))

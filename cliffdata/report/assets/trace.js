@@ -206,7 +206,7 @@
   }
   function blur() {
     if (pinned) return;
-    tip.hidden = true; guide.setAttribute("visibility", "hidden");
+    tip.hidden = true; tip.classList.remove("pinned"); guide.setAttribute("visibility", "hidden");
     if (lit !== null) spans[lit].classList.remove("hi");
     lit = null;
   }
