@@ -174,3 +174,12 @@ def test_potential_plots_for_dvc(root, tiny_tokenizer, tmp_path):
     shown = subprocess.run([dvc, "plots", "show", "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
     data = json.loads(shown.stdout)["data"]
     assert len(data) == 2 and all(k.startswith("reports/potentials/") for k in data)
+
+
+def test_trace_without_potentials_or_stats_still_gets_a_page(root, tiny_tokenizer, tmp_path):
+    data = load_report_data(root)
+    del data.potentials["arith/a-1#0"], data.token_stats["arith/a-1#0"]
+    build_report(data, tiny_tokenizer, tmp_path / "reports")
+    page = page_data((tmp_path / "reports/traces" / page_name("arith/a-1#0")).read_text())
+    assert page["pot"] == {"i": [], "n": [], "k": []} and page["lp"] == [] and page["mode"] is None
+    assert '<td class="num" data-v=""></td>' in (tmp_path / "reports/index.html").read_text()   # no p[-1]
