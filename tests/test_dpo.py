@@ -357,3 +357,79 @@ def test_vllm_serves_adapters_by_lora_request(tiny_model_dir, trained_adapter):
             be.generate([GenerationRequest(prompt, adapter="nope")], greedy)
     finally:
         be.close()
+
+
+# --- the stages in process: dpo_train (with and without pairs) -> dpo_eval -> promote ---------------------
+
+STAGE_PARAMS = """
+problems: {sources: [{dataset: arith, seed: 0, families: {add1: 3}, prompt: p, answer_format: hash}]}
+prompts: {p: {instruction: "", shots: []}}
+model: {source: embedded}
+engine: {backend: hf, dtype: float32, hf_max_batch: 16}
+dpo_train: {variants: [all, deterministic], beta: 0.5, learning_rate: 0.05, warmup_ratio: 0.0, batch_size: 4,
+            epochs: 3, lora_r: 4, lora_alpha: 8, lora_dropout: 0.0, target_modules: [q_proj, v_proj], seed: 0}
+dpo_eval:
+  sources: [{dataset: arith, seed: 1, families: {add1: 6}, prompt: p, answer_format: hash}]
+  max_new_tokens: 4
+  bootstrap_resamples: 200
+"""
+
+
+def load_stage(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "pipeline" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_train_eval_promote_stages(tmp_path, monkeypatch, tiny_model_dir):
+    import mlflow
+
+    from cliffdata.cli import main as cli_main
+    from cliffdata.config import load_params
+    from cliffdata.problems import load_problems
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(STAGE_PARAMS)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/base").symlink_to(tiny_model_dir)
+    rows = [dict(p, trace_id=f"t{k}", problem_id="arith/add1-00000", token_index=1, category="uncertain",
+                 strategy="cliff_1N", is_correct=False, chosen_rank=1, rejected_rank=2, chosen_prob=0.5,
+                 rejected_prob=0.2, chosen_potential=0.8, rejected_potential=0.1, p_prev=0.8,
+                 split="heldout" if k == 0 else "train", variant="all") for k, p in enumerate(train_rows())]
+    schema.write("dpo_pairs", rows, tmp_path / "data/dpo_pairs/all.parquet")
+    schema.write("dpo_pairs", [], tmp_path / "data/dpo_pairs/deterministic.parquet")
+    problems, _ = load_problems(load_params().problems)
+    schema.write("problems", problems, tmp_path / schema.PATHS["problems"])
+
+    train = load_stage("dpo_train")
+    train.main("all")
+    train.main("deterministic")
+    trained = json.loads((tmp_path / "metrics/dpo_train/all.json").read_text())
+    assert trained["num_train_pairs"] == 7 and trained["num_heldout_pairs"] == 1 and trained["num_steps"] == 6
+    assert trained["train_loss_last"] < trained["train_loss_first"]
+    assert json.loads((tmp_path / "metrics/dpo_train/deterministic.json").read_text())["num_steps"] == 0
+    assert (tmp_path / "models/adapters/all/adapter_config.json").exists()
+    record = json.loads((tmp_path / "runs/dpo_train/all.json").read_text())
+    client = mlflow.MlflowClient()
+    run = client.get_run(record["run_id"])
+    assert run.data.params["dpo_train.beta"] == "0.5" and run.data.tags["variant"] == "all"
+    assert len(run.data.tags["pairs_md5"]) == 32
+    assert len(client.get_metric_history(record["run_id"], "train/loss")) == 6
+    assert record["registered_model"] == "cliff-dpo-smollm2-135m-instruct"
+
+    load_stage("dpo_eval").main()
+    evaluated = json.loads((tmp_path / "metrics/dpo_eval.json").read_text())
+    assert set(evaluated["models"]) == {"base", "all"} and evaluated["skipped_no_training_pairs"] == ["deterministic"]
+    assert evaluated["models"]["base"]["num_problems"] == 6
+    assert "eval_accuracy" in client.get_run(record["run_id"]).data.metrics
+
+    assert cli_main(["promote", "--metric", "eval_accuracy"]) == 0
+    champion = client.get_model_version_by_alias("cliff-dpo-smollm2-135m-instruct", "champion")
+    assert champion.tags["variant"] == "all"
