@@ -65,7 +65,7 @@ def run_rollouts_ray(traces: list[dict], golds: dict[str, tuple[str, str]], mode
     todo = [t for t in traces if t["trace_id"] not in done]
     if done:
         log.info("resuming: %d of %d traces already in %s", len(traces) - len(todo), len(traces), checkpoint.folder)
-    started_here = not ray.is_initialized()
+    started_here = bool(todo) and not ray.is_initialized()
     if started_here:
         ray.init(address=cfg.ray.address, include_dashboard=False, log_to_driver=False)
     try:
