@@ -20,7 +20,7 @@ import torch
 from cliffdata import duck, schema, tracking
 from cliffdata.config import load_params, section_dict
 from cliffdata.dpo import registry
-from cliffdata.dpo.train import DPOHyper, add_lora, evaluate_pairs, train_dpo
+from cliffdata.dpo.train import DPOHyper, add_lora, evaluate_pairs, save_adapter, train_dpo
 
 
 def main(variant: str) -> None:
@@ -62,7 +62,7 @@ def main(variant: str) -> None:
         out = Path(f"models/adapters/{variant}")
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
+        save_adapter(model, tmp)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
         name = registry.registered_model_name(params.model.source)

@@ -433,3 +433,21 @@ def test_train_eval_promote_stages(tmp_path, monkeypatch, tiny_model_dir):
     assert cli_main(["promote", "--metric", "eval_accuracy"]) == 0
     champion = client.get_model_version_by_alias("cliff-dpo-smollm2-135m-instruct", "champion")
     assert champion.tags["variant"] == "all"
+
+
+@pytest.mark.slow
+def test_saved_adapter_config_does_not_depend_on_the_hash_seed(tmp_path):
+    """PEFT writes target_modules in set order (PYTHONHASHSEED-dependent); save_adapter sorts it."""
+    script = ("import sys; sys.path.insert(0, %r)\n"
+              "from tests.conftest import build_model, build_tokenizer\n"
+              "from cliffdata.dpo.train import add_lora, save_adapter\n"
+              "m = add_lora(build_model(len(build_tokenizer())), 4, 8, 0.0, ['q_proj', 'k_proj', 'v_proj', 'o_proj'], 0)\n"
+              "save_adapter(m, sys.argv[1])\n") % str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    import os
+    configs = []
+    for seed in ("1", "2", "3"):
+        out = tmp_path / seed
+        subprocess.run([sys.executable, "-c", script, str(out)], check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        configs.append((out / "adapter_config.json").read_bytes())
+        assert json.loads(configs[-1])["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    assert configs[0] == configs[1] == configs[2]

@@ -34,6 +34,12 @@ def tiny_params(model_dir: Path, num_problems: int) -> dict:
     params["ablation"]["sampling"].update(max_new_tokens=4)
     params["candidates"].update(top_k=3, num_rollouts=4)
     params["candidates"]["sampling"].update(max_new_tokens=4)
+    params["dpo_pairs"].update(top_k=3)
+    params["dpo_train"].update(batch_size=4, epochs=1, lora_r=4, lora_alpha=8)
+    params["dpo_eval"]["sources"] = [{"dataset": "arith", "seed": 1, "families": {"add1": 4},
+                                      "prompt": "add2_oneshot", "answer_format": "hash"}]
+    params["dpo_eval"].update(max_new_tokens=6, bootstrap_resamples=200)
+    params["cliff_count"].update(num_problems=2, num_rollouts=4)
     return params
 
 
@@ -58,6 +64,12 @@ def env() -> dict:
             "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
 
+@pytest.fixture(autouse=True)
+def mlflow_store(tmp_path, monkeypatch):
+    """Stages that log to MLflow (dpo_train, dpo_eval) write to a store in the test's temp dir."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
 def run(cmd: list[str], cwd: Path) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
@@ -71,7 +83,7 @@ def dvc(proj: Path, *args: str) -> str:
 def out_hashes(proj: Path) -> dict:
     lock = yaml.safe_load((proj / "dvc.lock").read_text())
     return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])
-            if not o["path"].endswith("rollout_traces.parquet")}
+            if not o["path"].endswith("rollout_traces.parquet") and not o["path"].startswith("runs/")}
 
 
 def test_dvc_repro_end_to_end(tmp_path, tiny_model_dir):

@@ -180,3 +180,21 @@ def train_dpo(model, rows: Sequence[dict], hp: DPOHyper, eos_id: int | None, pad
             on_step(step, stats)
     model.eval()
     return history
+
+
+def save_adapter(model, folder) -> None:
+    """`model.save_pretrained(folder)` with a byte-stable adapter_config.json.
+
+    PEFT keeps `target_modules` as a set and writes it in set order, which follows Python's per-process
+    string hash seed: the same adapter then hashes differently in every run and DVC re-runs everything
+    downstream. The list is sorted and the keys written in order.
+    """
+    import json
+    from pathlib import Path
+
+    model.save_pretrained(folder)
+    path = Path(folder) / "adapter_config.json"
+    config = json.loads(path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
