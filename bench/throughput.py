@@ -196,8 +196,9 @@ def markdown(report: dict) -> str:
     lines = [f"Workload: {w['num_traces']} word1 traces ({', '.join(map(str, w['trace_tokens']))} tokens), "
              f"{w['num_requests']} prefixes x N = {w['num_rollouts']}, T = {w['sampling']['temperature']}, "
              f"max {w['sampling']['max_new_tokens']} new tokens; {report['machine']}.", "",
-             "| arm | settings | generated tokens | wall (s) | tok/s | vs naive HF | prefix cache hit rate | mean potential |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| arm | settings | generated tokens | wall (s) | tok/s | vs naive HF | prefix cache hit rate | mean potential "
+             "| load avg (before → after) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for arm in ARMS:
         r = report["arms"][arm]
         s = r["settings"]
@@ -207,9 +208,11 @@ def markdown(report: dict) -> str:
         hit = r.get("prefix_cache_hit_rate")
         lines.append(f"| {arm} | {desc} | {r['num_generated_tokens']:,} | {r['wall_seconds']:.1f} | "
                      f"{r['tokens_per_second']:.0f} | {r['ratio_to_naive_hf']:.2f}x | "
-                     f"{'' if hit is None else f'{hit:.3f}'} | {r['mean_potential']:.3f} |")
+                     f"{'' if hit is None else f'{hit:.3f}'} | {r['mean_potential']:.3f} | "
+                     f"{r['load_average_1m'][0]:.1f} → {r['load_average_1m'][1]:.1f} |")
+    startups = ", ".join(f"{a} {report['arms'][a]['startup_seconds']:.0f} s" for a in ARMS)
     lines += ["", f"`vllm_over_naive_hf` = {report['vllm_over_naive_hf']:.2f}; total wall {report['total_seconds']:.0f} s "
-              f"(engine start-ups included)."]
+              f"(start-ups: {startups}; trace sampling and model loads included)."]
     return "\n".join(lines) + "\n"
 
 
