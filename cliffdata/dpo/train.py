@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,28 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     return loss, stats
 
 
-def pair_loss(model, rows: Sequence[dict], hp: DPOHyper, eos_id: int | None,
-              pad_id: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """The DPO loss of a batch of pairs on a PEFT model; the reference is the same model, adapter off."""
+@torch.no_grad()
+def reference_logprobs(model, rows: Sequence[dict], hp: DPOHyper, eos_id: int | None, pad_id: int,
+                       batch_size: int = 32) -> torch.Tensor:
+    """(N, 2) chosen / rejected completion log-probabilities under the reference (adapter disabled).
+
+    The reference never changes during training, so it is computed once per pair, not once per step.
+    """
+    out = []
+    with model.disable_adapter():
+        for s in range(0, len(rows), batch_size):
+            out.append(torch.stack(sequence_logprobs(model, rows[s:s + batch_size], hp.append_eos, eos_id, pad_id), -1))
+    return torch.cat(out) if out else torch.zeros((0, 2))
+
+
+def pair_loss(model, rows: Sequence[dict], hp: DPOHyper, eos_id: int | None, pad_id: int,
+              reference: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The DPO loss of a batch of pairs on a PEFT model; the reference is the same model, adapter off
+    (`reference`: its (B, 2) log-probabilities, when already computed)."""
     policy_c, policy_r = sequence_logprobs(model, rows, hp.append_eos, eos_id, pad_id)
-    with torch.no_grad(), model.disable_adapter():
-        ref_c, ref_r = sequence_logprobs(model, rows, hp.append_eos, eos_id, pad_id)
-    return dpo_loss(policy_c, policy_r, ref_c, ref_r, hp.beta)
+    if reference is None:
+        reference = reference_logprobs(model, rows, hp, eos_id, pad_id)
+    return dpo_loss(policy_c, policy_r, reference[:, 0], reference[:, 1], hp.beta)
 
 
 def add_lora(base, r: int, alpha: int, dropout: float, target_modules: Sequence[str], seed: int = 0):
@@ -165,10 +181,14 @@ def train_dpo(model, rows: Sequence[dict], hp: DPOHyper, eos_id: int | None, pad
         raise ValueError("the model has no trainable parameters (expected a PEFT model with a LoRA adapter)")
     optimizer = torch.optim.AdamW(params, lr=hp.learning_rate)
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(hp.warmup_ratio * len(batches)), len(batches))
+    model.eval()                                  # no dropout in the reference pass
+    reference = reference_logprobs(model, rows, hp, eos_id, pad_id)
     history = []
     model.train()
-    for step, idx in enumerate(batches, start=1):
-        loss, stats = pair_loss(model, [rows[i] for i in idx], hp, eos_id, pad_id)
+    bar = tqdm(batches, desc="dpo_train", unit="step")
+    for step, idx in enumerate(bar, start=1):
+        loss, stats = pair_loss(model, [rows[i] for i in idx], hp, eos_id, pad_id, reference[torch.as_tensor(idx)])
+        bar.set_postfix(loss=f"{stats['loss']:.4f}", acc=f"{stats['reward_accuracy']:.2f}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
