@@ -220,14 +220,10 @@ class CandidatesConfig:
     num_rollouts: int = 64             # paper 64
     seed: int = 0
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=1024)
-    entropy_bins: int = 30             # entropy histogram, cliff vs baseline
-    entropy_max: float = 3.0           # nats; ln 20 ≈ 3.0 bounds the top-20 entropy; larger values go in the last bin
 
     def __post_init__(self):
         _check(self.top_k >= 1, f"candidates.top_k must be >= 1, got {self.top_k}")
         _check(self.num_rollouts >= 1, f"candidates.num_rollouts must be >= 1, got {self.num_rollouts}")
-        _check(self.entropy_bins >= 1, f"candidates.entropy_bins must be >= 1, got {self.entropy_bins}")
-        _check(self.entropy_max > 0, f"candidates.entropy_max must be > 0, got {self.entropy_max}")
 
 
 @dataclass(frozen=True)
@@ -241,6 +237,17 @@ class ReportConfig:
     def __post_init__(self):
         _check(0 < self.level < 1, f"report.level must be in (0, 1), got {self.level}")
         _check(self.num_plot_traces >= 0, f"report.num_plot_traces must be >= 0, got {self.num_plot_traces}")
+
+
+@dataclass(frozen=True)
+class EntropyConfig:
+    """`entropy`: the entropy histogram of cliff tokens against all tokens (SQL only, no rollouts)."""
+    bins: int = 30                     # histogram bins, cliff vs baseline
+    max_entropy: float = 3.0           # nats; ln 20 ≈ 3.0 bounds the top-20 entropy; larger values go in the last bin
+
+    def __post_init__(self):
+        _check(self.bins >= 1, f"entropy.bins must be >= 1, got {self.bins}")
+        _check(self.max_entropy > 0, f"entropy.max_entropy must be > 0, got {self.max_entropy}")
 
 
 DPO_VARIANTS = ("all", "deterministic", "uncertain", "sampled_off", "uncertain_sampled_off")
@@ -344,6 +351,7 @@ class Params:
     cliffs: CliffsConfig = CliffsConfig()
     ablation: AblationConfig = AblationConfig()
     candidates: CandidatesConfig = CandidatesConfig()
+    entropy: EntropyConfig = EntropyConfig()
     dpo_pairs: DPOPairsConfig = DPOPairsConfig()
     dpo_train: DPOTrainConfig = DPOTrainConfig()
     dpo_eval: DPOEvalConfig | None = None

@@ -1,12 +1,12 @@
 """Stage `candidates`: the top-k candidates at every cliff with N rollouts each, whether each is itself a
-cliff relative to p_prev, the cliff probability mass (CPM) and greedy replacement by category, and the
-entropy x greedy analysis of cliffs against all tokens (protocol §5, RQ2/3). Its table is also the
-input of Cliff-DPO pairs (§6).
+cliff relative to p_prev, and the cliff probability mass (CPM) and greedy replacement by category
+(protocol §5, RQ2/3). Its table is also the input of Cliff-DPO pairs (§6). The entropy x greedy
+analysis is the `entropy` stage (SQL only: its bins do not re-run these rollouts).
 
     python pipeline/candidates.py
 
-Writes data/candidates/candidates.parquet, metrics/{cpm,entropy_rank}.{json,md}, plots/cpm.csv and
-plots/entropy_hist.csv, after the experiment checks pass.
+Writes data/candidates/candidates.parquet, metrics/cpm.{json,md} and plots/cpm.csv, after the
+experiment checks pass.
 """
 import json
 import logging
@@ -18,7 +18,6 @@ from cliffdata import duck, experiments, schema
 from cliffdata.backends import open_backend
 from cliffdata.config import load_params
 from cliffdata.sampling import to_sampling
-from cliffdata.stats import binary_entropy
 
 
 def main() -> None:
@@ -39,19 +38,12 @@ def main() -> None:
 
     con = duck.connect(Path("."), ["candidates", "cliffs", "potentials", "token_stats", "trace_cliffs"])
     duck.assert_checks(con)
-    taxonomy = {"include_empty_prefix": cliffs_cfg.use_empty_prefix, "use_full_entropy": cliffs_cfg.entropy == "full"}
     cpm = experiments.table_files(duck.run_sql_file(con, "cpm_by_category", {}), "category")
-    entropy_rank = experiments.table_files(duck.run_sql_file(con, "entropy_rank", {
-        **taxonomy, "entropy_threshold": binary_entropy(cliffs_cfg.entropy_boundary_p)}), "cell")
-    entropy_hist = experiments.table_files(duck.run_sql_file(con, "entropy_hist", {
-        **taxonomy, "num_bins": cfg.entropy_bins, "max_entropy": cfg.entropy_max}), "bin")
     Path("metrics").mkdir(exist_ok=True)
     Path("plots").mkdir(exist_ok=True)
-    for name, files in (("cpm", cpm), ("entropy_rank", entropy_rank)):
-        Path(f"metrics/{name}.json").write_text(files["json"])
-        Path(f"metrics/{name}.md").write_text(files["md"])
+    Path("metrics/cpm.json").write_text(cpm["json"])
+    Path("metrics/cpm.md").write_text(cpm["md"])
     Path("plots/cpm.csv").write_text(cpm["csv"])
-    Path("plots/entropy_hist.csv").write_text(entropy_hist["csv"])
     print(json.dumps({"num_candidates": len(rows), "cpm": json.loads(cpm["json"]).get("all", {})}))
 
 

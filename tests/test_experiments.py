@@ -544,8 +544,7 @@ candidates:
   num_rollouts: 4
   seed: 0
   sampling: {temperature: 0.7, top_p: 1.0, top_k: 0, max_new_tokens: 8}
-  entropy_bins: 10
-  entropy_max: 1.5
+entropy: {bins: 10, max_entropy: 1.5}
 """
 
 
@@ -569,6 +568,8 @@ def test_stage_runs_on_the_world(tmp_path, monkeypatch, world, backend_factory, 
     else:
         cpm = json.loads((tmp_path / "metrics/cpm.json").read_text())
         assert cpm["all"]["num_cliffs"] == 3
+        assert not (tmp_path / "metrics/entropy_rank.json").exists()      # the entropy stage's, SQL only
+        load_stage("entropy").main()
         assert json.loads((tmp_path / "metrics/entropy_rank.json").read_text())["all"]["num_cliffs"] == 3
         hist = (tmp_path / "plots/entropy_hist.csv").read_text().splitlines()
         assert hist[0] == "bin,bin_start,bin_end,num_cliffs,cliff_share,baseline_count,baseline_share"

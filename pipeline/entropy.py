@@ -1,0 +1,38 @@
+"""Stage `entropy`: the entropy x greedy analysis of cliff tokens against every response token of the
+traces (protocol §4, §5 RQ2): the 2x2 table with cliff share / baseline share, the cliff greedy ratio
+against the baseline rank-1 share, and the entropy histogram (cliff vs baseline). SQL only: it needs
+`cliffs`, `trace_cliffs` and `token_stats`, no rollouts, so changing its bins re-runs nothing else.
+
+    python pipeline/entropy.py
+
+Writes metrics/entropy_rank.{json,md} and plots/entropy_hist.csv.
+"""
+import json
+import logging
+from pathlib import Path
+
+from cliffdata import duck, experiments
+from cliffdata.config import load_params
+from cliffdata.stats import binary_entropy
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    cfg, cliffs_cfg = params.entropy, params.cliffs
+    con = duck.connect(Path("."), ["cliffs", "trace_cliffs", "token_stats"])
+    taxonomy = {"include_empty_prefix": cliffs_cfg.use_empty_prefix, "use_full_entropy": cliffs_cfg.entropy == "full"}
+    entropy_rank = experiments.table_files(duck.run_sql_file(con, "entropy_rank", {
+        **taxonomy, "entropy_threshold": binary_entropy(cliffs_cfg.entropy_boundary_p)}), "cell")
+    entropy_hist = experiments.table_files(duck.run_sql_file(con, "entropy_hist", {
+        **taxonomy, "num_bins": cfg.bins, "max_entropy": cfg.max_entropy}), "bin")
+    Path("metrics").mkdir(exist_ok=True)
+    Path("plots").mkdir(exist_ok=True)
+    Path("metrics/entropy_rank.json").write_text(entropy_rank["json"])
+    Path("metrics/entropy_rank.md").write_text(entropy_rank["md"])
+    Path("plots/entropy_hist.csv").write_text(entropy_hist["csv"])
+    print(json.dumps(json.loads(entropy_rank["json"]).get("greedy", {})))
+
+
+if __name__ == "__main__":
+    main()
