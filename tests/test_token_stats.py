@@ -24,14 +24,16 @@ def test_token_stats_match_direct_computation(tiny_model):
     assert [r["token_index"] for r in rows] == [0, 1, 2, 3]
     with torch.inference_mode():
         logits = tiny_model(input_ids=torch.tensor([prompt + response])).logits[0].double()
+    # The stage computes the head on the last T+1 positions only (logits_to_keep): float32 matmuls of
+    # another shape round differently in the last bits, so compare at float32 precision, not 1e-9.
     for i, row in enumerate(rows):
         logp = logits[len(prompt) - 1 + i].log_softmax(-1)
         p = logp.exp()
-        assert row["logprob"] == pytest.approx(logp[response[i]].item(), abs=1e-9)
-        assert row["entropy_full"] == pytest.approx(-(p * logp).sum().item(), abs=1e-9)
+        assert row["logprob"] == pytest.approx(logp[response[i]].item(), abs=1e-6)
+        assert row["entropy_full"] == pytest.approx(-(p * logp).sum().item(), abs=1e-6)
         top_p, top_i = p.topk(20)
         assert row["top_ids"] == top_i.tolist()
-        assert row["entropy"] == pytest.approx(-(top_p * top_p.log()).sum().item(), abs=1e-9)
+        assert row["entropy"] == pytest.approx(-(top_p * top_p.log()).sum().item(), abs=1e-6)
         assert row["entropy"] <= row["entropy_full"] + 1e-12           # top-20, not renormalised
         assert row["greedy_token_id"] == int(logp.argmax())
         expected_rank = 1 + int((top_p.log() > logp[response[i]] + 1e-9).sum()) if response[i] in top_i else 21
