@@ -13,8 +13,8 @@ from pathlib import Path
 # protocol §8 (Ko, Kang, Lee 2026): seven models on GSM1K-100, MATH500-100, AIME25, N = 64
 PAPER = {
     "share_with_cliff": "Qwen3-8B 9.4% / 32.0%, Qwen3-0.6B 16.2% / 32.1%, Llama-3.1-8B 27.6% / 38.6% (correct / failed)",
-    "del_pass_at_n": "1.00 (pass@64, every model)",
-    "keep_pass_at_n": "0.70-0.95 (pass@64)",
+    "del_pass_at_n": "1.00 (every model)",
+    "keep_pass_at_n": "0.70-0.95",
     "cpm": {"deterministic": "~1.00", "uncertain": "0.63-0.71", "sampled_off": "0.20-0.37"},
     "dpo": "up to +6.6 accuracy points; uncertain + sampled-off training helps, deterministic-only does not",
 }
