@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cliffdata import duck, schema
 from cliffdata.backends import open_backend
+from cliffdata.backends.hf import load_adapters
 from cliffdata.config import load_params
 from cliffdata.dpo.cliff_count import count_cliffs, summarize
 from cliffdata.dpo.evaluate import BASE, eval_problems
@@ -43,12 +44,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     model = AutoModelForCausalLM.from_pretrained("models/base", dtype=torch.float32).eval()
     if adapters:
-        from peft import PeftModel
-        names = sorted(adapters)
-        model = PeftModel.from_pretrained(model, adapters[names[0]], adapter_name=names[0])
-        for name in names[1:]:
-            model.load_adapter(adapters[name], adapter_name=name)
-        model.eval()
+        model = load_adapters(model, adapters).eval()
     rows = []
     with open_backend(params.engine, "models/base", seed=cfg.seed, adapters=adapters or None) as backend:
         for name in [BASE, *sorted(adapters)]:

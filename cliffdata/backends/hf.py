@@ -34,6 +34,18 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
+def load_adapters(model, adapters: dict[str, str]):
+    """`model` wrapped in a PeftModel holding every LoRA adapter folder of `adapters` under its name;
+    select one with `set_adapter(name)`, the base with `disable_adapter()`."""
+    from peft import PeftModel
+
+    names = sorted(adapters)
+    model = PeftModel.from_pretrained(model, adapters[names[0]], adapter_name=names[0])
+    for name in names[1:]:
+        model.load_adapter(adapters[name], adapter_name=name)
+    return model
+
+
 class HFBackend(Backend):
     name = "hf"
 
@@ -45,11 +57,7 @@ class HFBackend(Backend):
                 raise ValueError("HFBackend needs a model_path or a model")
             model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
         if adapters:
-            from peft import PeftModel
-            names = sorted(adapters)
-            model = PeftModel.from_pretrained(model, adapters[names[0]], adapter_name=names[0])
-            for name in names[1:]:
-                model.load_adapter(adapters[name], adapter_name=name)
+            model = load_adapters(model, adapters)
         self.adapters = tuple(sorted(adapters or ()))
         self.model = model.eval()
         if eos_token_ids is None:
