@@ -1,6 +1,6 @@
 """Rollout throughput side by side: naive HF, our HF backend, vLLM with and without prefix caching.
 
-    python bench/throughput.py --model models/base --json bench/results/throughput.json [--traces 2] [--num-rollouts 6]
+    python bench/throughput.py --model models/base --json bench/results/throughput.json [--traces 2] [--num-rollouts 4]
 
 One workload, built once: `--traces` word1 traces of the embedded default (its one-shot prompt,
 sampled with the project's `sample_traces` on the deterministic HF backend at `sample.sampling`),
@@ -220,7 +220,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "models/base"))
     ap.add_argument("--traces", type=int, default=2)
-    ap.add_argument("--num-rollouts", type=int, default=6)
+    ap.add_argument("--num-rollouts", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1, help="problem and rollout seed (default 1: not the pipeline's)")
     # vLLM first: an engine that fails to start fails the run before the slow HF arms
     ap.add_argument("--arms", nargs="+", default=["vllm", "vllm_no_cache", "hf", "naive_hf"], choices=ARMS)
