@@ -142,7 +142,7 @@ class AdaptiveParams:
 
 @dataclass(frozen=True)
 class RayParams:
-    """`rollouts.ray`: the actor pool of `executor: ray` (cliffdata/ray_rollouts.py)."""
+    """`rollouts.ray`: the actor pool of `engine: ray` (cliffdata/ray_rollouts.py)."""
     address: str | None = None         # None: start a local Ray instance; "auto" or ray://host:10001: join a cluster
     num_actors: int = 2                # backend replicas (one per GPU on a cluster)
     num_cpus_per_actor: float = 1.0
@@ -166,14 +166,14 @@ class RolloutsConfig:
     adaptive: AdaptiveParams = AdaptiveParams()
     shards: int = 1                    # trace shards balanced by expected cost: DVC stages rollouts@0 … (cliffdata/shards.py)
     shard_ids: tuple[int, ...] = (0,)  # [0 … shards-1]; DVC's matrix needs the list itself
-    executor: str = "local"            # local | ray: a shard's traces over a Ray Data actor pool of backends
+    engine: str = "local"              # local | ray: a shard's traces over a Ray Data actor pool of backends
     ray: RayParams = RayParams()
 
     def __post_init__(self):
         _check(self.mode in ("exhaustive", "adaptive"), f"rollouts.mode must be exhaustive|adaptive, got {self.mode!r}")
         _check(self.shards >= 1 and list(self.shard_ids) == list(range(self.shards)),
                f"rollouts.shard_ids must be [0 … shards-1] = {list(range(max(self.shards, 0)))}, got {list(self.shard_ids)}")
-        _check(self.executor in ("local", "ray"), f"rollouts.executor must be local|ray, got {self.executor!r}")
+        _check(self.engine in ("local", "ray"), f"rollouts.engine must be local|ray, got {self.engine!r}")
         _check(self.num_rollouts >= 1, f"rollouts.num_rollouts must be >= 1, got {self.num_rollouts}")
         _check(self.early_stop_zeros >= 0, f"rollouts.early_stop_zeros must be >= 0, got {self.early_stop_zeros}")
         _check(self.positions_per_batch >= 1, f"rollouts.positions_per_batch must be >= 1, got {self.positions_per_batch}")

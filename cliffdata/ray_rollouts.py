@@ -1,4 +1,4 @@
-"""`rollouts.executor: ray`: a shard's traces as a Ray Data pipeline over an actor pool of our backend.
+"""`rollouts.engine: ray`: a shard's traces as a Ray Data pipeline over an actor pool of our backend.
 
     ray.data.from_items(traces) -> map_batches(RolloutActor, compute=ActorPoolStrategy(size=num_actors))
 
@@ -6,7 +6,7 @@ Each actor opens the params' engine once (one vLLM per GPU with `num_gpus_per_ac
 cluster, HF or vLLM CPU replicas locally) and runs `estimate_potentials` on whole traces, so a
 trace's prefixes share one prefix cache and every request keeps its (seed, trace_id, position)
 seed: on a deterministic backend the potentials equal the single-process run. The driver streams
-finished traces into the same checkpoint folder as the local executor (resume works the same) and
+finished traces into the same checkpoint folder as `engine: local` (resume works the same) and
 returns the same tables. The model path must be readable from every node (shared storage or a
 hub id), and `cliffdata` importable there (installed, or `runtime_env={"working_dir": ...}`).
 """

@@ -4,7 +4,7 @@ position (protocol §1, §3) for the traces of one shard (cliffdata/shards.py).
     python pipeline/rollouts.py --shard 0
 
 Writes data/rollouts/shards/<shard>/{potentials,rollout_traces}.parquet; `rollouts_merge` joins the
-shards. `rollouts.executor: ray` runs the shard's traces on a Ray Data actor pool of the engine.
+shards. `rollouts.engine: ray` runs the shard's traces on a Ray Data actor pool of the engine.
 Checkpoints every finished trace under .cache/rollouts/<fingerprint>/ (outside DVC's outs, which
 DVC deletes before a run); a killed run resumes there. The folder is removed after success.
 """
@@ -41,7 +41,7 @@ def main() -> None:
                       file_digest(schema.PATHS["traces"]), file_digest("models/base/config.json"), shard)
     checkpoint = Checkpoint(f".cache/rollouts/{key}")
     started = time.perf_counter()
-    if cfg.executor == "ray":
+    if cfg.engine == "ray":
         from cliffdata.ray_rollouts import run_rollouts_ray
         table, costs = run_rollouts_ray(traces, golds, "models/base", params.engine, cfg, checkpoint)
     else:
@@ -51,7 +51,7 @@ def main() -> None:
     schema.write("potentials", table, shard_dir(shard) / "potentials.parquet")
     schema.write("rollout_traces", costs, shard_dir(shard) / "rollout_traces.parquet")
     checkpoint.remove()
-    print(json.dumps({"shard": shard, "num_traces": len(costs), "executor": cfg.executor,
+    print(json.dumps({"shard": shard, "num_traces": len(costs), "engine": cfg.engine,
                       "num_generated_tokens": sum(c["num_generated_tokens"] for c in costs),
                       "wall_seconds": round(time.perf_counter() - started, 1)}))
 

@@ -28,6 +28,7 @@ def test_shipped_params_parse(raw):
     (("rollouts", "num_rolouts"), 8, "unknown keys \\['num_rolouts'\\]"),
     (("rollouts", "num_rollouts"), 0, "got 0"),
     (("engine", "backend"), "sglang", "got 'sglang'"),
+    (("rollouts", "engine"), "dask", "rollouts.engine must be local|ray, got 'dask'"),
     (("cliffs", "entropy"), "top10", "got 'top10'"),
     (("rollouts", "sampling", "top_p"), 1.5, "got 1.5"),
     (("sample", "num_samples"), "two", "expected int, got 'two'"),

@@ -1,4 +1,4 @@
-"""`rollouts.executor: ray` on a local Ray instance: HF backend actors on the tiny model give the
+"""`rollouts.engine: ray` on a local Ray instance: HF backend actors on the tiny model give the
 single-process potentials, and a resumed run skips the checkpointed traces."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_ray_actor_pool_equals_single_process(local_ray, tmp_path, tiny_model_di
     from cliffdata.ray_rollouts import run_rollouts_ray
 
     cfg = RolloutsConfig(mode="exhaustive", num_rollouts=4, early_stop_zeros=0, positions_per_batch=3,
-                         sampling=SamplingConfig(temperature=1.0, max_new_tokens=12), executor="ray",
+                         sampling=SamplingConfig(temperature=1.0, max_new_tokens=12), engine="ray",
                          ray=RayParams(num_actors=2, num_cpus_per_actor=1))
     engine = EngineConfig(backend="hf", dtype="float32", hf_max_batch=16)
     traces = [{"trace_id": f"arith/add1-{k:05d}#0", "problem_id": f"arith/add1-{k:05d}", "prompt_ids": [1, 24, 22],
