@@ -33,7 +33,7 @@ def main() -> None:
     cfg = params.cliff_count
     torch.set_num_threads(params.dpo_train.threads)
     training = schema.read("problems", schema.PATHS["problems"]).to_pylist()
-    problems, _ = eval_problems(params.problems.__class__(sources=params.dpo_eval.sources), training)
+    problems, _ = eval_problems(params.dpo_eval.sources, training)
     problems = problems[:cfg.num_problems]
     variants = trained_variants(params.dpo_train.variants)
     adapters = {v: f"models/adapters/{v}" for v in variants}

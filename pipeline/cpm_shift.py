@@ -21,6 +21,7 @@ from cliffdata import duck, experiments, schema, tracking
 from cliffdata.config import load_params
 from cliffdata.cpm_shift import check_same_tokenizer, cpm_shift_rows
 from cliffdata.dpo import registry
+from cliffdata.dpo.train import padding_id
 
 log = logging.getLogger("cpm_shift")
 
@@ -59,7 +60,7 @@ def main() -> None:
     cfg = params.cpm_shift
     torch.set_num_threads(params.dpo_train.threads)
     tokenizer = AutoTokenizer.from_pretrained("models/base")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = padding_id(tokenizer)
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
     cliffs = schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist()
     candidates = schema.read("candidates", schema.PATHS["candidates"]).to_pylist()

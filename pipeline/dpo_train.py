@@ -20,7 +20,7 @@ import torch
 from cliffdata import duck, schema, tracking
 from cliffdata.config import load_params, section_dict
 from cliffdata.dpo import registry
-from cliffdata.dpo.train import DPOHyper, add_lora, evaluate_pairs, save_adapter, train_dpo
+from cliffdata.dpo.train import DPOHyper, add_lora, evaluate_pairs, padding_id, save_adapter, train_dpo
 
 
 def main(variant: str) -> None:
@@ -37,7 +37,7 @@ def main(variant: str) -> None:
     train = [r for r in rows if r["split"] == "train"]
     heldout = [r for r in rows if r["split"] == "heldout"]
     tokenizer = AutoTokenizer.from_pretrained("models/base")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = padding_id(tokenizer)
     hp = DPOHyper(beta=cfg.beta, learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio,
                   batch_size=cfg.batch_size, epochs=cfg.epochs, append_eos=cfg.append_eos, seed=cfg.seed)
     base = AutoModelForCausalLM.from_pretrained("models/base", dtype=torch.float32)

@@ -16,7 +16,7 @@ from cliffdata.backends import AdapterView, GenerationRequest, Sampling, make_ba
 from cliffdata.dpo.evaluate import accuracy_summary, eval_problems, paired_bootstrap
 from cliffdata.dpo.pairs import VARIANTS, build_pairs, check_pairs, to_trl, variant_pairs
 from cliffdata.dpo.train import (DPOHyper, add_lora, completion_queries, dpo_loss, evaluate_pairs,
-                                 next_token_logprobs, sequence_logprobs, train_dpo)
+                                 next_token_logprobs, padding_id, sequence_logprobs, train_dpo)
 
 # --- pairs -------------------------------------------------------------------------------------------
 
@@ -110,6 +110,14 @@ def test_completion_is_one_token_per_side_without_eos_and_two_with_it():
     assert completion_queries([1, 2], 7, append_eos=True, eos_id=2) == [((1, 2), 7), ((1, 2, 7), 2)]
     with pytest.raises(ValueError, match="eos_token_id"):
         completion_queries([1], 7, True, None)
+
+
+def test_padding_id_is_pad_else_eos_else_a_clear_error():
+    from types import SimpleNamespace as Tok
+    assert padding_id(Tok(pad_token_id=0, eos_token_id=2)) == 0          # 0 is a real id, not "unset"
+    assert padding_id(Tok(pad_token_id=None, eos_token_id=2)) == 2
+    with pytest.raises(ValueError, match="my-tok: neither pad_token_id nor eos_token_id"):
+        padding_id(Tok(pad_token_id=None, eos_token_id=None, name_or_path="my-tok"))
 
 
 def test_dpo_loss_matches_the_closed_form():
@@ -237,14 +245,14 @@ def test_accuracy_summary_counts_ungradable_as_not_correct():
 
 
 def test_eval_problems_drop_training_questions():
-    from cliffdata.config import ProblemsConfig, SourceConfig
+    from cliffdata.config import SourceConfig
 
     src = SourceConfig(dataset="arith", seed=0, families={"add1": 20}, prompt="p")
-    train = [{"question": q["question"]} for q in eval_problems(ProblemsConfig(sources=(src,)), [])[0][:5]]
-    kept, dropped = eval_problems(ProblemsConfig(sources=(src,)), train)
+    train = [{"question": q["question"]} for q in eval_problems([src], [])[0][:5]]
+    kept, dropped = eval_problems([src], train)
     assert dropped == 5 and len(kept) == 15
     with pytest.raises(ValueError, match="also appear in training"):
-        eval_problems(ProblemsConfig(sources=(src,)), eval_problems(ProblemsConfig(sources=(src,)), [])[0])
+        eval_problems([src], eval_problems([src], [])[0])
 
 
 # --- MLflow: pyfunc, registry, promotion ----------------------------------------------------------------

@@ -12,20 +12,20 @@ from collections.abc import Sequence
 import numpy as np
 
 from cliffdata.backends import AdapterView, Backend, Sampling
-from cliffdata.config import ProblemsConfig, PromptConfig
+from cliffdata.config import ProblemsConfig, PromptConfig, SourceConfig
 from cliffdata.problems import load_problems
 from cliffdata.sampling import sample_traces
 
 BASE = "base"
 
 
-def eval_problems(cfg: ProblemsConfig, training_problems: Sequence[dict]) -> tuple[list[dict], int]:
-    """The evaluation problems with every question that also appears in training removed.
+def eval_problems(sources: Sequence[SourceConfig], training_problems: Sequence[dict]) -> tuple[list[dict], int]:
+    """The problems of `sources` (`dpo_eval.sources`) with every question that also appears in training removed.
 
     Returns (problems, number removed). Training on a split that is also evaluated is refused by
     construction (protocol §6): overlap is dropped, and an empty result is an error.
     """
-    rows, _ = load_problems(cfg)
+    rows, _ = load_problems(ProblemsConfig(sources=tuple(sources)))
     seen = {p["question"].strip() for p in training_problems}
     kept = [p for p in rows if p["question"].strip() not in seen]
     if not kept:

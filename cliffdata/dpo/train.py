@@ -1,8 +1,8 @@
 """Single-token DPO with LoRA (protocol §6): sigmoid DPO on log π(token | prefix), reference = the base
 model (the same PEFT model with its adapter disabled).
 
-    model = add_lora(base, cfg)
-    history = train_dpo(model, train_rows, cfg, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id)
+    model = add_lora(base, r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    history = train_dpo(model, train_rows, hp, eos_id=tok.eos_token_id, pad_id=padding_id(tok))
 
 Why an explicit loss and not TRL's `DPOTrainer` (measured with TRL 1.16, ../shared/notes): the stock
 trainer cannot train exact single-token pairs (text input appends EOS and re-tokenises, which moved
@@ -59,6 +59,15 @@ def completion_queries(prompt_ids: Sequence[int], token_id: int, append_eos: boo
             raise ValueError("append_eos needs the tokenizer's eos_token_id, got None")
         queries.append((prompt + (int(token_id),), int(eos_id)))
     return queries
+
+
+def padding_id(tokenizer) -> int:
+    """The id left padding uses: the tokenizer's pad token, else its EOS (masked out either way)."""
+    for pad in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if pad is not None:
+            return int(pad)
+    raise ValueError(f"{getattr(tokenizer, 'name_or_path', 'tokenizer')}: neither pad_token_id nor eos_token_id is "
+                     "set; set one in its tokenizer_config.json")
 
 
 def next_token_logprobs(model, contexts: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
