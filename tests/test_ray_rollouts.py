@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from cliffdata.backends import make_backend
-from cliffdata.config import EngineConfig, RayParams, RolloutsConfig, SamplingConfig
+from cliffdata.config import AdaptiveParams, EngineConfig, RayParams, RolloutsConfig, SamplingConfig
 from cliffdata.rollouts import Checkpoint, run_rollouts
 from cliffdata.sampling import to_sampling
 
@@ -24,12 +24,14 @@ def local_ray():
     ray.shutdown()
 
 
-def test_ray_actor_pool_equals_single_process(local_ray, tmp_path, tiny_model_dir, tiny_tokenizer):
+@pytest.mark.parametrize("mode", ["exhaustive", "adaptive"])
+def test_ray_actor_pool_equals_single_process(local_ray, tmp_path, tiny_model_dir, tiny_tokenizer, mode):
     from cliffdata.ray_rollouts import run_rollouts_ray
 
-    cfg = RolloutsConfig(mode="exhaustive", num_rollouts=4, early_stop_zeros=0, positions_per_batch=3,
+    cfg = RolloutsConfig(mode=mode, num_rollouts=4, early_stop_zeros=0, positions_per_batch=3,
                          sampling=SamplingConfig(temperature=1.0, max_new_tokens=12), engine="ray",
-                         ray=RayParams(num_actors=2, num_cpus_per_actor=1))
+                         ray=RayParams(num_actors=2, num_cpus_per_actor=1),
+                         adaptive=AdaptiveParams(initial_rollouts=4, grid_points=3, min_stride=2, sweep_rollouts=2))
     engine = EngineConfig(backend="hf", dtype="float32", hf_max_batch=16)
     traces = [{"trace_id": f"arith/add1-{k:05d}#0", "problem_id": f"arith/add1-{k:05d}", "prompt_ids": [1, 24, 22],
                "response_ids": [40 + (k + j) % 20 for j in range(n - 1)] + [2]} for k, n in enumerate([7, 4, 9, 5])]
@@ -40,6 +42,8 @@ def test_ray_actor_pool_equals_single_process(local_ray, tmp_path, tiny_model_di
                                         Checkpoint(tmp_path / "single"))
     # rollouts end at sampled EOS, so the token counts carry the seeds: not a constant table
     assert len(set(single.column("num_generated_tokens").to_pylist())) > 1
+    if mode == "adaptive":      # the search skipped positions (num_rollouts 0) or sampled some with fewer rollouts
+        assert set(single.column("num_rollouts").to_pylist()) - {4}
 
     ckpt = Checkpoint(tmp_path / "ray")
     ckpt.save(*_rows_of(single, single_costs, traces[0]["trace_id"]))      # one trace already done: a resume
