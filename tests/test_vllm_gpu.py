@@ -121,14 +121,15 @@ def test_cuda_engine_settings_and_per_request_seeds(fake_vllm, tmp_path):
         backend.generate([GenerationRequest((1,), n=1, adapter="missing")], Sampling(temperature=0.7))
 
 
-def test_cpu_path_drops_request_seeds_and_memory_fraction(fake_vllm):
+def test_cpu_path_seeds_requests_without_chunked_prefill_or_memory_fraction(fake_vllm):
     fake_vllm(False)
     backend = open_backend(EngineConfig(backend="vllm", block_size=32), "models/base", seed=0)
     llm = FakeLLM.instances[-1]
     assert "gpu_memory_utilization" not in llm.kwargs and llm.kwargs["block_size"] == 32
-    assert "enable_lora" not in llm.kwargs and not backend.deterministic
+    assert llm.kwargs["enable_chunked_prefill"] is False
+    assert "enable_lora" not in llm.kwargs and backend.deterministic
     backend.generate([GenerationRequest((1, 5), n=3, seed=11)], Sampling(temperature=0.7))
-    assert llm.calls[-1]["params"][0].kwargs["seed"] is None and llm.calls[-1]["lora_request"] is None   # base model
+    assert llm.calls[-1]["params"][0].kwargs["seed"] == 11 and llm.calls[-1]["lora_request"] is None   # base model
 
 
 def test_greedy_draws_one_row_and_repeats_it(fake_vllm):

