@@ -106,7 +106,9 @@ def add_report(commands: argparse._SubParsersAction) -> None:
         description="Write a self-contained HTML site (opens offline) from the datasets under --root: "
                     "the same as the `report` stage, with the `report` section of --params.")
     parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
-    parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder (replaced; default: reports)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: ROOT/reports); replaced only if it is new, empty or a previous "
+                             "report; never ROOT, a folder above it, or ROOT/data, ROOT/models")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="params file for the `report` and `cliffs` sections (defaults where missing)")
     parser.add_argument("--tokenizer", default="models/base", help="tokenizer folder or id (default: models/base)")
@@ -117,23 +119,25 @@ def run_report(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     from cliffdata.config import CliffsConfig, ReportConfig, load_params
-    from cliffdata.report import build_report, load_report_data
+    from cliffdata.report import build_report, check_out_dir, load_report_data
 
+    out = args.out if args.out is not None else args.root / "reports"
     if args.params.exists():
         params = load_params(args.params)
         report_cfg, cliffs_cfg = params.report, params.cliffs
     else:
         report_cfg, cliffs_cfg = ReportConfig(), CliffsConfig()
     try:
+        check_out_dir(out, args.root)
         data = load_report_data(args.root, cliffs_cfg.entropy)
     except ValueError as e:
         print(f"cliffdata report: {e}", file=sys.stderr)
         return 2
     tokenizer = AutoTokenizer.from_pretrained(args.root / args.tokenizer if (args.root / args.tokenizer).exists()
                                               else args.tokenizer)
-    summary = build_report(data, tokenizer, args.out, report_cfg.level, report_cfg.title, report_cfg.plot_traces,
+    summary = build_report(data, tokenizer, out, report_cfg.level, report_cfg.title, report_cfg.plot_traces,
                            report_cfg.num_plot_traces)
-    print(f"{summary['num_pages']} trace pages: open {args.out / 'index.html'} "
+    print(f"{summary['num_pages']} trace pages: open {out / 'index.html'} "
           f"(largest page {summary['largest_page_bytes']} bytes)")
     return 0
 

@@ -183,3 +183,52 @@ def test_trace_without_potentials_or_stats_still_gets_a_page(root, tiny_tokenize
     page = page_data((tmp_path / "reports/traces" / page_name("arith/a-1#0")).read_text())
     assert page["pot"] == {"i": [], "n": [], "k": []} and page["lp"] == [] and page["mode"] is None
     assert '<td class="num" data-v=""></td>' in (tmp_path / "reports/index.html").read_text()   # no p[-1]
+
+
+def test_report_never_deletes_what_it_did_not_create(root, tiny_tokenizer, tmp_path, monkeypatch, capsys):
+    """[K] 1: `--out` pointed at the repository, data/, or a folder of someone else's files is refused,
+    and nothing under it changes; a previous report is replaced whole."""
+    tiny_tokenizer.save_pretrained(root / "models/base")
+    monkeypatch.chdir(root)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    for out in (root, root.parent, root / "data", root / "data/sample", root / "models", theirs):
+        assert main(["report", "--root", str(root), "--out", str(out)]) == 2, out
+        assert "cliffdata report:" in capsys.readouterr().err
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
+    assert (theirs / "notes.txt").read_text() == "mine"
+    with pytest.raises(ValueError, match="not empty and holds no previous report"):
+        build_report(load_report_data(root), tiny_tokenizer, theirs)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        build_report(load_report_data(root), tiny_tokenizer, tmp_path / "a-file")
+
+    # The default is ROOT/reports, not ./reports; a second run replaces its own report.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["report", "--root", str(root)]) == 0
+    site = root / "reports"
+    assert (site / "index.html").exists() and not (elsewhere / "reports").exists()
+    (site / "traces" / "stale.html").write_text("old")
+    assert main(["report", "--root", str(root)]) == 0
+    assert not (site / "traces" / "stale.html").exists() and (site / "index.html").exists()
+    assert oct(site.stat().st_mode & 0o777) == "0o755"
+    assert not [p for p in root.iterdir() if p.name.startswith(".reports.")], "temporary folders left behind"
+
+
+def test_failed_report_keeps_the_previous_one(root, tiny_tokenizer, tmp_path, monkeypatch):
+    out = tmp_path / "site"
+    build_report(load_report_data(root), tiny_tokenizer, out)
+    index = (out / "index.html").read_text()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("killed halfway")
+
+    monkeypatch.setattr("cliffdata.report.index_page", boom)
+    with pytest.raises(RuntimeError, match="killed halfway"):
+        build_report(load_report_data(root), tiny_tokenizer, out)
+    assert (out / "index.html").read_text() == index
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".site.")) == []
