@@ -82,11 +82,20 @@ def run_sql(args: argparse.Namespace) -> int:
             return 2
     else:
         sql = args.query
-    con = duck.connect(args.root)
+    try:
+        con = duck.connect_sandbox(args.root)
+    except ValueError as e:              # no dataset, or a file that is not Parquet
+        print(f"cliffdata sql: {e}", file=sys.stderr)
+        return 2
     try:
         columns, rows = duck.readonly_query(con, sql)
     except duckdb.Error as e:
-        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        message = str(e).strip().splitlines()[0]
+        if isinstance(e, duckdb.PermissionException) or "configuration has been locked" in message:
+            # the sandbox: a file, folder or URL outside the datasets, an extension, or a setting
+            print(f"refused: {message}", file=sys.stderr)
+            return 2
+        print(f"error: {message}", file=sys.stderr)
         return 1
     except ValueError as e:  # a refusal: not read-only
         print(e, file=sys.stderr)

@@ -42,21 +42,63 @@ NUM_DIGITS = 6
 _EXPLAIN = re.compile(r"^\s*explain\s+(?:analyze\s+)?(?:\([^)]*\)\s*)?(?P<inner>.*)$", re.I | re.S)
 
 
+# No extension is ever downloaded or loaded behind the user's back (a read_csv('https://…') would
+# otherwise auto-install httpfs: an outbound download and new files under ~/.duckdb).
+NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                 "allow_community_extensions": False, "allow_unsigned_extensions": False}
+
+
 def connect(root: Path = Path("."), datasets: Iterable[str] | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with one view per dataset (`cliffs`, `traces`, ...) whose file exists
-    under `root` (`schema.PATHS`); `datasets` limits the views to those names."""
+    under `root` (`schema.PATHS`); `datasets` limits the views to those names. A file DuckDB cannot
+    read as Parquet is a ValueError naming it."""
     names = list(schema.PATHS) if datasets is None else list(datasets)
     unknown = sorted(set(names) - set(schema.PATHS))
     if unknown:
         raise ValueError(f"unknown datasets {unknown}; known: {sorted(schema.PATHS)}")
-    con = duckdb.connect(":memory:", config={"threads": THREADS})
+    con = duckdb.connect(":memory:", config={"threads": THREADS, **NO_EXTENSIONS})
+    _create_views(con, Path(root), names)
+    return con
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, root: Path, names: list[str]) -> list[str]:
+    """One view per dataset file that exists; returns the files' absolute paths."""
+    files = []
     for name in names:
-        path = Path(root) / schema.PATHS[name]
-        if path.exists():
+        path = root / schema.PATHS[name]
+        if not path.exists():
+            log.debug("no %s at %s: no view", name, path)
+            continue
+        try:
             # A relation view takes the path as a value, so no path is ever spliced into SQL text.
             con.read_parquet(str(path.resolve())).create_view(name, replace=True)
-        else:
-            log.debug("no %s at %s: no view", name, path)
+        except duckdb.Error as e:
+            con.close()
+            raise ValueError(f"{path}: the {name} dataset is not a readable Parquet file "
+                             f"({str(e).strip().splitlines()[0]})") from None
+        files.append(str(path.resolve()))
+    return files
+
+
+def connect_sandbox(root: Path = Path(".")) -> duckdb.DuckDBPyConnection:
+    """`connect` for untrusted, ad-hoc SQL (`cliffdata sql`): the dataset views and nothing else.
+
+    After the views are made, file access is limited to the dataset files (`allowed_paths`), every
+    other file, folder and URL is refused (`enable_external_access = false`: no read_csv('/etc/passwd'),
+    glob, ATTACH, COPY, INSTALL), extensions are neither installed nor loaded, and the configuration
+    is locked so a query cannot `SET` any of it back. ValueError when `root` has no dataset at all.
+    """
+    con = duckdb.connect(":memory:", config={"threads": THREADS, **NO_EXTENSIONS})
+    files = _create_views(con, Path(root), list(schema.PATHS))
+    if not files:
+        con.close()
+        raise ValueError(f"no dataset found under {Path(root).resolve()} (looked for "
+                         f"{', '.join(schema.PATHS[n] for n in ('problems', 'traces', 'potentials', 'cliffs'))}, …): "
+                         f"run `dvc pull` or `dvc repro`, or pass --root")
+    con.execute("set allowed_paths = $paths", {"paths": files})
+    con.execute("set allowed_directories = []")
+    con.execute("set enable_external_access = false")
+    con.execute("set lock_configuration = true")
     return con
 
 

@@ -119,3 +119,79 @@ def test_console_script(root):
     assert (done.returncode, done.stdout) == (0, "count_star()\n3\n")
     done = subprocess.run([str(exe), "sql", "delete from cliffs"], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and done.stderr.startswith("refused: 'delete from cliffs' is a DELETE statement")
+
+
+# [K] 2: the sandbox. Each statement tries to write, attach, install, load, set, export, copy, reach a URL
+# or read outside the datasets; each must be refused with exit 2 and one line, touching nothing.
+HOSTILE = [
+    "delete from cliffs", "insert into cliffs select * from cliffs", "update cliffs set rank = 2",
+    "drop view cliffs", "alter view cliffs rename to c2", "create table t as select 1",
+    "create macro m(x) as x + 1", "create or replace view cliffs as select 1 as x",
+    "copy cliffs to 'x.csv'", "copy (select 1) to '/tmp/cliffdata-fuzz.csv'", "export database 'dump'",
+    "import database 'dump'", "checkpoint", "vacuum", "attach 'other.duckdb' as other",
+    "attach ':memory:' as m2", "detach memory", "use memory", "install httpfs", "force install httpfs",
+    "load httpfs", "load '/tmp/evil.duckdb_extension'", "set enable_external_access = true",
+    "set lock_configuration = false", "reset lock_configuration", "reset enable_external_access",
+    "set allowed_paths = ['/etc/passwd']", "set allowed_directories = ['/']", "set home_directory = '/tmp'",
+    "set autoinstall_known_extensions = true", "set threads = 64", "pragma enable_profiling",
+    "call duckdb_settings()",
+    "select * from read_csv('/etc/passwd')", "select * from read_csv_auto('/etc/hostname')",
+    "select * from read_text('/etc/passwd')", "select * from read_blob('/etc/passwd')",
+    "select * from read_json('/etc/passwd')", "select * from glob('/root/*')", "select * from glob('*')",
+    "select * from read_parquet('/etc/*.parquet')", "select * from read_csv(['/etc/passwd'])",
+    "select * from read_csv('https://127.0.0.1:9/x.csv')", "select * from read_parquet('http://127.0.0.1:9/x.parquet')",
+    "select * from read_csv('s3://bucket/x.csv')", "select * from sniff_csv('/etc/passwd')",
+    "select * from parquet_metadata('/etc/x.parquet')", "select * from read_text('../../../../etc/passwd')",
+    "select * from read_text('q.sql')",
+    "select * from read_parquet(['data/cliffs/cliffs.parquet', '/etc/passwd'])",
+    "explain select * from read_csv('/etc/passwd')", "explain analyze copy cliffs to 'x.csv'",
+    "select 1; install httpfs", "select count(*) from cliffs; set enable_external_access = true",
+]
+
+
+def test_sql_sandbox_fuzz(root, tmp_path):
+    """In one fresh process with a temporary HOME: every hostile statement exits 2 with one line on stderr,
+    nothing is written under the root, and ~/.duckdb (extension downloads) is never created."""
+    assert len(HOSTILE) >= 40
+    (root / "q.sql").write_text("select 1")
+    home = tmp_path / "home"
+    home.mkdir()
+    before = files(root)
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from cliffdata.cli import main\n"
+        "out = []\n"
+        "for sql in json.loads(sys.argv[1]):\n"
+        "    o, e = io.StringIO(), io.StringIO()\n"
+        "    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):\n"
+        "        rc = main(['sql', sql])\n"
+        "    out.append([sql, rc, o.getvalue(), e.getvalue()])\n"
+        "print(json.dumps(out))\n")
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(HOSTILE)], cwd=root, env=env,
+                          capture_output=True, text=True, check=True)
+    results = json.loads(done.stdout.splitlines()[-1])
+    bad = [(sql, rc, err) for sql, rc, out, err in results
+           if rc != 2 or out or err.count("\n") != 1 or not err.startswith("refused: ")]
+    assert not bad, bad
+    assert not (home / ".duckdb").exists() and not list(home.iterdir())
+    assert files(root) == before
+    assert not Path("/tmp/cliffdata-fuzz.csv").exists()
+    assert main(["sql", "select count(*) as n from cliffs"]) == 0      # reads still work
+
+
+def test_sql_corrupt_and_missing_datasets(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sql", "select 1"]) == 2
+    assert "no dataset found under" in capsys.readouterr().err
+    bad = tmp_path / schema.PATHS["traces"]
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"PAR1 not really parquet")
+    assert main(["sql", "select 1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err and "not a readable Parquet file" in err
+
+
+def test_sql_prints_timestamps_with_time_zone(root, capsys):
+    assert main(["sql", "select timestamptz '2026-01-01 12:00:00+00' as t, interval 3 day as i"]) == 0
+    assert "2026-01-01 12:00:00+00:00" in capsys.readouterr().out
