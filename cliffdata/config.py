@@ -32,10 +32,29 @@ class Shot:
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """A named prompt: the instruction appended to each question and worked examples as prior turns."""
+    """A named prompt: the instruction appended to each question and worked examples as prior turns.
+
+    `answer_format` is the answer format the prompt asks for (`boxed` for "put your final answer within
+    \\boxed{}", `hash` for "give the final answer after ####"); when omitted it is read from the text
+    (`asks_for`). Problems take their grading format from their prompt unless a source sets it.
+    """
     instruction: str = ""
     system: str | None = None
     shots: tuple[Shot, ...] = ()
+    answer_format: str | None = None
+
+    def __post_init__(self):
+        _check(self.answer_format in (None, *ANSWER_FORMATS),
+               f"answer_format must be one of {ANSWER_FORMATS}, got {self.answer_format!r}")
+
+    @property
+    def asks_for(self) -> str | None:
+        """The declared answer format, else the one the instruction and examples show (None: neither)."""
+        if self.answer_format is not None:
+            return self.answer_format
+        text = " ".join([self.instruction, self.system or ""] + [s.answer for s in self.shots])
+        found = [fmt for fmt, marker in (("boxed", "\\boxed"), ("hash", "####")) if marker in text]
+        return found[0] if len(found) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -48,7 +67,8 @@ class SourceConfig:
     subset: int | None = None          # paper: GSM1K-100 (seeded), MATH500-100 (stratified by level)
     seed: int = 42
     prompt: str = "zeroshot_boxed"
-    answer_format: str | None = None   # default: hash for arith/gsm*, boxed for math500/aime
+    answer_format: str | None = None   # default: what the prompt asks for, else hash for arith/gsm*, boxed for math500/aime
+    max_new_tokens: int | None = None  # this source's token budget in sample/rollouts/ablation/candidates (paper: GSM 1024, MATH 2048, AIME 4096)
     families: dict[str, int] = field(default_factory=dict)  # arith only: family -> count
     family_prompts: dict[str, str] = field(default_factory=dict)  # arith only: family -> prompt
 
@@ -61,6 +81,8 @@ class SourceConfig:
         _check(self.answer_format in (None, *ANSWER_FORMATS),
                f"answer_format must be one of {ANSWER_FORMATS}, got {self.answer_format!r}")
         _check(self.subset is None or self.subset > 0, f"subset must be positive, got {self.subset}")
+        _check(self.max_new_tokens is None or self.max_new_tokens > 0,
+               f"max_new_tokens must be > 0, got {self.max_new_tokens}")
 
 
 @dataclass(frozen=True)
@@ -366,6 +388,17 @@ class Params:
             used |= {src.prompt, *src.family_prompts.values()}
         missing = used - set(self.prompts)
         _check(not missing, f"problems.sources name prompts {sorted(missing)} that are not in `prompts`")
+        sections = [("problems.sources", self.problems.sources)]
+        sections += [("dpo_eval.sources", self.dpo_eval.sources)] if self.dpo_eval else []
+        for where, sources in sections:
+            for i, src in enumerate(sources):
+                if src.answer_format is None:
+                    continue
+                for name in sorted({src.prompt, *src.family_prompts.values()}):
+                    asks = self.prompts[name].asks_for
+                    _check(asks in (None, src.answer_format),
+                           f"{where}[{i}].answer_format is {src.answer_format!r} but its prompt {name!r} asks for "
+                           f"{asks!r} answers (prompts.{name}): drop answer_format to grade by what the prompt asks")
 
 
 def _build(tp: Any, value: Any, where: str) -> Any:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from cliffdata import duck
 from cliffdata.backends import Backend, Sampling, request_seed
-from cliffdata.sampling import Resampled, resample
+from cliffdata.sampling import Gold, Resampled, resample, with_budget
 from cliffdata.stats import DELTA0, Z, is_cliff, pass_at_k
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ CORRECTNESS = ("correct", "failed")              # ungradable traces are kept in
 
 # --- shared rollout loop ----------------------------------------------------------------------------
 
-def _resample_by_problem(requests: list[dict], traces: list[dict], golds: dict[str, tuple[str, str]],
+def _resample_by_problem(requests: list[dict], traces: list[dict], golds: dict[str, Gold],
                          backend: Backend, tokenizer, n: int, sampling: Sampling,
                          prefix_of: Callable[[dict, Sequence[int]], list[int]], seed_of: Callable[[dict], int],
                          desc: str) -> list[Resampled]:
@@ -60,9 +60,9 @@ def _resample_by_problem(requests: list[dict], traces: list[dict], golds: dict[s
         idx = groups[problem_id]
         prefixes = [(by_trace[requests[j]["trace_id"]]["prompt_ids"],
                      prefix_of(requests[j], by_trace[requests[j]["trace_id"]]["response_ids"])) for j in idx]
-        gold, answer_format = golds[problem_id]
-        results = resample(backend, tokenizer, prefixes, n, sampling, [seed_of(requests[j]) for j in idx],
-                           gold, answer_format)
+        gold = Gold(*golds[problem_id])
+        results = resample(backend, tokenizer, prefixes, n, with_budget(sampling, gold.max_new_tokens),
+                           [seed_of(requests[j]) for j in idx], gold.answer, gold.answer_format)
         for j, res in zip(idx, results):
             out[j] = res
     return out
@@ -106,7 +106,7 @@ def ablation_requests(traces: list[dict], cliffs: list[dict], trace_cliffs: list
     return requests
 
 
-def run_ablation(requests: list[dict], traces: list[dict], golds: dict[str, tuple[str, str]], backend: Backend,
+def run_ablation(requests: list[dict], traces: list[dict], golds: dict[str, Gold], backend: Backend,
                  tokenizer, n: int, sampling: Sampling, seed: int) -> list[dict]:
     """N continuations from `prompt_ids + response_ids[:prefix_length]` per request; rows of ABLATION.
 
@@ -230,7 +230,7 @@ def candidate_rows(traces: list[dict], cliffs: list[dict], token_stats: pa.Table
     return requests
 
 
-def run_candidates(requests: list[dict], traces: list[dict], golds: dict[str, tuple[str, str]], backend: Backend,
+def run_candidates(requests: list[dict], traces: list[dict], golds: dict[str, Gold], backend: Backend,
                    tokenizer, n: int, sampling: Sampling, seed: int, delta0: float = DELTA0,
                    z: float = Z) -> list[dict]:
     """N fresh rollouts from `response_ids[:i] + [c]` for every candidate but the cliff token (which

@@ -1,9 +1,22 @@
-"""One grader everywhere: extract the answer by the dataset's marker, then math-verify parse + verify.
+"""One grader everywhere: extract the answer by the format the prompt asks for, then math-verify parse + verify.
 
-    grade("... so 20 + 23 = 43.\\n#### 43", gold="43", answer_format="hash")  # -> Grade("43", True)
+    grade("... so 20 + 23 = 43.\\n#### 43", gold="43", answer_format="hash")          # -> Grade("43", True)
+    grade("... so she has \\boxed{84} bananas.", gold="84", answer_format="boxed")  # -> Grade("84", True)
+
+Answer rules (protocol §7; README "Grading"). Each format reads the response with three readers, in
+its own order, and takes the first that finds an answer:
+
+| format | 1st | 2nd | 3rd |
+|---|---|---|---|
+| `boxed` (prompts that ask for `\\boxed{}`) | last non-empty `\\boxed{}` | "the answer is …" | `####` |
+| `hash` (prompts that ask for `####`) | first `####` number | last non-empty `\\boxed{}` | "the answer is …" |
+
+`boxed` is the reference's GSM rule (last box, then "the answer is"); both formats read every
+marker, so the format only decides which marker wins when a response has several.
 
 Returns True / False / None (protocol §7):
-- False: the response has no answer (no `####` number, no `\\boxed{}`): the model failed to answer.
+- False: the response has no answer any reader can find: the model failed to answer (what the
+  reference counts as wrong).
 - None:  ungradable: the gold answer or the extracted prediction cannot be parsed by math-verify.
 """
 from __future__ import annotations
@@ -16,6 +29,12 @@ from math_verify import parse, verify
 
 ANSWER_MARKER = "####"
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+_ANSWER_IS = re.compile(r"(?:final answer|the answer)\s*(?:is|:|=)\s*:?\s*", re.IGNORECASE)
+_INLINE_MATH = re.compile(r"^(?:\$\$?(.+?)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\])", re.DOTALL)
+# "1\,234" / "1\!234" / "1{,}234": thousands separators math-verify would misread (1\,234 parses as 235)
+_THIN_THOUSANDS = re.compile(r"(?<=\d)(?:\\[,!;: ]|\{,\})(?=\d{3}(?!\d))")
+# "84 bananas" (a unit in plain words after a number): math-verify reads it as a product 84*a*a*n*…
+_NUMBER_THEN_WORDS = re.compile(r"^(\\?\$?-?\d[\d,]*(?:\.\d+)?)\s+[A-Za-z][A-Za-z ]*\.?$")
 
 
 class Grade(NamedTuple):
@@ -23,35 +42,30 @@ class Grade(NamedTuple):
     is_correct: bool | None
 
 
-def _last_boxed(text: str) -> str | None:
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth = 1
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i:j].strip()
-    return None  # unbalanced: the box never closed
+def _boxes(text: str) -> list[str]:
+    """Contents of every balanced `\\boxed{…}` / `\\fbox{…}`, in order (nested braces kept)."""
+    out = []
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        depth, i = 1, m.end()
+        for j in range(i, len(text)):
+            if text[j] == "{":
+                depth += 1
+            elif text[j] == "}":
+                depth -= 1
+                if depth == 0:
+                    out.append(text[i:j].strip())
+                    break
+    return out
 
 
-def extract_answer(text: str, answer_format: str) -> str | None:
-    """The answer string of a response, or None when it gave none.
+def last_boxed(text: str) -> str | None:
+    """The last non-empty box (an empty `\\boxed{}` is an echo of the instruction, not an answer)."""
+    return next((b for b in reversed(_boxes(text)) if b), None)
 
-    hash:  the first number after the first `####` (a small model often repeats `####` lines, so the
-           first one is the answer; protocol notes §3). Commas and `$` are dropped.
-    boxed: the content of the last `\\boxed{}`; falls back to the hash rule.
-    """
-    if answer_format == "boxed":
-        boxed = _last_boxed(text)
-        if boxed is not None:
-            return boxed
-    elif answer_format != "hash":
-        raise ValueError(f"answer_format must be 'hash' or 'boxed', got {answer_format!r}")
+
+def _hash_number(text: str) -> str | None:
+    """The first number after the first `####` (a small model often repeats `####` lines, so the first
+    one is the answer; protocol notes §3). Commas and `$` are dropped."""
     _, sep, tail = text.partition(ANSWER_MARKER)
     if not sep:
         return None
@@ -59,6 +73,49 @@ def extract_answer(text: str, answer_format: str) -> str | None:
     if m is None:
         return None
     return m.group(0).replace(",", "").replace("$", "").rstrip(".")
+
+
+def _answer_is(text: str) -> str | None:
+    """What follows the last "the answer is" / "final answer:": inline math, a number, or the sentence."""
+    matches = list(_ANSWER_IS.finditer(text))
+    if not matches:
+        return None
+    tail = text[matches[-1].end():].strip()
+    m = _INLINE_MATH.match(tail)
+    if m:
+        return next(g for g in m.groups() if g is not None).strip() or None
+    m = _NUMBER.match(tail)
+    if m:
+        return m.group(0).replace(",", "").replace("$", "").rstrip(".")
+    sentence = re.split(r"\n|\.(?:\s|$)", tail, maxsplit=1)[0]
+    sentence = re.sub(r"\\(?:boxed|fbox)\s*\{\s*\}", "", sentence).strip()
+    # only math counts: "the answer is not obvious yet" is prose, not an answer
+    return sentence[:200] if re.search(r"[\d\\]", sentence) else None
+
+
+_READERS = {
+    "boxed": (last_boxed, _answer_is, _hash_number),
+    "hash": (_hash_number, last_boxed, _answer_is),
+}
+
+
+def normalize_answer(answer: str) -> str:
+    """Rewrite what math-verify misreads: thin-space thousands separators, a plain-word unit after a number."""
+    answer = _THIN_THOUSANDS.sub("", answer.strip())
+    m = _NUMBER_THEN_WORDS.match(answer)
+    return m.group(1) if m else answer
+
+
+def extract_answer(text: str, answer_format: str) -> str | None:
+    """The answer string of a response by `answer_format`'s readers (module docstring), or None."""
+    readers = _READERS.get(answer_format)
+    if readers is None:
+        raise ValueError(f"answer_format must be one of {sorted(_READERS)}, got {answer_format!r}")
+    for read in readers:
+        answer = read(text)
+        if answer is not None:
+            return normalize_answer(answer)
+    return None
 
 
 @lru_cache(maxsize=65536)

@@ -1,6 +1,7 @@
 """Problem sets: load GSM8K, GSM1K, MATH500 and AIME, or generate the embedded `arith` problems.
 
-    rows, stats = load_problems(load_params().problems)
+    params = load_params()
+    rows, stats = load_problems(params.problems, prompts=params.prompts)
 
 Rows follow `schema.PROBLEMS`. A source `path` is a local JSONL or Parquet file (relative to `root`)
 or, when no such file exists, a hub dataset id read with `datasets.load_dataset(path, split=split)`.
@@ -25,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cliffdata.config import ProblemsConfig, SourceConfig
+from cliffdata.config import ProblemsConfig, PromptConfig, SourceConfig
+from cliffdata.grading import last_boxed
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +35,25 @@ DEFAULT_ANSWER_FORMATS = {"arith": "hash", "gsm8k": "hash", "gsm1k": "hash", "ma
 FILE_SUFFIXES = (".jsonl", ".parquet")
 
 
-def load_problems(cfg: ProblemsConfig, root: Path = Path(".")) -> tuple[list[dict], dict]:
+def load_problems(cfg: ProblemsConfig, root: Path = Path("."),
+                  prompts: dict[str, PromptConfig] | None = None) -> tuple[list[dict], dict]:
     """All problems of `cfg.sources` (schema `problems` rows, in source order) and their stats.
 
+    A row's `answer_format` is its source's `answer_format`, else what its prompt asks for (`prompts`,
+    `PromptConfig.asks_for`), else the dataset's default; `max_new_tokens` is its source's budget.
     Stats: counts per dataset and family, per source, and the skipped bad rows (`on_bad_row: skip`).
     Raises ValueError on a bad row (`on_bad_row: error`) and on a problem id given by two rows.
     """
+    prompts = prompts or {}
     rows: list[dict] = []
     owner: dict[str, int] = {}          # problem_id -> index of the source that produced it
     sources, skipped = [], []
     for i, src in enumerate(cfg.sources):
         if src.dataset == "arith":
-            src_rows = generate_arith(src)
+            src_rows = generate_arith(src, prompts)
             src_skipped, num_rows = [], len(src_rows)
         else:
-            src_rows, src_skipped, num_rows = _load_source(src, Path(root), cfg.on_bad_row)
+            src_rows, src_skipped, num_rows = _load_source(src, Path(root), cfg.on_bad_row, prompts)
         for row in src_rows:
             pid = row["problem_id"]
             if pid in owner:
@@ -90,7 +96,8 @@ class _Item:
     level: str | None = None
 
 
-def _load_source(src: SourceConfig, root: Path, on_bad_row: str) -> tuple[list[dict], list[dict], int]:
+def _load_source(src: SourceConfig, root: Path, on_bad_row: str,
+                 prompts: dict[str, PromptConfig]) -> tuple[list[dict], list[dict], int]:
     """Rows of one file/hub source after its subset, the skipped bad rows, and the number of source rows."""
     if src.families or src.family_prompts:
         raise ValueError(f"problems.sources: `families`/`family_prompts` are for dataset 'arith' only, "
@@ -109,7 +116,7 @@ def _load_source(src: SourceConfig, root: Path, on_bad_row: str) -> tuple[list[d
                 raise ValueError(f"{where}:{field} {bad.reason} (problems.on_bad_row: skip skips such rows)") from None
             log.warning("skipping %s:%s %s", where, field, bad.reason)
             skipped.append({"where": where, "field": bad.field, "reason": bad.reason})
-    return [_row(src, index, item) for index, item in _select(src, items)], skipped, num_rows
+    return [_row(src, index, item, prompts) for index, item in _select(src, items)], skipped, num_rows
 
 
 def _read_rows(src: SourceConfig, root: Path) -> Iterator[tuple[int, str, bytes | dict]]:
@@ -201,7 +208,14 @@ def _parse_gsm(record: dict, require_hash: bool) -> _Item:
 
 
 def _parse_math500(record: dict) -> _Item:
-    return _Item(_text(record, "problem"), _text(record, "answer"), source_id=_optional_text(record, "unique_id"),
+    """MATH500: gold = `answer`, else the last `\\boxed{}` of the worked `solution` (the MATH release has only that)."""
+    if _optional_text(record, "answer") is not None or _optional_text(record, "solution") is None:
+        answer = _text(record, "answer")
+    else:
+        answer = last_boxed(_text(record, "solution"))
+        if answer is None:
+            raise _BadRow("solution", "no `answer` field and no \\boxed{} in the solution")
+    return _Item(_text(record, "problem"), answer, source_id=_optional_text(record, "unique_id"),
                  family=_optional_text(record, "subject"), level=_optional_text(record, "level"))
 
 
@@ -257,15 +271,18 @@ def stratified_sample(strata: list[str | None], n: int, seed: int) -> list[int]:
     return sorted(picks)
 
 
-def _row(src: SourceConfig, index: int, item: _Item) -> dict:
+def _row(src: SourceConfig, index: int, item: _Item, prompts: dict[str, PromptConfig]) -> dict:
     ident = item.source_id if item.source_id is not None else f"{index:05d}"
     return {"problem_id": f"{src.dataset}/{ident}", "dataset": src.dataset, "question": item.question,
-            "answer": item.answer, "answer_format": _answer_format(src), "prompt": src.prompt,
-            "family": item.family, "level": item.level, "source_index": index}
+            "answer": item.answer, "answer_format": answer_format(src, src.prompt, prompts), "prompt": src.prompt,
+            "family": item.family, "level": item.level, "source_index": index, "max_new_tokens": src.max_new_tokens}
 
 
-def _answer_format(src: SourceConfig) -> str:
-    return src.answer_format or DEFAULT_ANSWER_FORMATS[src.dataset]
+def answer_format(src: SourceConfig, prompt: str, prompts: dict[str, PromptConfig]) -> str:
+    """How a problem's responses are graded: the source's format, else what its prompt asks for, else
+    the dataset's default (a `\\boxed{}` prompt is never graded by `####` first; README "Grading")."""
+    asks = prompts[prompt].asks_for if prompt in prompts else None
+    return src.answer_format or asks or DEFAULT_ANSWER_FORMATS[src.dataset]
 
 
 def _describe(src: SourceConfig) -> str:
@@ -332,7 +349,7 @@ FAMILIES: dict[str, _Family] = {
 }
 
 
-def generate_arith(src: SourceConfig) -> list[dict]:
+def generate_arith(src: SourceConfig, prompts: dict[str, PromptConfig] | None = None) -> list[dict]:
     """The `arith` problems of a source: `src.families[f]` distinct questions of each family f.
 
     Each family draws from its own stream, `default_rng([seed, crc32(family)])`, so the rows of one
@@ -360,8 +377,9 @@ def generate_arith(src: SourceConfig) -> list[dict]:
                 continue
             seen.add(question)
             index = len(seen) - 1
+            prompt = src.family_prompts.get(family, src.prompt)
             rows.append({"problem_id": f"arith/{family}-{index:05d}", "dataset": "arith", "question": question,
-                         "answer": str(answer), "answer_format": _answer_format(src),
-                         "prompt": src.family_prompts.get(family, src.prompt),
-                         "family": family, "level": None, "source_index": index})
+                         "answer": str(answer), "answer_format": answer_format(src, prompt, prompts or {}),
+                         "prompt": prompt, "family": family, "level": None, "source_index": index,
+                         "max_new_tokens": src.max_new_tokens})
     return rows

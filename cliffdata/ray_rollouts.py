@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from cliffdata.config import EngineConfig, RolloutsConfig
 from cliffdata.rollouts import Checkpoint
+from cliffdata.sampling import Gold
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +41,20 @@ class RolloutActor:
 
     def __call__(self, batch: dict) -> dict:
         from cliffdata.rollouts import estimate_potentials
+        from cliffdata.sampling import with_budget
 
         out: dict[str, list[str]] = {"trace_id": [], "potentials": [], "cost": []}
         for payload in batch["payload"]:
             item = json.loads(payload)
             rows, cost = estimate_potentials(item["trace"], item["gold"], item["answer_format"], self.backend,
-                                             self.tokenizer, self.cfg, self.sampling)
+                                             self.tokenizer, self.cfg, with_budget(self.sampling, item["max_new_tokens"]))
             out["trace_id"].append(item["trace"]["trace_id"])
             out["potentials"].append(json.dumps(rows))
             out["cost"].append(json.dumps(cost))
         return out
 
 
-def run_rollouts_ray(traces: list[dict], golds: dict[str, tuple[str, str]], model_path: str, engine: EngineConfig,
+def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str, engine: EngineConfig,
                      cfg: RolloutsConfig, checkpoint: Checkpoint) -> tuple[pa.Table, list[dict]]:
     """Like `rollouts.run_rollouts`, with the traces spread over `cfg.ray.num_actors` backend actors.
 
@@ -73,8 +75,9 @@ def run_rollouts_ray(traces: list[dict], golds: dict[str, tuple[str, str]], mode
             # Longest traces first: an actor pool drains a queue, so this is the LPT order of shards.py.
             todo = sorted(todo, key=lambda t: (-len(t["response_ids"]), t["trace_id"]))
             items = [{"payload": json.dumps({"trace": {k: t[k] for k in ("trace_id", "prompt_ids", "response_ids")},
-                                             "gold": golds[t["problem_id"]][0],
-                                             "answer_format": golds[t["problem_id"]][1]})}
+                                             "gold": Gold(*golds[t["problem_id"]]).answer,
+                                             "answer_format": Gold(*golds[t["problem_id"]]).answer_format,
+                                             "max_new_tokens": Gold(*golds[t["problem_id"]]).max_new_tokens})}
                      for t in todo]
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
                 RolloutActor, batch_size=1, batch_format="numpy",

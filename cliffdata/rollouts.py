@@ -29,7 +29,7 @@ from cliffdata import schema
 from cliffdata.adaptive import AdaptiveConfig, adaptive_search
 from cliffdata.backends import Backend, Sampling, request_seed
 from cliffdata.config import RolloutsConfig
-from cliffdata.sampling import resample
+from cliffdata.sampling import Gold, resample, with_budget
 
 log = logging.getLogger(__name__)
 
@@ -221,11 +221,11 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_rollouts(traces: list[dict], golds: dict[str, tuple[str, str]], backend: Backend, tokenizer,
+def run_rollouts(traces: list[dict], golds: dict[str, Gold], backend: Backend, tokenizer,
                  cfg: RolloutsConfig, sampling: Sampling, checkpoint: Checkpoint) -> tuple[pa.Table, list[dict]]:
     """Estimate potentials for every trace, resuming from `checkpoint`; returns (potentials, costs).
 
-    `golds` maps problem_id -> (gold answer, answer format).
+    `golds` maps problem_id -> `Gold` (answer, answer format, the problem's own token budget or None).
     """
     done = checkpoint.done()
     todo = [t for t in traces if t["trace_id"] not in done]
@@ -236,8 +236,9 @@ def run_rollouts(traces: list[dict], golds: dict[str, tuple[str, str]], backend:
     bar = tqdm(total=len(todo), desc="rollouts", unit="trace")
     num_tokens, started = 0, time.perf_counter()
     for trace in todo:
-        gold, fmt = golds[trace["problem_id"]]
-        rows, cost = estimate_potentials(trace, gold, fmt, backend, tokenizer, cfg, sampling)
+        gold = Gold(*golds[trace["problem_id"]])
+        rows, cost = estimate_potentials(trace, gold.answer, gold.answer_format, backend, tokenizer, cfg,
+                                         with_budget(sampling, gold.max_new_tokens))
         checkpoint.save(trace["trace_id"], rows, cost)
         num_tokens += cost["num_generated_tokens"]
         bar.set_postfix(tok_s=f"{num_tokens / max(time.perf_counter() - started, 1e-9):.0f}")

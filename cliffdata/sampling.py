@@ -5,9 +5,11 @@ with special tokens skipped (protocol §1), so an answer already in the prefix c
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
@@ -23,9 +25,26 @@ def to_sampling(cfg: SamplingConfig) -> Sampling:
     return Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens)
 
 
+class Gold(NamedTuple):
+    """What grading and the token budget need of a problem (a `problems` row)."""
+    answer: str
+    answer_format: str
+    max_new_tokens: int | None = None  # the source's budget; None: the stage's own sampling.max_new_tokens
+
+
+def golds_by_problem(problems: Sequence[dict]) -> dict[str, Gold]:
+    return {p["problem_id"]: Gold(p["answer"], p["answer_format"], p.get("max_new_tokens")) for p in problems}
+
+
+def with_budget(sampling: Sampling, max_new_tokens: int | None) -> Sampling:
+    """`sampling` with a problem's own token budget (problems.sources[].max_new_tokens), when it has one."""
+    return sampling if max_new_tokens is None else dataclasses.replace(sampling, max_new_tokens=max_new_tokens)
+
+
 def sample_traces(problems: list[dict], prompts: dict[str, PromptConfig], tokenizer, backend: Backend,
                   sampling: Sampling, num_samples: int, seed: int, batch_size: int = 64) -> list[dict]:
-    """K traces per problem with exact token ids, graded; rows follow `schema.TRACES`."""
+    """K traces per problem with exact token ids, graded; rows follow `schema.TRACES`. A problem with its
+    own `max_new_tokens` (its source's budget) is sampled with that budget instead of `sampling`'s."""
     rows = []
     bar = tqdm(total=len(problems), desc="sample", unit="problem")
     for start in range(0, len(problems), batch_size):
@@ -33,7 +52,12 @@ def sample_traces(problems: list[dict], prompts: dict[str, PromptConfig], tokeni
         prompt_ids = [encode_prompt(tokenizer, prompts[p["prompt"]], p["question"]) for p in batch]
         requests = [GenerationRequest(tuple(ids), n=num_samples, seed=request_seed(seed, p["problem_id"]))
                     for p, ids in zip(batch, prompt_ids)]
-        for p, ids, gen in zip(batch, prompt_ids, backend.generate(requests, sampling)):
+        gens: list = [None] * len(batch)
+        for budget in sorted({p.get("max_new_tokens") for p in batch}, key=lambda b: (b is None, b or 0)):
+            idx = [j for j, p in enumerate(batch) if p.get("max_new_tokens") == budget]   # one call per budget
+            for j, gen in zip(idx, backend.generate([requests[j] for j in idx], with_budget(sampling, budget))):
+                gens[j] = gen
+        for p, ids, gen in zip(batch, prompt_ids, gens):
             for j, (resp, reason) in enumerate(zip(gen.token_ids, gen.finish_reasons)):
                 text = tokenizer.decode(list(resp), skip_special_tokens=True)
                 extracted, is_correct = grade(text, p["answer"], p["answer_format"])

@@ -26,6 +26,7 @@ PROBLEMS = pa.schema([
     ("family", pa.string()),           # generator family / subject; null for loaded sets
     ("level", pa.string()),            # MATH level; null elsewhere
     ("source_index", pa.int64()),      # row (0-based) in the source file
+    ("max_new_tokens", pa.int32()),    # the source's token budget (problems.sources[].max_new_tokens); null: each stage's own
 ])
 
 TRACES = pa.schema([
@@ -296,18 +297,36 @@ def write(name: str, rows: list[dict] | pa.Table, path: str | Path) -> pa.Table:
     return table
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_table(table: pa.Table, path: str | Path) -> None:
-    """Write a table atomically: a temp file in the same folder, then rename."""
+    """Write a table atomically and durably: a temp file in the same folder, fsync, rename, fsync the folder.
+
+    The file gets the mode a plain `open()` would give it (0666 minus the umask; mkstemp's 0600 would
+    hide datasets from colleagues sharing a checkout or a DVC cache).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def read(name: str, path: str | Path) -> pa.Table:
@@ -318,6 +337,16 @@ def read(name: str, path: str | Path) -> pa.Table:
     if missing:
         raise ValueError(f"{path}: not a {name} dataset, missing columns {sorted(missing)}")
     return table.select(schema.names).cast(schema)
+
+
+def tree_digest(folder: str | Path) -> str:
+    """sha256 over every file under `folder` (relative path and content digest, sorted): a model's weights,
+    config and tokenizer in one value, for checkpoint fingerprints."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(folder).as_posix()}\0{file_digest(path)}\n".encode())
+    return h.hexdigest()
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:

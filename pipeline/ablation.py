@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 from cliffdata import duck, experiments, schema
 from cliffdata.backends import open_backend
 from cliffdata.config import load_params
-from cliffdata.sampling import to_sampling
+from cliffdata.sampling import golds_by_problem, to_sampling
 
 
 def main() -> None:
@@ -23,8 +23,7 @@ def main() -> None:
     params = load_params()
     cfg, engine = params.ablation, params.engine
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
-    golds = {p["problem_id"]: (p["answer"], p["answer_format"])
-             for p in schema.read("problems", schema.PATHS["problems"]).to_pylist()}
+    golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())
     requests = experiments.ablation_requests(traces, schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist(),
                                              schema.read("trace_cliffs", schema.PATHS["trace_cliffs"]).to_pylist(),
                                              cfg.seed)

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 from cliffdata import duck, experiments, schema
 from cliffdata.backends import open_backend
 from cliffdata.config import load_params
-from cliffdata.sampling import to_sampling
+from cliffdata.sampling import golds_by_problem, to_sampling
 
 
 def main() -> None:
@@ -25,8 +25,7 @@ def main() -> None:
     params = load_params()
     cfg, cliffs_cfg, engine = params.candidates, params.cliffs, params.engine
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
-    golds = {p["problem_id"]: (p["answer"], p["answer_format"])
-             for p in schema.read("problems", schema.PATHS["problems"]).to_pylist()}
+    golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())
     requests = experiments.candidate_rows(traces, schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist(),
                                           schema.read("token_stats", schema.PATHS["token_stats"]),
                                           schema.read("potentials", schema.PATHS["potentials"]), cfg.top_k)

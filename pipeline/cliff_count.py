@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cliffdata import duck, schema
+from cliffdata import duck, grading, schema
 from cliffdata.backends import open_backend
 from cliffdata.backends.hf import load_adapters
 from cliffdata.config import load_params
@@ -33,13 +33,14 @@ def main() -> None:
     cfg = params.cliff_count
     torch.set_num_threads(params.dpo_train.threads)
     training = schema.read("problems", schema.PATHS["problems"]).to_pylist()
-    problems, _ = eval_problems(params.dpo_eval.sources, training)
+    problems, _ = eval_problems(params.dpo_eval.sources, training, params.prompts)
     problems = problems[:cfg.num_problems]
     variants = trained_variants(params.dpo_train.variants)
     adapters = {v: f"models/adapters/{v}" for v in variants}
     rollouts = dataclasses.replace(params.rollouts, num_rollouts=cfg.num_rollouts, seed=cfg.seed, early_stop_zeros=0)
     key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(rollouts), dataclasses.asdict(params.engine),
-                      dataclasses.asdict(params.sample), [p["problem_id"] for p in problems],
+                      dataclasses.asdict(params.sample), problems, schema.tree_digest("models/base"),
+                      schema.file_digest(grading.__file__),
                       {v: schema.file_digest(f"{p}/adapter_model.safetensors") for v, p in adapters.items()})
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     model = AutoModelForCausalLM.from_pretrained("models/base", dtype=torch.float32).eval()

@@ -29,7 +29,7 @@ def main() -> None:
     if cfg is None:
         raise SystemExit("dpo_eval: params.yaml has no dpo_eval section")
     training = schema.read("problems", schema.PATHS["problems"]).to_pylist()
-    problems, num_overlap = eval_problems(cfg.sources, training)
+    problems, num_overlap = eval_problems(cfg.sources, training, params.prompts)
     runs = trained_variants(params.dpo_train.variants)
     models = [BASE, *runs]
     tokenizer = AutoTokenizer.from_pretrained("models/base")

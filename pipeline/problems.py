@@ -18,7 +18,7 @@ METRICS = Path("metrics/problems.json")
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_params("params.yaml")
-    rows, stats = load_problems(cfg.problems)
+    rows, stats = load_problems(cfg.problems, prompts=cfg.prompts)
     schema.write("problems", rows, schema.PATHS["problems"])
     METRICS.parent.mkdir(parents=True, exist_ok=True)
     # No timestamps or absolute paths: the metrics file is byte-stable for DVC.

@@ -16,12 +16,12 @@ import time
 
 from transformers import AutoTokenizer
 
-from cliffdata import schema
+from cliffdata import grading, schema
 from cliffdata.backends import open_backend
 from cliffdata.config import load_params
 from cliffdata.rollouts import Checkpoint, estimate_rollouts, fingerprint, format_estimate, run_rollouts
-from cliffdata.schema import file_digest
-from cliffdata.sampling import to_sampling
+from cliffdata.schema import file_digest, tree_digest
+from cliffdata.sampling import golds_by_problem, to_sampling
 from cliffdata.shards import select_shard, shard_dir
 
 
@@ -34,11 +34,14 @@ def main() -> None:
     cfg = params.rollouts
     traces = select_shard(schema.read("traces", schema.PATHS["traces"]).to_pylist(), shard, cfg)
     problems = schema.read("problems", schema.PATHS["problems"]).to_pylist()
-    golds = {p["problem_id"]: (p["answer"], p["answer_format"]) for p in problems}
+    golds = golds_by_problem(problems)
     estimate = estimate_rollouts([len(t["response_ids"]) for t in traces], cfg, params.engine.backend)
     print(format_estimate(estimate, len(traces), cfg, params.engine.backend), flush=True)
-    key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(params.engine),
-                      file_digest(schema.PATHS["traces"]), file_digest("models/base/config.json"), shard)
+    # everything a finished trace's potentials depend on: params, traces, gold answers and budgets,
+    # the model's weights and tokenizer, and the grading code
+    key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(params.engine), file_digest(schema.PATHS["traces"]),
+                      file_digest(schema.PATHS["problems"]), tree_digest("models/base"), file_digest(grading.__file__),
+                      shard)
     checkpoint = Checkpoint(f".cache/rollouts/{key}")
     started = time.perf_counter()
     if cfg.engine == "ray":

@@ -17,12 +17,13 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer():
-    """Character-level tokenizer (digits are single tokens, as in SmolLM2) with ChatML specials."""
+def build_tokenizer(extra_chars: str = ""):
+    """Character-level tokenizer (digits are single tokens, as in SmolLM2) with ChatML specials;
+    `extra_chars` adds characters (e.g. the LaTeX of `\\boxed{}` answers) after the default ones."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    chars = string.ascii_letters + string.digits + " .,?!+-*/=#$\n:()"
+    chars = string.ascii_letters + string.digits + " .,?!+-*/=#$\n:()" + extra_chars
     vocab = {tok: i for i, tok in enumerate(SPECIALS + ["####"] + list(chars))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
     tok.pre_tokenizer = pre_tokenizers.Split(pattern=__import__("tokenizers").Regex("####|."), behavior="isolated")
@@ -34,12 +35,12 @@ def build_tokenizer():
     return fast
 
 
-def build_model(vocab_size: int, seed: int = 0):
+def build_model(vocab_size: int, seed: int = 0, num_hidden_layers: int = 2):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=num_hidden_layers,
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
                       bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
     return LlamaForCausalLM(cfg).eval()

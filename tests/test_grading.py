@@ -77,7 +77,10 @@ GRADE_TABLE = [
     ("43", "Emma has 20 stickers and gets 23 more stickers, so 20 + 23 = 43 stickers.", "hash", False),
     ("3", "#### three", "hash", False),
     ("3", "####", "hash", False),
-    ("43", "\\boxed{43}", "hash", False),          # hash format does not read boxes
+    ("43", "\\boxed{43}", "hash", True),           # no marker: hash falls back to the last box ([N])
+    ("84", "... so she has \\boxed{84} bananas.", "hash", True),
+    ("84", "#### 83\n\\boxed{84}", "hash", False),     # ...but the marker, when present, wins
+    ("84", "Adding them up, the answer is 84.", "hash", True),   # then "the answer is"
     ("", "", "hash", False),
     # --- boxed answers
     ("0.5", "\\boxed{\\frac{1}{2}}", "boxed", True),
@@ -107,6 +110,36 @@ GRADE_TABLE = [
     ("\\text{}", "#### 3", "hash", None),
     ("???", "\\boxed{???}", "boxed", None),
     ("3", "\\boxed{???}", "boxed", None),
+    # --- [N] zero-shot `\\boxed{}` outputs of the kind real instruct models write (Qwen3 / Llama
+    #     style, GSM and MATH prompts "put your final answer within \\boxed{}"), on both formats
+    ("84", "Maria starts with 60 bananas and buys 24 more, so she has 60 + 24 = 84.\n\nTherefore, Maria "
+           "has \\boxed{84} bananas.", "boxed", True),
+    ("84", "Maria starts with 60 bananas and buys 24 more, so she has 60 + 24 = 84.\n\nTherefore, Maria "
+           "has \\boxed{84} bananas.", "hash", True),
+    ("0.5", "The probability is $\\frac{1}{2}$.\n\n**Final Answer**\n\\[\n\\boxed{\\frac{1}{2}}\n\\]", "boxed", True),
+    ("\\frac{1}{2}", "So the probability is \\boxed{0.5}.", "boxed", True),
+    ("\\frac{\\sqrt{3}}{2}", "Thus $\\cos 30^\\circ = \\boxed{\\dfrac{\\sqrt{3}}{2}}$.", "boxed", True),   # nested braces
+    ("18", "She earns 9 * 2 = 18 dollars.\n\n\\boxed{18}\n\nThis means Janet makes $18 every day at the "
+           "farmers' market.", "boxed", True),                                     # prose after the box
+    ("18", "At first I get \\boxed{16}. Checking again: 16 - 3 - 4 = 9 eggs, 9 * 2 = 18.\n\n\\boxed{18}",
+     "boxed", True),                                                                # two boxes: the last
+    ("16", "At first I get \\boxed{16}. Checking again: 16 - 3 - 4 = 9 eggs, 9 * 2 = 18.\n\n\\boxed{18}",
+     "boxed", False),
+    ("18", "The final answer is \\boxed{}.", "boxed", False),                      # an empty box: no answer
+    ("18", "Janet makes 18 dollars. The answer is 18. Put it in \\boxed{}.", "boxed", True),  # echo skipped
+    ("18", "\\boxed{\\$18}", "boxed", True),                                        # units inside the box
+    ("18", "\\boxed{18 \\text{ dollars}}", "boxed", True),
+    ("18", "\\boxed{18\\text{ dollars}}", "hash", True),
+    ("18", "\\boxed{18 dollars}", "boxed", True),
+    ("70", "\\boxed{70\\%}", "boxed", True),
+    ("90", "\\boxed{90^\\circ}", "boxed", True),
+    ("1234567", "\\boxed{1,234,567}", "boxed", True),                              # thousands separators
+    ("1234", "\\boxed{1{,}234}", "boxed", True),
+    ("1234", "\\boxed{1\\,234}", "boxed", True),
+    ("1234", "\\boxed{\\$1,234}", "boxed", True),
+    ("1234", "\\boxed{1,235}", "boxed", False),
+    ("5", "The answer is $5$.", "boxed", True),                                     # no box: "the answer is"
+    ("5", "The answer is 6.", "boxed", False),
     # ...but a prediction with no answer is a failure, whatever the gold
     ("???", "no marker", "hash", False),
 ]
@@ -142,7 +175,19 @@ EXTRACT_TABLE = [
     ("#### three", "hash", None),
     ("####", "hash", None),
     ("", "hash", None),
-    ("\\boxed{43}", "hash", None),
+    ("\\boxed{43}", "hash", "43"),
+    ("#### 43\n\\boxed{44}", "hash", "43"),
+    ("so the answer is 43 stickers.\nThe answer is 44.", "hash", "44"),   # the last "the answer is"
+    ("The answer is: 1,234", "hash", "1234"),
+    ("The final answer is $\\frac{3}{4}$.", "boxed", "\\frac{3}{4}"),
+    ("Final answer: \\(x^2\\)", "boxed", "x^2"),
+    ("The answer is x^2 + 1.\nDone", "boxed", "x^2 + 1"),
+    ("The answer is not obvious yet. Let us", "boxed", None),   # prose is no answer
+    ("So the answer is \\boxed{}.", "boxed", None),            # an empty box is no answer
+    ("\\boxed{84}. I put my final answer within \\boxed{}.", "boxed", "84"),   # echoed empty box skipped
+    ("\\boxed{1\\,234}", "boxed", "1234"),
+    ("\\boxed{1{,}234}", "boxed", "1234"),
+    ("\\boxed{84 bananas}", "boxed", "84"),
     ("\\boxed{\\frac{1}{2}}", "boxed", "\\frac{1}{2}"),
     ("\\boxed{ 7 }", "boxed", "7"),
     ("so $x = \\boxed{\\frac{\\sqrt{3}}{2}}$.", "boxed", "\\frac{\\sqrt{3}}{2}"),

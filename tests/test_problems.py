@@ -52,7 +52,8 @@ def test_gsm8k(tmp_path, suffix):
     assert [r["problem_id"] for r in rows] == ["gsm8k/00000", "gsm8k/00001", "gsm8k/00002"]
     assert [r["answer"] for r in rows] == ["1234", "7", "-5"]
     assert rows[0] == {"problem_id": "gsm8k/00000", "dataset": "gsm8k", "question": "Q zero?", "answer": "1234",
-                       "answer_format": "hash", "prompt": "p", "family": None, "level": None, "source_index": 0}
+                       "answer_format": "hash", "prompt": "p", "family": None, "level": None, "source_index": 0,
+                       "max_new_tokens": None}
     assert set(rows[0]) == set(schema.PROBLEMS.names)
     assert stats["num_by_dataset"] == {"gsm8k": 3} and stats["num_skipped"] == 0
     schema.to_table("problems", rows)  # fits the schema

@@ -15,7 +15,7 @@ from cliffdata.backends import AdapterView, Backend, Sampling
 from cliffdata.cliffs import CATEGORIES, find_cliffs
 from cliffdata.config import CliffsConfig, PromptConfig, RolloutsConfig
 from cliffdata.rollouts import Checkpoint, run_rollouts
-from cliffdata.sampling import sample_traces
+from cliffdata.sampling import golds_by_problem, sample_traces
 from cliffdata.token_stats import compute_token_stats
 
 
@@ -28,7 +28,7 @@ def count_cliffs(model_name: str, adapter: str | None, backend: Backend, torch_m
     view = AdapterView(backend, adapter)
     traces = sample_traces(problems, prompts, tokenizer, view, trace_sampling, num_samples=1, seed=trace_seed)
     stats = compute_token_stats(torch_model, traces, top_k)
-    golds = {p["problem_id"]: (p["answer"], p["answer_format"]) for p in problems}
+    golds = golds_by_problem(problems)
     full = dataclasses.replace(rollouts, early_stop_zeros=0)        # no early termination after training
     potentials, costs = run_rollouts(traces, golds, view, tokenizer, full, rollout_sampling, checkpoint)
     cliffs, summaries = find_cliffs(schema.to_table("traces", traces), potentials,

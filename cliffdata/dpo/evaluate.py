@@ -19,13 +19,14 @@ from cliffdata.sampling import sample_traces
 BASE = "base"
 
 
-def eval_problems(sources: Sequence[SourceConfig], training_problems: Sequence[dict]) -> tuple[list[dict], int]:
+def eval_problems(sources: Sequence[SourceConfig], training_problems: Sequence[dict],
+                  prompts: dict[str, PromptConfig] | None = None) -> tuple[list[dict], int]:
     """The problems of `sources` (`dpo_eval.sources`) with every question that also appears in training removed.
 
     Returns (problems, number removed). Training on a split that is also evaluated is refused by
     construction (protocol §6): overlap is dropped, and an empty result is an error.
     """
-    rows, _ = load_problems(ProblemsConfig(sources=tuple(sources)))
+    rows, _ = load_problems(ProblemsConfig(sources=tuple(sources)), prompts=prompts)
     seen = {p["question"].strip() for p in training_problems}
     kept = [p for p in rows if p["question"].strip() not in seen]
     if not kept:
