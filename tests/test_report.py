@@ -107,6 +107,27 @@ def test_page_is_self_contained_and_escaped(root, tiny_tokenizer, tmp_path):
     assert json.loads(script_json({"q": "</script>\u2028"})) == {"q": "</script>\u2028"}
 
 
+@pytest.mark.parametrize("value", ["<!--<script>", "</script>", "<script>", "a & b > c", "<\u2028>", "</SCRIPT >"])
+def test_script_json_has_no_markup(value):
+    """[K] 3: `<!--<script>` in inline JSON switches the HTML parser into a state where the next
+    `</script>` no longer ends the element (the page went blank): no `<`, `>` or `&` is written raw."""
+    text = script_json({"tok": value, value: [value]})
+    assert not set(text) & set("<>&\u2028\u2029")
+    assert json.loads(text) == {"tok": value, value: [value]}
+
+
+def test_index_escapes_categories(tmp_path, tiny_tokenizer):
+    """[K] 3: a cliff category reaches attributes and text of the index escaped."""
+    hostile = 'x"><img src=x onerror=alert(1)><!--'
+    write_fixture(tmp_path, tiny_tokenizer, TEXTS)
+    cliffs = schema.read("cliffs", tmp_path / schema.PATHS["cliffs"]).to_pylist()
+    schema.write("cliffs", [{**c, "category": hostile} for c in cliffs], tmp_path / schema.PATHS["cliffs"])
+    build_report(load_report_data(tmp_path), tiny_tokenizer, tmp_path / "reports")
+    index = (tmp_path / "reports/index.html").read_text()
+    assert "<img" not in index and "<!--" not in index
+    assert 'data-cats="x&quot;&gt;&lt;img src=x onerror=alert(1)&gt;&lt;!--"' in index
+
+
 def test_large_trace_page_is_small(tmp_path, tiny_tokenizer):
     text = long_text(8000)
     write_fixture(tmp_path, tiny_tokenizer, {"arith/long-0#0": (text, False, 5000)}, mode="exhaustive")

@@ -139,6 +139,68 @@ def test_index_and_trace_page_render(tmp_path, tiny_tokenizer, driver):
     assert errors(driver) == []
 
 
+# [K] 3: hostile strings through every field the pages show. Each tries to run script (a counter on
+# window), to end the data <script> element, or to blank the page with an unterminated comment.
+XSS = "window.__xss=(window.__xss||0)+1"
+HOSTILE = {
+    "dataset": f'd"><img src=x onerror="{XSS}">',
+    "question": f"Q </script><script>{XSS}</script><!--<script> <b>bold?</b>",
+    "answer": f"<img src=x onerror='{XSS}'>",
+    "category": f'sampled_off"><img src=x onerror="{XSS}"><!--',
+    "text": "1 <!--<script> x </script> 2 <img src=x onerror=a()>\n#### 3",
+}
+
+
+def build_hostile_site(root: Path) -> tuple[Path, str, object]:
+    import pyarrow.parquet as pq
+
+    from cliffdata import schema
+    from conftest import build_tokenizer
+
+    tokenizer = build_tokenizer("<>\"'&;!`[]{}@%^_|~")
+    trace_id = HOSTILE["dataset"] + "/p<!--<script>#0"
+    write_fixture(root, tokenizer, {trace_id: (HOSTILE["text"], False, 6)},
+                  questions={trace_id.split("#")[0]: HOSTILE["question"]})
+    for name, column in (("problems", "answer"), ("traces", "extracted_answer"), ("cliffs", "category"),
+                         ("potentials", "mode")):
+        table = pq.read_table(root / schema.PATHS[name]).to_pylist()
+        for row in table:
+            row[column] = HOSTILE["category"] if column in ("category", "mode") else HOSTILE["answer"]
+        schema.write(name, table, root / schema.PATHS[name])
+    build_report(load_report_data(root), tokenizer, root / "reports", title=f"report {HOSTILE['question']}")
+    return root / "reports", trace_id, tokenizer
+
+
+def test_hostile_strings_are_shown_not_run(tmp_path, driver):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    site, trace_id, _ = build_hostile_site(tmp_path)
+    driver.get((site / "index.html").as_uri())
+    assert driver.execute_script("return window.__xss") is None
+    assert driver.find_elements(By.TAG_NAME, "img") == []
+    assert driver.find_element(By.TAG_NAME, "h1").text == f"report {HOSTILE['question']}"
+    row = driver.find_element(By.CSS_SELECTOR, "#traces tbody tr")
+    assert HOSTILE["dataset"] in row.text and trace_id in row.text
+    assert driver.find_element(By.ID, "shown").text == "1 of 1 traces"          # the filters still run
+
+    driver.find_element(By.CSS_SELECTOR, "#traces tbody tr a").click()
+    assert driver.find_element(By.TAG_NAME, "h1").text == trace_id
+    assert driver.find_element(By.ID, "question").text == HOSTILE["question"]
+    tokens = driver.find_elements(By.CSS_SELECTOR, "#tokens span")
+    assert "".join(t.get_attribute("textContent") for t in tokens) == HOSTILE["text"].replace("\\n", "\n")
+    meta = driver.find_element(By.ID, "meta").text
+    assert HOSTILE["answer"] in meta                                             # gold and extracted, as text
+    cliff_token = driver.find_element(By.CSS_SELECTOR, "#tokens span.cl")
+    ActionChains(driver).move_to_element(cliff_token).perform()
+    tip = driver.find_element(By.ID, "tip")
+    assert tip.is_displayed() and "sampled-off\"><img" in tip.text           # the category, shown as text
+    driver.find_element(By.CSS_SELECTOR, "#plot circle.cliff").click()
+    assert driver.execute_script("return window.__xss") is None
+    assert driver.find_elements(By.TAG_NAME, "img") == []
+    assert [e for e in errors(driver) if "__xss" in e["message"] or "a is not defined" in e["message"]] == []
+
+
 if __name__ == "__main__":
     # README screenshots: python tests/test_report_browser.py docs/img
     import tempfile

@@ -31,9 +31,13 @@ def page_name(trace_id: str) -> str:
 
 
 def script_json(data: object) -> str:
-    """Compact JSON safe inside <script>: `</` is written `<\\/` (the same string to a JSON parser)."""
+    """Compact JSON safe inside <script>: every `<`, `>` and `&` is written as a `\\u` escape (the same
+    string to a JSON parser), so no `</script>`, `<!--` or `<script` in the data can end the element or
+    switch the HTML parser into a script-data escape state; U+2028/9 are escaped for older JS parsers."""
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    for char, code in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, code)
+    return text
 
 
 def z_of(level: float) -> float:
@@ -92,12 +96,13 @@ def index_page(rows: list[dict], hrefs: dict[str, str], title: str = "cliffdata 
         question = r["question"] if len(r["question"]) <= 160 else r["question"][:157] + "…"
         body.append(
             f'<tr data-dataset="{html.escape(r["dataset"], quote=True)}" data-correct="{status}" '
-            f'data-cats="{" ".join(r["categories"])}">'
+            f'data-cats="{html.escape(" ".join(r["categories"]), quote=True)}">'
             f'<td data-v="{html.escape(r["trace_id"], quote=True)}">{link}</td>'
             + _cell(r["dataset"]) + _cell(r["question"], question, "q")
             + f'<td data-v="{status}"><span class="badge {status}">{status}</span></td>'
             + _cell(r["num_tokens"], cls="num") + _cell(r["num_cliffs"], cls="num")
-            + (f'<td data-v="{cat}"><span class="cat {cat}"></span>{cat.replace("_", "-")}</td>' if cat else _cell(None))
+            + (f'<td data-v="{html.escape(cat, quote=True)}"><span class="cat {html.escape(cat, quote=True)}"></span>'
+               f'{html.escape(cat.replace("_", "-"))}</td>' if cat else _cell(None))
             + _cell(r["first_index"], cls="num") + _cell(r["critical_index"], cls="num")
             + _cell(None if r["p_empty"] is None else round(r["p_empty"], 3), cls="num")
             + "</tr>")

@@ -15,7 +15,7 @@
   D.cliffs.forEach(function (c) { cliffAt[c.i] = c; });
 
   function esc(s) {
-    return String(s).replace(/[&<>"]/g, function (c) { return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]; });
+    return String(s).replace(/[&<>"']/g, function (c) { return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]; });
   }
   function show(s) { return JSON.stringify(s).slice(1, -1); }     // a token's text with \n, \t visible
   function f(x, d) { return x === null || x === undefined ? "–" : Number(x).toFixed(d === undefined ? 3 : d); }
@@ -38,7 +38,7 @@
     "<span><b>" + T + "</b> tokens (" + esc(D.finish_reason) + ")</span>",
     "<span><b>" + D.cliffs.length + "</b> cliff" + (D.cliffs.length === 1 ? "" : "s") + "</span>",
     "<span>rollouts <b>" + esc(D.mode || "none") + "</b>, " + P.i.length + " positions evaluated</span>",
-    "<span>critical token <b>" + (D.critical === null ? "none" : D.critical) + "</b></span>"
+    "<span>critical token <b>" + esc(D.critical === null ? "none" : D.critical) + "</b></span>"
   ].join("");
   document.getElementById("question").textContent = D.question || "";
 
@@ -101,7 +101,7 @@
     g.addEventListener("click", function (e) { e.stopPropagation(); focusToken(c.i, true); });
   });
   var legend = ['<span><span class="swatch" style="background:#0b4f8a;height:2px"></span>potential</span>',
-                '<span><span class="swatch" style="background:#8fb8de"></span>' + Math.round(100 * D.level) + "% Wilson interval (each position's N)</span>"];
+                '<span><span class="swatch" style="background:#8fb8de"></span>' + esc(Math.round(100 * D.level)) + "% Wilson interval (each position's N)</span>"];
   if (D.mode === "adaptive" || P.i.length < T) legend.push("<span>ticks: evaluated positions</span>");
   legend.push('<span><span class="swatch" style="border-top:2px dashed #444;height:0"></span>critical token</span>');
   Object.keys(CAT).forEach(function (k) { legend.push('<span><span class="cat ' + k + '"></span>' + k.replace("_", "-") + " cliff</span>"); });
@@ -151,35 +151,35 @@
   // --- details ----------------------------------------------------------------------------------------
   var tip = document.getElementById("tip"), pinned = false, lit = null;
   function details(i) {
-    var h = ["<div><b>token " + i + "</b> <code>" + esc(show(text(D.tok[i]))) + "</code> <span class=k>id " + tid(D.tok[i]) + "</span></div>"];
+    var h = ["<div><b>token " + i + "</b> <code>" + esc(show(text(D.tok[i]))) + "</code> <span class=k>id " + esc(tid(D.tok[i])) + "</span></div>"];
     if (D.lp.length) {
       var g = D.greedy[i];
       var lp = milli(D.lp, i);
       h.push("<div><span class=k>logprob</span> " + f(lp) + " <span class=k>(p " + f(Math.exp(lp)) + ")</span>, <span class=k>rank</span> "
-             + (D.rk[i] > 20 ? "&gt;20" : D.rk[i]) + "</div>",
-             "<div><span class=k>entropy</span> " + f(milli(D.ent, i)) + " <span class=k>nats (" + D.entropy + "), full</span> " + f(milli(D.entf, i)) + "</div>",
-             "<div><span class=k>greedy</span> " + (g !== undefined ? "<code>" + esc(show(text(g))) + "</code> <span class=k>id " + tid(g) + "</span>" : "this token") + "</div>");
+             + (D.rk[i] > 20 ? "&gt;20" : esc(D.rk[i])) + "</div>",
+             "<div><span class=k>entropy</span> " + f(milli(D.ent, i)) + " <span class=k>nats (" + esc(D.entropy) + "), full</span> " + f(milli(D.entf, i)) + "</div>",
+             "<div><span class=k>greedy</span> " + (g !== undefined ? "<code>" + esc(show(text(g))) + "</code> <span class=k>id " + esc(tid(g)) + "</span>" : "this token") + "</div>");
     }
     var jb = pos[i - 1], ja = pos[i];
-    h.push("<div><span class=k>potential before</span> " + (jb === undefined ? "not evaluated" : f(pot(jb), 2) + " (" + P.k[jb] + "/" + P.n[jb] + ")")
-           + ", <span class=k>after</span> " + (ja === undefined ? "not evaluated" : f(pot(ja), 2) + " (" + P.k[ja] + "/" + P.n[ja] + ")") + "</div>");
+    h.push("<div><span class=k>potential before</span> " + (jb === undefined ? "not evaluated" : f(pot(jb), 2) + " (" + esc(P.k[jb]) + "/" + esc(P.n[jb]) + ")")
+           + ", <span class=k>after</span> " + (ja === undefined ? "not evaluated" : f(pot(ja), 2) + " (" + esc(P.k[ja]) + "/" + esc(P.n[ja]) + ")") + "</div>");
     var c = cliffAt[i];
     if (c) {
-      h.push('<div style="margin-top:4px"><span class="cat ' + c.cat + '"></span><b>' + (c.first ? "first " : "") + "cliff, " + c.cat.replace("_", "-")
-             + "</b>: " + f(c.pp, 2) + " → " + f(c.p, 2) + " (Δ " + f(c.d) + ", N " + c.np + "/" + c.n + ")</div>");
+      h.push('<div style="margin-top:4px"><span class="cat ' + esc(c.cat) + '"></span><b>' + (c.first ? "first " : "") + "cliff, " + esc(String(c.cat).replace("_", "-"))
+             + "</b>: " + f(c.pp, 2) + " → " + f(c.p, 2) + " (Δ " + f(c.d) + ", N " + esc(c.np) + "/" + esc(c.n) + ")</div>");
       if (c.cand) {
         h.push("<table><tr><th>alternative</th><th>prob</th><th>potential</th><th>cliff</th></tr>");
         c.cand.forEach(function (r) {
           h.push("<tr><td><code>" + esc(show(text(r[0]))) + "</code>" + (r[5] ? " <span class=k>(sampled)</span>" : "") + "</td><td>" + f(r[1])
-                 + "</td><td>" + (r[2] ? f(r[3] / r[2], 2) + " <span class=k>(" + r[3] + "/" + r[2] + ")</span>" : "–") + "</td><td>" + (r[4] ? "yes" : "") + "</td></tr>");
+                 + "</td><td>" + (r[2] ? f(r[3] / r[2], 2) + " <span class=k>(" + esc(r[3]) + "/" + esc(r[2]) + ")</span>" : "–") + "</td><td>" + (r[4] ? "yes" : "") + "</td></tr>");
         });
         h.push("</table>");
       }
       if (c.abl) {
         var ks = Object.keys((c.abl.del || c.abl.keep).pass);
-        h.push("<table><tr><th>pass@k</th>" + ks.map(function (k) { return "<th>" + k + "</th>"; }).join("") + "</tr>");
+        h.push("<table><tr><th>pass@k</th>" + ks.map(function (k) { return "<th>" + esc(k) + "</th>"; }).join("") + "</tr>");
         ["del", "keep"].forEach(function (arm) {
-          if (c.abl[arm]) h.push("<tr><td>" + arm + " <span class=k>(" + c.abl[arm].c + "/" + c.abl[arm].n + ")</span></td>"
+          if (c.abl[arm]) h.push("<tr><td>" + arm + " <span class=k>(" + esc(c.abl[arm].c) + "/" + esc(c.abl[arm].n) + ")</span></td>"
                                  + ks.map(function (k) { return "<td>" + f(c.abl[arm].pass[k], 2) + "</td>"; }).join("") + "</tr>");
         });
         h.push("</table>");
