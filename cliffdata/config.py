@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,17 @@ ANSWER_FORMATS = ("hash", "boxed")
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
+
+
+def _range(name: str, value: float, lo: float | None = None, hi: float | None = None,
+           lo_open: bool = False, hi_open: bool = False) -> None:
+    """`name must be in [lo, hi], got value` (open ends with `lo_open`/`hi_open`; None = unbounded)."""
+    ok = (lo is None or (value > lo if lo_open else value >= lo)) and (hi is None or (value < hi if hi_open else value <= hi))
+    if not ok:
+        left = "-inf" if lo is None else lo
+        right = "inf" if hi is None else hi
+        raise ValueError(f"{name} must be in {'(' if lo_open or lo is None else '['}{left}, {right}"
+                         f"{')' if hi_open or hi is None else ']'}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,10 @@ class EngineConfig:
     def __post_init__(self):
         _check(self.backend in BACKENDS, f"engine.backend must be one of {BACKENDS}, got {self.backend!r}")
         _check(self.dtype in ("float32", "bfloat16", "float16"), f"engine.dtype: got {self.dtype!r}")
+        _range("max_model_len", self.max_model_len, 1)
+        _range("gpu_memory_utilization", self.gpu_memory_utilization, 0, 1, lo_open=True)
+        _check(self.block_size is None or self.block_size >= 1, f"block_size must be >= 1 or null, got {self.block_size}")
+        _range("hf_max_batch", self.hf_max_batch, 1)
 
 
 @dataclass(frozen=True)
@@ -126,10 +142,10 @@ class SamplingConfig:
     max_new_tokens: int = 256
 
     def __post_init__(self):
-        _check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
-        _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
-        _check(self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}")
-        _check(self.max_new_tokens > 0, f"max_new_tokens must be > 0, got {self.max_new_tokens}")
+        _range("temperature", self.temperature, 0, 100)
+        _range("top_p", self.top_p, 0, 1, lo_open=True)
+        _range("top_k", self.top_k, 0)
+        _range("max_new_tokens", self.max_new_tokens, 1)
 
 
 @dataclass(frozen=True)
@@ -140,6 +156,7 @@ class SampleConfig:
 
     def __post_init__(self):
         _check(self.num_samples >= 1, f"sample.num_samples must be >= 1, got {self.num_samples}")
+        _range("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -147,6 +164,11 @@ class TokenStatsConfig:
     top_k: int = 20
     dtype: str = "float32"
     batch_tokens: int = 4096           # teacher-forced tokens per forward pass
+
+    def __post_init__(self):
+        _range("top_k", self.top_k, 1)
+        _check(self.dtype in ("float32", "bfloat16", "float16"), f"dtype must be float32|bfloat16|float16, got {self.dtype!r}")
+        _range("batch_tokens", self.batch_tokens, 1)
 
 
 @dataclass(frozen=True)
@@ -160,6 +182,16 @@ class AdaptiveParams:
     dip_depth: float = 1.5
     confirm_z: float = 2.5
     refine_z: float = 1.0
+
+    def __post_init__(self):
+        _range("initial_rollouts", self.initial_rollouts, 1)
+        _range("grid_points", self.grid_points, 2)
+        _range("min_stride", self.min_stride, 1)
+        _range("sweep_rollouts", self.sweep_rollouts, 0)       # 0 disables the sweep
+        _range("flag_lr", self.flag_lr, 0, lo_open=True)
+        _range("dip_depth", self.dip_depth, 0, lo_open=True)
+        _range("confirm_z", self.confirm_z, 0, lo_open=True)
+        _range("refine_z", self.refine_z, 0)
 
 
 @dataclass(frozen=True)
@@ -199,6 +231,7 @@ class RolloutsConfig:
         _check(self.num_rollouts >= 1, f"rollouts.num_rollouts must be >= 1, got {self.num_rollouts}")
         _check(self.early_stop_zeros >= 0, f"rollouts.early_stop_zeros must be >= 0, got {self.early_stop_zeros}")
         _check(self.positions_per_batch >= 1, f"rollouts.positions_per_batch must be >= 1, got {self.positions_per_batch}")
+        _range("seed", self.seed, 0)
         _check(self.mode != "adaptive" or self.adaptive.initial_rollouts <= self.num_rollouts,
                f"rollouts.adaptive.initial_rollouts must be <= rollouts.num_rollouts, "
                f"got {self.adaptive.initial_rollouts} > {self.num_rollouts}")
@@ -216,7 +249,11 @@ class CliffsConfig:
 
     def __post_init__(self):
         _check(self.entropy in ("top20", "full"), f"cliffs.entropy must be top20|full, got {self.entropy!r}")
-        _check(0.5 < self.entropy_boundary_p < 1, f"cliffs.entropy_boundary_p: got {self.entropy_boundary_p}")
+        _check(0.5 < self.entropy_boundary_p < 1, f"cliffs.entropy_boundary_p must be in (0.5, 1), got {self.entropy_boundary_p}")
+        _range("delta0", self.delta0, 0, 1, hi_open=True)
+        _range("z", self.z, 0, lo_open=True)
+        _range("critical_threshold", self.critical_threshold, 0, 1, lo_open=True)
+        _range("min_rollouts", self.min_rollouts, 1)
 
 
 @dataclass(frozen=True)
@@ -229,6 +266,7 @@ class AblationConfig:
 
     def __post_init__(self):
         _check(self.num_rollouts >= 1, f"ablation.num_rollouts must be >= 1, got {self.num_rollouts}")
+        _range("seed", self.seed, 0)
         _check(len(self.ks) > 0 and list(self.ks) == sorted(set(self.ks)),
                f"ablation.ks must be strictly increasing and non-empty, got {list(self.ks)}")
         _check(self.ks[0] >= 1 and self.ks[-1] <= self.num_rollouts,
@@ -246,6 +284,7 @@ class CandidatesConfig:
     def __post_init__(self):
         _check(self.top_k >= 1, f"candidates.top_k must be >= 1, got {self.top_k}")
         _check(self.num_rollouts >= 1, f"candidates.num_rollouts must be >= 1, got {self.num_rollouts}")
+        _range("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -289,6 +328,7 @@ class DPOPairsConfig:
         _check(self.top_k >= 1, f"dpo_pairs.top_k must be >= 1, got {self.top_k}")
         _check(0 <= self.heldout_fraction < 1, f"dpo_pairs.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
         _check(self.heldout_by in ("pair", "cliff"), f"dpo_pairs.heldout_by must be pair|cliff, got {self.heldout_by!r}")
+        _range("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -317,6 +357,12 @@ class DPOTrainConfig:
         _check(self.batch_size >= 1 and self.epochs >= 1,
                f"dpo_train.batch_size and epochs must be >= 1, got {self.batch_size}, {self.epochs}")
         _check(self.lora_r >= 1, f"dpo_train.lora_r must be >= 1, got {self.lora_r}")
+        _range("warmup_ratio", self.warmup_ratio, 0, 1, hi_open=True)
+        _range("lora_alpha", self.lora_alpha, 1)
+        _range("lora_dropout", self.lora_dropout, 0, 1, hi_open=True)
+        _check(len(self.target_modules) > 0, "target_modules is empty")
+        _range("threads", self.threads, 1)
+        _range("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -331,6 +377,8 @@ class DPOEvalConfig:
     def __post_init__(self):
         _check(len(self.sources) > 0, "dpo_eval.sources is empty")
         _check(self.bootstrap_resamples >= 100, f"dpo_eval.bootstrap_resamples must be >= 100, got {self.bootstrap_resamples}")
+        _range("max_new_tokens", self.max_new_tokens, 1)
+        _range("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -388,6 +436,14 @@ class Params:
             used |= {src.prompt, *src.family_prompts.values()}
         missing = used - set(self.prompts)
         _check(not missing, f"problems.sources name prompts {sorted(missing)} that are not in `prompts`")
+        # cross-section limits, checked at load time rather than when the later stage runs
+        _check(self.candidates.top_k <= self.token_stats.top_k,
+               f"candidates.top_k must be <= token_stats.top_k = {self.token_stats.top_k} (candidates come from the "
+               f"stored top list), got {self.candidates.top_k}")
+        _check(self.dpo_pairs.top_k <= self.candidates.top_k,
+               f"dpo_pairs.top_k must be <= candidates.top_k = {self.candidates.top_k}, got {self.dpo_pairs.top_k}")
+        _check(self.cpm_shift.top_k <= self.token_stats.top_k,
+               f"cpm_shift.top_k must be <= token_stats.top_k = {self.token_stats.top_k}, got {self.cpm_shift.top_k}")
         sections = [("problems.sources", self.problems.sources)]
         sections += [("dpo_eval.sources", self.dpo_eval.sources)] if self.dpo_eval else []
         for where, sources in sections:
@@ -408,11 +464,20 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected a mapping, got {value!r}")
         hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
+        fields = dataclasses.fields(tp)
+        names = {f.name for f in fields}
         unknown = set(value) - names
         if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(names)})")
-        return tp(**{k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()})
+            raise ValueError(f"{_path(where)}: unknown keys {sorted(unknown)} (known: {sorted(names)})")
+        required = [f.name for f in fields if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING and f.name not in value]
+        if required:
+            raise ValueError(f"{_path(where + '.' + required[0])}: missing (required)")
+        kwargs = {k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()}
+        try:
+            return tp(**kwargs)
+        except ValueError as e:
+            raise ValueError(_with_path(str(e), where, names)) from None
     if origin in (types.UnionType, typing.Union):
         if value is None:
             return None
@@ -429,10 +494,28 @@ def _build(tp: Any, value: Any, where: str) -> Any:
             raise ValueError(f"{where}: expected a mapping, got {value!r}")
         return {k: _build(inner, v, f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and not isinstance(value, tp):
-        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+        value = float(value)
+    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is not bool and isinstance(value, bool))):
+        raise ValueError(f"{_path(where)}: expected {tp.__name__}, got {value!r}")    # true is not an int
+    if tp is float and not math.isfinite(value):
+        raise ValueError(f"{_path(where)}: must be a finite number, got {value!r}")
     return value
+
+
+def _path(where: str) -> str:
+    return where.removeprefix("params.").removeprefix("params")
+
+
+def _with_path(message: str, where: str, names: set[str]) -> str:
+    """Prefix a dataclass's own error with its params path: `temperature must …` in ablation.sampling
+    becomes `ablation.sampling.temperature must …`; messages that already name their section keep it."""
+    path = _path(where)
+    first = message.split(" ", 1)[0].rstrip(":")
+    if not path or first.startswith(path.split(".")[0] + ".") or first.startswith(path + "["):
+        return message
+    if first in names:
+        return f"{path}.{message}"
+    return f"{path}: {message}"
 
 
 def parse_params(data: dict) -> Params:

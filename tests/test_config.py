@@ -48,3 +48,57 @@ def test_unknown_prompt_name_is_an_error(raw):
     data["problems"]["sources"][0]["family_prompts"]["word1"] = "nope"
     with pytest.raises(ValueError, match="nope"):
         parse_params(data)
+
+
+# [K] 4: every field has a type and a range; every error names `section.key` and the bad value, at load time.
+@pytest.mark.parametrize("path,value,match", [
+    (("rollouts", "num_rollouts"), True, r"rollouts.num_rollouts: expected int, got True"),
+    (("sample", "num_samples"), False, r"sample.num_samples: expected int, got False"),
+    (("rollouts", "sampling", "temperature"), float("inf"), r"rollouts.sampling.temperature: must be a finite number, got inf"),
+    (("ablation", "sampling", "temperature"), float("nan"), r"ablation.sampling.temperature: must be a finite number, got nan"),
+    (("ablation", "sampling", "temperature"), -1.0, r"ablation.sampling.temperature must be in \[0, 100\], got -1.0"),
+    (("candidates", "sampling", "max_new_tokens"), 0, r"candidates.sampling.max_new_tokens must be in \[1, inf\), got 0"),
+    (("cliffs", "delta0"), -0.5, r"cliffs.delta0 must be in \[0, 1\), got -0.5"),
+    (("cliffs", "z"), -3, r"cliffs.z must be in \(0, inf\), got -3.0"),
+    (("cliffs", "critical_threshold"), 5, r"cliffs.critical_threshold must be in \(0, 1\], got 5.0"),
+    (("cliffs", "min_rollouts"), 0, r"cliffs.min_rollouts must be in \[1, inf\), got 0"),
+    (("engine", "max_model_len"), 0, r"engine.max_model_len must be in \[1, inf\), got 0"),
+    (("engine", "gpu_memory_utilization"), 5, r"engine.gpu_memory_utilization must be in \(0, 1\], got 5.0"),
+    (("token_stats", "top_k"), 0, r"token_stats.top_k must be in \[1, inf\), got 0"),
+    (("rollouts", "adaptive", "initial_rollouts"), 0, r"rollouts.adaptive.initial_rollouts must be in \[1, inf\), got 0"),
+    (("rollouts", "adaptive", "grid_points"), 0, r"rollouts.adaptive.grid_points must be in \[2, inf\), got 0"),
+    (("dpo_train", "warmup_ratio"), 5, r"dpo_train.warmup_ratio must be in \[0, 1\), got 5.0"),
+    (("dpo_train", "lora_dropout"), 2, r"dpo_train.lora_dropout must be in \[0, 1\), got 2.0"),
+    (("dpo_eval", "max_new_tokens"), -1, r"dpo_eval.max_new_tokens must be in \[1, inf\), got -1"),
+    (("candidates", "top_k"), 21, r"candidates.top_k must be <= token_stats.top_k = 20 .*got 21"),
+    (("dpo_pairs", "top_k"), 30, r"dpo_pairs.top_k must be <= candidates.top_k = 20, got 30"),
+    (("cpm_shift", "top_k"), 50, r"cpm_shift.top_k must be <= token_stats.top_k = 20, got 50"),
+])
+def test_nonsense_is_refused_with_its_path(raw, path, value, match):
+    data = copy.deepcopy(raw)
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ValueError, match=match):
+        parse_params(data)
+
+
+@pytest.mark.parametrize("section,key", [("ablation", "sampling"), ("problems", "sources")])
+def test_missing_required_field_names_its_path(raw, section, key):
+    data = copy.deepcopy(raw)
+    if key == "sampling":
+        del data[section][key]["temperature"]
+        match = r"ablation.sampling.temperature: missing \(required\)"
+    else:
+        del data[section][key]
+        match = rf"{section}.{key}: missing \(required\)"
+    with pytest.raises(ValueError, match=match):
+        parse_params(data)
+
+
+def test_missing_section_and_top_level_prompts(raw):
+    data = copy.deepcopy(raw)
+    del data["prompts"]
+    with pytest.raises(ValueError, match=r"^prompts: missing \(required\)"):
+        parse_params(data)

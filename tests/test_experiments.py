@@ -551,7 +551,7 @@ entropy: {bins: 10, max_entropy: 1.5}
 @pytest.mark.parametrize("stage", ["ablation", "candidates"])
 def test_stage_runs_on_the_world(tmp_path, monkeypatch, world, backend_factory, tokenizer, stage):
     write_world(tmp_path, world, {})
-    (tmp_path / "params.yaml").write_text(PARAMS)
+    (tmp_path / "params.yaml").write_text(PARAMS + "dpo_pairs: {top_k: 3}\n")   # <= candidates.top_k
     monkeypatch.chdir(tmp_path)
     module = load_stage(stage)
     backend = backend_factory("ablation" if stage == "ablation" else "candidates")
