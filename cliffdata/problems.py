@@ -46,7 +46,7 @@ def load_problems(cfg: ProblemsConfig, root: Path = Path("."),
     """
     prompts = prompts or {}
     rows: list[dict] = []
-    owner: dict[str, int] = {}          # problem_id -> index of the source that produced it
+    owner: dict[str, tuple[int, int]] = {}   # problem_id -> (source, 0-based row) that produced it
     sources, skipped = [], []
     for i, src in enumerate(cfg.sources):
         if src.dataset == "arith":
@@ -54,12 +54,16 @@ def load_problems(cfg: ProblemsConfig, root: Path = Path("."),
             src_skipped, num_rows = [], len(src_rows)
         else:
             src_rows, src_skipped, num_rows = _load_source(src, Path(root), cfg.on_bad_row, prompts)
+        if not src_rows:
+            raise ValueError(f"problems.sources[{i}] ({_describe(src)}): no problems "
+                             f"({num_rows} rows read, {len(src_skipped)} skipped as bad)")
         for row in src_rows:
             pid = row["problem_id"]
             if pid in owner:
-                raise ValueError(f"duplicate problem_id {pid!r}: problems.sources[{owner[pid]}] "
-                                 f"({_describe(cfg.sources[owner[pid]])}) and problems.sources[{i}] ({_describe(src)})")
-            owner[pid] = i
+                j, index = owner[pid]
+                raise ValueError(f"duplicate problem_id {pid!r}: problems.sources[{j}] ({_describe(cfg.sources[j])}) "
+                                 f"row {index} and problems.sources[{i}] ({_describe(src)}) row {row['source_index']}")
+            owner[pid] = (i, row["source_index"])
         log.info("%s: %d problems, %d bad rows skipped", _describe(src), len(src_rows), len(src_skipped))
         rows += src_rows
         skipped += src_skipped

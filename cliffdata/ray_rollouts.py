@@ -64,8 +64,8 @@ def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str
     import ray
 
     done = checkpoint.done()
-    todo = [t for t in traces if t["trace_id"] not in done]
-    if done:
+    todo = [t for t in traces if Checkpoint.key(t) not in done]
+    if len(todo) < len(traces):
         log.info("resuming: %d of %d traces already in %s", len(traces) - len(todo), len(traces), checkpoint.folder)
     started_here = bool(todo) and not ray.is_initialized()
     if started_here:
@@ -86,11 +86,12 @@ def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str
                 compute=ray.data.ActorPoolStrategy(size=cfg.ray.num_actors),
                 num_cpus=cfg.ray.num_cpus_per_actor, num_gpus=cfg.ray.num_gpus_per_actor or None)
             bar = tqdm(total=len(todo), desc="rollouts (ray)", unit="trace")
+            by_id = {t["trace_id"]: t for t in todo}
             for row in ds.iter_rows():
-                checkpoint.save(str(row["trace_id"]), json.loads(row["potentials"]), json.loads(row["cost"]))
+                checkpoint.save(by_id[str(row["trace_id"])], json.loads(row["potentials"]), json.loads(row["cost"]))
                 bar.update(1)
             bar.close()
     finally:
         if started_here:
             ray.shutdown()
-    return checkpoint.load([t["trace_id"] for t in traces])
+    return checkpoint.load(traces)

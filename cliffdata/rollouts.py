@@ -179,34 +179,39 @@ def _adaptive_potentials(trace: dict, gold: str, answer_format: str, backend: Ba
 
 
 class Checkpoint:
-    """A folder of finished traces: `<name>.parquet` (potentials) then `<name>.json` (cost, the done mark)."""
+    """A folder of finished traces: `<key>.parquet` (potentials) then `<key>.json` (cost, the done mark).
+
+    A trace's key covers its id *and* its exact prompt and response ids, so a resumed run whose trace
+    with the same id came out differently (cliff_count samples its traces in the stage) recomputes it
+    instead of attaching saved potentials to another trace.
+    """
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
-    def _name(trace_id: str) -> str:
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", trace_id)[:80]
-        return f"{safe}-{hashlib.sha1(trace_id.encode()).hexdigest()[:10]}"
+    def key(trace: dict) -> str:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", trace["trace_id"])[:80]
+        content = json.dumps([trace["trace_id"], [int(i) for i in trace["prompt_ids"]],
+                              [int(i) for i in trace["response_ids"]]])
+        return f"{safe}-{hashlib.sha256(content.encode()).hexdigest()[:16]}"
 
     def done(self) -> set[str]:
-        ids = set()
-        for p in self.folder.glob("*.json"):
-            ids.add(json.loads(p.read_text())["trace_id"])
-        return ids
+        """Keys of the finished traces."""
+        return {p.stem for p in self.folder.glob("*.json")}
 
-    def save(self, trace_id: str, rows: list[dict], cost: dict) -> None:
-        name = self._name(trace_id)
+    def save(self, trace: dict, rows: list[dict], cost: dict) -> None:
+        name = self.key(trace)
         schema.write("potentials", rows, self.folder / f"{name}.parquet")
         tmp = self.folder / f".{name}.json.tmp"
         tmp.write_text(json.dumps(cost, sort_keys=True))
         os.replace(tmp, self.folder / f"{name}.json")
 
-    def load(self, trace_ids: list[str]) -> tuple[pa.Table, list[dict]]:
+    def load(self, traces: list[dict]) -> tuple[pa.Table, list[dict]]:
         tables, costs = [], []
-        for tid in trace_ids:
-            name = self._name(tid)
+        for trace in traces:
+            name = self.key(trace)
             tables.append(schema.read("potentials", self.folder / f"{name}.parquet"))
             costs.append(json.loads((self.folder / f"{name}.json").read_text()))
         table = pa.concat_tables(tables) if tables else schema.POTENTIALS.empty_table()
@@ -228,8 +233,8 @@ def run_rollouts(traces: list[dict], golds: dict[str, Gold], backend: Backend, t
     `golds` maps problem_id -> `Gold` (answer, answer format, the problem's own token budget or None).
     """
     done = checkpoint.done()
-    todo = [t for t in traces if t["trace_id"] not in done]
-    if done:
+    todo = [t for t in traces if Checkpoint.key(t) not in done]
+    if len(todo) < len(traces):
         log.info("resuming: %d of %d traces already in %s", len(traces) - len(todo), len(traces), checkpoint.folder)
     expected = sum(expected_tokens(len(t["response_ids"]), cfg) for t in todo)
     log.info("rollouts: %d traces to do, about %d generated tokens (N·T²/2, no early stop)", len(todo), expected)
@@ -239,10 +244,10 @@ def run_rollouts(traces: list[dict], golds: dict[str, Gold], backend: Backend, t
         gold = Gold(*golds[trace["problem_id"]])
         rows, cost = estimate_potentials(trace, gold.answer, gold.answer_format, backend, tokenizer, cfg,
                                          with_budget(sampling, gold.max_new_tokens))
-        checkpoint.save(trace["trace_id"], rows, cost)
+        checkpoint.save(trace, rows, cost)
         num_tokens += cost["num_generated_tokens"]
         bar.set_postfix(tok_s=f"{num_tokens / max(time.perf_counter() - started, 1e-9):.0f}")
         bar.update(1)
     bar.close()
-    table, costs = checkpoint.load([t["trace_id"] for t in traces])
+    table, costs = checkpoint.load(traces)
     return table, costs

@@ -202,6 +202,25 @@ def test_duplicate_ids_across_sources(tmp_path):
         load(src, src, root=tmp_path)
 
 
+def test_duplicate_id_within_one_source_names_both_rows(tmp_path):
+    """[K] 5: the error named the same source twice and no row."""
+    rows = [MATH500[0], MATH500[1], {**MATH500[1], "unique_id": MATH500[0]["unique_id"]}]
+    write_rows(tmp_path / "m.jsonl", rows)
+    with pytest.raises(ValueError, match=r"duplicate problem_id 'math500/test/algebra/1\.json': problems.sources\[0\] "
+                                         r"\(math500 'm.jsonl'\) row 0 and problems.sources\[0\] \(math500 'm.jsonl'\) row 2"):
+        load(SourceConfig(dataset="math500", path="m.jsonl"), root=tmp_path)
+
+
+def test_empty_or_all_skipped_source_is_an_error(tmp_path):
+    """[K] 5: a problems file with zero rows, or with every row skipped, no longer succeeds silently."""
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match=r"problems.sources\[0\] \(gsm8k 'empty.jsonl'\): no problems \(0 rows read"):
+        load(SourceConfig(dataset="gsm8k", path="empty.jsonl"), root=tmp_path)
+    write_rows(tmp_path / "bad.jsonl", [{"question": "q"}, {"answer": "#### 1"}])
+    with pytest.raises(ValueError, match=r"no problems \(2 rows read, 2 skipped as bad\)"):
+        load(SourceConfig(dataset="gsm8k", path="bad.jsonl"), root=tmp_path, on_bad_row="skip")
+
+
 # --- bad rows --------------------------------------------------------------------------------------
 
 def bad_jsonl(tmp_path: Path) -> str:

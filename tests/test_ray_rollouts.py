@@ -46,12 +46,12 @@ def test_ray_actor_pool_equals_single_process(local_ray, tmp_path, tiny_model_di
         assert set(single.column("num_rollouts").to_pylist()) - {4}
 
     ckpt = Checkpoint(tmp_path / "ray")
-    ckpt.save(*_rows_of(single, single_costs, traces[0]["trace_id"]))      # one trace already done: a resume
+    ckpt.save(*_rows_of(single, single_costs, traces[0]))      # one trace already done: a resume
     table, costs = run_rollouts_ray(traces, golds, str(tiny_model_dir), engine, cfg, ckpt)
     assert table.equals(single)
     assert [c["trace_id"] for c in costs] == [t["trace_id"] for t in traces]
 
 
-def _rows_of(table, costs, trace_id):
-    rows = [r for r in table.to_pylist() if r["trace_id"] == trace_id]
-    return trace_id, rows, next(c for c in costs if c["trace_id"] == trace_id)
+def _rows_of(table, costs, trace):
+    rows = [r for r in table.to_pylist() if r["trace_id"] == trace["trace_id"]]
+    return trace, rows, next(c for c in costs if c["trace_id"] == trace["trace_id"])

@@ -121,11 +121,20 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_tokenizer):
     assert resumed.equals(full)
     assert [c["trace_id"] for c in costs] == [t["trace_id"] for t in traces]
     # finished traces were not recomputed: calls only for the unfinished ones
-    todo = [t for t in traces if t["trace_id"] not in finished]
+    todo = [t for t in traces if Checkpoint.key(t) not in finished]
     expected_calls = sum(-(-len(scored_positions(len(t["response_ids"]), True)) // 2) for t in todo)
     assert counting.calls == expected_calls
     keys = list(zip(resumed.column("trace_id").to_pylist(), resumed.column("token_index").to_pylist()))
     assert len(keys) == len(set(keys)) == sum(len(t["response_ids"]) for t in traces)
+
+    # [K] 5: a resumed run whose trace came out differently under the same id (cliff_count samples its
+    # traces in the stage) recomputes it: saved potentials never attach to another trace.
+    changed = [dict(t, response_ids=[39] + t["response_ids"]) if i == 0 else t for i, t in enumerate(traces)]
+    counting = CrashAfter(be, limit=10**9)
+    again, _ = run_rollouts(changed, golds, counting, tiny_tokenizer, config, SAMPLING, ckpt)
+    assert counting.calls == -(-len(scored_positions(len(changed[0]["response_ids"]), True)) // 2)
+    first = [r for r in again.to_pylist() if r["trace_id"] == changed[0]["trace_id"]]
+    assert len(first) == len(changed[0]["response_ids"])
 
 
 def test_estimate_rollouts_exhaustive_is_the_capped_sum_and_adaptive_is_cheaper():
