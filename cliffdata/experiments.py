@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from cliffdata import duck
 from cliffdata.backends import Backend, Sampling, request_seed
+from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.sampling import Gold, Resampled, resample, with_budget
 from cliffdata.stats import DELTA0, Z, is_cliff, pass_at_k
 
@@ -43,9 +44,12 @@ CORRECTNESS = ("correct", "failed")              # ungradable traces are kept in
 def _resample_by_problem(requests: list[dict], traces: list[dict], golds: dict[str, Gold],
                          backend: Backend, tokenizer, n: int, sampling: Sampling,
                          prefix_of: Callable[[dict, Sequence[int]], list[int]], seed_of: Callable[[dict], int],
-                         desc: str) -> list[Resampled]:
+                         desc: str, checkpoint: UnitCheckpoint | None = None) -> list[Resampled]:
     """`resample` for every request, one call per problem (resample grades against one gold); results
-    in request order. `prefix_of(request, response_ids)` gives the response prefix to continue."""
+    in request order. `prefix_of(request, response_ids)` gives the response prefix to continue.
+
+    With a `checkpoint`, each problem is a unit keyed by its prompts, prefixes, seeds, N, sampling and
+    gold: a finished unit is read back instead of recomputed (a killed stage resumes)."""
     by_trace = {t["trace_id"]: t for t in traces}
     groups: dict[str, list[int]] = defaultdict(list)
     for j, r in enumerate(requests):
@@ -61,8 +65,15 @@ def _resample_by_problem(requests: list[dict], traces: list[dict], golds: dict[s
         prefixes = [(by_trace[requests[j]["trace_id"]]["prompt_ids"],
                      prefix_of(requests[j], by_trace[requests[j]["trace_id"]]["response_ids"])) for j in idx]
         gold = Gold(*golds[problem_id])
-        results = resample(backend, tokenizer, prefixes, n, with_budget(sampling, gold.max_new_tokens),
-                           [seed_of(requests[j]) for j in idx], gold.answer, gold.answer_format)
+        budget, seeds = with_budget(sampling, gold.max_new_tokens), [seed_of(requests[j]) for j in idx]
+        key = UnitCheckpoint.key(desc, problem_id, prefixes, seeds, n, budget, gold) if checkpoint is not None else None
+        saved = checkpoint.get(key) if checkpoint is not None else None
+        if saved is not None:
+            results = [Resampled(*r) for r in saved]
+        else:
+            results = resample(backend, tokenizer, prefixes, n, budget, seeds, gold.answer, gold.answer_format)
+            if checkpoint is not None:
+                checkpoint.put(key, [[r.num_rollouts, r.num_correct, r.num_generated_tokens] for r in results])
         for j, res in zip(idx, results):
             out[j] = res
     return out
@@ -107,7 +118,8 @@ def ablation_requests(traces: list[dict], cliffs: list[dict], trace_cliffs: list
 
 
 def run_ablation(requests: list[dict], traces: list[dict], golds: dict[str, Gold], backend: Backend,
-                 tokenizer, n: int, sampling: Sampling, seed: int) -> list[dict]:
+                 tokenizer, n: int, sampling: Sampling, seed: int,
+                 checkpoint: UnitCheckpoint | None = None) -> list[dict]:
     """N continuations from `prompt_ids + response_ids[:prefix_length]` per request; rows of ABLATION.
 
     Seeds: request_seed(seed, "ablation", trace_id, arm, token_index).
@@ -116,7 +128,7 @@ def run_ablation(requests: list[dict], traces: list[dict], golds: dict[str, Gold
         requests, traces, golds, backend, tokenizer, n, sampling,
         prefix_of=lambda r, response: list(response[:r["prefix_length"]]),
         seed_of=lambda r: request_seed(seed, "ablation", r["trace_id"], r["arm"], r["token_index"]),
-        desc="ablation")
+        desc="ablation", checkpoint=checkpoint)
     return [{"trace_id": r["trace_id"], "token_index": r["token_index"], "arm": r["arm"], "is_first": r["is_first"],
              "is_correct": r["is_correct"], "prefix_length": r["prefix_length"], "num_rollouts": res.num_rollouts,
              "num_correct": res.num_correct, "potential": res.num_correct / res.num_rollouts,
@@ -232,7 +244,7 @@ def candidate_rows(traces: list[dict], cliffs: list[dict], token_stats: pa.Table
 
 def run_candidates(requests: list[dict], traces: list[dict], golds: dict[str, Gold], backend: Backend,
                    tokenizer, n: int, sampling: Sampling, seed: int, delta0: float = DELTA0,
-                   z: float = Z) -> list[dict]:
+                   z: float = Z, checkpoint: UnitCheckpoint | None = None) -> list[dict]:
     """N fresh rollouts from `response_ids[:i] + [c]` for every candidate but the cliff token (which
     reuses the main rollout's counts, as the paper does); rows of CANDIDATES.
 
@@ -245,7 +257,7 @@ def run_candidates(requests: list[dict], traces: list[dict], golds: dict[str, Go
         todo, traces, golds, backend, tokenizer, n, sampling,
         prefix_of=lambda r, response: [*response[:r["token_index"]], r["candidate_id"]],
         seed_of=lambda r: request_seed(seed, "candidates", r["trace_id"], r["token_index"], r["candidate_id"]),
-        desc="candidates")
+        desc="candidates", checkpoint=checkpoint)
     fresh = iter(results)
     rows = []
     for r in requests:

@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
-from cliffdata.backends import Backend, GenerationRequest, Sampling, request_seed
+from cliffdata.backends import Backend, Generation, GenerationRequest, Sampling, request_seed
+from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.config import PromptConfig, SamplingConfig
 from cliffdata.grading import grade
 from cliffdata.prompts import encode_prompt
@@ -42,9 +43,13 @@ def with_budget(sampling: Sampling, max_new_tokens: int | None) -> Sampling:
 
 
 def sample_traces(problems: list[dict], prompts: dict[str, PromptConfig], tokenizer, backend: Backend,
-                  sampling: Sampling, num_samples: int, seed: int, batch_size: int = 64) -> list[dict]:
+                  sampling: Sampling, num_samples: int, seed: int, batch_size: int = 64,
+                  checkpoint: UnitCheckpoint | None = None, tag: str = "") -> list[dict]:
     """K traces per problem with exact token ids, graded; rows follow `schema.TRACES`. A problem with its
-    own `max_new_tokens` (its source's budget) is sampled with that budget instead of `sampling`'s."""
+    own `max_new_tokens` (its source's budget) is sampled with that budget instead of `sampling`'s.
+
+    With a `checkpoint`, each problem's generations are a unit (keyed by `tag`, e.g. the adapter, and
+    the prompt ids, seed, K and sampling), saved after every batch: a killed run resumes."""
     rows = []
     bar = tqdm(total=len(problems), desc="sample", unit="problem")
     for start in range(0, len(problems), batch_size):
@@ -52,11 +57,20 @@ def sample_traces(problems: list[dict], prompts: dict[str, PromptConfig], tokeni
         prompt_ids = [encode_prompt(tokenizer, prompts[p["prompt"]], p["question"]) for p in batch]
         requests = [GenerationRequest(tuple(ids), n=num_samples, seed=request_seed(seed, p["problem_id"]))
                     for p, ids in zip(batch, prompt_ids)]
+        budgets = [with_budget(sampling, p.get("max_new_tokens")) for p in batch]
+        keys = [UnitCheckpoint.key("sample", tag, r.prompt_ids, r.n, r.seed, b) if checkpoint is not None else None
+                for r, b in zip(requests, budgets)]
         gens: list = [None] * len(batch)
-        for budget in sorted({p.get("max_new_tokens") for p in batch}, key=lambda b: (b is None, b or 0)):
-            idx = [j for j, p in enumerate(batch) if p.get("max_new_tokens") == budget]   # one call per budget
-            for j, gen in zip(idx, backend.generate([requests[j] for j in idx], with_budget(sampling, budget))):
+        for j, key in enumerate(keys):
+            saved = checkpoint.get(key) if checkpoint is not None else None
+            if saved is not None:
+                gens[j] = Generation(tuple(tuple(t) for t in saved["token_ids"]), tuple(saved["finish_reasons"]))
+        for budget in sorted({b for b, g in zip(budgets, gens) if g is None}, key=lambda b: b.max_new_tokens):
+            idx = [j for j, (b, g) in enumerate(zip(budgets, gens)) if g is None and b == budget]   # one call per budget
+            for j, gen in zip(idx, backend.generate([requests[j] for j in idx], budget)):
                 gens[j] = gen
+                if checkpoint is not None:
+                    checkpoint.put(keys[j], {"token_ids": gen.token_ids, "finish_reasons": gen.finish_reasons})
         for p, ids, gen in zip(batch, prompt_ids, gens):
             for j, (resp, reason) in enumerate(zip(gen.token_ids, gen.finish_reasons)):
                 text = tokenizer.decode(list(resp), skip_special_tokens=True)

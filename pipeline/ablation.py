@@ -6,16 +6,19 @@ Critical-del and Random-del) and their pass@k curves (protocol §5, RQ1).
 Writes data/ablation/{ablation,pass_at_k}.parquet, metrics/ablation.{json,md} and plots/pass_at_k.csv,
 then runs the experiment checks.
 """
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from cliffdata import duck, experiments, schema
+from cliffdata import duck, experiments, grading, schema
 from cliffdata.backends import open_backend
+from cliffdata.checkpoint import stage_checkpoint
 from cliffdata.config import load_params
 from cliffdata.sampling import golds_by_problem, to_sampling
+from cliffdata.schema import file_digest, tree_digest
 
 
 def main() -> None:
@@ -28,9 +31,13 @@ def main() -> None:
                                              schema.read("trace_cliffs", schema.PATHS["trace_cliffs"]).to_pylist(),
                                              cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained("models/base")
+    # one unit per problem; a killed run resumes here (removed after the outputs are written)
+    checkpoint = stage_checkpoint("ablation", dataclasses.asdict(engine), tree_digest("models/base"),
+                                  file_digest(grading.__file__))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
         rows = experiments.run_ablation(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
-                                        to_sampling(cfg.sampling), cfg.seed)
+                                        to_sampling(cfg.sampling), cfg.seed, checkpoint=checkpoint)
+    print(checkpoint.report("ablation"), flush=True)
     curve = experiments.pass_at_k_curve(rows, cfg.ks)
     schema.write("ablation", rows, schema.PATHS["ablation"])
     schema.write("pass_at_k", curve, schema.PATHS["pass_at_k"])
@@ -42,6 +49,7 @@ def main() -> None:
     Path("metrics/ablation.md").write_text(duck.format_markdown(*experiments.pass_at_k_table(curve, cfg.ks)))
     Path("plots/pass_at_k.csv").write_text(duck.format_csv(*experiments.pass_at_k_plot(curve, cfg.ks)))
     duck.assert_checks(duck.connect(Path("."), ["ablation", "pass_at_k"]))
+    checkpoint.remove()
     print(json.dumps({"num_requests": len(rows), "failed": metrics.get("all", {}).get("failed", {})}))
 
 

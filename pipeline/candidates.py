@@ -8,16 +8,19 @@ analysis is the `entropy` stage (SQL only: its bins do not re-run these rollouts
 Writes data/candidates/candidates.parquet, metrics/cpm.{json,md} and plots/cpm.csv, after the
 experiment checks pass.
 """
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from cliffdata import duck, experiments, schema
+from cliffdata import duck, experiments, grading, schema
 from cliffdata.backends import open_backend
+from cliffdata.checkpoint import stage_checkpoint
 from cliffdata.config import load_params
 from cliffdata.sampling import golds_by_problem, to_sampling
+from cliffdata.schema import file_digest, tree_digest
 
 
 def main() -> None:
@@ -30,9 +33,14 @@ def main() -> None:
                                           schema.read("token_stats", schema.PATHS["token_stats"]),
                                           schema.read("potentials", schema.PATHS["potentials"]), cfg.top_k)
     tokenizer = AutoTokenizer.from_pretrained("models/base")
+    # one unit per problem; a killed run resumes here (removed after the outputs are written)
+    checkpoint = stage_checkpoint("candidates", dataclasses.asdict(engine), tree_digest("models/base"),
+                                  file_digest(grading.__file__))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
         rows = experiments.run_candidates(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
-                                          to_sampling(cfg.sampling), cfg.seed, cliffs_cfg.delta0, cliffs_cfg.z)
+                                          to_sampling(cfg.sampling), cfg.seed, cliffs_cfg.delta0, cliffs_cfg.z,
+                                          checkpoint=checkpoint)
+    print(checkpoint.report("candidates"), flush=True)
     schema.write("candidates", rows, schema.PATHS["candidates"])
 
     con = duck.connect(Path("."), ["candidates", "cliffs", "potentials", "token_stats", "trace_cliffs"])
@@ -43,6 +51,7 @@ def main() -> None:
     Path("metrics/cpm.json").write_text(cpm["json"])
     Path("metrics/cpm.md").write_text(cpm["md"])
     Path("plots/cpm.csv").write_text(cpm["csv"])
+    checkpoint.remove()
     print(json.dumps({"num_candidates": len(rows), "cpm": json.loads(cpm["json"]).get("all", {})}))
 
 

@@ -8,6 +8,7 @@ PEFT adapters). Results are logged to an MLflow run `dpo_eval` and, as `dpo_eval
 adapter's training run (what `cliffdata promote` ranks). Writes data/dpo_eval/dpo_eval.parquet and
 metrics/dpo_eval.json.
 """
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -15,11 +16,13 @@ from pathlib import Path
 import mlflow
 from transformers import AutoTokenizer
 
-from cliffdata import duck, schema, tracking
+from cliffdata import duck, grading, schema, tracking
+from cliffdata.checkpoint import stage_checkpoint
 from cliffdata.backends import open_backend
 from cliffdata.config import load_params, section_dict
 from cliffdata.dpo.evaluate import BASE, accuracy_summary, eval_problems, evaluate_models
 from cliffdata.dpo.registry import trained_variants
+from cliffdata.schema import tree_digest
 
 
 def main() -> None:
@@ -34,8 +37,14 @@ def main() -> None:
     models = [BASE, *runs]
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     adapters = {v: f"models/adapters/{v}" for v in runs}
+    # one unit per (model, problem); a killed run resumes here (removed after the outputs are written)
+    checkpoint = stage_checkpoint("dpo_eval", dataclasses.asdict(params.engine), tree_digest("models/base"),
+                                  schema.file_digest(grading.__file__))
+    digests = {v: tree_digest(path) for v, path in adapters.items()}
     with open_backend(params.engine, "models/base", seed=cfg.seed, adapters=adapters or None) as backend:
-        rows = evaluate_models(backend, tokenizer, problems, params.prompts, models, cfg.max_new_tokens)
+        rows = evaluate_models(backend, tokenizer, problems, params.prompts, models, cfg.max_new_tokens,
+                               checkpoint=checkpoint, adapter_digests=digests)
+    print(checkpoint.report("dpo_eval"), flush=True)
     schema.write("dpo_eval", rows, schema.PATHS["dpo_eval"])
     summary = accuracy_summary(rows, BASE, cfg.bootstrap_resamples, cfg.seed)
 
@@ -56,6 +65,7 @@ def main() -> None:
            "skipped_no_training_pairs": skipped}
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/dpo_eval.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    checkpoint.remove()
     print(json.dumps(out["models"]))
 
 

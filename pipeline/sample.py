@@ -2,6 +2,7 @@
 
     python pipeline/sample.py
 """
+import dataclasses
 import json
 import logging
 
@@ -9,8 +10,10 @@ from transformers import AutoTokenizer
 
 from cliffdata import schema
 from cliffdata.backends import open_backend
+from cliffdata.checkpoint import stage_checkpoint
 from cliffdata.config import load_params
 from cliffdata.sampling import sample_traces, to_sampling
+from cliffdata.schema import tree_digest
 
 
 def main() -> None:
@@ -19,9 +22,12 @@ def main() -> None:
     cfg = params.sample
     problems = schema.read("problems", schema.PATHS["problems"]).to_pylist()
     tokenizer = AutoTokenizer.from_pretrained("models/base")
+    # one unit per problem, saved after each batch; a killed run resumes here (removed after the write)
+    checkpoint = stage_checkpoint("sample", dataclasses.asdict(params.engine), tree_digest("models/base"))
     with open_backend(params.engine, "models/base", seed=cfg.seed) as backend:
         rows = sample_traces(problems, params.prompts, tokenizer, backend, to_sampling(cfg.sampling),
-                             cfg.num_samples, cfg.seed)
+                             cfg.num_samples, cfg.seed, checkpoint=checkpoint)
+    print(checkpoint.report("sample"), flush=True)
     schema.write("traces", rows, schema.PATHS["traces"])
     labels = [r["is_correct"] for r in rows]
     summary = {"num_traces": len(rows), "num_correct": labels.count(True), "num_failed": labels.count(False),
@@ -30,6 +36,7 @@ def main() -> None:
                "num_truncated": sum(r["finish_reason"] == "length" for r in rows), "backend": params.engine.backend}
     with open("metrics/sample.json", "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
+    checkpoint.remove()
     print(json.dumps(summary))
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from cliffdata.backends import AdapterView, Backend, Sampling
 from cliffdata.config import ProblemsConfig, PromptConfig, SourceConfig
+from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.problems import load_problems
 from cliffdata.sampling import sample_traces
 
@@ -36,13 +37,17 @@ def eval_problems(sources: Sequence[SourceConfig], training_problems: Sequence[d
 
 
 def evaluate_models(backend: Backend, tokenizer, problems: list[dict], prompts: dict[str, PromptConfig],
-                    models: Sequence[str], max_new_tokens: int) -> list[dict]:
-    """One greedy response per problem and model (`base` or an adapter name of `backend`); DPO_EVAL rows."""
+                    models: Sequence[str], max_new_tokens: int, checkpoint: UnitCheckpoint | None = None,
+                    adapter_digests: dict[str, str] | None = None) -> list[dict]:
+    """One greedy response per problem and model (`base` or an adapter name of `backend`); DPO_EVAL rows.
+    With a `checkpoint`, each (model, problem) is a unit; `adapter_digests` key an adapter's units by its weights."""
     greedy = Sampling(temperature=0.0, max_new_tokens=max_new_tokens)
     rows = []
     for model in models:
         view = AdapterView(backend, None if model == BASE else model)
-        for t in sample_traces(problems, prompts, tokenizer, view, greedy, num_samples=1, seed=0):
+        tag = f"{model}:{(adapter_digests or {}).get(model, '')}"
+        for t in sample_traces(problems, prompts, tokenizer, view, greedy, num_samples=1, seed=0,
+                               checkpoint=checkpoint, tag=tag):
             rows.append({"model": model, "problem_id": t["problem_id"], "response_ids": t["response_ids"],
                          "extracted_answer": t["extracted_answer"], "is_correct": t["is_correct"],
                          "num_tokens": t["num_tokens"]})
