@@ -195,3 +195,24 @@ def test_sql_corrupt_and_missing_datasets(tmp_path, monkeypatch, capsys):
 def test_sql_prints_timestamps_with_time_zone(root, capsys):
     assert main(["sql", "select timestamptz '2026-01-01 12:00:00+00' as t, interval 3 day as i"]) == 0
     assert "2026-01-01 12:00:00+00:00" in capsys.readouterr().out
+
+
+def test_sandbox_settings_hold_even_without_the_statement_filter(root):
+    """The statement filter refuses SET before DuckDB sees it; the connection itself also refuses."""
+    import duckdb
+
+    from cliffdata import duck
+
+    con = duck.connect_sandbox(root)
+    for sql in ("set enable_external_access = true", "set lock_configuration = false",
+                "set allowed_paths = ['/etc/passwd']", "set autoinstall_known_extensions = true"):
+        with pytest.raises(duckdb.InvalidInputException, match="configuration has been locked"):
+            con.execute(sql)
+    with pytest.raises(duckdb.PermissionException):
+        con.execute("select * from read_csv('/etc/passwd')")
+    assert con.execute("select count(*) from cliffs").fetchall() == [(3,)]
+    settings = dict(con.execute("select name, value from duckdb_settings() where name in "
+                                "('enable_external_access', 'autoinstall_known_extensions', "
+                                "'autoload_known_extensions', 'lock_configuration')").fetchall())
+    assert settings == {"enable_external_access": "false", "autoinstall_known_extensions": "false",
+                        "autoload_known_extensions": "false", "lock_configuration": "true"}
