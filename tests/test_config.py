@@ -34,13 +34,18 @@ def test_shipped_params_parse(raw):
     (("sample", "num_samples"), "two", "expected int, got 'two'"),
 ])
 def test_bad_params_are_errors(raw, path, value, match):
+    with pytest.raises(ValueError, match=match):
+        parse_params(with_value(raw, path, value))
+
+
+def with_value(raw: dict, path: tuple[str, ...], value) -> dict:
+    """A deep copy of `raw` with the key at `path` set to `value`."""
     data = copy.deepcopy(raw)
     node = data
     for key in path[:-1]:
         node = node[key]
     node[path[-1]] = value
-    with pytest.raises(ValueError, match=match):
-        parse_params(data)
+    return data
 
 
 def test_unknown_prompt_name_is_an_error(raw):
@@ -75,13 +80,8 @@ def test_unknown_prompt_name_is_an_error(raw):
     (("cpm_shift", "top_k"), 50, r"cpm_shift.top_k must be <= token_stats.top_k = 20, got 50"),
 ])
 def test_nonsense_is_refused_with_its_path(raw, path, value, match):
-    data = copy.deepcopy(raw)
-    node = data
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
     with pytest.raises(ValueError, match=match):
-        parse_params(data)
+        parse_params(with_value(raw, path, value))
 
 
 @pytest.mark.parametrize("section,key", [("ablation", "sampling"), ("problems", "sources")])
