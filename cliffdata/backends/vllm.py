@@ -36,6 +36,12 @@ class VLLMBackend(Backend):
             # vLLM's "auto" binding keeps one core for the engine process: on a 2-core box that halves
             # throughput (measured 122 vs 203 tok/s); bind the OMP threads to every core instead.
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+            # The engine core in this process: in its own process it starts scheduling while requests
+            # are still arriving, so batch shapes (and the bf16 logits, and the seeded samples) depended
+            # on timing: three runs of `ablation` gave three outputs. In-process, every request of a call
+            # is queued before the first step: identical bytes run after run and under load (measured;
+            # about 1.35x slower on the ablation loop). Set the variable to 1 to trade that back.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
         self.deterministic = True              # every request seeded (see the module docstring)
