@@ -3,7 +3,10 @@ satisfies pyproject's dependencies, is what `make venv` installs on CPU machines
 from it, exactly what is installed), and the `model` stage records the environment beside the model."""
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -54,10 +57,14 @@ def test_makefile_installs_the_lock_with_hashes():
 
 
 def test_installed_environment_is_the_lock():
-    if not (Path(__import__("sys").prefix) / ".installed").exists():
+    if not (Path(sys.prefix) / ".installed").exists():
         pytest.skip("this Python was not installed by `make venv`")
     pins = locked()
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    # in a fresh interpreter: once imported, setuptools puts its vendored dist-infos on sys.path
+    listing = subprocess.run([sys.executable, "-I", "-c", "import json; from importlib import metadata; "
+                              "print(json.dumps({d.metadata['Name']: d.version for d in metadata.distributions()}))"],
+                             capture_output=True, text=True, check=True).stdout
+    installed = {canonicalize_name(name): version for name, version in json.loads(listing).items()}
     extra = sorted(set(installed) - set(pins) - NOT_LOCKED)
     differ = sorted(n for n in set(installed) & set(pins) if installed[n] != pins[n][0])
     absent = sorted(set(pins) - set(installed))
