@@ -46,8 +46,9 @@ class RolloutActor:
         out: dict[str, list[str]] = {"trace_id": [], "potentials": [], "cost": []}
         for payload in batch["payload"]:
             item = json.loads(payload)
-            rows, cost = estimate_potentials(item["trace"], item["gold"], item["answer_format"], self.backend,
-                                             self.tokenizer, self.cfg, with_budget(self.sampling, item["max_new_tokens"]))
+            gold = Gold(*item["gold"])
+            rows, cost = estimate_potentials(item["trace"], gold.answer, gold.answer_format, self.backend,
+                                             self.tokenizer, self.cfg, with_budget(self.sampling, gold.max_new_tokens))
             out["trace_id"].append(item["trace"]["trace_id"])
             out["potentials"].append(json.dumps(rows))
             out["cost"].append(json.dumps(cost))
@@ -75,9 +76,7 @@ def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str
             # Longest traces first: an actor pool drains a queue, so this is the LPT order of shards.py.
             todo = sorted(todo, key=lambda t: (-len(t["response_ids"]), t["trace_id"]))
             items = [{"payload": json.dumps({"trace": {k: t[k] for k in ("trace_id", "prompt_ids", "response_ids")},
-                                             "gold": Gold(*golds[t["problem_id"]]).answer,
-                                             "answer_format": Gold(*golds[t["problem_id"]]).answer_format,
-                                             "max_new_tokens": Gold(*golds[t["problem_id"]]).max_new_tokens})}
+                                             "gold": list(Gold(*golds[t["problem_id"]]))})}
                      for t in todo]
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
                 RolloutActor, batch_size=1, batch_format="numpy",
