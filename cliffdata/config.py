@@ -237,6 +237,9 @@ class RolloutsConfig:
                f"got {self.adaptive.initial_rollouts} > {self.num_rollouts}")
 
 
+CLIFF_SELECTIONS = ("all", "feasible", "replicated")
+
+
 @dataclass(frozen=True)
 class CliffsConfig:
     delta0: float = 0.1                # offset δ0 (protocol §2)
@@ -246,14 +249,31 @@ class CliffsConfig:
     use_empty_prefix: bool = True      # test token 0 against p[-1] (paper: false)
     critical_threshold: float = 0.05   # critical token: p == 0 and every later p < this
     min_rollouts: int = 8              # a side with fewer rollouts is never tested (adaptive sweep points)
+    fdr_q: float | None = None         # Benjamini-Hochberg level over a dataset's tested pairs; None: off
+    use: str = "all"                   # the cliffs ablation / candidates / dpo_pairs work on: all | feasible | replicated
 
     def __post_init__(self):
+        _check(self.use in CLIFF_SELECTIONS, f"cliffs.use must be one of {'|'.join(CLIFF_SELECTIONS)}, got {self.use!r}")
+        if self.fdr_q is not None:
+            _range("fdr_q", self.fdr_q, 0, 1, lo_open=True, hi_open=True)
         _check(self.entropy in ("top20", "full"), f"cliffs.entropy must be top20|full, got {self.entropy!r}")
         _check(0.5 < self.entropy_boundary_p < 1, f"cliffs.entropy_boundary_p must be in (0.5, 1), got {self.entropy_boundary_p}")
         _range("delta0", self.delta0, 0, 1, hi_open=True)
         _range("z", self.z, 0, lo_open=True)
         _range("critical_threshold", self.critical_threshold, 0, 1, lo_open=True)
         _range("min_rollouts", self.min_rollouts, 1)
+
+
+@dataclass(frozen=True)
+class ReplicateConfig:
+    """`replicate`: fresh rollouts on both sides of every cliff, with the rollouts stage's sampler
+    (`rollouts.sampling`) and another seed stream; `replicated` = the cliff test passes again."""
+    num_rollouts: int = 64             # N per side (the rollouts stage's N)
+    seed: int = 0
+
+    def __post_init__(self):
+        _range("num_rollouts", self.num_rollouts, 1)
+        _range("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -311,7 +331,7 @@ class EntropyConfig:
         _check(self.max_entropy > 0, f"entropy.max_entropy must be > 0, got {self.max_entropy}")
 
 
-DPO_VARIANTS = ("all", "deterministic", "uncertain", "sampled_off", "uncertain_sampled_off")
+DPO_VARIANTS = ("all", "deterministic", "uncertain", "sampled_off", "uncertain_sampled_off", "replicated", "random")
 
 
 @dataclass(frozen=True)
@@ -419,6 +439,7 @@ class Params:
     token_stats: TokenStatsConfig = TokenStatsConfig()
     rollouts: RolloutsConfig = RolloutsConfig()
     cliffs: CliffsConfig = CliffsConfig()
+    replicate: ReplicateConfig = ReplicateConfig()
     ablation: AblationConfig = AblationConfig()
     candidates: CandidatesConfig = CandidatesConfig()
     entropy: EntropyConfig = EntropyConfig()

@@ -54,6 +54,8 @@ TOKEN_STATS = pa.schema([
     ("is_greedy", pa.bool_()),         # rank == 1
     ("top_ids", ids),                  # top-20 ids, by descending probability
     ("top_probs", pa.list_(pa.float32())),
+    ("sampler_prob", pa.float64()),    # π_s(token) under rollouts.sampling (T, top-k, top-p as the engines apply them)
+    ("max_drop", pa.float64()),        # 1 - sampler_prob: the largest true drop the token can carry
 ])
 
 POTENTIALS = pa.schema([
@@ -94,6 +96,10 @@ CLIFFS = pa.schema([
     ("rank", pa.int32()),
     ("is_greedy", pa.bool_()),
     ("category", pa.string()),         # deterministic | uncertain | sampled_off | other
+    ("p_value", pa.float64()),         # one-sided, H0: delta <= delta0, the protocol's unpooled z
+    ("max_drop", pa.float64()),        # 1 - sampler_prob of the cliff token: the largest true drop it can carry
+    ("feasible", pa.bool_()),          # max_drop >= the smallest drop the test detects at this pair's N
+    ("fdr_significant", pa.bool_()),   # Benjamini-Hochberg at cliffs.fdr_q over the dataset's tested pairs; null: off
 ])
 
 TRACE_CLIFFS = pa.schema([
@@ -105,6 +111,28 @@ TRACE_CLIFFS = pa.schema([
     ("num_cliffs", pa.int32()),
     ("first_cliff_index", pa.int32()),
     ("critical_index", pa.int32()),    # Lin et al. critical token, null if none
+    ("num_feasible", pa.int32()),      # tested positions whose token can carry a detectable drop (max_drop >= delta_min)
+    ("expected_false_cliffs", pa.float64()),  # sum over tested pairs of P(test fires | one shared potential, the pair's total)
+    ("false_cliffs_variance", pa.float64()),  # sum of q(1 - q): the variance of the false-cliff count under that null
+])
+
+REPLICATE = pa.schema([
+    ("trace_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("token_index", pa.int32()),       # the cliff (data/cliffs/cliffs.parquet)
+    ("is_correct", pa.bool_()),        # correctness of the trace
+    ("category", pa.string()),         # the cliff's category
+    ("feasible", pa.bool_()),          # the cliff's feasibility (the sampler identity)
+    ("num_rollouts_prev", pa.int32()), # fresh rollouts from response_ids[:i] (p[i-1])
+    ("num_correct_prev", pa.int32()),
+    ("num_rollouts", pa.int32()),      # fresh rollouts from response_ids[:i+1] (p[i])
+    ("num_correct", pa.int32()),
+    ("p_prev", pa.float64()),
+    ("potential", pa.float64()),
+    ("delta", pa.float64()),
+    ("p_value", pa.float64()),         # the cliff test's one-sided p-value on the fresh counts
+    ("replicated", pa.bool_()),        # the cliff test passes again on the fresh counts
+    ("num_generated_tokens", pa.int64()),
 ])
 
 ABLATION = pa.schema([
@@ -147,12 +175,30 @@ CANDIDATES = pa.schema([
     ("num_generated_tokens", pa.int64()),  # 0 for the cliff token (its rollouts are the main ones)
 ])
 
+CONTROL = pa.schema([
+    ("trace_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("token_index", pa.int32()),       # the control position j: a random non-cliff position of the trace
+    ("cliff_index", pa.int32()),       # the cliff whose pairs it mirrors (as many alternatives as pairs there)
+    ("candidate_id", pa.int32()),      # the trace's token at j, or an alternative from its top-k
+    ("candidate_rank", pa.int32()),    # rank in the stored top list; null: the trace token outside the top-k
+    ("prob", pa.float64()),
+    ("is_trace_token", pa.bool_()),
+    ("num_rollouts", pa.int32()),      # fresh rollouts from response_ids[:j] + [candidate]
+    ("num_correct", pa.int32()),
+    ("potential", pa.float64()),
+    ("num_rollouts_prev", pa.int32()), # fresh rollouts from response_ids[:j]
+    ("num_correct_prev", pa.int32()),
+    ("p_prev", pa.float64()),
+    ("num_generated_tokens", pa.int64()),
+])
+
 DPO_PAIRS = pa.schema([
     ("trace_id", pa.string()),
     ("problem_id", pa.string()),
-    ("token_index", pa.int32()),       # the cliff
-    ("category", pa.string()),         # the cliff's category (deterministic | uncertain | sampled_off | other)
-    ("variant", pa.string()),          # category ablation: all | deterministic | uncertain | sampled_off | uncertain_sampled_off
+    ("token_index", pa.int32()),       # the cliff (variant random: the control position)
+    ("category", pa.string()),         # the cliff's category (deterministic | uncertain | sampled_off | other); control
+    ("variant", pa.string()),          # all | deterministic | uncertain | sampled_off | uncertain_sampled_off | replicated | random
     ("strategy", pa.string()),         # cliff_1N | cliff_hard
     ("is_correct", pa.bool_()),        # correctness of the trace
     ("prompt_ids", ids),               # prompt + response[:i] (the del prefix), exact ids
@@ -223,9 +269,11 @@ SCHEMAS: dict[str, pa.Schema] = {
     "rollout_traces": ROLLOUT_TRACES,
     "cliffs": CLIFFS,
     "trace_cliffs": TRACE_CLIFFS,
+    "replicate": REPLICATE,
     "ablation": ABLATION,
     "pass_at_k": PASS_AT_K,
     "candidates": CANDIDATES,
+    "control": CONTROL,
     "dpo_pairs": DPO_PAIRS,
     "dpo_trl": DPO_TRL,
     "dpo_eval": DPO_EVAL,
@@ -241,9 +289,11 @@ KEYS: dict[str, list[str]] = {
     "rollout_traces": ["trace_id"],
     "cliffs": ["trace_id", "token_index"],
     "trace_cliffs": ["trace_id"],
+    "replicate": ["trace_id", "token_index"],
     "ablation": ["trace_id", "token_index", "arm"],
     "pass_at_k": ["scope", "correctness", "arm", "k"],
     "candidates": ["trace_id", "token_index", "candidate_id"],
+    "control": ["trace_id", "token_index", "candidate_id"],
     "dpo_pairs": ["trace_id", "token_index", "chosen_id"],
     "dpo_trl": ["trace_id", "token_index"],           # rows keep the pairs order within a cliff (stable sort)
     "dpo_eval": ["model", "problem_id"],
@@ -260,9 +310,11 @@ PATHS: dict[str, str] = {
     "rollout_traces": "data/rollouts/rollout_traces.parquet",
     "cliffs": "data/cliffs/cliffs.parquet",
     "trace_cliffs": "data/cliffs/trace_cliffs.parquet",
+    "replicate": "data/replicate/replicate.parquet",
     "ablation": "data/ablation/ablation.parquet",
     "pass_at_k": "data/ablation/pass_at_k.parquet",
     "candidates": "data/candidates/candidates.parquet",
+    "control": "data/candidates/control.parquet",
     # one file per Cliff-DPO variant: data/dpo_pairs/<variant>.parquet (+ <variant>.trl.parquet)
     "dpo_pairs": "data/dpo_pairs/all.parquet",
     "dpo_eval": "data/dpo_eval/dpo_eval.parquet",

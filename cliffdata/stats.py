@@ -3,6 +3,12 @@
 Protocol §2: cliff at token i iff, with Δ = p_prev − p_curr,
     Δ > δ0  and  Δ > δ0 + z·sqrt(p_prev(1−p_prev)/N_prev + p_curr(1−p_curr)/N_curr)
 (one-sided unpooled two-proportion z-test with an offset; strict inequalities; SE = 0 allowed).
+
+The evidence beside each test (issue [G]): `cliff_p_value` (the same z as a one-sided p-value),
+`null_fire_probability` (how often the test fires when both sides share one true potential: the
+noise floor, exact from the binomials and the cliff matrix), `null_fire_conditional` (its unbiased
+estimate per tested pair, from the pair's total), `min_detectable_drop` (the smallest Δ
+the test can ever report at a pair's N) and `benjamini_hochberg`.
 """
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ import math
 from functools import lru_cache
 
 import numpy as np
+from scipy import special
+from scipy import stats as sps
 
 DELTA0 = 0.1
 Z = 1.645
@@ -76,6 +84,104 @@ def detect_cliffs(num_correct: np.ndarray, num_rollouts: np.ndarray,
     if other.any():
         out[1:][other] = is_cliff(kp[other], np_[other], kc[other], nc[other], delta0, z)
     return out
+
+
+def cliff_p_value(k_prev, n_prev, k_curr, n_curr, delta0: float = DELTA0):
+    """One-sided p-value of H0: Δ ≤ δ0 with the protocol's unpooled z, each side's own N.
+
+    p = 1 − Φ((Δ − δ0) / SE); with SE = 0 it is 0 when Δ > δ0, else 1. The test fires iff
+    p < 1 − Φ(z) (for z > 0): `is_cliff` and this p-value are one decision. n = 0 sides give 1.
+    """
+    k_prev, n_prev, k_curr, n_curr = (np.asarray(a, dtype=np.float64) for a in (k_prev, n_prev, k_curr, n_curr))
+    scored = (n_prev > 0) & (n_curr > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_prev = np.where(scored, k_prev / n_prev, 0.0)
+        p_curr = np.where(scored, k_curr / n_curr, 0.0)
+        se = np.sqrt(np.where(scored, p_prev * (1 - p_prev) / n_prev + p_curr * (1 - p_curr) / n_curr, 0.0))
+        excess = p_prev - p_curr - delta0
+        zstat = np.where(se > 0, excess / se, np.where(excess > 0, np.inf, -np.inf))
+    return np.where(scored, sps.norm.sf(zstat), 1.0)
+
+
+def null_fire_probability(p, n_prev: int, n_curr: int, delta0: float = DELTA0, z: float = Z) -> np.ndarray | float:
+    """P(the test fires) when both sides share the true potential p: Σ Bin(k_prev; n_prev, p) ·
+    Bin(k_curr; n_curr, p) · M[k_prev, k_curr] over the cliff matrix M of the pair's two N.
+
+    `p` is a scalar or an array (the result has its shape). At N = 64 and p = 0.5 it is 0.30%.
+    """
+    m = cliff_matrix(int(n_prev), int(n_curr), delta0, z).astype(np.float64)
+    pa_ = np.asarray(p, dtype=np.float64)
+    flat = pa_.reshape(-1, 1)
+    prev = sps.binom.pmf(np.arange(n_prev + 1)[None, :], n_prev, flat)       # (P, n_prev+1)
+    curr = sps.binom.pmf(np.arange(n_curr + 1)[None, :], n_curr, flat)       # (P, n_curr+1)
+    q = np.einsum("pi,ij,pj->p", prev, m, curr)
+    return float(q[0]) if pa_.ndim == 0 else q.reshape(pa_.shape)
+
+
+@lru_cache(maxsize=256)
+def _conditional_fire_table(n_prev: int, n_curr: int, delta0: float, z: float) -> np.ndarray:
+    """Entry K: P(the test fires | k_prev + k_curr = K) when both sides share one potential, i.e. the
+    hypergeometric split of K correct rollouts among n_prev + n_curr (it does not depend on p)."""
+    m = cliff_matrix(n_prev, n_curr, delta0, z)
+    total = n_prev + n_curr
+    a = np.arange(n_prev + 1)[:, None]
+    b = np.arange(n_curr + 1)[None, :]
+    log_ways = (special.gammaln(n_prev + 1) - special.gammaln(a + 1) - special.gammaln(n_prev - a + 1)
+                + special.gammaln(n_curr + 1) - special.gammaln(b + 1) - special.gammaln(n_curr - b + 1))
+    k = np.arange(total + 1)
+    log_all = special.gammaln(total + 1) - special.gammaln(k + 1) - special.gammaln(total - k + 1)
+    weights = np.where(m, np.exp(log_ways - log_all[(a + b)]), 0.0)
+    q = np.bincount((a + b).ravel(), weights=weights.ravel(), minlength=total + 1)
+    q.setflags(write=False)
+    return q
+
+
+def null_fire_conditional(k_prev, n_prev, k_curr, n_curr, delta0: float = DELTA0, z: float = Z) -> np.ndarray:
+    """Per tested pair: P(the test fires | the pair's total correct) when both sides share one true
+    potential: the expected number of false cliffs the pair contributes.
+
+    This is `null_fire_probability` estimated without bias: averaged over the pair's total K ~
+    Bin(n_prev + n_curr, p) it equals null_fire_probability(p) exactly for every p, where plugging in
+    the pooled estimate K / (n_prev + n_curr) is biased low (7.5% at N = 16, p = 0.5: q is concave
+    there). Arrays of counts; one exact table per distinct (n_prev, n_curr), so 10^8 pairs cost a
+    lookup each. Unscored pairs (an N of 0) contribute 0."""
+    k_prev, n_prev, k_curr, n_curr = np.broadcast_arrays(*(np.asarray(a, dtype=np.int64)
+                                                           for a in (k_prev, n_prev, k_curr, n_curr)))
+    out = np.zeros(k_prev.shape, dtype=np.float64)
+    scored = (n_prev > 0) & (n_curr > 0)
+    pairs = np.unique(np.stack([n_prev[scored], n_curr[scored]], axis=-1).reshape(-1, 2), axis=0)
+    for a, b in pairs:
+        sel = scored & (n_prev == a) & (n_curr == b)
+        out[sel] = _conditional_fire_table(int(a), int(b), float(delta0), float(z))[(k_prev + k_curr)[sel]]
+    return out
+
+
+@lru_cache(maxsize=256)
+def min_detectable_drop(n_prev: int, n_curr: int | None = None, delta0: float = DELTA0, z: float = Z) -> float:
+    """δ_min(N): the smallest observed Δ = k_prev/n_prev − k_curr/n_curr the test reports as a cliff
+    (0.1875 at N = 64, 0.3125 at N = 16); inf when no cell of the cliff matrix fires."""
+    n_curr = n_prev if n_curr is None else n_curr
+    m = cliff_matrix(n_prev, n_curr, delta0, z)
+    if not m.any():
+        return math.inf
+    kp, kc = np.nonzero(m)
+    return float(np.min(kp / n_prev - kc / n_curr))
+
+
+def benjamini_hochberg(p_values, q: float) -> np.ndarray:
+    """Bool mask of the hypotheses Benjamini-Hochberg rejects at FDR level q (step-up, ties included)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if not 0 < q < 1:
+        raise ValueError(f"the FDR level must be in (0, 1), got {q}")
+    m = len(p)
+    if m == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(p, kind="stable")
+    passed = p[order] <= q * np.arange(1, m + 1) / m
+    if not passed.any():
+        return np.zeros(m, dtype=bool)
+    cutoff = p[order][np.flatnonzero(passed)[-1]]
+    return p <= cutoff
 
 
 def critical_index(potentials: np.ndarray, threshold: float = 0.05) -> int | None:

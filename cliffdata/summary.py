@@ -18,7 +18,8 @@ PAPER = {
     "cpm": {"deterministic": "~1.00", "uncertain": "0.63-0.71", "sampled_off": "0.20-0.37"},
     "dpo": "up to +6.6 accuracy points; uncertain + sampled-off training helps, deterministic-only does not",
 }
-METRICS = ("occurrence", "ablation", "cpm", "dpo_pairs", "dpo_eval", "cliff_count", "cpm_shift", "rollouts", "sample")
+METRICS = ("occurrence", "taxonomy", "replicate", "directions", "ablation", "cpm", "dpo_pairs", "dpo_eval", "cliff_count",
+           "cpm_shift", "rollouts", "sample")
 
 
 def load_metrics(folder: Path) -> dict[str, dict]:
@@ -122,6 +123,13 @@ def render_summary(m: dict[str, dict], model: str, datasets: str) -> str:
                    "holds" if usp > det_eff else "does not hold")
         lines += ["", f"Paper: {PAPER['dpo']}. Here uncertain+sampled-off beats deterministic-only: **{verdict}** "
                       f"(point estimates; see the intervals).", ""]
+        at_cliffs, control = ev.get("all", {}).get("accuracy"), ev.get("random", {}).get("accuracy")
+        if control is not None and at_cliffs is not None:
+            lines += [f"Control (`random`: as many pairs at random non-cliff positions of the same traces): pairs at "
+                      f"cliffs {_pct(at_cliffs)} vs random positions {_pct(control)}; cliffs help more than single-token "
+                      f"DPO anywhere: **{'holds' if at_cliffs > control else 'does not hold'}** (point estimates; see "
+                      f"the intervals).", ""]
+    lines += noise_audit(m)
     cc = _get(m.get("cliff_count"), "models") or {}
     if cc:
         lines += ["## Cliff count before / after Cliff-DPO", "",
@@ -133,3 +141,70 @@ def render_summary(m: dict[str, dict], model: str, datasets: str) -> str:
                          f"{_num(c['deterministic_per_trace'])} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _rate(cell: dict | None) -> str:
+    if not cell:
+        return "n/a"
+    return (f"{cell['num_replicated']}/{cell['num_cliffs']} = {_pct(cell['rate'])} "
+            f"[{_pct(cell['rate_lo'])}, {_pct(cell['rate_hi'])}]")
+
+
+def _direction(values: list) -> str:
+    present = [v for v in values if v is not None]
+    if len(present) < 2:
+        return "n/a"
+    return "holds" if present == sorted(present, reverse=True) and len(set(present)) == len(present) else "does not hold"
+
+
+def noise_audit(m: dict[str, dict]) -> list[str]:
+    """The [G] section: observed vs expected cliffs, feasibility by category, replication, and the
+    directions on all / feasible / replicated cliffs."""
+    occ, tax, rep, dirs = (m.get(k) or {} for k in ("occurrence", "taxonomy", "replicate", "directions"))
+    if "expected_false_cliffs" not in occ.get("all", {}) and not rep:
+        return []
+    lines = ["## Noise audit: cliffs you can trust", "",
+             "Expected by noise: the sum over tested pairs of the probability that the test fires when both sides",
+             "share one true potential, given the pair's total (unbiased for every potential); the excess interval is",
+             "± 1.96 null SDs. A cliff is",
+             "*feasible* when its token's sampler probability leaves room for a drop the test can detect",
+             "(1 − π_s ≥ δ_min(N)); *replicated* when the test passes again on fresh rollouts on both sides.", "",
+             "| traces | tested pairs | cliffs | expected by noise | excess [95%] | cliffs feasible | pairs feasible |",
+             "|---|---|---|---|---|---|---|"]
+    for group in ("correct", "failed", "all"):
+        c = occ.get(group)
+        if not c or not c.get("num_traces") or "expected_false_cliffs" not in c:
+            continue
+        lines.append(f"| {group} | {c.get('num_tested_pairs')} | {c['num_cliffs']} | {_num(c.get('expected_false_cliffs'), 2)} | "
+                     f"{_num(c.get('excess_cliffs'), 2)} [{_num(c.get('excess_cliffs_lo'), 2)}, "
+                     f"{_num(c.get('excess_cliffs_hi'), 2)}] | {_pct(c.get('share_cliffs_feasible'))} | "
+                     f"{_pct(c.get('share_pairs_feasible'))} |")
+    lines += ["", "| category | cliffs | feasible | replicated [95% Wilson] |", "|---|---|---|---|"]
+    for cat in ("deterministic", "uncertain", "sampled_off", "other"):
+        t = tax.get(cat) or {}
+        lines.append(f"| {cat} | {t.get('num_cliffs', 0)} | {_pct(t.get('feasible_share'))} | {_rate(rep.get(f'category={cat}'))} |")
+    lines += ["", "| replication by | rate [95% Wilson] |", "|---|---|"]
+    for key in ("all", "feasible=true", "feasible=false", "correctness=correct", "correctness=failed"):
+        if key in rep:
+            lines.append(f"| {key} | {_rate(rep[key])} |")
+    if "all" in rep:
+        lines.append(f"| cost | {rep['all']['num_rollouts']} rollouts, {rep['all']['num_generated_tokens']} generated tokens |")
+    if dirs:
+        lines += ["", "Directions re-checked on each cliff set (failed traces for RQ1):", "",
+                  "| cliff set | cliffs | del / keep pass@1 | del / keep pass@N | RQ1 del > keep | "
+                  "CPM det / unc / s-off (n) | det > unc > s-off |", "|---|---|---|---|---|---|---|"]
+        for name in ("all", "feasible", "replicated"):
+            d = dirs.get(name)
+            if not d:
+                continue
+            rq1 = (None if d["del_pass_at_1"] is None or d["keep_pass_at_1"] is None
+                   else d["del_pass_at_1"] > d["keep_pass_at_1"])
+            cpm = [d["cpm_deterministic"], d["cpm_uncertain"], d["cpm_sampled_off"]]
+            lines.append(
+                f"| {name} | {d['num_cliffs']} | {_num(d['del_pass_at_1'])} / {_num(d['keep_pass_at_1'])} | "
+                f"{_num(d['del_pass_at_n'])} / {_num(d['keep_pass_at_n'])} | "
+                f"{'n/a' if rq1 is None else 'holds' if rq1 else 'does not hold'} | "
+                f"{' / '.join(_num(v) for v in cpm)} ({d['num_deterministic']}/{d['num_uncertain']}/{d['num_sampled_off']}) | "
+                f"{_direction(cpm)} |")
+    lines.append("")
+    return lines

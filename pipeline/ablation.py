@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 from cliffdata import duck, experiments, grading, schema
 from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
+from cliffdata.cliffs import read_selected_cliffs
 from cliffdata.config import load_params
 from cliffdata.sampling import golds_by_problem, to_sampling
 from cliffdata.schema import file_digest, tree_digest
@@ -27,7 +28,7 @@ def main() -> None:
     cfg, engine = params.ablation, params.engine
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
     golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())
-    requests = experiments.ablation_requests(traces, schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist(),
+    requests = experiments.ablation_requests(traces, read_selected_cliffs(params.cliffs.use),
                                              schema.read("trace_cliffs", schema.PATHS["trace_cliffs"]).to_pylist(),
                                              cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained("models/base")

@@ -5,8 +5,12 @@ analysis is the `entropy` stage (SQL only: its bins do not re-run these rollouts
 
     python pipeline/candidates.py
 
-Writes data/candidates/candidates.parquet, metrics/cpm.{json,md} and plots/cpm.csv, after the
-experiment checks pass.
+Also the Cliff-DPO control (issue [G]): for each cliff, a random non-cliff position of the same trace
+with as many random top-k alternatives as the cliff gives pairs, each and the trace's token there
+with N rollouts (data/candidates/control.parquet; `dpo_pairs` makes the `random` variant from it).
+
+Writes data/candidates/{candidates,control}.parquet, metrics/cpm.{json,md} and plots/cpm.csv, after
+the experiment checks pass.
 """
 import dataclasses
 import json
@@ -18,7 +22,9 @@ from transformers import AutoTokenizer
 from cliffdata import duck, experiments, grading, schema
 from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
+from cliffdata.cliffs import read_selected_cliffs
 from cliffdata.config import load_params
+from cliffdata.dpo.pairs import build_pairs, pairs_per_cliff
 from cliffdata.sampling import golds_by_problem, to_sampling
 from cliffdata.schema import file_digest, tree_digest
 
@@ -29,9 +35,10 @@ def main() -> None:
     cfg, cliffs_cfg, engine = params.candidates, params.cliffs, params.engine
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
     golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())
-    requests = experiments.candidate_rows(traces, schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist(),
-                                          schema.read("token_stats", schema.PATHS["token_stats"]),
-                                          schema.read("potentials", schema.PATHS["potentials"]), cfg.top_k)
+    cliffs = read_selected_cliffs(params.cliffs.use)
+    stats = schema.read("token_stats", schema.PATHS["token_stats"])
+    requests = experiments.candidate_rows(traces, cliffs, stats, schema.read("potentials", schema.PATHS["potentials"]),
+                                          cfg.top_k)
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     # one unit per problem; a killed run resumes here (removed after the outputs are written)
     checkpoint = stage_checkpoint("candidates", dataclasses.asdict(engine), tree_digest("models/base"),
@@ -40,8 +47,17 @@ def main() -> None:
         rows = experiments.run_candidates(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
                                           to_sampling(cfg.sampling), cfg.seed, cliffs_cfg.delta0, cliffs_cfg.z,
                                           checkpoint=checkpoint)
+        # the Cliff-DPO control: as many pairs as each cliff gives, at a random non-cliff position of its trace
+        dpo = params.dpo_pairs
+        per_cliff = pairs_per_cliff(build_pairs(rows, cliffs, traces, dpo.strategy, dpo.top_k))
+        every_cliff = {(c["trace_id"], c["token_index"]) for c in schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist()}
+        control = experiments.run_control(
+            experiments.control_requests(traces, cliffs, per_cliff, stats, every_cliff, dpo.top_k, cfg.seed),
+            traces, golds, backend, tokenizer, cfg.num_rollouts, to_sampling(cfg.sampling), cfg.seed,
+            checkpoint=checkpoint)
     print(checkpoint.report("candidates"), flush=True)
     schema.write("candidates", rows, schema.PATHS["candidates"])
+    schema.write("control", control, schema.PATHS["control"])
 
     con = duck.connect(Path("."), ["candidates", "cliffs", "potentials", "token_stats", "trace_cliffs"])
     duck.assert_checks(con)

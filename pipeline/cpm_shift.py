@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cliffdata import duck, experiments, schema, tracking
+from cliffdata.cliffs import read_selected_cliffs
 from cliffdata.config import load_params
 from cliffdata.cpm_shift import check_same_tokenizer, cpm_shift_rows
 from cliffdata.dpo import registry
@@ -62,7 +63,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     pad_id = padding_id(tokenizer)
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
-    cliffs = schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist()
+    cliffs = read_selected_cliffs(params.cliffs.use)
     candidates = schema.read("candidates", schema.PATHS["candidates"]).to_pylist()
     keys = {(c["trace_id"], c["token_index"]) for c in cliffs}
     stats = {(s["trace_id"], s["token_index"]): s for s in schema.read(

@@ -12,8 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 from cliffdata import schema
+from cliffdata.cliffs import read_selected_cliffs
 from cliffdata.config import load_params
-from cliffdata.dpo.pairs import VARIANTS, build_pairs, check_pairs, to_trl, variant_pairs
+from cliffdata.dpo.pairs import VARIANTS, build_pairs, check_pairs, control_pairs, to_trl, variant_pairs
 
 
 def main() -> None:
@@ -27,13 +28,16 @@ def main() -> None:
                          "(engine.backend: fake); use hf or vllm")
     if cfg.top_k > params.candidates.top_k:
         raise SystemExit(f"dpo_pairs.top_k = {cfg.top_k} exceeds candidates.top_k = {params.candidates.top_k}")
+    traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
     pairs = build_pairs(schema.read("candidates", schema.PATHS["candidates"]).to_pylist(),
-                        schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist(),
-                        schema.read("traces", schema.PATHS["traces"]).to_pylist(), cfg.strategy, cfg.top_k)
+                        read_selected_cliffs(params.cliffs.use), traces, cfg.strategy, cfg.top_k)
+    pairs += control_pairs(schema.read("control", schema.PATHS["control"]).to_pylist(), traces, cfg.strategy)
+    replicated = {(r["trace_id"], r["token_index"]) for r in schema.read("replicate", schema.PATHS["replicate"]).to_pylist()
+                  if r["replicated"]}
     out = Path("data/dpo_pairs")
     summary = {"strategy": cfg.strategy, "top_k": cfg.top_k, "variants": {}}
     for variant in VARIANTS:
-        rows = variant_pairs(pairs, variant, cfg.heldout_fraction, cfg.seed, cfg.heldout_by)
+        rows = variant_pairs(pairs, variant, cfg.heldout_fraction, cfg.seed, cfg.heldout_by, replicated)
         check_pairs(rows, f"dpo_pairs/{variant}")
         schema.write("dpo_pairs", rows, out / f"{variant}.parquet")
         schema.write("dpo_trl", to_trl(rows), out / f"{variant}.trl.parquet")

@@ -1,10 +1,12 @@
 """Stage `summary`: metrics/summary.md, the headline numbers of every stage beside the paper's reference
-numbers (protocol §8), labelled as a different model and dataset.
+numbers (protocol §8), labelled as a different model and dataset, and the noise audit of issue [G]
+(metrics/directions.json: the paper's directions on all / feasible / replicated cliffs).
 
     python pipeline/summary.py
 """
 from pathlib import Path
 
+from cliffdata import duck, experiments
 from cliffdata.config import load_params
 from cliffdata.summary import load_metrics, render_summary
 
@@ -13,6 +15,12 @@ def main() -> None:
     params = load_params()
     model = "SmolLM2-135M-Instruct (embedded)" if params.model.source == "embedded" else params.model.source
     datasets = ", ".join(sorted({s.dataset for s in params.problems.sources}))
+    # the paper's directions on all / feasible / replicated cliffs (SQL over the experiments' data)
+    needs = ["cliffs", "replicate", "ablation", "candidates"]
+    con = duck.connect(Path("."), needs)
+    directions = ("{}\n" if duck.views(con) != set(needs) else
+                  experiments.table_files(duck.run_sql_file(con, "directions", {}), "cliff_set")["json"])
+    Path("metrics/directions.json").write_text(directions)
     text = render_summary(load_metrics(Path("metrics")), model, datasets)
     Path("metrics/summary.md").write_text(text)
     print(text)

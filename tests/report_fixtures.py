@@ -51,7 +51,8 @@ def write_fixture(root: Path, tokenizer, texts: dict[str, tuple[str, bool | None
                           "logprob": math.log(0.3) if off else -rng.random() * 0.01, "rank": 2 if off else 1,
                           "entropy": 0.9 if off else 0.01 * rng.random(), "entropy_full": 1.0 if off else 0.02,
                           "greedy_token_id": greedy, "is_greedy": not off, "top_ids": top,
-                          "top_probs": [0.6, 0.3, 0.1][:len(top)]})
+                          "top_probs": [0.6, 0.3, 0.1][:len(top)], "sampler_prob": 0.3 if off else 0.99,
+                          "max_drop": 0.7 if off else 0.01})
         for i, k in curve(len(ids), cliff_at):
             if mode == "adaptive" and not (i % 5 == 0 or i == -1 or (cliff_at is not None and i in (cliff_at - 1, cliff_at))):
                 continue
@@ -83,6 +84,14 @@ def write_fixture(root: Path, tokenizer, texts: dict[str, tuple[str, bool | None
                                    "is_cliff": k <= 4, "num_generated_tokens": 0 if cand == c["token_id"] else 100})
         schema.write("ablation", ablation, paths["ablation"])
         schema.write("candidates", candidates, paths["candidates"])
+        # the replicate stage: the test passes again (14/16 -> 1/16) on every cliff but the last
+        schema.write("replicate", [
+            {**{k: c[k] for k in ("trace_id", "problem_id", "token_index", "is_correct", "category", "feasible")},
+             "num_rollouts_prev": N, "num_correct_prev": 14, "num_rollouts": N, "num_correct": 1 if j < len(cliffs) - 1 else 12,
+             "p_prev": 14 / N, "potential": (1 if j < len(cliffs) - 1 else 12) / N,
+             "delta": (13 if j < len(cliffs) - 1 else 2) / N, "p_value": 0.0 if j < len(cliffs) - 1 else 0.9,
+             "replicated": j < len(cliffs) - 1, "num_generated_tokens": 200} for j, c in enumerate(cliffs)],
+            paths["replicate"])
     return {t["trace_id"]: t for t in traces}
 
 

@@ -91,7 +91,20 @@ def test_variants_filter_by_category_and_the_heldout_split_is_exact_and_seeded()
     by_cliff = variant_pairs(pairs, "all", 0.1, seed=42, heldout_by="cliff")
     held = {p["trace_id"] for p in by_cliff if p["split"] == "heldout"}
     assert len(held) == 3 and all(p["split"] == "heldout" for p in by_cliff if p["trace_id"] in held)
-    assert set(VARIANTS) == {"all", "deterministic", "uncertain", "sampled_off", "uncertain_sampled_off"}
+    assert set(VARIANTS) == {"all", "deterministic", "uncertain", "sampled_off", "uncertain_sampled_off", "replicated",
+                             "random"}
+
+
+def test_replicated_and_random_variants():
+    """replicated: the cliff pairs whose cliff replicated; random: only the control pairs (never in `all`)."""
+    pairs = synthetic_pairs(6, 2) + [{"trace_id": "t0", "token_index": 7, "category": "control", "chosen_id": 4,
+                                      "rejected_id": 3, "prompt_ids": [1]}]
+    rep = variant_pairs(pairs, "replicated", 0.0, seed=42, replicated={("t1", 3), ("t4", 3)})
+    assert sorted({p["trace_id"] for p in rep}) == ["t1", "t4"] and len(rep) == 4
+    assert [p["token_index"] for p in variant_pairs(pairs, "random", 0.0, seed=42)] == [7]
+    assert all(p["category"] != "control" for p in variant_pairs(pairs, "all", 0.0, seed=42))
+    with pytest.raises(ValueError, match="replicate stage"):
+        variant_pairs(pairs, "replicated", 0.0, seed=42)
 
 
 def test_trl_export_has_one_token_per_side_and_fits_the_schema(tmp_path):

@@ -27,7 +27,7 @@ import pytest
 from cliffdata import duck, experiments, schema
 from cliffdata.backends import Backend, Generation, Sampling, request_seed
 from cliffdata.config import AblationConfig, CandidatesConfig, _build
-from cliffdata.stats import is_cliff, pass_at_k
+from cliffdata.stats import cliff_p_value, is_cliff, min_detectable_drop, pass_at_k, wilson_interval
 from test_sql import seed_rows, write_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,10 +120,13 @@ def world(tok, enc) -> dict[str, list[dict]]:
                 top = cands
             prob = dict(top)[text[i]]
             rank = 1 if text[i] == greedy else [c for c, _ in top].index(text[i]) + 1
+            # the rollout sampler (T < 1) sharpens the greedy uncertain token: 0.95, too sure to carry a detectable drop
+            sampler_prob = 0.95 if category == "uncertain" else prob
             rows["token_stats"].append(dict(
                 trace_id=trace_id, token_index=i, token_id=token_id, logprob=math.log(prob), rank=rank,
                 entropy=0.01 if category == "deterministic" else 1.2, entropy_full=1.3, greedy_token_id=tok(greedy),
-                is_greedy=rank == 1, top_ids=[tok(c) for c, _ in top], top_probs=[p for _, p in top]))
+                is_greedy=rank == 1, top_ids=[tok(c) for c, _ in top], top_probs=[p for _, p in top],
+                sampler_prob=sampler_prob, max_drop=1 - sampler_prob))
         for i, num_correct in zip(range(-1, len(response) - 1), MAIN_CORRECT[trace_id]):
             rows["potentials"].append(dict(trace_id=trace_id, token_index=i, mode="exhaustive", num_rollouts=N_MAIN,
                                            num_correct=num_correct, potential=num_correct / N_MAIN, is_filled=False,
@@ -132,7 +135,8 @@ def world(tok, enc) -> dict[str, list[dict]]:
         rows["trace_cliffs"].append(dict(trace_id=trace_id, problem_id=problem_id, is_correct=is_correct,
                                          num_tokens=len(response), num_scored=len(response) - 1,
                                          num_cliffs=len(indices), first_cliff_index=min(indices, default=None),
-                                         critical_index=critical))
+                                         critical_index=critical, num_feasible=len(response) - 1,
+                                         expected_false_cliffs=0.01, false_cliffs_variance=0.0099))
     for trace_id, i, category, _, _ in CLIFFS:
         problem_id, is_correct, text, _ = TRACES[trace_id]
         prev, cur = MAIN_CORRECT[trace_id][i], MAIN_CORRECT[trace_id][i + 1]
@@ -142,7 +146,9 @@ def world(tok, enc) -> dict[str, list[dict]]:
             p_prev=prev / N_MAIN, potential=cur / N_MAIN, num_rollouts_prev=N_MAIN, num_rollouts=N_MAIN,
             delta=(prev - cur) / N_MAIN, is_first=i == min(j for t, j, *_ in CLIFFS if t == trace_id),
             relative_position=i / len(text), third="mid", entropy=st["entropy"], rank=st["rank"],
-            is_greedy=st["is_greedy"], category=category))
+            is_greedy=st["is_greedy"], category=category,
+            p_value=float(cliff_p_value(prev, N_MAIN, cur, N_MAIN)), max_drop=st["max_drop"],
+            feasible=st["max_drop"] >= min_detectable_drop(N_MAIN), fdr_significant=None))
     return rows
 
 
@@ -303,6 +309,46 @@ def run_world_candidates(world, golds, backend, tokenizer, k=5, n=16):
     return requests, rows
 
 
+def run_world_control(world, golds, backend, tokenizer, pairs=None, top_k=5, n=16):
+    pairs = {("p1#0", 3): 2, ("p1#0", 6): 1, ("p2#0", 4): 3} if pairs is None else pairs
+    keys = {(c["trace_id"], c["token_index"]) for c in world["cliffs"]}
+    requests = experiments.control_requests(world["traces"], world["cliffs"], pairs, table("token_stats", world["token_stats"]),
+                                            keys, top_k, SEED)
+    return requests, experiments.run_control(requests, world["traces"], golds, backend, tokenizer, n, SAMPLING, SEED)
+
+
+def test_control_mirrors_the_pairs_at_random_non_cliff_positions(world, golds, backend_factory, tokenizer):
+    """One control position per cliff with pairs, in the same trace, never a cliff and never twice; as many
+    alternatives as the cliff's pairs, never the trace's token; seeded; the pairs prefer each alternative."""
+    from cliffdata.dpo.pairs import control_pairs
+
+    backend = backend_factory()
+    requests, rows = run_world_control(world, golds, backend, tokenizer)
+    cliffs = {(c["trace_id"], c["token_index"]) for c in world["cliffs"]}
+    positions = {(r["trace_id"], r["token_index"]): r["cliff_index"] for r in rows}
+    assert sorted(positions.values()) == [3, 4, 6] and not set(positions) & cliffs
+    for (trace_id, j), i in positions.items():
+        assert (trace_id, i) in cliffs
+        mine = [r for r in rows if (r["trace_id"], r["token_index"]) == (trace_id, j)]
+        token = next(t for t in world["traces"] if t["trace_id"] == trace_id)["response_ids"][j]
+        own = [r for r in mine if r["is_trace_token"]]
+        assert len(own) == 1 and own[0]["candidate_id"] == token
+        alts = [r for r in mine if not r["is_trace_token"]]
+        assert len(alts) == {3: 2, 6: 1, 4: 3}[i] and token not in {r["candidate_id"] for r in alts}
+        assert all(r["num_rollouts"] == r["num_rollouts_prev"] == 16 for r in mine)
+    # the prev prefix is sampled once per position, its tokens counted once
+    assert sum(r["kind"] == "prev" for r in requests) == 3
+    assert len({r.seed for r in backend.requests}) == len(requests)
+    again, _ = run_world_control(world, golds, backend_factory(), tokenizer)
+    assert again == requests                                                 # seeded
+    pairs = control_pairs(rows, world["traces"], "cliff_1N")
+    assert len(pairs) == 6 and {p["category"] for p in pairs} == {"control"}
+    for p in pairs:
+        trace = next(t for t in world["traces"] if t["trace_id"] == p["trace_id"])
+        assert p["rejected_id"] == trace["response_ids"][p["token_index"]]
+        assert p["prompt_ids"] == trace["prompt_ids"] + trace["response_ids"][:p["token_index"]]
+
+
 def test_candidates_reuse_the_main_potential_for_the_cliff_token(world, golds, backend_factory, tokenizer, tok, enc):
     backend = backend_factory()
     requests, rows = run_world_candidates(world, golds, backend, tokenizer)
@@ -399,7 +445,7 @@ def experiment_rows(world, golds, backend_factory, tokenizer) -> dict[str, list[
                                         8, SAMPLING, SEED)
     _, candidates = run_world_candidates(world, golds, backend_factory(), tokenizer)
     return {"ablation": ablation, "pass_at_k": experiments.pass_at_k_curve(ablation, [1, 2, 4, 8]),
-            "candidates": candidates}
+            "candidates": candidates, "control": run_world_control(world, golds, backend_factory(), tokenizer)[1]}
 
 
 def _set(name: str, where: dict, **values):
@@ -421,6 +467,7 @@ def _inflate_cpm(rows):
 
 
 BREAKS = {
+    "unique_control": _duplicate("control"),
     "unique_ablation": _duplicate("ablation"),
     "unique_pass_at_k": _duplicate("pass_at_k"),
     "unique_candidates": _duplicate("candidates"),
@@ -436,7 +483,7 @@ BREAKS = {
 }
 
 
-EXPERIMENT_DATASETS = {"ablation", "pass_at_k", "candidates"}
+EXPERIMENT_DATASETS = {"ablation", "pass_at_k", "candidates", "control"}
 
 
 def experiment_checks() -> set[str]:
@@ -464,8 +511,9 @@ def test_check_catches_broken_table(tmp_path, world, experiment_rows, check):
 
 
 def test_checks_skip_missing_views(tmp_path, world, experiment_rows):
-    candidate_checks = {name for name in BREAKS if name.startswith(("candidates", "unique_c"))}
-    con = duck.connect(write_world(tmp_path, world, {"candidates": experiment_rows["candidates"]}))
+    candidate_checks = {name for name in BREAKS if name.startswith(("candidates", "unique_candidates", "unique_control"))}
+    con = duck.connect(write_world(tmp_path, world, {"candidates": experiment_rows["candidates"],
+                                                    "control": experiment_rows["control"]}))
     assert set(duck.run_checks(con)) & set(BREAKS) == candidate_checks
     # a stage checks only its own outs: the ablation stage does not see a (possibly stale) candidates table
     root = write_world(tmp_path, world, experiment_rows)
@@ -528,6 +576,14 @@ def load_stage(name: str):
     return module
 
 
+def run_stage(name: str, monkeypatch, backend, tokenizer) -> None:
+    """Run pipeline/<name>.py in the current folder with `backend` and `tokenizer` in place of the model's."""
+    module = load_stage(name)
+    monkeypatch.setattr(module, "open_backend", lambda engine, path, seed: backend)
+    monkeypatch.setattr(module, "AutoTokenizer", SimpleNamespace(from_pretrained=lambda path: tokenizer))
+    module.main()
+
+
 PARAMS = """
 problems: {sources: [{dataset: arith, families: {add1: 1}, prompt: p}]}
 prompts: {p: {instruction: "", shots: []}}
@@ -553,11 +609,7 @@ def test_stage_runs_on_the_world(tmp_path, monkeypatch, world, backend_factory, 
     write_world(tmp_path, world, {})
     (tmp_path / "params.yaml").write_text(PARAMS + "dpo_pairs: {top_k: 3}\n")   # <= candidates.top_k
     monkeypatch.chdir(tmp_path)
-    module = load_stage(stage)
-    backend = backend_factory("ablation" if stage == "ablation" else "candidates")
-    monkeypatch.setattr(module, "open_backend", lambda engine, path, seed: backend)
-    monkeypatch.setattr(module, "AutoTokenizer", SimpleNamespace(from_pretrained=lambda path: tokenizer))
-    module.main()
+    run_stage(stage, monkeypatch, backend_factory("ablation" if stage == "ablation" else "candidates"), tokenizer)
     if stage == "ablation":
         metrics = json.loads((tmp_path / "metrics/ablation.json").read_text())
         assert metrics["all"]["failed"]["del"] == {"num_instances": 2, "pass@1": 0.5, "pass@2": 0.5, "pass@4": 0.5}
@@ -586,11 +638,15 @@ def test_dpo_pairs_stage_on_the_world_and_its_fake_backend_refusal(tmp_path, mon
     write_world(tmp_path, world, {})
     (tmp_path / "params.yaml").write_text(PARAMS + "dpo_pairs: {top_k: 3, heldout_fraction: 0.0}\n")
     monkeypatch.chdir(tmp_path)
-    candidates = load_stage("candidates")
-    backend = backend_factory("candidates")
-    monkeypatch.setattr(candidates, "open_backend", lambda engine, path, seed: backend)
-    monkeypatch.setattr(candidates, "AutoTokenizer", SimpleNamespace(from_pretrained=lambda path: tokenizer))
-    candidates.main()
+    run_stage("candidates", monkeypatch, backend_factory("candidates"), tokenizer)
+    with pytest.raises(FileNotFoundError, match="replicate"):           # the replicated variant needs its verdicts
+        load_stage("dpo_pairs").main()
+    schema.write("replicate", [{**{k: c[k] for k in ("trace_id", "problem_id", "token_index", "is_correct", "category",
+                                                     "feasible")},
+                                "num_rollouts_prev": 4, "num_correct_prev": 4, "num_rollouts": 4, "num_correct": 0,
+                                "p_prev": 1.0, "potential": 0.0, "delta": 1.0, "p_value": 0.0,
+                                "replicated": c["token_index"] != 6, "num_generated_tokens": 8} for c in world["cliffs"]],
+                 tmp_path / schema.PATHS["replicate"])
     load_stage("dpo_pairs").main()
     summary = json.loads((tmp_path / "metrics/dpo_pairs.json").read_text())
     cands = pq.read_table(tmp_path / schema.PATHS["candidates"]).to_pylist()
@@ -604,11 +660,65 @@ def test_dpo_pairs_stage_on_the_world_and_its_fake_backend_refusal(tmp_path, mon
         {(c["trace_id"], c["token_index"], c["candidate_id"]) for c in expected}
     trl = pq.read_table(tmp_path / "data/dpo_pairs/all.trl.parquet").to_pylist()
     assert [r["chosen_ids"] for r in trl] == [[p["chosen_id"]] for p in pairs]
-    for variant in ("deterministic", "uncertain", "sampled_off", "uncertain_sampled_off"):
+    for variant in ("deterministic", "uncertain", "sampled_off", "uncertain_sampled_off", "replicated", "random"):
         assert (tmp_path / f"data/dpo_pairs/{variant}.parquet").exists()
+    # replicated: the pairs of `all` at replicated cliffs; random: as many pairs as `all`, at non-cliff positions
+    replicated = pq.read_table(tmp_path / "data/dpo_pairs/replicated.parquet").to_pylist()
+    assert {(p["trace_id"], p["token_index"], p["chosen_id"]) for p in replicated} == \
+        {(p["trace_id"], p["token_index"], p["chosen_id"]) for p in pairs if p["token_index"] != 6}
+    control = pq.read_table(tmp_path / "data/dpo_pairs/random.parquet").to_pylist()
+    assert len(control) == len(pairs) and {p["category"] for p in control} == {"control"}
+    assert not {(p["trace_id"], p["token_index"]) for p in control} & {(c["trace_id"], c["token_index"]) for c in world["cliffs"]}
     assert set(duck.run_checks(duck.connect(tmp_path)).values()) == {0}
 
     (tmp_path / "params.yaml").write_text(PARAMS.replace("backend: vllm", "backend: fake")
                                           + "dpo_pairs: {top_k: 3}\n")
     with pytest.raises(SystemExit, match="refusing to build pairs .* fake"):
         load_stage("dpo_pairs").main()
+
+
+# --- replication and cliffs.use (issue [G]) --------------------------------------------------------------
+
+def test_replicate_stage_on_the_world(tmp_path, monkeypatch, world, backend_factory, tokenizer):
+    """Fresh rollouts on both sides of each cliff with the rollouts sampler: the scripted potential is 0 once
+    X or Z is in the prefix, so the X and Z cliffs replicate (1 -> 0) and the Y cliff does not (0 -> 0,
+    its prefix already holds X). `cliffs.use` then narrows what ablation works on."""
+    write_world(tmp_path, world, {})
+    (tmp_path / "params.yaml").write_text(
+        PARAMS + "dpo_pairs: {top_k: 3}\nreplicate: {num_rollouts: 8, seed: 5}\n"
+        "rollouts: {sampling: {temperature: 0.6, top_p: 0.95, top_k: 0, max_new_tokens: 7}}\n")
+    monkeypatch.chdir(tmp_path)
+    backend = backend_factory("ablation")
+    run_stage("replicate", monkeypatch, backend, tokenizer)
+    rows = pq.read_table(tmp_path / schema.PATHS["replicate"]).to_pylist()
+    assert [(r["trace_id"], r["token_index"], r["replicated"]) for r in rows] == [
+        ("p1#0", 3, True), ("p1#0", 6, False), ("p2#0", 4, True)]
+    assert all(r["num_rollouts_prev"] == r["num_rollouts"] == 8 for r in rows)
+    assert [(r["num_correct_prev"], r["num_correct"]) for r in rows] == [(8, 0), (0, 0), (8, 0)]
+    assert rows[0]["p_value"] == 0.0 and rows[1]["p_value"] == 1.0
+    # the rollouts sampler and a seed stream of its own, every request once per side
+    sent = backend.requests
+    assert len(sent) == 6 and {r.n for r in sent} == {8}
+    assert {r.seed for r in sent} == {request_seed(5, "replicate", t, side, i)
+                                      for t, i in [("p1#0", 3), ("p1#0", 6), ("p2#0", 4)] for side in ("prev", "curr")}
+    metrics = json.loads((tmp_path / "metrics/replicate.json").read_text())
+    assert metrics["all"]["num_cliffs"] == 3 and metrics["all"]["num_replicated"] == 2
+    lo, hi = wilson_interval(2, 3)
+    assert (metrics["all"]["rate_lo"], metrics["all"]["rate_hi"]) == (round(lo, 6), round(hi, 6))
+    assert metrics["category=uncertain"]["rate"] == 0.0 and metrics["category=sampled_off"]["rate"] == 1.0
+    assert metrics["feasible=false"]["num_cliffs"] == 1          # Y: the sampler gives it 0.95
+    assert metrics["all"]["num_rollouts"] == 48
+    # cliffs.use: replicated -> ablation on the X and Z cliffs only
+    (tmp_path / "params.yaml").write_text(PARAMS.replace("critical_threshold: 0.05}", "critical_threshold: 0.05, use: replicated}")
+                                          + "dpo_pairs: {top_k: 3}\n")
+    run_stage("ablation", monkeypatch, backend_factory("ablation"), tokenizer)
+    done = pq.read_table(tmp_path / schema.PATHS["ablation"]).to_pylist()
+    assert {(r["trace_id"], r["token_index"]) for r in done if r["arm"] in ("del", "keep")} == {("p1#0", 3), ("p2#0", 4)}
+    assert set(duck.run_checks(duck.connect(tmp_path)).values()) == {0}
+    # the directions of the noise audit: RQ1 on each cliff set (no candidates here: no CPM)
+    schema.write("candidates", [], tmp_path / schema.PATHS["candidates"])
+    directions = {r["cliff_set"]: r for r in duck.run_sql_file(duck.connect(tmp_path), "directions", {}).to_pylist()}
+    assert [directions[s]["num_cliffs"] for s in ("all", "feasible", "replicated")] == [3, 2, 2]
+    assert directions["replicated"]["num_failed_cliffs"] == 1            # p1#0 token 3 (p2#0 is correct)
+    assert (directions["replicated"]["del_pass_at_1"], directions["replicated"]["keep_pass_at_1"]) == (1.0, 0.0)
+    assert directions["all"]["num_failed_cliffs"] == 1 and directions["all"]["cpm_uncertain"] is None

@@ -14,7 +14,7 @@ from cliffdata.cli import main
 from cliffdata.report import build_report, load_report_data
 from cliffdata.report.data import pass_at_ks, token_texts
 from cliffdata.report.pages import page_name, script_json
-from cliffdata.stats import pass_at_k
+from cliffdata.stats import cliff_p_value, pass_at_k
 from report_fixtures import long_text, write_fixture
 
 TEXTS = {
@@ -64,6 +64,9 @@ def test_pages_carry_curve_cliffs_and_token_details(root, tiny_tokenizer, tmp_pa
         assert [c[5] for c in cliff["cand"]] == [False, True, False]             # the sampled token is marked
         assert cliff["abl"]["del"]["pass"]["1"] == pytest.approx(12 / 16, abs=1e-4)
         assert cliff["abl"]["keep"]["pass"]["16"] == 1.0
+        # the evidence of issue [G]: p-value, the sampler's bound, feasibility, replication
+        assert cliff["pv"] == float(f"{cliff_p_value(14, 16, 1, 16):.3g}") and cliff["md"] == 0.7 and cliff["feas"] is True
+        assert set(cliff["rep"]) == {"ok", "kp", "np", "k", "n"} and cliff["rep"]["np"] == 16
     # the index: one row per trace, with its first-cliff category and position
     rows = re.findall(r"<tr data-dataset=\"(\w+)\" data-correct=\"(\w+)\" data-cats=\"([\w ]*)\">", index)
     assert sorted(rows) == [("arith", "correct", ""), ("arith", "failed", "sampled_off"), ("gsm1k", "ungradable", "sampled_off")]
@@ -71,12 +74,12 @@ def test_pages_carry_curve_cliffs_and_token_details(root, tiny_tokenizer, tmp_pa
 
 
 def test_optional_datasets_absent(root, tiny_tokenizer, tmp_path):
-    for name in ("ablation", "candidates"):
+    for name in ("ablation", "candidates", "replicate"):
         (root / schema.PATHS[name]).unlink()
     build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports")
     data = page_data((tmp_path / "reports/traces" / page_name("arith/a-0#0")).read_text())
     (cliff,) = data["cliffs"]
-    assert "cand" not in cliff and "abl" not in cliff
+    assert "cand" not in cliff and "abl" not in cliff and "rep" not in cliff
 
 
 def test_required_dataset_missing_is_an_error(root):

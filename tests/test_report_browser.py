@@ -107,7 +107,8 @@ def test_index_and_trace_page_render(tmp_path, tiny_tokenizer, driver):
     ActionChains(driver).move_to_element(cliff_token).perform()
     tip = driver.find_element(By.ID, "tip")
     assert tip.is_displayed()
-    for text in (f"token {TEXTS['arith/word1-3#0'][2]}", "logprob", "rank", "entropy", "greedy", "sampled-off", "alternative", "pass@k", "del", "keep"):
+    for text in (f"token {TEXTS['arith/word1-3#0'][2]}", "logprob", "rank", "entropy", "greedy", "sampled-off", "alternative", "pass@k", "del", "keep",
+                 "evidence", "p = ", "feasible yes", "replicated"):
         assert text in tip.text, text
     # the JS band is the Wilson interval of stats.py
     for k, n in ((0, 16), (3, 16), (14, 16), (1, 2)):

@@ -1,8 +1,9 @@
 """The DuckDB runner, the metrics SQL and the data checks, on a tiny hand-made seed.
 
-Three traces: t1 correct with 2 cliffs (token 0: deterministic, early; token 3: uncertain, mid), t2
-failed with 1 (token 3: sampled_off, late), t3 ungradable with none. Expected numbers are worked out
-by hand in each test.
+Three traces: t1 correct with 2 cliffs (token 0: deterministic, early, infeasible, not replicated;
+token 3: uncertain, mid), t2 failed with 1 (token 3: sampled_off, late), t3 ungradable with none.
+Expected false cliffs per trace 0.3 / 0.2 / 0.1 (variances 0.25 / 0.16 / 0.09), feasible tested
+positions 2 / 1 / 0. Expected numbers are worked out by hand in each test.
 """
 from __future__ import annotations
 
@@ -22,18 +23,21 @@ TRACES = {
     "t2": ("p2", False, [(0.04, 1), (0.70, 4), (0.20, 1), (0.90, 3)]),
     "t3": ("p3", None, [(0.03, 1), (0.03, 1), (0.60, 21), (0.10, 1), (0.00, 1)]),
 }
-# (trace, token_index, p_prev, potential, third, category)
+# (trace, token_index, p_prev, potential, third, category, feasible, replicated)
 CLIFFS = [
-    ("t1", 0, 1.0, 0.5, "early", "deterministic"),
-    ("t1", 3, 0.75, 0.25, "mid", "uncertain"),
-    ("t2", 3, 0.5, 0.0, "late", "sampled_off"),
+    ("t1", 0, 1.0, 0.5, "early", "deterministic", False, False),
+    ("t1", 3, 0.75, 0.25, "mid", "uncertain", True, True),
+    ("t2", 3, 0.5, 0.0, "late", "sampled_off", True, True),
 ]
+# trace -> (expected_false_cliffs, false_cliffs_variance, num_feasible)
+NOISE = {"t1": (0.3, 0.25, 2), "t2": (0.2, 0.16, 1), "t3": (0.1, 0.09, 0)}
 NUM_ROLLOUTS = 4
 
 
 # The experiment datasets have their own seeds and breakers: test_experiments (ablation, candidates),
 # test_dpo (dpo_pairs), test_cpm_shift (cpm_shift).
-EXPERIMENT_DATASETS = {"ablation", "pass_at_k", "candidates", "dpo_pairs", "dpo_eval", "cliff_count", "cpm_shift"}
+EXPERIMENT_DATASETS = {"ablation", "pass_at_k", "candidates", "control", "dpo_pairs", "dpo_eval", "cliff_count",
+                       "cpm_shift"}
 
 
 def seed_rows() -> dict[str, list[dict]]:
@@ -54,7 +58,7 @@ def seed_rows() -> dict[str, list[dict]]:
             rows["token_stats"].append(dict(trace_id=trace_id, token_index=index, token_id=10 + index,
                                             logprob=-0.1, rank=rank, entropy=entropy, entropy_full=entropy + 0.05,
                                             greedy_token_id=10 + index if rank == 1 else 99, is_greedy=rank == 1,
-                                            top_ids=[10 + index], top_probs=[0.9]))
+                                            top_ids=[10 + index], top_probs=[0.9], sampler_prob=0.9, max_drop=0.1))
         for index in range(-1, num_tokens - 1):
             num_correct = (index + 2) % (NUM_ROLLOUTS + 1)
             rows["potentials"].append(dict(trace_id=trace_id, token_index=index, mode="exhaustive",
@@ -66,8 +70,10 @@ def seed_rows() -> dict[str, list[dict]]:
         indices = cliffs_by_trace.get(trace_id, [])
         rows["trace_cliffs"].append(dict(trace_id=trace_id, problem_id=problem_id, is_correct=is_correct,
                                          num_tokens=num_tokens, num_scored=num_tokens - 1, num_cliffs=len(indices),
-                                         first_cliff_index=min(indices) if indices else None, critical_index=None))
-    for trace_id, index, p_prev, potential, third, category in CLIFFS:
+                                         first_cliff_index=min(indices) if indices else None, critical_index=None,
+                                         expected_false_cliffs=NOISE[trace_id][0], false_cliffs_variance=NOISE[trace_id][1],
+                                         num_feasible=NOISE[trace_id][2]))
+    for trace_id, index, p_prev, potential, third, category, feasible, replicated in CLIFFS:
         problem_id, is_correct, tokens = TRACES[trace_id]
         entropy, rank = tokens[index]
         rows["cliffs"].append(dict(trace_id=trace_id, problem_id=problem_id, token_index=index, token_id=10 + index,
@@ -75,7 +81,14 @@ def seed_rows() -> dict[str, list[dict]]:
                                    num_rollouts_prev=NUM_ROLLOUTS, num_rollouts=NUM_ROLLOUTS,
                                    delta=p_prev - potential, is_first=index == min(cliffs_by_trace[trace_id]),
                                    relative_position=index / len(tokens), third=third, entropy=entropy, rank=rank,
-                                   is_greedy=rank == 1, category=category))
+                                   is_greedy=rank == 1, category=category, p_value=0.01, max_drop=0.5 if feasible else 0.01,
+                                   feasible=feasible, fdr_significant=None))
+        n_prev, n_curr = (4, 0) if replicated else (2, 2)
+        rows["replicate"].append(dict(trace_id=trace_id, problem_id=problem_id, token_index=index, is_correct=is_correct,
+                                      category=category, feasible=feasible, num_rollouts_prev=4, num_correct_prev=n_prev,
+                                      num_rollouts=4, num_correct=n_curr, p_prev=n_prev / 4, potential=n_curr / 4,
+                                      delta=(n_prev - n_curr) / 4, p_value=0.0 if replicated else 1.0,
+                                      replicated=replicated, num_generated_tokens=80))
     return rows
 
 
@@ -124,6 +137,14 @@ def test_run_sql_file_rejects_unknown_names(seed):
 
 # --- occurrence -------------------------------------------------------------------------------------
 
+def noise(pairs: int, expected: float, cliffs: int, variance: float, share_cliffs_feasible, share_pairs_feasible) -> dict:
+    """The [G] columns of an occurrence row: excess = cliffs − expected ± 1.96 · sqrt(variance)."""
+    half = 1.96 * variance ** 0.5
+    return dict(num_tested_pairs=pairs, expected_false_cliffs=expected, excess_cliffs=cliffs - expected,
+                excess_cliffs_lo=cliffs - expected - half, excess_cliffs_hi=cliffs - expected + half,
+                share_cliffs_feasible=share_cliffs_feasible, share_pairs_feasible=share_pairs_feasible)
+
+
 def test_occurrence_with_empty_prefix(seed):
     table = duck.run_sql_file(duck.connect(seed), "occurrence", {"include_empty_prefix": True})
     assert table.column("correctness").to_pylist() == ["correct", "failed", "ungradable", "all"]
@@ -131,19 +152,23 @@ def test_occurrence_with_empty_prefix(seed):
     assert rows["correct"] == pytest.approx(dict(
         num_traces=1, num_traces_with_cliff=1, share_with_cliff=1.0, num_cliffs=2, cliffs_per_trace=2.0,
         num_tokens=6, cliffs_per_1k_tokens=2000 / 6, share_early=0.5, share_mid=0.5, share_late=0.0,
-        num_first_cliffs=1, first_share_early=1.0, first_share_mid=0.0, first_share_late=0.0))
+        num_first_cliffs=1, first_share_early=1.0, first_share_mid=0.0, first_share_late=0.0,
+        **noise(5, 0.3, 2, 0.25, 1 / 2, 2 / 5)))
     assert rows["failed"] == pytest.approx(dict(
         num_traces=1, num_traces_with_cliff=1, share_with_cliff=1.0, num_cliffs=1, cliffs_per_trace=1.0,
         num_tokens=4, cliffs_per_1k_tokens=250.0, share_early=0.0, share_mid=0.0, share_late=1.0,
-        num_first_cliffs=1, first_share_early=0.0, first_share_mid=0.0, first_share_late=1.0))
-    assert rows["ungradable"] == dict(
+        num_first_cliffs=1, first_share_early=0.0, first_share_mid=0.0, first_share_late=1.0,
+        **noise(3, 0.2, 1, 0.16, 1.0, 1 / 3)))
+    assert rows["ungradable"] == pytest.approx(dict(
         num_traces=1, num_traces_with_cliff=0, share_with_cliff=0.0, num_cliffs=0, cliffs_per_trace=0.0,
         num_tokens=5, cliffs_per_1k_tokens=0.0, share_early=None, share_mid=None, share_late=None,
-        num_first_cliffs=0, first_share_early=None, first_share_mid=None, first_share_late=None)
+        num_first_cliffs=0, first_share_early=None, first_share_mid=None, first_share_late=None,
+        **noise(4, 0.1, 0, 0.09, None, 0.0)))
     assert rows["all"] == pytest.approx(dict(
         num_traces=3, num_traces_with_cliff=2, share_with_cliff=2 / 3, num_cliffs=3, cliffs_per_trace=1.0,
         num_tokens=15, cliffs_per_1k_tokens=200.0, share_early=1 / 3, share_mid=1 / 3, share_late=1 / 3,
-        num_first_cliffs=2, first_share_early=0.5, first_share_mid=0.0, first_share_late=0.5))
+        num_first_cliffs=2, first_share_early=0.5, first_share_mid=0.0, first_share_late=0.5,
+        **noise(12, 0.6, 3, 0.5, 2 / 3, 3 / 12)))
 
 
 def test_occurrence_paper_mode_drops_token_0(seed):
@@ -152,11 +177,13 @@ def test_occurrence_paper_mode_drops_token_0(seed):
     assert rows["correct"] == pytest.approx(dict(
         num_traces=1, num_traces_with_cliff=1, share_with_cliff=1.0, num_cliffs=1, cliffs_per_trace=1.0,
         num_tokens=6, cliffs_per_1k_tokens=1000 / 6, share_early=0.0, share_mid=1.0, share_late=0.0,
-        num_first_cliffs=1, first_share_early=0.0, first_share_mid=1.0, first_share_late=0.0))
+        num_first_cliffs=1, first_share_early=0.0, first_share_mid=1.0, first_share_late=0.0,
+        **noise(5, 0.3, 1, 0.25, 1.0, 2 / 5)))
     assert rows["all"] == pytest.approx(dict(
         num_traces=3, num_traces_with_cliff=2, share_with_cliff=2 / 3, num_cliffs=2, cliffs_per_trace=2 / 3,
         num_tokens=15, cliffs_per_1k_tokens=2000 / 15, share_early=0.0, share_mid=0.5, share_late=0.5,
-        num_first_cliffs=2, first_share_early=0.0, first_share_mid=0.5, first_share_late=0.5))
+        num_first_cliffs=2, first_share_early=0.0, first_share_mid=0.5, first_share_late=0.5,
+        **noise(12, 0.6, 2, 0.5, 1.0, 3 / 12)))
 
 
 # --- taxonomy ---------------------------------------------------------------------------------------
@@ -171,18 +198,20 @@ def test_taxonomy(seed):
     # baseline over the 15 tokens (H* = 0.056): deterministic t1{0,1,5} t2{0} t3{0,1,4} = 7;
     # uncertain t1{2,3} t2{2} t3{3} = 4; sampled_off t2{1,3} t3{2} = 3; other t1{4} = 1 -> 14 three-way
     assert rows["deterministic"] == pytest.approx(dict(
-        share_of="three_way", num_cliffs=1, cliff_share=1 / 3, baseline_count=7, baseline_share=0.5, ratio=2 / 3))
+        share_of="three_way", num_cliffs=1, cliff_share=1 / 3, baseline_count=7, baseline_share=0.5, ratio=2 / 3,
+        feasible_share=0.0))
     assert rows["uncertain"] == pytest.approx(dict(
         share_of="three_way", num_cliffs=1, cliff_share=1 / 3, baseline_count=4, baseline_share=4 / 14,
-        ratio=7 / 6))
+        ratio=7 / 6, feasible_share=1.0))
     assert rows["sampled_off"] == pytest.approx(dict(
         share_of="three_way", num_cliffs=1, cliff_share=1 / 3, baseline_count=3, baseline_share=3 / 14,
-        ratio=14 / 9))
+        ratio=14 / 9, feasible_share=1.0))
     assert rows["other"] == dict(share_of="excluded", num_cliffs=0, cliff_share=None, baseline_count=1,
-                                 baseline_share=None, ratio=None)
+                                 baseline_share=None, ratio=None, feasible_share=None)
     # 2 of 3 cliffs greedy; 11 of 15 tokens rank 1
     assert rows["greedy"] == pytest.approx(dict(
-        share_of="all", num_cliffs=2, cliff_share=2 / 3, baseline_count=11, baseline_share=11 / 15, ratio=10 / 11))
+        share_of="all", num_cliffs=2, cliff_share=2 / 3, baseline_count=11, baseline_share=11 / 15, ratio=10 / 11,
+        feasible_share=0.5))
 
 
 def test_taxonomy_paper_mode_and_full_entropy(seed):
@@ -206,8 +235,10 @@ def test_empty_tables_give_zero_counts(empty):
     assert list(occurrence) == ["correct", "failed", "ungradable", "all"]
     for row in occurrence.values():
         assert {k: v for k, v in row.items() if k.startswith("num_")} == dict.fromkeys(
-            ["num_traces", "num_traces_with_cliff", "num_cliffs", "num_tokens", "num_first_cliffs"], 0)
-        assert {v for k, v in row.items() if not k.startswith("num_")} == {None}
+            ["num_traces", "num_traces_with_cliff", "num_cliffs", "num_tokens", "num_first_cliffs", "num_tested_pairs"], 0)
+        zeros = {"expected_false_cliffs", "excess_cliffs", "excess_cliffs_lo", "excess_cliffs_hi"}
+        assert {k: v for k, v in row.items() if k in zeros} == dict.fromkeys(zeros, 0)
+        assert {v for k, v in row.items() if not k.startswith("num_") and k not in zeros} == {None}
     taxonomy = by(duck.run_sql_file(con, "taxonomy", TAXONOMY_PARAMS), "category")
     assert len(taxonomy) == 5
     for row in taxonomy.values():
@@ -239,9 +270,9 @@ def test_write_metrics_files(seed):
     assert [line.split(",")[0] for line in csv_lines[1:]] == ["correct", "failed", "ungradable", "all"]
     md_lines = (seed / "metrics/taxonomy.md").read_text().splitlines()
     assert md_lines[0] == ("| category | share_of | num_cliffs | cliff_share | baseline_count | baseline_share"
-                           " | ratio |")
-    assert md_lines[1] == "|---|---|---:|---:|---:|---:|---:|"
-    assert md_lines[2] == "| deterministic | three_way | 1 | 0.333333 | 7 | 0.5 | 0.666667 |"
+                           " | ratio | feasible_share |")
+    assert md_lines[1] == "|---|---|---:|---:|---:|---:|---:|---:|"
+    assert md_lines[2] == "| deterministic | three_way | 1 | 0.333333 | 7 | 0.5 | 0.666667 | 0.0 |"
     assert len(md_lines) == 7
 
 
@@ -297,6 +328,8 @@ BREAKS = {
     "token_stats_rank": _set("token_stats", 0, rank=22, is_greedy=False),
     "token_stats_is_greedy": _set("token_stats", 4, is_greedy=True),
     "token_stats_entropy": _set("token_stats", 0, entropy=-0.01),
+    "cliffs_evidence": _set("cliffs", 0, p_value=1.5),
+    "replicate_counts": _set("replicate", 0, num_correct=5),
 }
 
 

@@ -43,3 +43,45 @@ def test_summary_says_when_a_direction_does_not_hold_and_tolerates_missing_files
     assert "Direction del > keep: **does not hold**" in text
     assert "sampled-off (over the categories present): **does not hold**" in text
     assert "n/a" in render_summary({}, "m", "d")
+
+
+AUDIT = {
+    "occurrence": {"correct": {"num_traces": 8, "num_cliffs": 1, "num_tested_pairs": 400, "expected_false_cliffs": 1.2,
+                               "excess_cliffs": -0.2, "excess_cliffs_lo": -2.1, "excess_cliffs_hi": 1.7,
+                               "share_cliffs_feasible": 0.0, "share_pairs_feasible": 0.1},
+                   "failed": {"num_traces": 16, "num_cliffs": 9, "num_tested_pairs": 800, "expected_false_cliffs": 2.5,
+                              "excess_cliffs": 6.5, "excess_cliffs_lo": 3.4, "excess_cliffs_hi": 9.6,
+                              "share_cliffs_feasible": 0.777778, "share_pairs_feasible": 0.12},
+                   "all": {"num_traces": 24, "num_cliffs": 10, "num_tested_pairs": 1200, "expected_false_cliffs": 3.7,
+                           "excess_cliffs": 6.3, "excess_cliffs_lo": 2.6, "excess_cliffs_hi": 10.0,
+                           "share_cliffs_feasible": 0.7, "share_pairs_feasible": 0.11}},
+    "taxonomy": {"deterministic": {"num_cliffs": 2, "feasible_share": 0.0},
+                 "uncertain": {"num_cliffs": 5, "feasible_share": 0.8}},
+    "replicate": {"all": {"num_cliffs": 10, "num_replicated": 6, "rate": 0.6, "rate_lo": 0.31, "rate_hi": 0.83,
+                          "num_rollouts": 320, "num_generated_tokens": 9000},
+                  "category=uncertain": {"num_cliffs": 5, "num_replicated": 4, "rate": 0.8, "rate_lo": 0.38,
+                                         "rate_hi": 0.96}},
+    "directions": {"all": {"num_cliffs": 10, "del_pass_at_1": 0.4, "keep_pass_at_1": 0.1, "del_pass_at_n": 1.0,
+                           "keep_pass_at_n": 0.3, "cpm_deterministic": None, "cpm_uncertain": 0.6,
+                           "cpm_sampled_off": 0.3, "num_deterministic": 0, "num_uncertain": 5, "num_sampled_off": 3},
+                   "replicated": {"num_cliffs": 6, "del_pass_at_1": 0.2, "keep_pass_at_1": 0.25, "del_pass_at_n": 0.9,
+                                  "keep_pass_at_n": 0.5, "cpm_deterministic": None, "cpm_uncertain": 0.5,
+                                  "cpm_sampled_off": 0.55, "num_deterministic": 0, "num_uncertain": 4,
+                                  "num_sampled_off": 2}},
+    "dpo_eval": {"models": {"base": {"accuracy": 0.25}, "all": {"accuracy": 0.4}, "random": {"accuracy": 0.45}}},
+    "dpo_pairs": {"variants": {"all": {"num_train": 12}, "random": {"num_train": 12}}},
+}
+
+
+def test_summary_noise_audit_and_the_control():
+    text = render_summary(AUDIT, "m", "d")
+    assert "## Noise audit" in text
+    assert "| failed | 800 | 9 | 2.50 | 6.50 [3.40, 9.60] | 77.8% | 12.0% |" in text
+    assert "| deterministic | 2 | 0.0% | n/a |" in text
+    assert "| uncertain | 5 | 80.0% | 4/5 = 80.0% [38.0%, 96.0%] |" in text
+    assert "| cost | 320 rollouts, 9000 generated tokens |" in text
+    assert "| all | 10 | 0.400 / 0.100 | 1.000 / 0.300 | holds | n/a / 0.600 / 0.300 (0/5/3) | holds |" in text
+    assert "| replicated | 6 | 0.200 / 0.250 | 0.900 / 0.500 | does not hold | n/a / 0.500 / 0.550 (0/4/2) | does not hold |" in text
+    assert "pairs at cliffs 40.0% vs random positions 45.0%" in text and "DPO anywhere: **does not hold**" in text
+    # without the [G] metrics (an older run) there is no audit section
+    assert "Noise audit" not in render_summary({"occurrence": METRICS["occurrence"]}, "m", "d")

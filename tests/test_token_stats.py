@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cliffdata import schema
+from cliffdata.backends import Sampling
 from cliffdata.token_stats import ABSENT_RANK, compute_token_stats, tie_aware_rank
 
 
@@ -20,7 +21,8 @@ def test_tie_aware_rank_closed_cases():
 
 def test_token_stats_match_direct_computation(tiny_model):
     prompt, response = [1, 24, 22, 8, 21], [40, 41, 66, 2]
-    rows = compute_token_stats(tiny_model, [{"trace_id": "t", "prompt_ids": prompt, "response_ids": response}], top_k=20)
+    rows = compute_token_stats(tiny_model, [{"trace_id": "t", "prompt_ids": prompt, "response_ids": response}], 20,
+                               Sampling(temperature=1.0))
     assert [r["token_index"] for r in rows] == [0, 1, 2, 3]
     with torch.inference_mode():
         logits = tiny_model(input_ids=torch.tensor([prompt + response])).logits[0].double()
@@ -39,6 +41,9 @@ def test_token_stats_match_direct_computation(tiny_model):
         expected_rank = 1 + int((top_p.log() > logp[response[i]] + 1e-9).sum()) if response[i] in top_i else 21
         assert row["rank"] == expected_rank and row["is_greedy"] == (expected_rank == 1)
         assert sum(row["top_probs"]) == pytest.approx(top_p.sum().item(), rel=1e-5)
+        # T = 1, no top-k/top-p: the sampler's probability is the raw one
+        assert row["sampler_prob"] == pytest.approx(p[response[i]].item(), rel=1e-5)
+        assert row["max_drop"] == pytest.approx(1 - row["sampler_prob"], abs=1e-15)
     schema.to_table("token_stats", rows)   # fits the schema
 
 
@@ -46,6 +51,8 @@ def test_greedy_token_has_rank_one(tiny_model):
     prompt = [1, 24, 22]
     with torch.inference_mode():
         greedy = int(tiny_model(input_ids=torch.tensor([prompt])).logits[0, -1].argmax())
-    (row,) = compute_token_stats(tiny_model, [{"trace_id": "t", "prompt_ids": prompt, "response_ids": [greedy]}])
+    (row,) = compute_token_stats(tiny_model, [{"trace_id": "t", "prompt_ids": prompt, "response_ids": [greedy]}], 20,
+                                 Sampling(temperature=0.0))
     assert row["rank"] == 1 and row["is_greedy"] and row["greedy_token_id"] == greedy
     assert row["entropy"] >= 0
+    assert row["sampler_prob"] == 1.0 and row["max_drop"] == 0.0      # greedy rollouts always pick it

@@ -27,7 +27,7 @@ def count_cliffs(model_name: str, adapter: str | None, backend: Backend, torch_m
     to this model (adapter enabled or disabled); `backend` serves `adapter` (None = base)."""
     view = AdapterView(backend, adapter)
     traces = sample_traces(problems, prompts, tokenizer, view, trace_sampling, num_samples=1, seed=trace_seed)
-    stats = compute_token_stats(torch_model, traces, top_k)
+    stats = compute_token_stats(torch_model, traces, top_k, rollout_sampling)
     golds = golds_by_problem(problems)
     full = dataclasses.replace(rollouts, early_stop_zeros=0)        # no early termination after training
     potentials, costs = run_rollouts(traces, golds, view, tokenizer, full, rollout_sampling, checkpoint)

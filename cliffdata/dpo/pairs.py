@@ -6,7 +6,11 @@ rejected token is the cliff token `response_ids[i]`, and each chosen token is a 
 `p_candidate >= p_prev`. A cliff whose token is outside the top-k gives no pairs (paper). The cliff
 token's potential is the main rollout's (the candidates stage reuses it).
 
-Category ablations are the same pairs filtered by the cliff's category (VARIANTS). The held-out split
+Category ablations are the same pairs filtered by the cliff's category (VARIANTS); `replicated` keeps
+the pairs at cliffs whose test passed again on fresh rollouts (the replicate stage), and `random` is
+the control (issue [G]): as many pairs as at each cliff, at a random non-cliff position of the same
+trace, each preferring a random top-k alternative over the trace's token there (`control_pairs`). If
+single-token DPO anywhere helps as much as at cliffs, the cliffs are not what helps. The held-out split
 is seeded and exact: per variant, the `heldout_fraction` of groups with the smallest
 hash(seed, group) is held out, where a group is one pair (paper) or one cliff (`heldout_by: cliff`,
 so no held-out pair shares its prefix with a training pair).
@@ -19,12 +23,17 @@ from collections.abc import Sequence
 from cliffdata.backends import request_seed
 
 STRATEGIES = ("cliff_1N", "cliff_hard")
+CLIFF_CATEGORIES = ("deterministic", "uncertain", "sampled_off", "other")
+CONTROL = "control"                      # the category of the random-position control pairs
+# variant -> the pair categories it keeps (and `replicated`: only pairs at replicated cliffs)
 VARIANTS: dict[str, tuple[str, ...]] = {
-    "all": ("deterministic", "uncertain", "sampled_off", "other"),
+    "all": CLIFF_CATEGORIES,
     "deterministic": ("deterministic",),
     "uncertain": ("uncertain",),
     "sampled_off": ("sampled_off",),
     "uncertain_sampled_off": ("uncertain", "sampled_off"),
+    "replicated": CLIFF_CATEGORIES,
+    "random": (CONTROL,),
 }
 SPLITS = ("train", "heldout")
 
@@ -79,16 +88,58 @@ def build_pairs(candidates: list[dict], cliffs: list[dict], traces: list[dict], 
     return pairs
 
 
+def pairs_per_cliff(pairs: Sequence[dict]) -> dict[tuple[str, int], int]:
+    """How many pairs each cliff gives (the control mirrors it)."""
+    counts: dict[tuple[str, int], int] = {}
+    for p in pairs:
+        counts[(p["trace_id"], p["token_index"])] = counts.get((p["trace_id"], p["token_index"]), 0) + 1
+    return counts
+
+
+def control_pairs(control: Sequence[dict], traces: Sequence[dict], strategy: str) -> list[dict]:
+    """Pair rows of the `random` control from CONTROL rows: at each control position, every alternative
+    is chosen over the trace's token (category `control`)."""
+    by_trace = {t["trace_id"]: t for t in traces}
+    by_position: dict[tuple[str, int], list[dict]] = {}
+    for r in control:
+        by_position.setdefault((r["trace_id"], r["token_index"]), []).append(r)
+    pairs = []
+    for (trace_id, j), rows in sorted(by_position.items()):
+        trace = by_trace.get(trace_id)
+        if trace is None:
+            raise ValueError(f"control position {(trace_id, j)} names a trace that is not in the traces dataset")
+        own = [r for r in rows if r["is_trace_token"]]
+        if len(own) != 1:
+            raise ValueError(f"control position {(trace_id, j)} has {len(own)} trace-token rows (want 1)")
+        rej = own[0]
+        prompt_ids = list(trace["prompt_ids"]) + list(trace["response_ids"][:j])
+        for c in sorted((r for r in rows if not r["is_trace_token"]), key=lambda r: r["candidate_rank"]):
+            pairs.append({
+                "trace_id": trace_id, "problem_id": c["problem_id"], "token_index": j, "category": CONTROL,
+                "strategy": strategy, "is_correct": trace["is_correct"], "prompt_ids": prompt_ids,
+                "chosen_id": int(c["candidate_id"]), "rejected_id": int(rej["candidate_id"]),
+                "chosen_rank": int(c["candidate_rank"]), "rejected_rank": rej["candidate_rank"],
+                "chosen_prob": float(c["prob"]), "rejected_prob": float(rej["prob"]),
+                "chosen_potential": float(c["potential"]), "rejected_potential": float(rej["potential"]),
+                "p_prev": float(c["p_prev"]),
+            })
+    return pairs
+
+
 def variant_pairs(pairs: Sequence[dict], variant: str, heldout_fraction: float, seed: int,
-                  heldout_by: str = "pair") -> list[dict]:
-    """The pairs of one category variant with `variant` and `split` set (exact, seeded held-out split)."""
+                  heldout_by: str = "pair", replicated: set[tuple[str, int]] | None = None) -> list[dict]:
+    """The pairs of one variant with `variant` and `split` set (exact, seeded held-out split). Variant
+    `replicated` needs `replicated`, the (trace_id, token_index) of the cliffs that replicated."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown Cliff-DPO variant {variant!r} (known: {sorted(VARIANTS)})")
     if not 0 <= heldout_fraction < 1:
         raise ValueError(f"dpo_pairs.heldout_fraction must be in [0, 1), got {heldout_fraction}")
     if heldout_by not in ("pair", "cliff"):
         raise ValueError(f"dpo_pairs.heldout_by must be pair|cliff, got {heldout_by!r}")
-    rows = [dict(p, variant=variant) for p in pairs if p["category"] in VARIANTS[variant]]
+    if variant == "replicated" and replicated is None:
+        raise ValueError("the replicated variant needs the replicate stage's verdicts")
+    rows = [dict(p, variant=variant) for p in pairs if p["category"] in VARIANTS[variant]
+            and (variant != "replicated" or (p["trace_id"], p["token_index"]) in replicated)]
 
     def group(p: dict) -> tuple:
         base = (p["trace_id"], p["token_index"])

@@ -4,9 +4,10 @@
     payload = trace_payload(data, "arith/word1-0#0", tokenizer)
     row = index_row(data, "arith/word1-0#0")
 
-Required datasets: problems, traces, token_stats, potentials, cliffs, trace_cliffs. Optional: ablation
-and candidates (the `ablation` and `candidates` stages); without them the cliffs simply carry no
-alternatives and no pass@k.
+Required datasets: problems, traces, token_stats, potentials, cliffs, trace_cliffs. Optional: ablation,
+candidates and replicate (the `ablation`, `candidates` and `replicate` stages); without them the
+cliffs simply carry no alternatives, no pass@k and no replication verdict. Each cliff carries its
+evidence (issue [G]): p-value, the largest drop its token allows (1 − π_s) and feasibility.
 
 The payload is column-oriented so an 8,000-token trace stays under 200 kB: (text, id) pairs are
 deduplicated into `vocab` and referenced by index (`tok`); logprobs and entropies are integer
@@ -31,7 +32,7 @@ from cliffdata.stats import pass_at_k
 log = logging.getLogger(__name__)
 
 REQUIRED = ("problems", "traces", "token_stats", "potentials", "cliffs", "trace_cliffs")
-OPTIONAL = ("ablation", "candidates")
+OPTIONAL = ("ablation", "candidates", "replicate")
 DECODE_WINDOW = 6          # tokens of left context when decoding one token's text
 
 
@@ -46,6 +47,7 @@ class ReportData:
     trace_cliffs: dict[str, dict]
     ablation: dict[tuple[str, int], dict[str, dict]] = field(default_factory=dict)
     candidates: dict[tuple[str, int], list[dict]] = field(default_factory=dict)
+    replicate: dict[tuple[str, int], dict] = field(default_factory=dict)
     entropy: str = "entropy"   # the token_stats column the taxonomy used (cliffs.entropy)
 
 
@@ -87,9 +89,11 @@ def load_report_data(root: Path, entropy: str = "top20") -> ReportData:
     if (Path(root) / schema.PATHS["candidates"]).exists():
         for r in read("candidates").to_pylist():
             data.candidates.setdefault((r["trace_id"], r["token_index"]), []).append(r)
-    log.info("report data: %d traces, %d with potentials, %d cliffs, ablation %s, candidates %s",
+    if (Path(root) / schema.PATHS["replicate"]).exists():
+        data.replicate = {(r["trace_id"], r["token_index"]): r for r in read("replicate").to_pylist()}
+    log.info("report data: %d traces, %d with potentials, %d cliffs, ablation %s, candidates %s, replicate %s",
              len(data.traces), len(data.potentials), sum(map(len, data.cliffs.values())),
-             "yes" if data.ablation else "no", "yes" if data.candidates else "no")
+             "yes" if data.ablation else "no", "yes" if data.candidates else "no", "yes" if data.replicate else "no")
     return data
 
 
@@ -175,7 +179,13 @@ def trace_payload(data: ReportData, trace_id: str, tokenizer) -> dict:
     for c in data.cliffs.get(trace_id, []):
         i = c["token_index"]
         item = {"i": i, "cat": c["category"], "pp": c["p_prev"], "p": c["potential"], "np": c["num_rollouts_prev"],
-                "n": c["num_rollouts"], "d": round(c["delta"], 4), "first": c["is_first"]}
+                "n": c["num_rollouts"], "d": round(c["delta"], 4), "first": c["is_first"],
+                "pv": float(f"{c['p_value']:.3g}"), "md": None if c["max_drop"] is None else round(c["max_drop"], 4),
+                "feas": c["feasible"]}
+        rep = data.replicate.get((trace_id, i))
+        if rep:
+            item["rep"] = {"ok": rep["replicated"], "kp": rep["num_correct_prev"], "np": rep["num_rollouts_prev"],
+                           "k": rep["num_correct"], "n": rep["num_rollouts"]}
         cands = data.candidates.get((trace_id, i))
         if cands:
             item["cand"] = [[single(int(r["candidate_id"])), round(r["prob"], 4),

@@ -1,6 +1,9 @@
 -- Occurrence (protocol §5, RQ1): per trace-correctness group and overall, the share of traces with
 -- at least one cliff, cliffs per trace and per 1k response tokens, and where cliffs fall (thirds of
--- the response), for all cliffs and for the first cliff of each trace.
+-- the response), for all cliffs and for the first cliff of each trace; and the noise audit of
+-- issue [G]: tested pairs, cliffs expected from noise alone (the sum of each pair's null firing
+-- probability), the excess of observed over expected with a 95% interval (± 1.96 · the null
+-- standard deviation of the false-cliff count), and the feasible share of cliffs and positions.
 -- $include_empty_prefix: false drops cliffs at token_index 0 (paper mode: p[-1] is not scored), so
 -- the first cliff is then the first one after token 0.
 with
@@ -21,6 +24,10 @@ trace_groups as (
     select
         trace_id,
         num_tokens,
+        num_scored,
+        num_feasible,
+        expected_false_cliffs,
+        false_cliffs_variance,
         case
             when is_correct then 'correct'
             when not is_correct then 'failed'
@@ -33,7 +40,8 @@ included_cliffs as (
     select
         trace_id,
         token_index,
-        third
+        third,
+        feasible
     from cliffs
     where $include_empty_prefix or token_index > 0
 ),
@@ -51,7 +59,12 @@ per_trace as (
         t.trace_id,
         t.correctness,
         t.num_tokens,
+        t.num_scored,
+        t.num_feasible,
+        t.expected_false_cliffs,
+        t.false_cliffs_variance,
         count(c.token_index) as num_cliffs,
+        count(c.token_index) filter (where c.feasible) as num_feasible_cliffs,
         count(c.token_index) filter (where c.third = 'early') as num_early,
         count(c.token_index) filter (where c.third = 'mid') as num_mid,
         count(c.token_index) filter (where c.third = 'late') as num_late
@@ -61,7 +74,11 @@ per_trace as (
     group by
         t.trace_id,
         t.correctness,
-        t.num_tokens
+        t.num_tokens,
+        t.num_scored,
+        t.num_feasible,
+        t.expected_false_cliffs,
+        t.false_cliffs_variance
 ),
 
 per_trace_first as (
@@ -96,6 +113,11 @@ aggregated as (
         sum(num_early)::bigint as num_early,
         sum(num_mid)::bigint as num_mid,
         sum(num_late)::bigint as num_late,
+        sum(num_scored)::bigint as num_tested_pairs,
+        sum(num_feasible)::bigint as num_feasible_pairs,
+        sum(num_feasible_cliffs)::bigint as num_feasible_cliffs,
+        sum(expected_false_cliffs)::double as expected_false_cliffs,
+        sum(false_cliffs_variance)::double as false_cliffs_variance,
         count(*) filter (where first_third = 'early') as num_first_early,
         count(*) filter (where first_third = 'mid') as num_first_mid,
         count(*) filter (where first_third = 'late') as num_first_late
@@ -116,7 +138,12 @@ filled as (
         coalesce(a.num_late, 0) as num_late,
         coalesce(a.num_first_early, 0) as num_first_early,
         coalesce(a.num_first_mid, 0) as num_first_mid,
-        coalesce(a.num_first_late, 0) as num_first_late
+        coalesce(a.num_first_late, 0) as num_first_late,
+        coalesce(a.num_tested_pairs, 0) as num_tested_pairs,
+        coalesce(a.num_feasible_pairs, 0) as num_feasible_pairs,
+        coalesce(a.num_feasible_cliffs, 0) as num_feasible_cliffs,
+        coalesce(a.expected_false_cliffs, 0) as expected_false_cliffs,
+        coalesce(a.false_cliffs_variance, 0) as false_cliffs_variance
     from correctness_groups as g
     left join aggregated as a
         on a.correctness = g.correctness
@@ -139,7 +166,14 @@ final as (
         num_traces_with_cliff as num_first_cliffs,
         num_first_early / nullif(num_traces_with_cliff, 0) as first_share_early,
         num_first_mid / nullif(num_traces_with_cliff, 0) as first_share_mid,
-        num_first_late / nullif(num_traces_with_cliff, 0) as first_share_late
+        num_first_late / nullif(num_traces_with_cliff, 0) as first_share_late,
+        num_tested_pairs,
+        expected_false_cliffs,
+        num_cliffs - expected_false_cliffs as excess_cliffs,
+        num_cliffs - expected_false_cliffs - 1.96 * sqrt(false_cliffs_variance) as excess_cliffs_lo,
+        num_cliffs - expected_false_cliffs + 1.96 * sqrt(false_cliffs_variance) as excess_cliffs_hi,
+        num_feasible_cliffs / nullif(num_cliffs, 0) as share_cliffs_feasible,
+        num_feasible_pairs / nullif(num_tested_pairs, 0) as share_pairs_feasible
     from filled
 )
 

@@ -1,6 +1,8 @@
 -- Taxonomy (protocol §4, §5 RQ2): cliffs by category against the same 2x2 over every response token
 -- of the traces in trace_cliffs (the baseline). Shares are within the three-way taxonomy
 -- (deterministic, uncertain, sampled_off); 'other' (H <= H* and not greedy) is counted but excluded.
+-- `feasible_share`: the share of a category's cliffs whose token can carry a detectable drop by the
+-- sampler identity (issue [G]); a deterministic cliff (pi_s near 1) almost never can.
 -- The 'greedy' row compares the greedy share of all cliffs with the rank-1 share of all tokens.
 -- Cliffs keep the category the cliffs stage gave them; pass the same H* and entropy here.
 -- $entropy_threshold: H* in nats; $use_full_entropy: entropy_full instead of the top-20 entropy;
@@ -22,7 +24,8 @@ categories as (
 included_cliffs as (
     select
         category,
-        is_greedy
+        is_greedy,
+        feasible
     from cliffs
     where $include_empty_prefix or token_index > 0
 ),
@@ -30,7 +33,8 @@ included_cliffs as (
 cliff_counts as (
     select
         category,
-        count(*) as num_cliffs
+        count(*) as num_cliffs,
+        count(*) filter (where feasible) as num_feasible
     from included_cliffs
     group by category
 ),
@@ -73,6 +77,7 @@ category_counts as (
         c.category,
         c.share_of,
         coalesce(cc.num_cliffs, 0) as num_cliffs,
+        coalesce(cc.num_feasible, 0) as num_feasible,
         coalesce(bc.baseline_count, 0) as baseline_count
     from categories as c
     left join cliff_counts as cc
@@ -87,6 +92,7 @@ category_shares as (
         category,
         share_of,
         num_cliffs,
+        num_feasible,
         case
             when share_of = 'three_way'
                 then num_cliffs / nullif(sum(num_cliffs) filter (where share_of = 'three_way') over (), 0)
@@ -102,6 +108,7 @@ category_shares as (
 greedy_cliffs as (
     select
         count(*) filter (where is_greedy) as num_cliffs,
+        count(*) filter (where is_greedy and feasible) as num_feasible,
         count(*) filter (where is_greedy) / nullif(count(*), 0) as cliff_share
     from included_cliffs
 ),
@@ -119,6 +126,7 @@ greedy_shares as (
         'greedy' as category,
         'all' as share_of,
         c.num_cliffs,
+        c.num_feasible,
         c.cliff_share,
         b.baseline_count,
         b.baseline_share
@@ -135,7 +143,8 @@ final as (
         cliff_share::double as cliff_share,
         baseline_count::bigint as baseline_count,
         baseline_share::double as baseline_share,
-        (cliff_share / nullif(baseline_share, 0))::double as ratio
+        (cliff_share / nullif(baseline_share, 0))::double as ratio,
+        (num_feasible / nullif(num_cliffs, 0))::double as feasible_share
     from (
         select * from category_shares
         union all by name

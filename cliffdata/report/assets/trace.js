@@ -96,8 +96,12 @@
   D.cliffs.forEach(function (c) {
     var g = el("g", {"class": "cliff-marker", "data-i": c.i});
     el("line", {x1: x(c.i - 1), y1: y(c.pp), x2: x(c.i), y2: y(c.p), stroke: CAT[c.cat] || "#000", "class": "drop"}, g);
-    el("circle", {cx: x(c.i), cy: y(c.p), r: 6, fill: CAT[c.cat] || "#000", "class": "cliff"}, g);
-    el("title", {}, g, "cliff at token " + c.i + " (" + c.cat + "): " + f(c.pp, 2) + " → " + f(c.p, 2));
+    // a cliff that failed to replicate is drawn hollow
+    var failed = c.rep && !c.rep.ok;
+    el("circle", {cx: x(c.i), cy: y(c.p), r: 6, fill: failed ? "#fff" : CAT[c.cat] || "#000", stroke: CAT[c.cat] || "#000",
+                  "stroke-width": 2, "class": failed ? "cliff unreplicated" : "cliff"}, g);
+    el("title", {}, g, "cliff at token " + c.i + " (" + c.cat + "): " + f(c.pp, 2) + " → " + f(c.p, 2)
+       + (c.rep ? (c.rep.ok ? ", replicated" : ", not replicated") : ""));
     g.addEventListener("click", function (e) { e.stopPropagation(); focusToken(c.i, true); });
   });
   var legend = ['<span><span class="swatch" style="background:#0b4f8a;height:2px"></span>potential</span>',
@@ -167,6 +171,11 @@
     if (c) {
       h.push('<div style="margin-top:4px"><span class="cat ' + esc(c.cat) + '"></span><b>' + (c.first ? "first " : "") + "cliff, " + esc(String(c.cat).replace("_", "-"))
              + "</b>: " + f(c.pp, 2) + " → " + f(c.p, 2) + " (Δ " + f(c.d) + ", N " + esc(c.np) + "/" + esc(c.n) + ")</div>");
+      h.push('<div class="evidence"><span class=k>evidence</span> p = ' + esc(c.pv)
+             + ", <span class=k>largest drop the sampler allows (1 − π<sub>s</sub>)</span> " + (c.md === null || c.md === undefined ? "n/a" : f(c.md, 3))
+             + ", <span class=k>feasible</span> " + (c.feas === null || c.feas === undefined ? "n/a" : c.feas ? "yes" : "no")
+             + (c.rep ? ", <span class=k>replicated</span> " + (c.rep.ok ? "yes" : "no") + " <span class=k>(fresh " + esc(c.rep.kp) + "/" + esc(c.rep.np)
+                        + " → " + esc(c.rep.k) + "/" + esc(c.rep.n) + ")</span>" : "") + "</div>");
       if (c.cand) {
         h.push("<table><tr><th>alternative</th><th>prob</th><th>potential</th><th>cliff</th></tr>");
         c.cand.forEach(function (r) {

@@ -1,6 +1,7 @@
--- Every cliff has candidates with exactly one cliff-token row, which is a cliff by definition and
+-- Every cliff with candidates has exactly one cliff-token row, which is a cliff by definition and
 -- reuses the main rollout (no tokens generated here); only that row may lie outside the top-k
--- (candidate_rank null); and every candidates row belongs to a cliff.
+-- (candidate_rank null); and every candidates row belongs to a cliff. (Which cliffs have candidates
+-- is `cliffs.use`: all, the feasible or the replicated ones.)
 with
 
 per_cliff as (
@@ -18,18 +19,17 @@ per_cliff as (
 
 final as (
     select
-        coalesce(c.trace_id, p.trace_id) as trace_id,
-        coalesce(c.token_index, p.token_index) as token_index,
+        p.trace_id,
+        p.token_index,
         c.trace_id is not null as is_a_cliff,
         p.num_cliff_token_rows,
         p.num_valid_cliff_token_rows,
         p.num_unranked_others
-    from cliffs as c
-    full outer join per_cliff as p
+    from per_cliff as p
+    left join cliffs as c
         on p.trace_id = c.trace_id
         and p.token_index = c.token_index
     where c.trace_id is null
-        or p.trace_id is null
         or p.num_cliff_token_rows <> 1
         or p.num_valid_cliff_token_rows <> 1
         or p.num_unranked_others > 0

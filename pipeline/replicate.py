@@ -1,0 +1,53 @@
+"""Stage `replicate`: fresh rollouts on both sides of every cliff with the rollouts stage's sampler
+and a disjoint seed stream, the cliff test on the fresh counts, and the replication rate by category,
+feasibility and correctness with Wilson intervals (issue [G]).
+
+    python pipeline/replicate.py
+
+Writes data/replicate/replicate.parquet and metrics/replicate.{json,md}.
+"""
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from cliffdata import duck, experiments, grading, schema
+from cliffdata.backends import open_backend
+from cliffdata.checkpoint import stage_checkpoint
+from cliffdata.config import load_params
+from cliffdata.sampling import golds_by_problem, to_sampling
+from cliffdata.schema import file_digest, tree_digest
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    cfg, engine = params.replicate, params.engine
+    traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
+    golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())
+    cliffs = schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist()
+    tokenizer = AutoTokenizer.from_pretrained("models/base")
+    # one unit per problem; a killed run resumes here (removed after the outputs are written)
+    checkpoint = stage_checkpoint("replicate", dataclasses.asdict(engine), tree_digest("models/base"),
+                                  file_digest(grading.__file__))
+    with open_backend(engine, "models/base", seed=cfg.seed) as backend:
+        rows = experiments.run_replicate(traces, cliffs, golds, backend, tokenizer, cfg.num_rollouts,
+                                         to_sampling(params.rollouts.sampling), cfg.seed, params.cliffs.delta0,
+                                         params.cliffs.z, checkpoint=checkpoint)
+    print(checkpoint.report("replicate"), flush=True)
+    schema.write("replicate", rows, schema.PATHS["replicate"])
+
+    con = duck.connect(Path("."), ["replicate"])
+    duck.assert_checks(con)
+    files = experiments.table_files(duck.run_sql_file(con, "replication", {}), "group")
+    Path("metrics").mkdir(exist_ok=True)
+    Path("metrics/replicate.json").write_text(files["json"])
+    Path("metrics/replicate.md").write_text(files["md"])
+    checkpoint.remove()
+    print(json.dumps({"num_cliffs": len(rows), "replication": json.loads(files["json"]).get("all", {})}))
+
+
+if __name__ == "__main__":
+    main()
