@@ -2,6 +2,8 @@
 
     cliffdata sql "select category, count(*) from cliffs group by all order by all"
     cliffdata sql --file q.sql --root . --format csv
+    cliffdata sql --schema                 # every view, its rows and columns
+    cliffdata --version
 
 Each subcommand is an `add_<name>(commands)` that builds its parser and sets `run`, a function of the
 parsed arguments returning the exit status; add one to COMMANDS to add a subcommand.
@@ -12,11 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 import duckdb
 
-from cliffdata import duck
+from cliffdata import duck, schema
 
 
 def format_table(columns: list[str], rows: list[tuple]) -> str:
@@ -61,18 +64,40 @@ def add_sql(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "sql", help="run a read-only query over the datasets",
         description="Run read-only SQL (SELECT, EXPLAIN) over views named after the datasets that exist: "
-                    "problems, traces, token_stats, potentials, rollout_traces, cliffs, trace_cliffs, ablation, "
-                    "pass_at_k, candidates, dpo_pairs, dpo_eval, cliff_count, cpm_shift.")
-    parser.add_argument("query", nargs="?", help="the SQL to run (or use --file)")
+                    f"{', '.join(schema.PATHS)} (`--schema` lists those found, with their columns).")
+    parser.add_argument("query", nargs="?", help="the SQL to run (or use --file); several statements print "
+                                                 "one result each")
     parser.add_argument("--file", type=Path, help="read the SQL from this file")
+    parser.add_argument("--schema", action="store_true", help="list the views (datasets found), rows and columns")
     parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
     parser.add_argument("--format", choices=sorted(FORMATS), default="table")
     parser.set_defaults(run=run_sql)
 
 
+NO_DATASET_HINT = ("the datasets come from the pipeline: `dvc pull` (or `dvc repro`) in the repository, "
+                   "or point --root at one")
+
+
+def print_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Every view with its row count and columns (name, DuckDB type)."""
+    out = []
+    for name in sorted(duck.views(con)):         # view names are the datasets of schema.PATHS
+        num_rows = con.sql(f'select count(*) from "{name}"').fetchall()[0][0]
+        columns = con.sql(f'describe "{name}"').fetchall()
+        width = max(len(c[0]) for c in columns)
+        out.append(f"{name} ({num_rows} row{'' if num_rows == 1 else 's'})")
+        out += [f"  {c[0].ljust(width)}  {c[1]}" for c in columns]
+    sys.stdout.write("\n".join(out) + "\n")
+
+
 def run_sql(args: argparse.Namespace) -> int:
-    if (args.query is None) == (args.file is None):
-        print("cliffdata sql: give a query or --file, not both", file=sys.stderr)
+    given = [x for x in (args.query, args.file) if x is not None]
+    if args.schema and given or len(given) > 1:
+        print("cliffdata sql: give one of a query, --file or --schema", file=sys.stderr)
+        return 2
+    if not given and not args.schema:
+        print("cliffdata sql: give a query (or --file FILE); `cliffdata sql --schema` lists the views and their "
+              "columns", file=sys.stderr)
         return 2
     if args.file is not None:
         try:
@@ -85,15 +110,20 @@ def run_sql(args: argparse.Namespace) -> int:
     try:
         con = duck.connect_sandbox(args.root)
     except ValueError as e:              # no dataset, or a file that is not Parquet
-        print(f"cliffdata sql: {e}", file=sys.stderr)
+        hint = f"; {NO_DATASET_HINT}" if str(e).startswith("no dataset") else ""
+        print(f"cliffdata sql: {e}{hint}", file=sys.stderr)
         return 2
     try:
-        columns, rows = duck.readonly_query(con, sql)
+        if args.schema:
+            print_schema(con)
+            return 0
+        results = duck.readonly_results(con, sql)
     except duckdb.Error as e:
-        message = str(e).strip().splitlines()[0]
+        # DuckDB's whole message: its suggestion ("Did you mean"), candidate bindings and the caret
+        message = str(e).strip()
         if isinstance(e, duckdb.PermissionException) or "configuration has been locked" in message:
-            # the sandbox: a file, folder or URL outside the datasets, an extension, or a setting
-            print(f"refused: {message}", file=sys.stderr)
+            # the sandbox: a file, folder or URL outside the datasets, an extension, or a setting (one line)
+            print(f"refused: {message.splitlines()[0]}", file=sys.stderr)
             return 2
         print(f"error: {message}", file=sys.stderr)
         return 1
@@ -102,10 +132,17 @@ def run_sql(args: argparse.Namespace) -> int:
         return 2
     finally:
         con.close()
-    if args.format == "table" and columns == ["explain_key", "explain_value"]:
-        sys.stdout.write("".join(f"{value}\n" for _, value in rows))  # a plan is a drawing: print it as is
-    else:
-        sys.stdout.write(FORMATS[args.format](columns, rows))
+    if args.format == "json":            # one list of records per statement when there are several
+        records = [json.loads(format_json(columns, rows)) for columns, rows in results]
+        sys.stdout.write(json.dumps(records if len(records) > 1 else records[0], indent=2) + "\n")
+        return 0
+    for n, (columns, rows) in enumerate(results):
+        if n:
+            sys.stdout.write("\n")
+        if args.format == "table" and columns == ["explain_key", "explain_value"]:
+            sys.stdout.write("".join(f"{value}\n" for _, value in rows))  # a plan is a drawing: print it as is
+        else:
+            sys.stdout.write(FORMATS[args.format](columns, rows))
     return 0
 
 
@@ -240,6 +277,7 @@ COMMANDS = (add_sql, add_report, add_promote, add_export)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cliffdata", description="Cliff-token pipeline tools.")
+    parser.add_argument("--version", action="version", version=f"cliffdata {package_version('cliffdata')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     for add in COMMANDS:
         add(commands)

@@ -188,6 +188,16 @@ def _cell(value) -> str:
     return str(value)
 
 
+def table_files(table: pa.Table, key: str) -> dict[str, str]:
+    """A SQL result as the text of metrics files: JSON keyed by `key`, CSV and Markdown (floats rounded)."""
+    records = [{c: round(v, NUM_DIGITS) if isinstance(v, float) else v for c, v in row.items()}
+               for row in table.to_pylist()]
+    rows = [list(r.values()) for r in records]
+    keyed = {r[key]: {c: v for c, v in r.items() if c != key} for r in records}
+    return {"json": json.dumps(keyed, indent=2) + "\n", "csv": format_csv(table.column_names, rows),
+            "md": format_markdown(table.column_names, rows)}
+
+
 def format_csv(columns: list[str], rows: list[list]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -272,16 +282,21 @@ def _refuse_write(con: duckdb.DuckDBPyConnection, statement) -> None:
                      f"cliffdata sql is read-only")
 
 
-def readonly_query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
-    """Run read-only SQL (SELECT and EXPLAIN statements only) and return the columns and rows of its
-    last statement. Any other statement refuses the whole input before anything runs."""
+def readonly_results(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[list[str], list[tuple]]]:
+    """Run read-only SQL (SELECT and EXPLAIN statements only) and return the columns and rows of every
+    statement, in order. Any other statement refuses the whole input before anything runs."""
     statements = con.extract_statements(sql)
     if not statements:
         raise ValueError("refused: no statement to run")
     for statement in statements:
         _refuse_write(con, statement)
+    results = []
     for statement in statements:
         result = con.execute(statement.query)
-        columns = [d[0] for d in result.description]
-        rows = result.fetchall()
-    return columns, rows
+        results.append(([d[0] for d in result.description], result.fetchall()))
+    return results
+
+
+def readonly_query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
+    """`readonly_results` of the last statement."""
+    return readonly_results(con, sql)[-1]

@@ -17,7 +17,6 @@ Prefixes, as response token ids of the trace (protocol §1; positions 0-based):
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import defaultdict
@@ -398,16 +397,3 @@ def run_control(requests: list[dict], traces: list[dict], golds: dict[str, Gold]
                      "num_generated_tokens": res.num_generated_tokens
                      + (before.num_generated_tokens if r["kind"] == "token" else 0)})
     return rows
-
-
-# --- output files -------------------------------------------------------------------------------------
-
-def table_files(table: pa.Table, key: str) -> dict[str, str]:
-    """A SQL result as the text of metrics files: JSON keyed by `key`, CSV and Markdown (floats rounded)."""
-    records = [{c: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for c, v in row.items()}
-               for row in table.to_pylist()]
-    rows = [list(r.values()) for r in records]
-    keyed = {r[key]: {c: v for c, v in r.items() if c != key} for r in records}
-    return {"json": json.dumps(keyed, indent=2) + "\n",
-            "csv": duck.format_csv(table.column_names, rows),
-            "md": duck.format_markdown(table.column_names, rows)}

@@ -123,12 +123,16 @@ def render_summary(m: dict[str, dict], model: str, datasets: str) -> str:
                    "holds" if usp > det_eff else "does not hold")
         lines += ["", f"Paper: {PAPER['dpo']}. Here uncertain+sampled-off beats deterministic-only: **{verdict}** "
                       f"(point estimates; see the intervals).", ""]
-        at_cliffs, control = ev.get("all", {}).get("accuracy"), ev.get("random", {}).get("accuracy")
-        if control is not None and at_cliffs is not None:
+        cliffs_cell, control = ev.get("all", {}), ev.get("random", {}).get("accuracy")
+        if control is not None and cliffs_cell.get("accuracy") is not None:
+            diff = cliffs_cell.get("diff_to_control")
+            interval = ("" if diff is None else f" ({_signed(diff)} points, paired 95% interval "
+                        f"[{_signed(cliffs_cell['control_ci_low'])}, {_signed(cliffs_cell['control_ci_high'])}])")
+            holds = (cliffs_cell["accuracy"] > control if diff is None else cliffs_cell["control_ci_low"] > 0)
             lines += [f"Control (`random`: as many pairs at random non-cliff positions of the same traces): pairs at "
-                      f"cliffs {_pct(at_cliffs)} vs random positions {_pct(control)}; cliffs help more than single-token "
-                      f"DPO anywhere: **{'holds' if at_cliffs > control else 'does not hold'}** (point estimates; see "
-                      f"the intervals).", ""]
+                      f"cliffs {_pct(cliffs_cell['accuracy'])} vs random positions {_pct(control)}{interval}; cliffs help "
+                      f"more than single-token DPO anywhere: **{'holds' if holds else 'does not hold'}** ("
+                      f"{'point estimates' if diff is None else 'by the paired interval'}).", ""]
     lines += noise_audit(m)
     cc = _get(m.get("cliff_count"), "models") or {}
     if cc:
@@ -165,10 +169,11 @@ def noise_audit(m: dict[str, dict]) -> list[str]:
         return []
     lines = ["## Noise audit: cliffs you can trust", "",
              "Expected by noise: the sum over tested pairs of the probability that the test fires when both sides",
-             "share one true potential, given the pair's total (unbiased for every potential); the excess interval is",
-             "± 1.96 null SDs. A cliff is",
-             "*feasible* when its token's sampler probability leaves room for a drop the test can detect",
-             "(1 − π_s ≥ δ_min(N)); *replicated* when the test passes again on fresh rollouts on both sides.", "",
+             "share one true potential, given the pair's total (unbiased for every potential); the excess interval",
+             "is ± 1.96 null SDs. A cliff is *feasible* when its token's sampler probability leaves room for a drop",
+             "the test can detect (1 − π_s ≥ δ_min(N)); *replicated* when the test passes again on fresh rollouts",
+             "on both sides (a true drop near the detectable size replicates about half the time: a cliff that",
+             "does not replicate is not shown to be false).", "",
              "| traces | tested pairs | cliffs | expected by noise | excess [95%] | cliffs feasible | pairs feasible |",
              "|---|---|---|---|---|---|---|"]
     for group in ("correct", "failed", "all"):

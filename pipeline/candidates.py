@@ -32,7 +32,7 @@ from cliffdata.schema import file_digest, tree_digest
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
-    cfg, cliffs_cfg, engine = params.candidates, params.cliffs, params.engine
+    cfg, engine = params.candidates, params.engine
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
     golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())
     cliffs = read_selected_cliffs(params.cliffs.use)
@@ -45,14 +45,14 @@ def main() -> None:
                                   file_digest(grading.__file__))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
         rows = experiments.run_candidates(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
-                                          to_sampling(cfg.sampling), cfg.seed, cliffs_cfg.delta0, cliffs_cfg.z,
+                                          to_sampling(cfg.sampling), cfg.seed, params.cliffs.delta0, params.cliffs.z,
                                           checkpoint=checkpoint)
         # the Cliff-DPO control: as many pairs as each cliff gives, at a random non-cliff position of its trace
-        dpo = params.dpo_pairs
-        per_cliff = pairs_per_cliff(build_pairs(rows, cliffs, traces, dpo.strategy, dpo.top_k))
+        top_k = params.dpo_pairs.top_k
+        per_cliff = pairs_per_cliff(build_pairs(rows, cliffs, traces, params.dpo_pairs.strategy, top_k))
         every_cliff = {(c["trace_id"], c["token_index"]) for c in schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist()}
         control = experiments.run_control(
-            experiments.control_requests(traces, cliffs, per_cliff, stats, every_cliff, dpo.top_k, cfg.seed),
+            experiments.control_requests(traces, cliffs, per_cliff, stats, every_cliff, top_k, cfg.seed),
             traces, golds, backend, tokenizer, cfg.num_rollouts, to_sampling(cfg.sampling), cfg.seed,
             checkpoint=checkpoint)
     print(checkpoint.report("candidates"), flush=True)
@@ -61,7 +61,7 @@ def main() -> None:
 
     con = duck.connect(Path("."), ["candidates", "cliffs", "potentials", "token_stats", "trace_cliffs"])
     duck.assert_checks(con)
-    cpm = experiments.table_files(duck.run_sql_file(con, "cpm_by_category", {}), "category")
+    cpm = duck.table_files(duck.run_sql_file(con, "cpm_by_category", {}), "category")
     Path("metrics").mkdir(exist_ok=True)
     Path("plots").mkdir(exist_ok=True)
     Path("metrics/cpm.json").write_text(cpm["json"])

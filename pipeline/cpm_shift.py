@@ -17,7 +17,7 @@ import mlflow
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cliffdata import duck, experiments, schema, tracking
+from cliffdata import duck, schema, tracking
 from cliffdata.cliffs import read_selected_cliffs
 from cliffdata.config import load_params
 from cliffdata.cpm_shift import check_same_tokenizer, cpm_shift_rows
@@ -80,7 +80,7 @@ def main() -> None:
     con = duck.connect(Path("."), ["cpm_shift", "cliffs", "candidates"])
     duck.assert_checks(con)
     table = duck.run_sql_file(con, "cpm_shift", {})
-    files = experiments.table_files(table, "category")
+    files = duck.table_files(table, "category")
     records = [{c: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for c, v in r.items()}
                for r in table.to_pylist()]
     by_direction: dict = {}

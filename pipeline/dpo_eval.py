@@ -21,6 +21,7 @@ from cliffdata.checkpoint import stage_checkpoint
 from cliffdata.backends import open_backend
 from cliffdata.config import load_params, section_dict
 from cliffdata.dpo.evaluate import BASE, accuracy_summary, eval_problems, evaluate_models
+from cliffdata.dpo.pairs import CONTROL_VARIANT
 from cliffdata.dpo.registry import trained_variants
 from cliffdata.schema import tree_digest
 
@@ -46,7 +47,8 @@ def main() -> None:
                                checkpoint=checkpoint, adapter_digests=digests)
     print(checkpoint.report("dpo_eval"), flush=True)
     schema.write("dpo_eval", rows, schema.PATHS["dpo_eval"])
-    summary = accuracy_summary(rows, BASE, cfg.bootstrap_resamples, cfg.seed)
+    # every adapter against the base and, when it was trained, against the random-position control
+    summary = accuracy_summary(rows, BASE, cfg.bootstrap_resamples, cfg.seed, control=CONTROL_VARIANT)
 
     with tracking.start_run("cliff-dpo", "dpo_eval", params=section_dict("params.yaml", "dpo_eval", "engine")) as run:
         tracking.log_metrics({f"{m}/{k}": v for m, cell in summary.items() for k, v in cell.items()})

@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from cliffdata import duck, experiments
+from cliffdata import duck
 from cliffdata.config import load_params
 from cliffdata.stats import binary_entropy
 
@@ -19,12 +19,12 @@ from cliffdata.stats import binary_entropy
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
-    cfg, cliffs_cfg = params.entropy, params.cliffs
+    cfg = params.entropy
     con = duck.connect(Path("."), ["cliffs", "trace_cliffs", "token_stats"])
-    taxonomy = {"include_empty_prefix": cliffs_cfg.use_empty_prefix, "use_full_entropy": cliffs_cfg.entropy == "full"}
-    entropy_rank = experiments.table_files(duck.run_sql_file(con, "entropy_rank", {
-        **taxonomy, "entropy_threshold": binary_entropy(cliffs_cfg.entropy_boundary_p)}), "cell")
-    entropy_hist = experiments.table_files(duck.run_sql_file(con, "entropy_hist", {
+    taxonomy = {"include_empty_prefix": params.cliffs.use_empty_prefix, "use_full_entropy": params.cliffs.entropy == "full"}
+    entropy_rank = duck.table_files(duck.run_sql_file(con, "entropy_rank", {
+        **taxonomy, "entropy_threshold": binary_entropy(params.cliffs.entropy_boundary_p)}), "cell")
+    entropy_hist = duck.table_files(duck.run_sql_file(con, "entropy_hist", {
         **taxonomy, "num_bins": cfg.bins, "max_entropy": cfg.max_entropy}), "bin")
     Path("metrics").mkdir(exist_ok=True)
     Path("plots").mkdir(exist_ok=True)

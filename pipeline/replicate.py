@@ -41,7 +41,7 @@ def main() -> None:
 
     con = duck.connect(Path("."), ["replicate"])
     duck.assert_checks(con)
-    files = experiments.table_files(duck.run_sql_file(con, "replication", {}), "group")
+    files = duck.table_files(duck.run_sql_file(con, "replication", {}), "group")
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/replicate.json").write_text(files["json"])
     Path("metrics/replicate.md").write_text(files["md"])

@@ -6,7 +6,7 @@ numbers (protocol §8), labelled as a different model and dataset, and the noise
 """
 from pathlib import Path
 
-from cliffdata import duck, experiments
+from cliffdata import duck
 from cliffdata.config import load_params
 from cliffdata.summary import load_metrics, render_summary
 
@@ -19,7 +19,7 @@ def main() -> None:
     needs = ["cliffs", "replicate", "ablation", "candidates"]
     con = duck.connect(Path("."), needs)
     directions = ("{}\n" if duck.views(con) != set(needs) else
-                  experiments.table_files(duck.run_sql_file(con, "directions", {}), "cliff_set")["json"])
+                  duck.table_files(duck.run_sql_file(con, "directions", {}), "cliff_set")["json"])
     Path("metrics/directions.json").write_text(directions)
     text = render_summary(load_metrics(Path("metrics")), model, datasets)
     Path("metrics/summary.md").write_text(text)

@@ -92,11 +92,61 @@ def test_write_in_file_is_refused(root, capsys):
 
 
 @pytest.mark.parametrize("sql", ["select * from no_such_table", "selec 1", "select nope from cliffs"])
-def test_sql_errors_exit_1_with_one_line(root, capsys, sql):
+def test_sql_errors_exit_1(root, capsys, sql):
     assert main(["sql", sql]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    assert captured.err.startswith("error: ")
+
+
+def test_sql_errors_keep_duckdbs_help(root, capsys):
+    """[M] 4: DuckDB's suggestion, candidate bindings and caret are printed, not only its first line."""
+    assert main(["sql", "select * from clifs"]) == 1
+    err = capsys.readouterr().err
+    assert 'Did you mean "cliffs"' in err and "LINE 1:" in err and "^" in err
+    assert main(["sql", "select categry from cliffs"]) == 1
+    err = capsys.readouterr().err
+    assert "categry" in err and "Candidate bindings" in err and "category" in err
+
+
+def test_sql_schema_lists_every_view_and_its_columns(root, capsys):
+    schema.write("trace_cliffs", [], root / schema.PATHS["trace_cliffs"])
+    assert main(["sql", "--schema"]) == 0
+    out = capsys.readouterr().out
+    assert "cliffs (3 rows)" in out and "trace_cliffs (0 rows)" in out
+    for column in schema.CLIFFS.names:
+        assert f"  {column} " in out
+    assert "category  VARCHAR" in out.replace("   ", "  ") or "category VARCHAR" in " ".join(out.split())
+    assert "traces" not in out.replace("trace_cliffs", "")                # only datasets that exist
+
+
+def test_sql_prints_every_result_of_a_multi_statement_query(root, capsys):
+    assert main(["sql", "select count(*) as n from cliffs; select 7 as seven"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:4] == ["n", "-", "3", "(1 row)"] and "seven" in out and out.rstrip().endswith("(1 row)")
+    assert main(["sql", "--format", "json", "select 1 as a; select 2 as b"]) == 0
+    assert json.loads(capsys.readouterr().out) == [[{"a": 1}], [{"b": 2}]]
+    # one write among reads refuses the whole input before anything runs
+    assert main(["sql", "select 1; copy cliffs to 'x.csv'"]) == 2
+    assert capsys.readouterr().out == "" and not (root / "x.csv").exists()
+
+
+def test_bare_sql_and_empty_root_say_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sql"]) == 2
+    err = capsys.readouterr().err
+    assert "give a query" in err and "not both" not in err and "--schema" in err
+    assert main(["sql", "select 1"]) == 2
+    err = capsys.readouterr().err
+    assert "no dataset found under" in err and "dvc pull" in err and "--root" in err
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"cliffdata {version('cliffdata')}"
 
 
 def test_missing_dataset_is_an_error(root, capsys):
@@ -104,7 +154,8 @@ def test_missing_dataset_is_an_error(root, capsys):
     assert "traces" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["sql"], ["sql", "select 1", "--file", "q.sql"], ["sql", "--file", "nope.sql"]])
+@pytest.mark.parametrize("argv", [["sql"], ["sql", "select 1", "--file", "q.sql"], ["sql", "--file", "nope.sql"],
+                                  ["sql", "--schema", "select 1"]])
 def test_usage_errors_exit_2(root, capsys, argv):
     assert main(argv) == 2
     assert capsys.readouterr().err

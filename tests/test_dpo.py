@@ -255,6 +255,18 @@ def test_accuracy_summary_counts_ungradable_as_not_correct():
     out = accuracy_summary(rows, "base", num_resamples=200, seed=0)
     assert out["base"]["accuracy"] == 0.25 and out["base"]["num_ungradable"] == 1
     assert out["uncertain"]["diff_to_base"] == pytest.approx(0.5)
+    assert "diff_to_control" not in out["uncertain"]
+
+
+def test_accuracy_summary_against_the_control():
+    """Each adapter's difference to the random-position control, with the same paired bootstrap."""
+    marks = {"base": [0, 0, 1, 0, 0, 1], "random": [0, 1, 1, 0, 0, 0], "all": [1, 1, 1, 0, 1, 1]}
+    rows = [{"model": m, "problem_id": f"p{i}", "is_correct": bool(c)} for m, cs in marks.items() for i, c in enumerate(cs)]
+    out = accuracy_summary(rows, "base", num_resamples=500, seed=3, control="random")
+    assert out["all"]["diff_to_control"] == pytest.approx(5 / 6 - 2 / 6)
+    diff, lo, hi = paired_bootstrap(np.array(marks["random"], float), np.array(marks["all"], float), 500, 3)
+    assert (out["all"]["control_ci_low"], out["all"]["control_ci_high"]) == (lo, hi)
+    assert "diff_to_control" not in out["random"] and "diff_to_control" not in out["base"]
 
 
 def test_eval_problems_drop_training_questions():

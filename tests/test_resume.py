@@ -1,6 +1,6 @@
-"""[K] 6: long stages checkpoint per unit and resume. `sample`, `ablation`, `candidates` and `dpo_eval`
-keep each finished unit under .cache/<stage>/<fingerprint>/; a SIGKILLed `ablation` or `candidates`
-re-run gives byte-identical outputs and recomputes no finished unit."""
+"""[K] 6: long stages checkpoint per unit and resume. `sample`, `replicate`, `ablation`, `candidates` and
+`dpo_eval` keep each finished unit under .cache/<stage>/<fingerprint>/; a SIGKILLed `replicate`,
+`ablation` or `candidates` re-run gives byte-identical outputs and recomputes no finished unit."""
 from __future__ import annotations
 
 import os
@@ -93,8 +93,9 @@ def run_stage(proj: Path, stage: str) -> subprocess.Popen:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage,outputs", [
+    ("replicate", ["data/replicate/replicate.parquet", "metrics/replicate.json"]),
     ("ablation", ["data/ablation/ablation.parquet", "data/ablation/pass_at_k.parquet", "metrics/ablation.json"]),
-    ("candidates", ["data/candidates/candidates.parquet", "metrics/cpm.json"]),
+    ("candidates", ["data/candidates/candidates.parquet", "data/candidates/control.parquet", "metrics/cpm.json"]),
 ])
 def test_sigkilled_stage_resumes_to_identical_outputs(tmp_path, tiny_tokenizer, tiny_model_dir, stage, outputs):
     proj = tmp_path / "proj"
@@ -108,7 +109,10 @@ def test_sigkilled_stage_resumes_to_identical_outputs(tmp_path, tiny_tokenizer, 
     proc = run_stage(proj, stage)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
-    assert f"{stage}: 0 units resumed" in out and f"{num_traces} computed" in out
+    first = re.search(rf"{stage}: 0 units resumed from \S+, (\d+) computed", out)
+    # one unit per problem (candidates: the cliffs' candidates, then the DPO control positions)
+    assert first and int(first[1]) >= num_traces, out[-2000:]
+    num_units = int(first[1])
     reference = {p: (proj / p).read_bytes() for p in outputs}
     assert not list((proj / ".cache" / stage).glob("*/*.json")), "checkpoint not removed after success"
     for p in outputs:
@@ -121,12 +125,12 @@ def test_sigkilled_stage_resumes_to_identical_outputs(tmp_path, tiny_tokenizer, 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = len(list((proj / ".cache" / stage).glob("*/*.json")))
-    assert 3 <= done < num_traces, f"kill came too late or too early ({done} units done)"
+    assert 3 <= done < num_units, f"kill came too late or too early ({done} units done)"
     assert not any((proj / p).exists() for p in outputs)
 
     proc = run_stage(proj, stage)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     m = re.search(rf"{stage}: (\d+) units resumed from \S+, (\d+) computed", out)
-    assert m and (int(m[1]), int(m[2])) == (done, num_traces - done), out[-2000:]
+    assert m and (int(m[1]), int(m[2])) == (done, num_units - done), out[-2000:]
     assert {p: (proj / p).read_bytes() for p in outputs} == reference

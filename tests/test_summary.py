@@ -68,7 +68,9 @@ AUDIT = {
                                   "keep_pass_at_n": 0.5, "cpm_deterministic": None, "cpm_uncertain": 0.5,
                                   "cpm_sampled_off": 0.55, "num_deterministic": 0, "num_uncertain": 4,
                                   "num_sampled_off": 2}},
-    "dpo_eval": {"models": {"base": {"accuracy": 0.25}, "all": {"accuracy": 0.4}, "random": {"accuracy": 0.45}}},
+    "dpo_eval": {"models": {"base": {"accuracy": 0.25}, "random": {"accuracy": 0.45},
+                            "all": {"accuracy": 0.4, "diff_to_control": -0.05, "control_ci_low": -0.15,
+                                    "control_ci_high": 0.05}}},
     "dpo_pairs": {"variants": {"all": {"num_train": 12}, "random": {"num_train": 12}}},
 }
 
@@ -82,6 +84,7 @@ def test_summary_noise_audit_and_the_control():
     assert "| cost | 320 rollouts, 9000 generated tokens |" in text
     assert "| all | 10 | 0.400 / 0.100 | 1.000 / 0.300 | holds | n/a / 0.600 / 0.300 (0/5/3) | holds |" in text
     assert "| replicated | 6 | 0.200 / 0.250 | 0.900 / 0.500 | does not hold | n/a / 0.500 / 0.550 (0/4/2) | does not hold |" in text
-    assert "pairs at cliffs 40.0% vs random positions 45.0%" in text and "DPO anywhere: **does not hold**" in text
+    assert "pairs at cliffs 40.0% vs random positions 45.0% (-5.0 points, paired 95% interval [-15.0, +5.0])" in text
+    assert "DPO anywhere: **does not hold** (by the paired interval)" in text
     # without the [G] metrics (an older run) there is no audit section
     assert "Noise audit" not in render_summary({"occurrence": METRICS["occurrence"]}, "m", "d")

@@ -69,9 +69,10 @@ def paired_bootstrap(base: np.ndarray, other: np.ndarray, num_resamples: int, se
 
 
 def accuracy_summary(rows: list[dict], baseline: str = BASE, num_resamples: int = 2000,
-                     seed: int = 0) -> dict[str, dict]:
+                     seed: int = 0, control: str | None = None) -> dict[str, dict]:
     """Per model: accuracy (ungradable counts as not correct), counts, and the paired bootstrap 95%
-    interval of the difference to `baseline` (problems both evaluated)."""
+    interval of the difference to `baseline` (problems both evaluated); with `control` (a model that
+    was evaluated, e.g. the `random` Cliff-DPO variant), also the difference to it and its interval."""
     by_model: dict[str, dict[str, bool | None]] = {}
     for r in rows:
         by_model.setdefault(r["model"], {})[r["problem_id"]] = r["is_correct"]
@@ -90,5 +91,9 @@ def accuracy_summary(rows: list[dict], baseline: str = BASE, num_resamples: int 
         if model != baseline:
             diff, lo, hi = paired_bootstrap(base, correct, num_resamples, seed)
             cell.update(diff_to_base=diff, diff_ci_low=lo, diff_ci_high=hi)
+        if control in by_model and model not in (baseline, control):
+            reference = np.array([by_model[control][p] is True for p in problems])
+            diff, lo, hi = paired_bootstrap(reference, correct, num_resamples, seed)
+            cell.update(diff_to_control=diff, control_ci_low=lo, control_ci_high=hi)
         out[model] = cell
     return out

@@ -25,6 +25,7 @@ from cliffdata.backends import request_seed
 STRATEGIES = ("cliff_1N", "cliff_hard")
 CLIFF_CATEGORIES = ("deterministic", "uncertain", "sampled_off", "other")
 CONTROL = "control"                      # the category of the random-position control pairs
+CONTROL_VARIANT = "random"               # the variant made of them
 # variant -> the pair categories it keeps (and `replicated`: only pairs at replicated cliffs)
 VARIANTS: dict[str, tuple[str, ...]] = {
     "all": CLIFF_CATEGORIES,
@@ -33,7 +34,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "sampled_off": ("sampled_off",),
     "uncertain_sampled_off": ("uncertain", "sampled_off"),
     "replicated": CLIFF_CATEGORIES,
-    "random": (CONTROL,),
+    CONTROL_VARIANT: (CONTROL,),
 }
 SPLITS = ("train", "heldout")
 
