@@ -15,8 +15,9 @@ alongside, so v1 and v2 readers both take it (a v2 reader parks the v1 fields in
     identity     event_id (str, "token_evt_" + sha1 of model_id, query, context, label; 12 hex),
                  event_type ("pivotal_token"), granularity ("token"), visibility ("emitted")
     provenance   model_id, dataset_id?, dataset_item_id?, task_type ("math"), query, timestamp (ISO 8601)
-    location     context (decoded response before the token), label (the token's text), position?, token_id?,
-                 layer? (null), layer_name? (null)
+    location     context (the decoded prompt + response before the token, special tokens and chat template
+                 kept, as PTS's token searcher writes it), label (the token's text in context), position
+                 (absolute index in prompt + response, as PTS), token_id, layer? (null), layer_name? (null)
     scoring      score (= |prob_delta|), prob_before (p[i-1]), prob_after (p[i]), prob_delta (after - before,
                  negative for a cliff), is_positive (false), confidence? (null)
     method       search_method ("token_pts"), intervention_type ("append_token"), readout_method? (null)
@@ -26,8 +27,14 @@ alongside, so v1 and v2 readers both take it (a v2 reader parks the v1 fields in
     v1 fields    pivot_context, pivot_token, pivot_token_id (and query, prob_*, model_id, task_type above)
 
 `metadata` holds our extras: trace_id, cliff_category, is_first, trace_is_correct, num_rollouts_prev,
-num_rollouts, entropy, rank, plus pivot_context / pivot_token as PTS's own writer puts them there.
-`validate_pts_event` checks a record against this list.
+num_rollouts, entropy, rank, our own conventions `response_context` (the response prefix only) and
+`response_position` (the response index), plus pivot_context / pivot_token as PTS's own writer puts them
+there. A cliff is a negative event; PTS's DPO exporter pairs a negative event with
+`metadata.chosen_token` / `chosen_prob` (it skips the event without them), so where the candidates stage
+measured the cliff's alternatives, the best one that is not itself a cliff is written there
+(`chosen_token` its text in context, `chosen_token_id`, `chosen_prob` its potential, the success
+probability PTS compares with `prob_after`, `chosen_num_rollouts`). `validate_pts_event` checks a record
+against this list.
 
 **pairs**: TRL's pre-tokenised preference format, `prompt_ids`, `chosen_ids`, `rejected_ids` (one token
 each: Cliff-DPO is single-token), from the `dpo_pairs` dataset's `prompt_ids`, `chosen_id`,
@@ -129,6 +136,7 @@ def pts_events(root: Path, tokenizer, model_id: str, task_type: str = "math",
     timestamp = timestamp or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     traces = {t["trace_id"]: t for t in schema.read("traces", root / schema.PATHS["traces"]).to_pylist()}
     problems = {p["problem_id"]: p for p in schema.read("problems", root / schema.PATHS["problems"]).to_pylist()}
+    chosen = best_alternatives(root)
     events = []
     for c in schema.read("cliffs", root / schema.PATHS["cliffs"]).to_pylist():
         trace = traces.get(c["trace_id"])
@@ -136,7 +144,8 @@ def pts_events(root: Path, tokenizer, model_id: str, task_type: str = "math",
             raise ValueError(f"cliff names trace {c['trace_id']!r}, which is not in the traces dataset")
         problem = problems[trace["problem_id"]]
         ids, i = trace["response_ids"], c["token_index"]
-        context = tokenizer.decode(ids[:i], skip_special_tokens=False)
+        prefix = list(trace["prompt_ids"]) + list(ids[:i])
+        context = tokenizer.decode(prefix, skip_special_tokens=False)
         label = token_texts(tokenizer, ids[max(0, i - DECODE_WINDOW):i + 1])[-1]
         before, after = float(c["p_prev"]), float(c["potential"])
         delta = after - before
@@ -146,7 +155,7 @@ def pts_events(root: Path, tokenizer, model_id: str, task_type: str = "math",
             "event_type": "pivotal_token", "granularity": "token", "visibility": "emitted",
             "model_id": model_id, "dataset_id": problem["dataset"], "dataset_item_id": problem["problem_id"],
             "task_type": task_type, "query": problem["question"], "timestamp": timestamp,
-            "context": context, "label": label, "position": i, "token_id": int(c["token_id"]),
+            "context": context, "label": label, "position": len(prefix), "token_id": int(c["token_id"]),
             "layer": None, "layer_name": None,
             "score": abs(delta), "prob_before": before, "prob_after": after, "prob_delta": delta,
             "is_positive": delta > 0, "confidence": None,
@@ -156,10 +165,34 @@ def pts_events(root: Path, tokenizer, model_id: str, task_type: str = "math",
             "metadata": {"pivot_context": context, "pivot_token": label, "trace_id": c["trace_id"],
                          "cliff_category": c["category"], "is_first": c["is_first"],
                          "trace_is_correct": c["is_correct"], "num_rollouts_prev": c["num_rollouts_prev"],
-                         "num_rollouts": c["num_rollouts"], "entropy": c["entropy"], "rank": c["rank"]},
+                         "num_rollouts": c["num_rollouts"], "entropy": c["entropy"], "rank": c["rank"],
+                         "response_context": tokenizer.decode(ids[:i], skip_special_tokens=False),
+                         "response_position": i},
             "pivot_context": context, "pivot_token": label, "pivot_token_id": int(c["token_id"]),
         })
+        alt = chosen.get((c["trace_id"], i))
+        if alt is not None and delta < 0:
+            events[-1]["metadata"].update(
+                chosen_token=token_texts(tokenizer, [*ids[max(0, i - DECODE_WINDOW):i], alt["candidate_id"]])[-1],
+                chosen_token_id=int(alt["candidate_id"]), chosen_prob=float(alt["potential"]),
+                chosen_num_rollouts=int(alt["num_rollouts"]))
     return events
+
+
+def best_alternatives(root: Path) -> dict[tuple[str, int], dict]:
+    """Per cliff, the measured candidate with the highest potential that is neither the cliff token nor a
+    cliff itself (ties: the more probable); none where the candidates stage did not run."""
+    path = root / schema.PATHS["candidates"]
+    if not path.exists():
+        return {}
+    best: dict[tuple[str, int], dict] = {}
+    for r in schema.read("candidates", path).to_pylist():
+        if r["is_cliff_token"] or r["is_cliff"]:
+            continue
+        key, held = (r["trace_id"], r["token_index"]), best.get((r["trace_id"], r["token_index"]))
+        if held is None or (r["potential"], r["prob"]) > (held["potential"], held["prob"]):
+            best[key] = r
+    return best
 
 
 def write_jsonl(rows: list[dict], out: Path) -> None:

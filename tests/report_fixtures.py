@@ -36,10 +36,15 @@ def write_fixture(root: Path, tokenizer, texts: dict[str, tuple[str, bool | None
     for n, (trace_id, (text, is_correct, cliff_at)) in enumerate(sorted(texts.items())):
         problem_id = trace_id.split("#")[0]
         ids = tokenizer.encode(text, add_special_tokens=False)
+        question = (questions or {}).get(problem_id, f"Problem {n}.")
+        # the chat-templated prompt of the question, as `sample` stores it
+        chat = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                             tokenize=False)
+        prompt_ids = tokenizer.encode(chat, add_special_tokens=False)
         problems.append({"problem_id": problem_id, "dataset": problem_id.split("/")[0],
-                         "question": (questions or {}).get(problem_id, f"Problem {n}."), "answer": str(n + 1),
+                         "question": question, "answer": str(n + 1),
                          "answer_format": "hash", "prompt": "p", "family": None, "level": None, "source_index": n})
-        traces.append({"trace_id": trace_id, "problem_id": problem_id, "sample_index": 0, "prompt_ids": [1, 2, 3],
+        traces.append({"trace_id": trace_id, "problem_id": problem_id, "sample_index": 0, "prompt_ids": prompt_ids,
                        "response_ids": ids, "response_text": text,
                        "extracted_answer": text.rsplit("####", 1)[1].strip() if "####" in text else None,
                        "is_correct": is_correct, "finish_reason": "stop", "num_tokens": len(ids)})

@@ -59,11 +59,20 @@ def test_pts_events_validate_against_the_field_list(tmp_path, tiny_tokenizer):
     assert set(event) == set(export.PTS_V2_FIELDS) | set(export.PTS_V1_FIELDS)
     text = TEXTS["arith/a-0#0"][0]
     assert event["query"] == QUESTIONS["arith/a-0"]
-    assert event["context"] == event["pivot_context"] == text[:24] and event["label"] == event["pivot_token"] == text[24]
-    assert event["pivot_token_id"] == event["token_id"] == traces["arith/a-0#0"]["response_ids"][24]
+    trace = traces["arith/a-0#0"]
+    prompt = tiny_tokenizer.decode(trace["prompt_ids"], skip_special_tokens=False)
+    # PTS's conventions: context = the decoded prompt + response prefix, position absolute; ours in metadata
+    assert event["context"] == event["pivot_context"] == prompt + text[:24]
+    assert event["metadata"]["response_context"] == text[:24] and event["metadata"]["response_position"] == 24
+    assert event["label"] == event["pivot_token"] == text[24]
+    assert event["pivot_token_id"] == event["token_id"] == trace["response_ids"][24]
     assert (event["prob_before"], event["prob_after"]) == (14 / 16, 1 / 16)
     assert event["prob_delta"] == pytest.approx(-13 / 16) and event["score"] == pytest.approx(13 / 16)
-    assert event["is_positive"] is False and event["position"] == 24
+    assert event["is_positive"] is False and event["position"] == len(trace["prompt_ids"]) + 24
+    # the negative event's counterpart: the best measured alternative that is not a cliff (potential 13/16)
+    greedy = (trace["response_ids"][24] + 1) % len(tiny_tokenizer)
+    assert event["metadata"]["chosen_token_id"] == greedy and event["metadata"]["chosen_prob"] == 13 / 16
+    assert event["metadata"]["chosen_token"] == tiny_tokenizer.decode([greedy])
     assert event["metadata"]["cliff_category"] == "sampled_off" and "sampled_off" in event["tags"]
 
 
@@ -82,6 +91,89 @@ def test_pts_validator_rejects(tmp_path, tiny_tokenizer, change, match):
     change(event)
     with pytest.raises(ValueError, match=match):
         export.validate_pts_event(event)
+
+
+# --- PTS's documented v2 contract (codelion/pts: docs/dataset_schema_v2.md, pts/events.py, pts/exporters.py),
+# reimplemented here: nothing of PTS is vendored or imported.
+
+PTS_REQUIRED = ("event_id", "event_type", "granularity", "visibility", "model_id", "task_type", "query", "context",
+                "label", "score", "search_method")
+
+
+def pts_load(lines: list[str]) -> list[dict]:
+    """EventStorage.load: one JSON object a line; v2 when event_type and granularity are present (required
+    fields or the line is skipped); unknown keys go into metadata (metadata wins); first event_id wins."""
+    known = set(export.PTS_V2_FIELDS)
+    events, seen = [], set()
+    for line in filter(None, (x.strip() for x in lines)):
+        record = json.loads(line)
+        if not ("event_type" in record and "granularity" in record):
+            continue
+        if any(f not in record for f in PTS_REQUIRED):
+            continue
+        extra = {k: v for k, v in record.items() if k not in known}
+        event = {k: v for k, v in record.items() if k in known}
+        event["metadata"] = {**extra, **(record.get("metadata") or {})}
+        if event["event_id"] not in seen:
+            seen.add(event["event_id"])
+            events.append(event)
+    return events
+
+
+def pts_export_dpo(events: list[dict], min_prob_delta: float = 0.1) -> tuple[list[dict], int]:
+    """EventExporter.export_dpo without an oracle: pivotal_token events with |prob_delta| >= min; a positive
+    one pairs with metadata.rejected_token, a negative one with metadata.chosen_token (else skipped);
+    prompt = context. Returns the pairs and the number skipped (balance off)."""
+    pairs, skipped = [], 0
+    for e in events:
+        if e["event_type"] != "pivotal_token" or e.get("prob_delta") is None or abs(e["prob_delta"]) < min_prob_delta:
+            continue
+        meta = e["metadata"]
+        if e.get("is_positive"):
+            other = meta.get("rejected_token")
+            pair = (e["label"], other, e.get("prob_after"), meta.get("rejected_prob"))
+        else:
+            other = meta.get("chosen_token")
+            pair = (other, e["label"], meta.get("chosen_prob"), e.get("prob_after"))
+        if other is None:
+            skipped += 1
+            continue
+        pairs.append({"prompt": e["context"], "chosen": pair[0], "rejected": pair[1],
+                      "metadata": {"original_query": e["query"], "prob_chosen": pair[2], "prob_rejected": pair[3],
+                                   "prob_delta": e["prob_delta"], "event_id": e["event_id"],
+                                   "counterpart_verified": pair[2] is not None and pair[3] is not None}})
+    return pairs, skipped
+
+
+def test_pts_reads_our_export_and_its_dpo_exporter_pairs_every_measured_cliff(tmp_path, tiny_tokenizer):
+    texts = {**TEXTS, "arith/a-2#0": ("So 5 + 5 = 11.\n#### 11", False, 9), "arith/a-3#0": ("12 - 4 = 9.\n#### 9", False, 7)}
+    questions = {**QUESTIONS, "arith/a-2": "What is 5 + 5?", "arith/a-3": "What is 12 - 4?"}
+    traces = write_fixture(tmp_path, tiny_tokenizer, texts, questions=questions)
+    # one cliff whose candidates are all cliffs: no counterpart, PTS skips it
+    cands = schema.read("candidates", tmp_path / schema.PATHS["candidates"]).to_pylist()
+    for r in cands:
+        if r["trace_id"] == "arith/a-3#0" and not r["is_cliff_token"]:
+            r.update(num_correct=0, potential=0.0, is_cliff=True)
+    schema.write("candidates", cands, tmp_path / schema.PATHS["candidates"])
+    export.write_jsonl(export.pts_events(tmp_path, tiny_tokenizer, "m"), tmp_path / "cliffs.jsonl")
+    events = pts_load((tmp_path / "cliffs.jsonl").read_text().splitlines())
+    assert len(events) == 3
+    for e in events:
+        trace = traces[e["metadata"]["trace_id"]]
+        assert questions[trace["problem_id"]] in e["context"]                  # the question is in the prompt
+        assert e["position"] == len(trace["prompt_ids"]) + e["metadata"]["response_position"]
+        assert tiny_tokenizer.encode(e["context"], add_special_tokens=False) == \
+            list(trace["prompt_ids"]) + list(trace["response_ids"][:e["metadata"]["response_position"]])
+        assert e["event_id"] == export.pts_event_id("m", e["query"], e["context"], e["label"])
+    pairs, skipped = pts_export_dpo(events)
+    measured = [e for e in events if "chosen_token" in e["metadata"]]
+    assert len(pairs) == len(measured) == 2 and skipped == 1
+    for pair in pairs:
+        event = next(e for e in events if e["event_id"] == pair["metadata"]["event_id"])
+        assert pair["prompt"] == event["context"] and pair["rejected"] == event["label"]
+        assert pair["chosen"] == event["metadata"]["chosen_token"] != pair["rejected"]
+        assert pair["metadata"]["prob_chosen"] > pair["metadata"]["prob_rejected"]      # the measured alternative
+        assert pair["metadata"]["counterpart_verified"] is True
 
 
 def pairs_table() -> pa.Table:
