@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export VLLM_CPU_KVCACHE_SPACE ?= 4
 
-.PHONY: venv lock test test-fast browser repro repro-gpu remote push pull mlflow-ui clean-venv
+.PHONY: venv lock test test-fast browser repro repro-gpu remote push pull mlflow-ui clean-venv exps
 
 venv: $(VENV)/.installed
 
@@ -83,3 +83,9 @@ mlflow-ui: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The experiments side by side on the numbers they are compared by (metrics/headline.json) and the
+# params that usually vary; `dvc exp show` alone has ~900 columns. EXPS_ARGS adds options (e.g. --md).
+EXPS_KEEP = ^headline\.|^(model\.source|rollouts\.(mode|num_rollouts)|cliffs\.(delta0|z|use|use_empty_prefix|entropy)|replicate\.num_rollouts|dpo_train\.(beta|learning_rate|epochs))$$
+exps: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp show --no-pager --drop '.*' --keep 'Experiment|Created|$(EXPS_KEEP)' $(EXPS_ARGS)

@@ -147,6 +147,30 @@ def render_summary(m: dict[str, dict], model: str, datasets: str) -> str:
     return "\n".join(lines)
 
 
+def headline(m: dict[str, dict]) -> dict:
+    """metrics/headline.json: the dozen numbers experiments compare (`make exps`), under one key so that
+    `dvc exp show --keep '^headline\\.'` picks them out of the stages' hundreds of metrics."""
+    occ, rep, ev = m.get("occurrence") or {}, m.get("replicate") or {}, _get(m.get("dpo_eval"), "models") or {}
+    abl = _get(m.get("ablation"), "all", "failed") or {}
+    cpm = m.get("cpm") or {}
+
+    def r(x):
+        return None if x is None else round(float(x), 4)
+
+    values = {
+        "traces": _get(occ, "all", "num_traces"), "share_with_cliff_failed": r(_get(occ, "failed", "share_with_cliff")),
+        "share_with_cliff_correct": r(_get(occ, "correct", "share_with_cliff")),
+        "cliffs": _get(occ, "all", "num_cliffs"), "expected_false_cliffs": r(_get(occ, "all", "expected_false_cliffs")),
+        "replication_rate": r(_get(rep, "all", "rate")),
+        "del_pass_at_1": r(_get(abl, "del", "pass@1")), "keep_pass_at_1": r(_get(abl, "keep", "pass@1")),
+        "cpm_uncertain": r(_get(cpm, "uncertain", "cpm_mean")), "cpm_sampled_off": r(_get(cpm, "sampled_off", "cpm_mean")),
+        "dpo_base": r(_get(ev, "base", "accuracy")), "dpo_all": r(_get(ev, "all", "accuracy")),
+        "dpo_random": r(_get(ev, "random", "accuracy")),
+        "rollout_tokens": _get(m.get("rollouts"), "num_generated_tokens"),
+    }
+    return {"headline": values}
+
+
 def _rate(cell: dict | None) -> str:
     if not cell:
         return "n/a"

@@ -4,11 +4,12 @@ numbers (protocol §8), labelled as a different model and dataset, and the noise
 
     python pipeline/summary.py
 """
+import json
 from pathlib import Path
 
 from cliffdata import duck
 from cliffdata.config import load_params
-from cliffdata.summary import load_metrics, render_summary
+from cliffdata.summary import headline, load_metrics, render_summary
 
 
 def main() -> None:
@@ -21,7 +22,9 @@ def main() -> None:
     directions = ("{}\n" if duck.views(con) != set(needs) else
                   duck.table_files(duck.run_sql_file(con, "directions", {}), "cliff_set")["json"])
     Path("metrics/directions.json").write_text(directions)
-    text = render_summary(load_metrics(Path("metrics")), model, datasets)
+    metrics = load_metrics(Path("metrics"))
+    text = render_summary(metrics, model, datasets)
+    Path("metrics/headline.json").write_text(json.dumps(headline(metrics), indent=2) + "\n")
     Path("metrics/summary.md").write_text(text)
     print(text)
 

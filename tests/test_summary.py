@@ -88,3 +88,15 @@ def test_summary_noise_audit_and_the_control():
     assert "DPO anywhere: **does not hold** (by the paired interval)" in text
     # without the [G] metrics (an older run) there is no audit section
     assert "Noise audit" not in render_summary({"occurrence": METRICS["occurrence"]}, "m", "d")
+
+
+def test_headline_is_flat_under_one_key():
+    """metrics/headline.json: what `make exps` keeps of `dvc exp show` (missing stages give nulls)."""
+    from cliffdata.summary import headline
+
+    out = headline({**AUDIT, "ablation": METRICS["ablation"], "cpm": METRICS["cpm"], "rollouts": {"num_generated_tokens": 9}})
+    assert list(out) == ["headline"] and all(not isinstance(v, dict) for v in out["headline"].values())
+    h = out["headline"]
+    assert (h["cliffs"], h["expected_false_cliffs"], h["replication_rate"]) == (10, 3.7, 0.6)
+    assert (h["del_pass_at_1"], h["cpm_uncertain"], h["dpo_random"], h["rollout_tokens"]) == (0.44, 0.7, 0.45, 9)
+    assert set(headline({})["headline"].values()) == {None}
