@@ -175,7 +175,7 @@ def run_report(args: argparse.Namespace) -> int:
         report_cfg, cliffs_cfg = ReportConfig(), CliffsConfig()
     try:
         check_out_dir(out, args.root)
-        data = load_report_data(args.root, cliffs_cfg.entropy)
+        data = load_report_data(args.root, cliffs_cfg)
     except ValueError as e:
         print(f"cliffdata report: {e}", file=sys.stderr)
         return 2

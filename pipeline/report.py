@@ -20,7 +20,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
     cfg = params.report
-    data = load_report_data(Path("."), params.cliffs.entropy)
+    data = load_report_data(Path("."), params.cliffs)
     summary = build_report(data, AutoTokenizer.from_pretrained("models/base"), "reports", cfg.level, cfg.title,
                            cfg.plot_traces, cfg.num_plot_traces)
     Path("metrics").mkdir(exist_ok=True)

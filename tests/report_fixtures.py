@@ -24,11 +24,12 @@ def curve(num_tokens: int, cliff_at: int | None) -> list[tuple[int, int]]:
 
 def write_fixture(root: Path, tokenizer, texts: dict[str, tuple[str, bool | None, int | None]],
                   mode: str = "exhaustive", optional: bool = True, seed: int = 0,
-                  questions: dict[str, str] | None = None) -> dict:
+                  questions: dict[str, str] | None = None, sweep: bool = False) -> dict:
     """Write the datasets under `root` for traces {trace_id: (response text, is_correct, cliff index)}.
 
     Token i of a trace greedy unless i is its cliff (the cliff token is sampled-off with entropy 0.9).
-    Adaptive mode keeps every 5th position plus both sides of the cliff. `questions` maps problem ids
+    Adaptive mode keeps every 5th position plus both sides of the cliff; with `sweep`, the other
+    positions are 2-rollout screening points (the adaptive search's sweep). `questions` maps problem ids
     to question texts (default "Problem <n>."). Returns the trace rows.
     """
     rng = random.Random(seed)
@@ -59,10 +60,13 @@ def write_fixture(root: Path, tokenizer, texts: dict[str, tuple[str, bool | None
                           "top_probs": [0.6, 0.3, 0.1][:len(top)], "sampler_prob": 0.3 if off else 0.99,
                           "max_drop": 0.7 if off else 0.01})
         for i, k in curve(len(ids), cliff_at):
+            n = N
             if mode == "adaptive" and not (i % 5 == 0 or i == -1 or (cliff_at is not None and i in (cliff_at - 1, cliff_at))):
-                continue
-            pots.append({"trace_id": trace_id, "token_index": i, "mode": mode, "num_rollouts": N, "num_correct": k,
-                         "potential": k / N, "is_filled": False, "num_generated_tokens": 10 * N})
+                if not sweep:
+                    continue
+                n, k = 2, round(2 * k / N)
+            pots.append({"trace_id": trace_id, "token_index": i, "mode": mode, "num_rollouts": n, "num_correct": k,
+                         "potential": k / n, "is_filled": False, "num_generated_tokens": 10 * n})
     paths = {name: root / schema.PATHS[name] for name in schema.PATHS}
     schema.write("problems", problems, paths["problems"])
     schema.write("traces", traces, paths["traces"])

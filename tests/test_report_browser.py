@@ -54,7 +54,7 @@ def chromium_driver():
 
 
 def build_site(root: Path, tokenizer) -> Path:
-    write_fixture(root, tokenizer, TEXTS, mode="adaptive", questions=QUESTIONS)
+    write_fixture(root, tokenizer, TEXTS, mode="adaptive", questions=QUESTIONS, sweep=True)
     build_report(load_report_data(root), tokenizer, root / "reports", title="cliffdata report (fixture)")
     return root / "reports"
 
@@ -99,6 +99,20 @@ def test_index_and_trace_page_render(tmp_path, tiny_tokenizer, driver):
     assert curve.get_attribute("d").count("L") > 10
     assert driver.find_element(By.CSS_SELECTOR, "#plot path.band").get_attribute("d").endswith("Z")
     assert driver.find_element(By.ID, "evaluated").get_attribute("d").count("M") > 5        # adaptive positions
+    # [M] 6: 2-rollout screening points are drawn apart (hollow, titled) and never joined into the line
+    screens = driver.find_elements(By.CSS_SELECTOR, "#plot circle.screen")
+    points = driver.find_elements(By.CSS_SELECTOR, "#plot circle.pt")
+    assert len(screens) > 5 and len(points) > 5
+    line_xs = {p.split(",")[0] for p in curve.get_attribute("d")[1:].split("L")}
+    assert not {c.get_attribute("cx") for c in screens} & line_xs
+    assert curve.get_attribute("d").count("L") == len(points) - 1
+    assert "screening point" in driver.find_element(By.ID, "legend").text
+    assert "p[−1] (empty prefix)" in driver.find_element(By.ID, "meta").text and "/16)" in driver.find_element(By.ID, "meta").text
+    # no token is coloured from a screening point: only adjacent tested positions carry a drop colour
+    coloured = driver.execute_script(
+        "return Array.prototype.filter.call(document.querySelectorAll('#tokens span'), "
+        "function (s) { return s.style.backgroundColor !== ''; }).length")
+    assert coloured <= 2
     (marker,) = driver.find_elements(By.CSS_SELECTOR, "#plot circle.cliff")
     assert marker.get_attribute("fill") == "#d62728"                                   # sampled-off
     assert driver.find_elements(By.ID, "critical") == [] or driver.find_element(By.ID, "critical").is_displayed()

@@ -1,6 +1,6 @@
 """The data behind the report: one compact JSON payload per trace and one row per trace for the index.
 
-    data = load_report_data(Path("."))                 # the pipeline's datasets under a repository root
+    data = load_report_data(Path("."), params.cliffs)  # the pipeline's datasets under a repository root
     payload = trace_payload(data, "arith/word1-0#0", tokenizer)
     row = index_row(data, "arith/word1-0#0")
 
@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from cliffdata import schema
+from cliffdata.config import CliffsConfig
 from cliffdata.stats import pass_at_k
 
 log = logging.getLogger(__name__)
@@ -49,16 +50,17 @@ class ReportData:
     candidates: dict[tuple[str, int], list[dict]] = field(default_factory=dict)
     replicate: dict[tuple[str, int], dict] = field(default_factory=dict)
     entropy: str = "entropy"   # the token_stats column the taxonomy used (cliffs.entropy)
+    min_rollouts: int = 1      # cliffs.min_rollouts: fewer rollouts is a screening point (adaptive sweep), never tested
+    critical_threshold: float = 0.05   # cliffs.critical_threshold (the critical token's definition)
 
 
 def _group(table: pd.DataFrame, key: str) -> dict[str, pd.DataFrame]:
     return {k: g.reset_index(drop=True) for k, g in table.groupby(key, sort=False)}
 
 
-def load_report_data(root: Path, entropy: str = "top20") -> ReportData:
-    """Read the datasets under `root` (`schema.PATHS`); ablation and candidates only where they exist."""
-    if entropy not in ("top20", "full"):
-        raise ValueError(f"entropy must be top20|full, got {entropy!r}")
+def load_report_data(root: Path, cliffs_cfg: CliffsConfig = CliffsConfig()) -> ReportData:
+    """Read the datasets under `root` (`schema.PATHS`); ablation and candidates only where they exist.
+    `cliffs_cfg` is the config the cliffs stage ran with (entropy, min_rollouts, critical_threshold)."""
     missing = [schema.PATHS[n] for n in REQUIRED if not (Path(root) / schema.PATHS[n]).exists()]
     if missing:
         raise ValueError(f"the report needs {missing} under {root}; run the pipeline first")
@@ -80,7 +82,8 @@ def load_report_data(root: Path, entropy: str = "top20") -> ReportData:
         potentials=_group(pots.sort_values(["trace_id", "token_index"]), "trace_id"),
         cliffs=dict(cliffs),
         trace_cliffs={s["trace_id"]: s for s in read("trace_cliffs").to_pylist()},
-        entropy="entropy" if entropy == "top20" else "entropy_full",
+        entropy="entropy" if cliffs_cfg.entropy == "top20" else "entropy_full",
+        min_rollouts=cliffs_cfg.min_rollouts, critical_threshold=cliffs_cfg.critical_threshold,
     )
     if (Path(root) / schema.PATHS["ablation"]).exists():
         for r in read("ablation").to_pylist():
@@ -204,6 +207,7 @@ def trace_payload(data: ReportData, trace_id: str, tokenizer) -> dict:
         "question": problem.get("question"), "gold": problem.get("answer"),
         "extracted": trace["extracted_answer"], "is_correct": trace["is_correct"],
         "finish_reason": trace["finish_reason"], "mode": mode, "critical": summary.get("critical_index"),
+        "min_n": data.min_rollouts, "crit_thr": data.critical_threshold,
         "entropy": "top20" if data.entropy == "entropy" else "full",
         "vocab": vocab.items, "tok": tok, "lp": lp, "rk": rk, "ent": ent, "entf": ent_full,
         "greedy": greedy, "pot": pot, "cliffs": cliffs,

@@ -27,7 +27,13 @@
     return [Math.max(0, c - h), Math.min(1, c + h)];
   }
   function pot(j) { return P.n[j] ? P.k[j] / P.n[j] : 0; }
+  // a position with fewer rollouts than the cliff test needs (cliffs.min_rollouts: adaptive sweep points)
+  // screens for dips; it is drawn apart and never drawn into the line or coloured as a drop
+  var MIN_N = D.min_n || 1;
+  function tested(j) { return P.n[j] >= MIN_N; }
   window.cliffReport = {wilson: wilson, numTokens: T};
+  var CRIT_DEF = "critical token (Lin et al.): the first position where the potential is 0 and stays below "
+                 + (D.crit_thr === undefined ? 0.05 : D.crit_thr) + " for every later position";
 
   // --- header ---------------------------------------------------------------------------------------
   var status = D.is_correct === true ? "correct" : D.is_correct === false ? "failed" : "ungradable";
@@ -38,7 +44,8 @@
     "<span><b>" + T + "</b> tokens (" + esc(D.finish_reason) + ")</span>",
     "<span><b>" + D.cliffs.length + "</b> cliff" + (D.cliffs.length === 1 ? "" : "s") + "</span>",
     "<span>rollouts <b>" + esc(D.mode || "none") + "</b>, " + P.i.length + " positions evaluated</span>",
-    "<span>critical token <b>" + esc(D.critical === null ? "none" : D.critical) + "</b></span>"
+    '<span title="' + esc(CRIT_DEF) + '">critical token <b>' + esc(D.critical === null ? "none" : D.critical) + "</b></span>",
+    "<span>p[−1] (empty prefix) <b>" + (pos[-1] === undefined ? "not evaluated" : f(pot(pos[-1]), 2) + "</b> (" + esc(P.k[pos[-1]]) + "/" + esc(P.n[pos[-1]]) + ")<b>") + "</b></span>"
   ].join("");
   document.getElementById("question").textContent = D.question || "";
 
@@ -71,25 +78,34 @@
   el("text", {x: W - R, y: H - 4, "text-anchor": "end"}, null, "token index (−1 = empty prefix)");
   el("text", {x: 12, y: TOP + 8, transform: "rotate(-90 12 " + (TOP + 8) + ")", "text-anchor": "end"}, null, "potential");
 
+  var numScreen = 0;
   if (P.i.length) {
-    var up = [], down = [], line = [], ticks = [];
+    var up = [], down = [], line = [], ticks = [], screen = [];
     for (var j = 0; j < P.i.length; j++) {
       var xi = r1(x(P.i[j]));
+      if (P.n[j]) ticks.push("M" + xi + " " + (H - B) + "v-7");
+      if (!tested(j)) { if (P.n[j]) screen.push(j); continue; }
       line.push(xi + "," + r1(y(pot(j))));
       var w = wilson(P.k[j], P.n[j]);
-      if (w) { up.push(xi + "," + r1(y(w[1]))); down.push(xi + "," + r1(y(w[0]))); ticks.push("M" + xi + " " + (H - B) + "v-7"); }
+      if (w) { up.push(xi + "," + r1(y(w[1]))); down.push(xi + "," + r1(y(w[0]))); }
     }
     if (up.length) el("path", {d: "M" + up.join("L") + "L" + down.reverse().join("L") + "Z", "class": "band"});
-    el("path", {d: "M" + line.join("L"), "class": "curve"});
+    if (line.length) el("path", {d: "M" + line.join("L"), "class": "curve"});
     if (D.mode === "adaptive" || P.i.length < T) {
       el("path", {d: ticks.join(""), "class": "evaluated", id: "evaluated"});
       if (P.i.length <= 600) line.forEach(function (xy) {
         var s = xy.split(","); el("circle", {cx: s[0], cy: s[1], r: 2, "class": "pt"});
       });
     }
+    numScreen = screen.length;
+    if (P.i.length <= 2000) screen.forEach(function (j) {
+      var c = el("circle", {cx: r1(x(P.i[j])), cy: r1(y(pot(j))), r: 2.5, "class": "screen"});
+      el("title", {}, c, "screening point at " + P.i[j] + ": " + P.k[j] + "/" + P.n[j] + " (too few rollouts to test)");
+    });
   }
   if (D.critical !== null && D.critical !== undefined) {
-    el("line", {x1: x(D.critical), x2: x(D.critical), y1: TOP, y2: H - B, "class": "critical", id: "critical"});
+    var crit = el("line", {x1: x(D.critical), x2: x(D.critical), y1: TOP, y2: H - B, "class": "critical", id: "critical"});
+    el("title", {}, crit, CRIT_DEF);
     el("text", {x: x(D.critical) + 4, y: TOP + 10}, null, "critical token " + D.critical);
   }
   var guide = el("line", {x1: 0, x2: 0, y1: TOP, y2: H - B, "class": "guide", visibility: "hidden"});
@@ -98,8 +114,8 @@
     el("line", {x1: x(c.i - 1), y1: y(c.pp), x2: x(c.i), y2: y(c.p), stroke: CAT[c.cat] || "#000", "class": "drop"}, g);
     // a cliff that failed to replicate is drawn hollow
     var failed = c.rep && !c.rep.ok;
-    el("circle", {cx: x(c.i), cy: y(c.p), r: 6, fill: failed ? "#fff" : CAT[c.cat] || "#000", stroke: CAT[c.cat] || "#000",
-                  "stroke-width": 2, "class": failed ? "cliff unreplicated" : "cliff"}, g);
+    el("circle", {cx: x(c.i), cy: y(c.p), r: 6, fill: failed ? "#fff" : CAT[c.cat] || "#000",
+                  style: failed ? "stroke:" + (CAT[c.cat] || "#000") : "", "class": failed ? "cliff unreplicated" : "cliff"}, g);
     el("title", {}, g, "cliff at token " + c.i + " (" + c.cat + "): " + f(c.pp, 2) + " → " + f(c.p, 2)
        + (c.rep ? (c.rep.ok ? ", replicated" : ", not replicated") : ""));
     g.addEventListener("click", function (e) { e.stopPropagation(); focusToken(c.i, true); });
@@ -107,17 +123,22 @@
   var legend = ['<span><span class="swatch" style="background:#0b4f8a;height:2px"></span>potential</span>',
                 '<span><span class="swatch" style="background:#8fb8de"></span>' + esc(Math.round(100 * D.level)) + "% Wilson interval (each position's N)</span>"];
   if (D.mode === "adaptive" || P.i.length < T) legend.push("<span>ticks: evaluated positions</span>");
-  legend.push('<span><span class="swatch" style="border-top:2px dashed #444;height:0"></span>critical token</span>');
+  if (numScreen) legend.push('<span><span class="swatch screen-swatch"></span>screening point (N &lt; ' + esc(MIN_N)
+                             + ": not tested, not in the line)</span>");
+  legend.push('<span title="' + esc(CRIT_DEF) + '"><span class="swatch" style="border-top:2px dashed #444;height:0"></span>'
+              + "critical token (p = 0 and stays &lt; " + esc(D.crit_thr === undefined ? 0.05 : D.crit_thr) + ")</span>");
+  legend.push('<span><span class="cat uncertain" style="background:#fff;border:2px solid #ff7f0e"></span>hollow: did not replicate</span>');
   Object.keys(CAT).forEach(function (k) { legend.push('<span><span class="cat ' + k + '"></span>' + k.replace("_", "-") + " cliff</span>"); });
   document.getElementById("legend").innerHTML = legend.join("");
 
   // --- tokens -----------------------------------------------------------------------------------------
-  // Drop per token: p(before) − p(after) between adjacent evaluated positions; a gap of g tokens
-  // (adaptive mode) shares its drop evenly, so the colour is the average drop per token there.
+  // Drop per token: p(before) − p(after), coloured only where a test could speak: both sides
+  // evaluated with enough rollouts (N >= cliffs.min_rollouts) and adjacent. Gaps and screening points
+  // (adaptive mode) stay white rather than smear a 2-rollout estimate over the tokens.
   var drop = new Array(T).fill(null);
   for (var a = 1; a < P.i.length; a++) {
-    var d = (pot(a - 1) - pot(a)) / (P.i[a] - P.i[a - 1]);
-    for (var ti = P.i[a - 1] + 1; ti <= P.i[a] && ti < T; ti++) drop[ti] = d;
+    if (P.i[a] - P.i[a - 1] !== 1 || !tested(a) || !tested(a - 1) || P.i[a] < 0 || P.i[a] >= T) continue;
+    drop[P.i[a]] = pot(a - 1) - pot(a);
   }
   var box = document.getElementById("tokens"), spans = new Array(T), frag = document.createDocumentFragment();
   for (var i = 0; i < T; i++) {
@@ -153,7 +174,7 @@
   colour("drop");
 
   // --- details ----------------------------------------------------------------------------------------
-  var tip = document.getElementById("tip"), pinned = false, lit = null;
+  var tip = document.getElementById("tip"), pinned = false, lit = null, ALT_FLOOR = 0.01;
   function details(i) {
     var h = ["<div><b>token " + i + "</b> <code>" + esc(show(text(D.tok[i]))) + "</code> <span class=k>id " + esc(tid(D.tok[i])) + "</span></div>"];
     if (D.lp.length) {
@@ -177,12 +198,16 @@
              + (c.rep ? ", <span class=k>replicated</span> " + (c.rep.ok ? "yes" : "no") + " <span class=k>(fresh " + esc(c.rep.kp) + "/" + esc(c.rep.np)
                         + " → " + esc(c.rep.k) + "/" + esc(c.rep.n) + ")</span>" : "") + "</div>");
       if (c.cand) {
+        // alternatives with probability >= ALT_FLOOR, and the sampled token whatever its probability
+        var shown = c.cand.filter(function (r) { return r[1] >= ALT_FLOOR || r[5]; });
         h.push("<table><tr><th>alternative</th><th>prob</th><th>potential</th><th>cliff</th></tr>");
-        c.cand.forEach(function (r) {
+        shown.forEach(function (r) {
           h.push("<tr><td><code>" + esc(show(text(r[0]))) + "</code>" + (r[5] ? " <span class=k>(sampled)</span>" : "") + "</td><td>" + f(r[1])
                  + "</td><td>" + (r[2] ? f(r[3] / r[2], 2) + " <span class=k>(" + esc(r[3]) + "/" + esc(r[2]) + ")</span>" : "–") + "</td><td>" + (r[4] ? "yes" : "") + "</td></tr>");
         });
         h.push("</table>");
+        if (shown.length < c.cand.length)
+          h.push('<div class="k more">' + (c.cand.length - shown.length) + " more below probability " + ALT_FLOOR + "</div>");
       }
       if (c.abl) {
         var ks = Object.keys((c.abl.del || c.abl.keep).pass);
@@ -196,9 +221,10 @@
     }
     return h.join("");
   }
-  // next to the token, or next to the pointer when the pointer is on the curve
+  // next to the token, or below the plot when the pointer is on the curve (never over the curve)
   function place(i, ev) {
-    var r = ev ? {left: ev.clientX + 12, top: ev.clientY - 6, bottom: ev.clientY + 12} : spans[i].getBoundingClientRect();
+    var plot = svg.getBoundingClientRect();
+    var r = ev ? {left: ev.clientX + 12, top: plot.top, bottom: plot.bottom} : spans[i].getBoundingClientRect();
     var tw = tip.offsetWidth, th = tip.offsetHeight;
     var left = Math.min(Math.max(4, r.left), window.innerWidth - tw - 8);
     var top = r.bottom + 6 + th > window.innerHeight ? r.top - th - 6 : r.bottom + 6;
