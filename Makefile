@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export VLLM_CPU_KVCACHE_SPACE ?= 4
 
-.PHONY: venv lock test test-fast browser repro repro-gpu remote push pull mlflow-ui clean-venv exps
+.PHONY: venv lock test test-fast browser repro repro-gpu remote push pull mlflow-ui clean-venv exps plots
 
 venv: $(VENV)/.installed
 
@@ -89,3 +89,8 @@ clean-venv:
 EXPS_KEEP = ^headline\.|^(model\.source|rollouts\.(mode|num_rollouts)|cliffs\.(delta0|z|use|use_empty_prefix|entropy)|replicate\.num_rollouts|dpo_train\.(beta|learning_rate|epochs))$$
 exps: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp show --no-pager --drop '.*' --keep 'Experiment|Created|$(EXPS_KEEP)' $(EXPS_ARGS)
+
+# `dvc plots show` as a page that draws offline (Vega inlined from vl-convert-python): plots/html/index.html
+plots: venv
+	$(BIN)/python -m cliffdata.plots .cache/plots/offline.html
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc plots show --html-template .cache/plots/offline.html -o plots/html

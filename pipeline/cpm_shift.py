@@ -7,7 +7,8 @@ The source is the pipeline's model (models/base) with its cliffs and candidates.
 the same base), `champion` (the adapter behind `models:/cliff-dpo-<model>@champion`, set by
 `cliffdata promote`; `cpm_shift.fallback` until there is one), or an HF model id / local path (its
 tokenizer must equal the source's). Writes data/cpm_shift/cpm_shift.parquet, metrics/cpm_shift.{json,md}
-and plots/cpm_shift.csv, after the SQL checks pass.
+and plots/cpm_shift.csv (mean CPM per direction, category and side, source model beside eval
+model), after the SQL checks pass.
 """
 import json
 import logging
@@ -91,7 +92,10 @@ def main() -> None:
     Path("metrics/cpm_shift.json").write_text(json.dumps({"eval_models": resolved, "directions": by_direction},
                                                          indent=2, sort_keys=True) + "\n")
     Path("metrics/cpm_shift.md").write_text(files["md"])
-    Path("plots/cpm_shift.csv").write_text(files["csv"])
+    # the plot: one bar per direction, category and side (source model, eval model), long format
+    bars = [[f"{r['category']}: {side} ({r['direction']})", round(r[f"cpm_{side}_mean"], duck.NUM_DIGITS)]
+            for r in table.to_pylist() for side in ("source", "eval")]
+    Path("plots/cpm_shift.csv").write_text(duck.format_csv(["bar", "cpm_mean"], bars))
     print(json.dumps({"eval_models": resolved, "num_rows": len(rows)}))
 
 
