@@ -227,8 +227,10 @@ def fingerprint(*parts: object) -> str:
 
 
 def run_rollouts(traces: list[dict], golds: dict[str, Gold], backend: Backend, tokenizer,
-                 cfg: RolloutsConfig, sampling: Sampling, checkpoint: Checkpoint) -> tuple[pa.Table, list[dict]]:
+                 cfg: RolloutsConfig, sampling: Sampling, checkpoint: Checkpoint,
+                 desc: str = "rollouts") -> tuple[pa.Table, list[dict]]:
     """Estimate potentials for every trace, resuming from `checkpoint`; returns (potentials, costs).
+    `desc` labels the progress bar.
 
     `golds` maps problem_id -> `Gold` (answer, answer format, the problem's own token budget or None).
     """
@@ -238,7 +240,7 @@ def run_rollouts(traces: list[dict], golds: dict[str, Gold], backend: Backend, t
         log.info("resuming: %d of %d traces already in %s", len(traces) - len(todo), len(traces), checkpoint.folder)
     expected = sum(expected_tokens(len(t["response_ids"]), cfg) for t in todo)
     log.info("rollouts: %d traces to do, about %d generated tokens (N·T²/2, no early stop)", len(todo), expected)
-    bar = tqdm(total=len(todo), desc="rollouts", unit="trace")
+    bar = tqdm(total=len(todo), desc=desc, unit="trace")
     num_tokens, started = 0, time.perf_counter()
     for trace in todo:
         gold = Gold(*golds[trace["problem_id"]])

@@ -44,14 +44,15 @@ def with_budget(sampling: Sampling, max_new_tokens: int | None) -> Sampling:
 
 def sample_traces(problems: list[dict], prompts: dict[str, PromptConfig], tokenizer, backend: Backend,
                   sampling: Sampling, num_samples: int, seed: int, batch_size: int = 64,
-                  checkpoint: UnitCheckpoint | None = None, tag: str = "") -> list[dict]:
+                  checkpoint: UnitCheckpoint | None = None, tag: str = "", desc: str = "sample") -> list[dict]:
     """K traces per problem with exact token ids, graded; rows follow `schema.TRACES`. A problem with its
     own `max_new_tokens` (its source's budget) is sampled with that budget instead of `sampling`'s.
 
     With a `checkpoint`, each problem's generations are a unit (keyed by `tag`, e.g. the adapter, and
-    the prompt ids, seed, K and sampling), saved after every batch: a killed run resumes."""
+    the prompt ids, seed, K and sampling), saved after every batch: a killed run resumes. `desc` labels the
+    progress bar (e.g. the model being evaluated)."""
     rows = []
-    bar = tqdm(total=len(problems), desc="sample", unit="problem")
+    bar = tqdm(total=len(problems), desc=desc, unit="problem")
     for start in range(0, len(problems), batch_size):
         batch = problems[start:start + batch_size]
         prompt_ids = [encode_prompt(tokenizer, prompts[p["prompt"]], p["question"]) for p in batch]

@@ -78,11 +78,11 @@ def trace_token_stats(model, prompt_ids: list[int], response_ids: list[int], top
     return cols
 
 
-def compute_token_stats(model, traces: list[dict], top_k: int, sampling: Sampling) -> list[dict]:
+def compute_token_stats(model, traces: list[dict], top_k: int, sampling: Sampling, desc: str = "token_stats") -> list[dict]:
     """Rows of `schema.TOKEN_STATS` for every response token of every trace; `sampling` is the
     rollout sampler (`rollouts.sampling`) whose π_s gives `sampler_prob`."""
     rows = []
-    for t in tqdm(traces, desc="token_stats", unit="trace"):
+    for t in tqdm(traces, desc=desc, unit="trace"):
         if not t["response_ids"]:
             continue
         cols = trace_token_stats(model, t["prompt_ids"], t["response_ids"], top_k, sampling=sampling)

@@ -66,11 +66,13 @@ def main(variant: str) -> None:
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
         name = registry.registered_model_name(params.model.source)
-        info = registry.log_adapter(out, "models/base", name, pad_id)
-        registry.tag_version(name, info.registered_model_version, {"variant": variant, "num_train_pairs": str(len(train))})
+        version = model_uri = None
+        if train:            # an adapter that saw no pair is the base model: it is not a model version
+            info = registry.log_adapter(out, "models/base", name, pad_id)
+            registry.tag_version(name, info.registered_model_version, {"variant": variant, "num_train_pairs": str(len(train))})
+            version, model_uri = info.registered_model_version, info.model_uri
         run_record = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
-                      "registered_model": name,
-                      "version": info.registered_model_version, "model_uri": info.model_uri,
+                      "registered_model": name, "version": version, "model_uri": model_uri,
                       "tracking_uri": tracking.tracking_uri()}
 
     rounded = {k: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for k, v in summary.items()}

@@ -456,6 +456,15 @@ def test_train_eval_promote_stages(tmp_path, monkeypatch, tiny_model_dir):
     assert len(run.data.tags["pairs_md5"]) == 32
     assert len(client.get_metric_history(record["run_id"], "train/loss")) == 6
     assert record["registered_model"] == "cliff-dpo-smollm2-135m-instruct"
+    # [M] 5: the model version has a signature; the variant without pairs is tracked but not registered
+    from mlflow.models import get_model_info
+    info = get_model_info(record["model_uri"])
+    assert [c["name"] for c in info.signature.inputs.to_dict()] == ["prompt_ids", "token_ids"]
+    assert [c["name"] for c in info.signature.outputs.to_dict()] == ["top_ids", "top_logprobs", "token_logprobs"]
+    empty = json.loads((tmp_path / "runs/dpo_train/deterministic.json").read_text())
+    assert empty["version"] is None and empty["model_uri"] is None and client.get_run(empty["run_id"])
+    versions = client.search_model_versions("name = 'cliff-dpo-smollm2-135m-instruct'")
+    assert [v.tags.get("variant") for v in versions] == ["all"]
 
     load_stage("dpo_eval").main()
     evaluated = json.loads((tmp_path / "metrics/dpo_eval.json").read_text())

@@ -26,11 +26,13 @@ def count_cliffs(model_name: str, adapter: str | None, backend: Backend, torch_m
     """CLIFF_COUNT rows of one model. `torch_model` is the HF model for token statistics, already set
     to this model (adapter enabled or disabled); `backend` serves `adapter` (None = base)."""
     view = AdapterView(backend, adapter)
-    traces = sample_traces(problems, prompts, tokenizer, view, trace_sampling, num_samples=1, seed=trace_seed)
-    stats = compute_token_stats(torch_model, traces, top_k, rollout_sampling)
+    traces = sample_traces(problems, prompts, tokenizer, view, trace_sampling, num_samples=1, seed=trace_seed,
+                           desc=f"cliff_count {model_name}: sample")
+    stats = compute_token_stats(torch_model, traces, top_k, rollout_sampling, desc=f"cliff_count {model_name}: token_stats")
     golds = golds_by_problem(problems)
     full = dataclasses.replace(rollouts, early_stop_zeros=0)        # no early termination after training
-    potentials, costs = run_rollouts(traces, golds, view, tokenizer, full, rollout_sampling, checkpoint)
+    potentials, costs = run_rollouts(traces, golds, view, tokenizer, full, rollout_sampling, checkpoint,
+                                     desc=f"cliff_count {model_name}: rollouts")
     cliffs, summaries = find_cliffs(schema.to_table("traces", traces), potentials,
                                     schema.to_table("token_stats", stats) if stats else schema.TOKEN_STATS.empty_table(),
                                     cliffs_cfg)

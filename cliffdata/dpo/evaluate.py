@@ -47,7 +47,7 @@ def evaluate_models(backend: Backend, tokenizer, problems: list[dict], prompts: 
         view = AdapterView(backend, None if model == BASE else model)
         tag = f"{model}:{(adapter_digests or {}).get(model, '')}"
         for t in sample_traces(problems, prompts, tokenizer, view, greedy, num_samples=1, seed=0,
-                               checkpoint=checkpoint, tag=tag):
+                               checkpoint=checkpoint, tag=tag, desc=f"dpo_eval {model}"):
             rows.append({"model": model, "problem_id": t["problem_id"], "response_ids": t["response_ids"],
                          "extracted_answer": t["extracted_answer"], "is_correct": t["is_correct"],
                          "num_tokens": t["num_tokens"]})

@@ -69,9 +69,22 @@ class CliffAdapterModel(mlflow.pyfunc.PythonModel):
         return out
 
 
+def adapter_signature():
+    """The pyfunc's input and output schema (CliffAdapterModel.predict), checked by MLflow at predict time."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, DataType, Schema
+
+    ids, logprobs = Array(DataType.long), Array(DataType.double)
+    return ModelSignature(
+        inputs=Schema([ColSpec(ids, "prompt_ids"), ColSpec(ids, "token_ids", required=False)]),
+        outputs=Schema([ColSpec(ids, "top_ids"), ColSpec(logprobs, "top_logprobs"),
+                        ColSpec(logprobs, "token_logprobs", required=False)]))
+
+
 def log_adapter(adapter_dir: str | Path, base_dir: str | Path, registered_name: str, pad_id: int,
                 dtype: str = "float32"):
-    """Log the adapter folder as a pyfunc model of the active run and register a new version.
+    """Log the adapter folder as a pyfunc model of the active run (with its signature) and register a
+    new version.
 
     Returns the ModelInfo; `info.registered_model_version` is the new version.
     """
@@ -81,7 +94,7 @@ def log_adapter(adapter_dir: str | Path, base_dir: str | Path, registered_name: 
         model_config={"base_model": str(Path(base_dir).resolve()), "pad_id": int(pad_id), "dtype": dtype},
         # explicit requirements: MLflow's inference would import the world and take a minute
         pip_requirements=["torch", "transformers", "peft", "pandas"],
-        registered_model_name=registered_name)
+        signature=adapter_signature(), registered_model_name=registered_name)
 
 
 def run_metric(client, run_id: str, metric: str) -> float | None:
