@@ -38,6 +38,7 @@ def tiny_params(model_dir: Path, num_problems: int) -> dict:
     # the category variants are one code path: keep one, the empty one, and the [G] replicated / random ones
     params["dpo_train"].update(batch_size=4, epochs=1, lora_r=4, lora_alpha=8,
                                variants=["all", "deterministic", "replicated", "random"])
+    params["cpm_shift"]["fallback"] = "adapter:all"              # a trained variant (the default's is not here)
     params["dpo_eval"]["sources"] = [{"dataset": "arith", "seed": 1, "families": {"add1": 4},
                                       "prompt": "add2_oneshot", "answer_format": "hash"}]
     params["dpo_eval"].update(max_new_tokens=6, bootstrap_resamples=200)
