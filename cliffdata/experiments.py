@@ -93,13 +93,10 @@ def run_replicate(traces: list[dict], cliffs: list[dict], golds: dict[str, Gold]
     `response_ids[:i+1]`, as the rollouts stage scores them) and the cliff test on the fresh counts;
     rows of REPLICATE. Seeds: request_seed(seed, "replicate", trace_id, side, token_index), a stream
     disjoint from the rollouts stage's request_seed(seed, trace_id, position)."""
-    by_trace = {t["trace_id"]: t for t in traces}
-    requests = []
-    for c in sorted(cliffs, key=lambda c: (c["trace_id"], c["token_index"])):
-        if c["trace_id"] not in by_trace:
-            raise ValueError(f"cliffs name trace {c['trace_id']!r}, which is not in the traces dataset")
-        requests += [{"trace_id": c["trace_id"], "problem_id": c["problem_id"], "token_index": c["token_index"],
-                      "side": side, "prefix_length": c["token_index"] + extra} for side, extra in REPLICATE_SIDES.items()]
+    cliffs = sorted(cliffs, key=lambda c: (c["trace_id"], c["token_index"]))
+    requests = [{"trace_id": c["trace_id"], "problem_id": c["problem_id"], "token_index": c["token_index"],
+                 "side": side, "prefix_length": c["token_index"] + extra}
+                for c in cliffs for side, extra in REPLICATE_SIDES.items()]
     results = _resample_by_problem(
         requests, traces, golds, backend, tokenizer, n, sampling,
         prefix_of=lambda r, response: list(response[:r["prefix_length"]]),
@@ -107,7 +104,7 @@ def run_replicate(traces: list[dict], cliffs: list[dict], golds: dict[str, Gold]
         desc="replicate", checkpoint=checkpoint)
     fresh = {(r["trace_id"], r["token_index"], r["side"]): res for r, res in zip(requests, results)}
     rows = []
-    for c in sorted(cliffs, key=lambda c: (c["trace_id"], c["token_index"])):
+    for c in cliffs:
         prev, curr = (fresh[(c["trace_id"], c["token_index"], side)] for side in REPLICATE_SIDES)
         args = (prev.num_correct, prev.num_rollouts, curr.num_correct, curr.num_rollouts)
         rows.append({key: c[key] for key in ("trace_id", "problem_id", "token_index", "is_correct", "category",

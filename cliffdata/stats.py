@@ -28,16 +28,21 @@ def binary_entropy(p: float) -> float:
     return -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
-def is_cliff(k_prev, n_prev, k_curr, n_curr, delta0: float = DELTA0, z: float = Z):
-    """The cliff test on counts (scalars or broadcastable arrays). n = 0 sides are never cliffs."""
+def _unpooled(k_prev, n_prev, k_curr, n_curr) -> tuple[np.ndarray, np.ndarray]:
+    """Δ = p_prev − p_curr and its unpooled SE from counts; SE = inf where a side has n = 0."""
     k_prev, n_prev, k_curr, n_curr = (np.asarray(a, dtype=np.float64) for a in (k_prev, n_prev, k_curr, n_curr))
     with np.errstate(divide="ignore", invalid="ignore"):
         p_prev = np.where(n_prev > 0, k_prev / n_prev, 0.0)
         p_curr = np.where(n_curr > 0, k_curr / n_curr, 0.0)
         var = (np.where(n_prev > 0, p_prev * (1 - p_prev) / n_prev, np.inf)
                + np.where(n_curr > 0, p_curr * (1 - p_curr) / n_curr, np.inf))
-    delta = p_prev - p_curr
-    return (delta > delta0) & (delta > delta0 + z * np.sqrt(var))
+    return p_prev - p_curr, np.sqrt(var)
+
+
+def is_cliff(k_prev, n_prev, k_curr, n_curr, delta0: float = DELTA0, z: float = Z):
+    """The cliff test on counts (scalars or broadcastable arrays). n = 0 sides are never cliffs."""
+    delta, se = _unpooled(k_prev, n_prev, k_curr, n_curr)
+    return (delta > delta0) & (delta > delta0 + z * se)
 
 
 @lru_cache(maxsize=64)
@@ -92,13 +97,10 @@ def cliff_p_value(k_prev, n_prev, k_curr, n_curr, delta0: float = DELTA0):
     p = 1 − Φ((Δ − δ0) / SE); with SE = 0 it is 0 when Δ > δ0, else 1. The test fires iff
     p < 1 − Φ(z) (for z > 0): `is_cliff` and this p-value are one decision. n = 0 sides give 1.
     """
-    k_prev, n_prev, k_curr, n_curr = (np.asarray(a, dtype=np.float64) for a in (k_prev, n_prev, k_curr, n_curr))
-    scored = (n_prev > 0) & (n_curr > 0)
+    delta, se = _unpooled(k_prev, n_prev, k_curr, n_curr)
+    scored = np.isfinite(se)
+    excess = delta - delta0
     with np.errstate(divide="ignore", invalid="ignore"):
-        p_prev = np.where(scored, k_prev / n_prev, 0.0)
-        p_curr = np.where(scored, k_curr / n_curr, 0.0)
-        se = np.sqrt(np.where(scored, p_prev * (1 - p_prev) / n_prev + p_curr * (1 - p_curr) / n_curr, 0.0))
-        excess = p_prev - p_curr - delta0
         zstat = np.where(se > 0, excess / se, np.where(excess > 0, np.inf, -np.inf))
     return np.where(scored, sps.norm.sf(zstat), 1.0)
 

@@ -49,8 +49,8 @@ def sampler_logprobs(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def trace_token_stats(model, prompt_ids: list[int], response_ids: list[int], top_k: int = 20,
-                      chunk: int = 512, sampling: Sampling | None = None) -> dict[str, list]:
+def trace_token_stats(model, prompt_ids: list[int], response_ids: list[int], top_k: int, sampling: Sampling,
+                      chunk: int = 512) -> dict[str, list]:
     """Column lists for one trace, one entry per response token."""
     ids = torch.tensor([list(prompt_ids) + list(response_ids)], device=model.device)
     T = len(response_ids)
@@ -72,9 +72,8 @@ def trace_token_stats(model, prompt_ids: list[int], response_ids: list[int], top
         cols["greedy_token_id"] += top_ids[:, 0].tolist()
         cols["top_ids"] += top_ids.tolist()
         cols["top_probs"] += top_p.float().tolist()
-        if sampling is not None:
-            cols["sampler_prob"] += sampler_logprobs(logits[s:s + chunk], sampling).gather(
-                -1, tok[:, None]).squeeze(-1).exp().tolist()
+        cols["sampler_prob"] += sampler_logprobs(logits[s:s + chunk], sampling).gather(
+            -1, tok[:, None]).squeeze(-1).exp().tolist()
     return cols
 
 
@@ -85,7 +84,7 @@ def compute_token_stats(model, traces: list[dict], top_k: int, sampling: Samplin
     for t in tqdm(traces, desc=desc, unit="trace"):
         if not t["response_ids"]:
             continue
-        cols = trace_token_stats(model, t["prompt_ids"], t["response_ids"], top_k, sampling=sampling)
+        cols = trace_token_stats(model, t["prompt_ids"], t["response_ids"], top_k, sampling)
         for i, token_id in enumerate(t["response_ids"]):
             rows.append({"trace_id": t["trace_id"], "token_index": i, "token_id": token_id,
                          "logprob": cols["logprob"][i], "rank": cols["rank"][i], "entropy": cols["entropy"][i],
