@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -265,6 +266,21 @@ class CliffsConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    """The out-of-core analysis: the cliffs scan (`threads` worker processes over trace ranges) and the
+    in-process DuckDB of the metrics tables, checks and `cliffdata sql` (`threads`; past
+    `memory_limit` its sorts, joins and windows spill to `temp_directory` instead of failing)."""
+    threads: int = 2
+    memory_limit: str = "3GB"          # DuckDB's size syntax: 512MB, 3GB, 80%
+    temp_directory: str | None = None  # spill folder; None: a fresh folder in the system temp, removed afterwards
+
+    def __post_init__(self):
+        _range("threads", self.threads, 1)
+        _check(re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)\s*", self.memory_limit, re.I) is not None,
+               f"memory_limit must be a size like 512MB, 3GB or 80%, got {self.memory_limit!r}")
+
+
+@dataclass(frozen=True)
 class ReplicateConfig:
     """`replicate`: fresh rollouts on both sides of every cliff, with the rollouts stage's sampler
     (`rollouts.sampling`) and another seed stream; `replicated` = the cliff test passes again."""
@@ -449,6 +465,7 @@ class Params:
     cliff_count: CliffCountConfig = CliffCountConfig()
     cpm_shift: CPMShiftConfig = CPMShiftConfig()
     report: ReportConfig = ReportConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
 
     def __post_init__(self):
         used = {s.prompt for s in self.problems.sources}

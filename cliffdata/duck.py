@@ -19,6 +19,9 @@ import io
 import json
 import logging
 import re
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterable
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -28,10 +31,11 @@ import duckdb
 import pyarrow as pa
 
 from cliffdata import schema
+from cliffdata.scan import dataset_files
+from cliffdata.config import AnalysisConfig
 
 log = logging.getLogger(__name__)
 
-THREADS = 2
 READ_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 # Parameters each metrics query takes; write_metrics expects exactly their union.
 METRICS_PARAMS: dict[str, tuple[str, ...]] = {
@@ -48,39 +52,56 @@ NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensio
                  "allow_community_extensions": False, "allow_unsigned_extensions": False}
 
 
-def connect(root: Path = Path("."), datasets: Iterable[str] | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory connection with one view per dataset (`cliffs`, `traces`, ...) whose file exists
-    under `root` (`schema.PATHS`); `datasets` limits the views to those names. A file DuckDB cannot
-    read as Parquet is a ValueError naming it."""
+def engine(cfg: AnalysisConfig = AnalysisConfig()) -> duckdb.DuckDBPyConnection:
+    """A bare in-memory connection with the `analysis` params section's threads and memory limit, spilling
+    to its temp folder (by default a fresh one in the system temp, removed with the connection: an
+    in-memory DuckDB would otherwise spill into `./.tmp`), and no extension loading."""
+    temp = cfg.temp_directory
+    owned = None
+    if temp is None:
+        owned = temp = tempfile.mkdtemp(prefix="cliffdata-duckdb-")
+    con = duckdb.connect(":memory:", config={"threads": cfg.threads, "memory_limit": cfg.memory_limit,
+                                             "temp_directory": str(temp), **NO_EXTENSIONS})
+    if owned is not None:
+        weakref.finalize(con, shutil.rmtree, owned, ignore_errors=True)
+    return con
+
+
+def connect(root: Path = Path("."), datasets: Iterable[str] | None = None,
+            cfg: AnalysisConfig = AnalysisConfig()) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection (`engine`) with one view per dataset (`cliffs`, `traces`, ...) whose file
+    or folder of Parquet parts exists under `root` (`schema.PATHS`); `datasets` limits the views to
+    those names. A file DuckDB cannot read as Parquet is a ValueError naming it."""
     names = list(schema.PATHS) if datasets is None else list(datasets)
     unknown = sorted(set(names) - set(schema.PATHS))
     if unknown:
         raise ValueError(f"unknown datasets {unknown}; known: {sorted(schema.PATHS)}")
-    con = duckdb.connect(":memory:", config={"threads": THREADS, **NO_EXTENSIONS})
+    con = engine(cfg)
     _create_views(con, Path(root), names)
     return con
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, root: Path, names: list[str]) -> list[str]:
-    """One view per dataset file that exists; returns the files' absolute paths."""
+    """One view per dataset whose file (or folder of parts) exists; returns the files' absolute paths."""
     files = []
     for name in names:
         path = root / schema.PATHS[name]
-        if not path.exists():
+        parts = [str(p.resolve()) for p in dataset_files(path)]
+        if not parts:
             log.debug("no %s at %s: no view", name, path)
             continue
         try:
-            # A relation view takes the path as a value, so no path is ever spliced into SQL text.
-            con.read_parquet(str(path.resolve())).create_view(name, replace=True)
+            # A relation view takes the paths as values, so no path is ever spliced into SQL text.
+            con.read_parquet(parts if path.is_dir() else parts[0]).create_view(name, replace=True)
         except duckdb.Error as e:
             con.close()
             raise ValueError(f"{path}: the {name} dataset is not a readable Parquet file "
                              f"({str(e).strip().splitlines()[0]})") from None
-        files.append(str(path.resolve()))
+        files.extend(parts)
     return files
 
 
-def connect_sandbox(root: Path = Path(".")) -> duckdb.DuckDBPyConnection:
+def connect_sandbox(root: Path = Path("."), cfg: AnalysisConfig = AnalysisConfig()) -> duckdb.DuckDBPyConnection:
     """`connect` for untrusted, ad-hoc SQL (`cliffdata sql`): the dataset views and nothing else.
 
     After the views are made, file access is limited to the dataset files (`allowed_paths`), every
@@ -88,7 +109,7 @@ def connect_sandbox(root: Path = Path(".")) -> duckdb.DuckDBPyConnection:
     glob, ATTACH, COPY, INSTALL), extensions are neither installed nor loaded, and the configuration
     is locked so a query cannot `SET` any of it back. ValueError when `root` has no dataset at all.
     """
-    con = duckdb.connect(":memory:", config={"threads": THREADS, **NO_EXTENSIONS})
+    con = engine(cfg)
     files = _create_views(con, Path(root), list(schema.PATHS))
     if not files:
         con.close()
@@ -226,7 +247,7 @@ def _write_table(directory: Path, name: str, records: list[dict], key: str) -> d
     return keyed
 
 
-def write_metrics(root: Path, params: dict) -> dict:
+def write_metrics(root: Path, params: dict, cfg: AnalysisConfig = AnalysisConfig()) -> dict:
     """Run occurrence.sql and taxonomy.sql over the datasets under `root` and write
     `metrics/{occurrence,taxonomy}.{json,csv,md}` (floats rounded to 6 places, byte-stable).
 
@@ -243,7 +264,7 @@ def write_metrics(root: Path, params: dict) -> dict:
     values = {**params, "entropy_threshold": float(params["entropy_threshold"])}
     root = Path(root)
     needed = {"cliffs", "trace_cliffs", "token_stats"}
-    con = connect(root, needed)
+    con = connect(root, needed, cfg)
     missing = needed - views(con)
     if missing:
         raise ValueError(f"write_metrics needs {sorted(missing)} under {root}: "

@@ -15,6 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ids = pa.list_(pa.int32())
+# Rows per Parquet row group of every dataset written here (pyarrow's own default, made explicit):
+# readers stream a large file one row group at a time.
+ROW_GROUP_ROWS = 1 << 20
 
 PROBLEMS = pa.schema([
     ("problem_id", pa.string()),       # stable: "<dataset>/<source id or row index>"
@@ -361,24 +364,82 @@ def write_table(table: pa.Table, path: str | Path) -> None:
     The file gets the mode a plain `open()` would give it (0666 minus the umask; mkstemp's 0600 would
     hide datasets from colleagues sharing a checkout or a DVC cache).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
-        os.chmod(tmp, 0o666 & ~_umask())
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with RowGroupWriter(path, table.schema) as writer:
+        writer.write(table)
+
+
+class RowGroupWriter:
+    """A Parquet file written as a stream of tables, in row groups of exactly `ROW_GROUP_ROWS` rows
+    (the last one shorter), atomically: the rows go to a temp file beside `path`, which replaces
+    `path` on `close()` (fsync'd, folder too) and is removed by `abort()` or an exception inside a
+    `with` block, so a reader never sees a partial file. The bytes depend only on the rows, not on
+    how they were cut into `write` calls: the same as `write_table` of all rows at once.
+    """
+
+    def __init__(self, path: str | Path, schema: pa.Schema):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._schema = schema
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._wrote = False
+        self._writer = pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True)
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        table = pa.concat_tables(self._pending) if self._pending else self._schema.empty_table()
+        full = table.num_rows - table.num_rows % ROW_GROUP_ROWS
+        cut = table.num_rows if final else full
+        if cut or (final and not self._wrote):
+            self._writer.write_table(table.slice(0, cut), row_group_size=ROW_GROUP_ROWS)
+            self._wrote = True
+        rest = table.slice(cut)
+        self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def close(self) -> None:
+        """Write what is left and move the file into place."""
+        try:
+            self._flush(final=True)
+            self._writer.close()
+            os.chmod(self._tmp, 0o666 & ~_umask())
+            with open(self._tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def abort(self) -> None:
+        """Drop the temp file; `path` keeps what it had."""
+        try:
+            self._writer.close()
+        except Exception:  # noqa: BLE001 - the file is being thrown away
+            pass
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> RowGroupWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def read(name: str, path: str | Path) -> pa.Table:

@@ -173,17 +173,27 @@ def min_detectable_drop(n_prev: int, n_curr: int | None = None, delta0: float = 
 def benjamini_hochberg(p_values, q: float) -> np.ndarray:
     """Bool mask of the hypotheses Benjamini-Hochberg rejects at FDR level q (step-up, ties included)."""
     p = np.asarray(p_values, dtype=np.float64)
+    values, counts = np.unique(p, return_counts=True)
+    return p <= benjamini_hochberg_cutoff(values, counts, q)
+
+
+def benjamini_hochberg_cutoff(p_values, counts, q: float) -> float:
+    """Benjamini-Hochberg on a histogram: `counts[j]` hypotheses have p-value `p_values[j]` (m = their
+    sum). Returns the largest p-value the step-up rejects, every p at or below it being rejected, or
+    −1.0 when none is. A distinct value v with C(v) p-values at or below it passes iff v ≤ q·C(v)/m
+    (the last of its ties has the largest bound), so 10^8 tested pairs with a few thousand distinct
+    p-values cost a few thousand comparisons."""
     if not 0 < q < 1:
         raise ValueError(f"the FDR level must be in (0, 1), got {q}")
-    m = len(p)
+    p = np.asarray(p_values, dtype=np.float64)
+    c = np.asarray(counts, dtype=np.int64)
+    values, inverse = np.unique(p, return_inverse=True)
+    merged = np.bincount(inverse.ravel(), weights=c.ravel(), minlength=len(values)).astype(np.int64)
+    m = int(merged.sum())
     if m == 0:
-        return np.zeros(0, dtype=bool)
-    order = np.argsort(p, kind="stable")
-    passed = p[order] <= q * np.arange(1, m + 1) / m
-    if not passed.any():
-        return np.zeros(m, dtype=bool)
-    cutoff = p[order][np.flatnonzero(passed)[-1]]
-    return p <= cutoff
+        return -1.0
+    passed = values <= q * np.cumsum(merged) / m
+    return float(values[np.flatnonzero(passed)[-1]]) if passed.any() else -1.0
 
 
 def critical_index(potentials: np.ndarray, threshold: float = 0.05) -> int | None:

@@ -59,7 +59,7 @@ def main() -> None:
     schema.write("candidates", rows, schema.PATHS["candidates"])
     schema.write("control", control, schema.PATHS["control"])
 
-    con = duck.connect(Path("."), ["candidates", "cliffs", "potentials", "token_stats", "trace_cliffs"])
+    con = duck.connect(Path("."), ["candidates", "cliffs", "potentials", "token_stats", "trace_cliffs"], params.analysis)
     duck.assert_checks(con)
     cpm = duck.table_files(duck.run_sql_file(con, "cpm_by_category", {}), "category")
     Path("metrics").mkdir(exist_ok=True)

@@ -20,7 +20,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
     cfg = params.entropy
-    con = duck.connect(Path("."), ["cliffs", "trace_cliffs", "token_stats"])
+    con = duck.connect(Path("."), ["cliffs", "trace_cliffs", "token_stats"], params.analysis)
     taxonomy = {"include_empty_prefix": params.cliffs.use_empty_prefix, "use_full_entropy": params.cliffs.entropy == "full"}
     entropy_rank = duck.table_files(duck.run_sql_file(con, "entropy_rank", {
         **taxonomy, "entropy_threshold": binary_entropy(params.cliffs.entropy_boundary_p)}), "cell")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from cliffdata import schema
@@ -44,11 +47,36 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(schema.pq, "write_table", boom)
+    monkeypatch.setattr(schema.pq.ParquetWriter, "write_table", boom)
     with pytest.raises(OSError, match="disk full"):
         schema.write("problems", ROWS + ROWS, tmp_path / "problems.parquet")
     assert (tmp_path / "problems.parquet").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["problems.parquet"]
+
+
+def test_row_group_writer_bytes_do_not_depend_on_the_cuts(tmp_path, monkeypatch):
+    """A stream of tables in any cuts gives the bytes of pyarrow's write_table of all rows at once, in
+    row groups of exactly ROW_GROUP_ROWS rows; an aborted stream leaves the old file and no temp."""
+    monkeypatch.setattr(schema, "ROW_GROUP_ROWS", 1000)
+    n = 3500
+    table = pa.table({"a": np.arange(n), "b": pa.array([f"t{i:05d}" for i in range(n)])})
+    pq.write_table(table, tmp_path / "ref.parquet", compression="zstd", write_statistics=True, row_group_size=1000)
+    with schema.RowGroupWriter(tmp_path / "x.parquet", table.schema) as writer:
+        for lo, hi in [(0, 7), (7, 1500), (1500, 1500), (1500, 3499), (3499, 3500)]:
+            writer.write(table.slice(lo, hi - lo))
+    assert (tmp_path / "x.parquet").read_bytes() == (tmp_path / "ref.parquet").read_bytes()
+    assert pq.ParquetFile(tmp_path / "x.parquet").metadata.num_row_groups == 4
+    with schema.RowGroupWriter(tmp_path / "empty.parquet", table.schema):
+        pass
+    pq.write_table(table.slice(0, 0), tmp_path / "ref0.parquet", compression="zstd", write_statistics=True)
+    assert (tmp_path / "empty.parquet").read_bytes() == (tmp_path / "ref0.parquet").read_bytes()
+    before = (tmp_path / "x.parquet").read_bytes()
+    with pytest.raises(RuntimeError, match="stop"):
+        with schema.RowGroupWriter(tmp_path / "x.parquet", table.schema) as writer:
+            writer.write(table.slice(0, 2500))
+            raise RuntimeError("stop")
+    assert (tmp_path / "x.parquet").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.parquet", "ref.parquet", "ref0.parquet", "x.parquet"]
 
 
 def test_tree_digest_covers_names_and_contents(tmp_path):
