@@ -40,13 +40,17 @@ CATEGORIES = ("deterministic", "uncertain", "sampled_off", "other")
 FIXED_BITS = 90         # the per-trace sums of q are exact integers in units of 2^-90 (up to 2^37 pairs a trace)
 
 
-def categories(entropy, is_greedy, threshold: float) -> np.ndarray:
-    """Protocol §4, on arrays: H ≤ H* and greedy → deterministic; H > H*: greedy → uncertain, else
-    sampled_off; H ≤ H* and not greedy → other."""
+def category_codes(entropy, is_greedy, threshold: float) -> np.ndarray:
+    """Protocol §4, on arrays, as indices into CATEGORIES: H ≤ H* and greedy → deterministic; H > H*:
+    greedy → uncertain, else sampled_off; H ≤ H* and not greedy → other."""
     high = np.asarray(entropy, dtype=np.float64) > threshold
     greedy = np.asarray(is_greedy, dtype=bool)
-    return np.where(high, np.where(greedy, "uncertain", "sampled_off"),
-                    np.where(greedy, "deterministic", "other")).astype(object)
+    return np.where(high, np.where(greedy, 1, 2), np.where(greedy, 0, 3)).astype(np.int8)
+
+
+def categories(entropy, is_greedy, threshold: float) -> np.ndarray:
+    """`category_codes` as names."""
+    return np.array(CATEGORIES, dtype=object)[category_codes(entropy, is_greedy, threshold)]
 
 
 def categorize(entropy: float, is_greedy: bool, threshold: float) -> str:
@@ -54,10 +58,17 @@ def categorize(entropy: float, is_greedy: bool, threshold: float) -> str:
     return str(categories([entropy], [is_greedy], threshold)[0])
 
 
-def thirds(relative_position) -> np.ndarray:
-    """early (< 1/3) | mid (< 2/3) | late, on an array of relative positions."""
+THIRDS = ("early", "mid", "late")
+
+
+def third_codes(relative_position) -> np.ndarray:
+    """Indices into THIRDS: early (< 1/3) | mid (< 2/3) | late."""
     r = np.asarray(relative_position, dtype=np.float64)
-    return np.where(r < 1 / 3, "early", np.where(r < 2 / 3, "mid", "late")).astype(object)
+    return np.where(r < 1 / 3, 0, np.where(r < 2 / 3, 1, 2)).astype(np.int8)
+
+
+def thirds(relative_position) -> np.ndarray:
+    return np.array(THIRDS, dtype=object)[third_codes(relative_position)]
 
 
 def third(relative_position: float) -> str:
@@ -132,13 +143,16 @@ LIMB_BITS, NUM_LIMBS = 30, 4       # q in units of 2^-120: exact for q >= 2^-67,
 
 
 def _limbs(values: np.ndarray) -> np.ndarray:
-    """(NUM_LIMBS, n) int64: round(v · 2^120) cut in 30-bit limbs, most significant first."""
-    out = np.zeros((NUM_LIMBS, len(values)), dtype=np.int64)
-    mask = (1 << LIMB_BITS) - 1
-    for j, v in enumerate(values.tolist()):
-        fixed = round(math.ldexp(v, LIMB_BITS * NUM_LIMBS))
-        for limb in range(NUM_LIMBS):
-            out[limb, j] = (fixed >> (LIMB_BITS * (NUM_LIMBS - 1 - limb))) & mask
+    """(NUM_LIMBS, n) int64: round(v · 2^120) for v in [0, 1] cut in 30-bit limbs, most significant
+    first (each step a power-of-2 scaling and a floor: exact in float64; the last limb rounds half
+    to even, as Python's round, and may carry 2^30 into itself, which the sums absorb)."""
+    rest = np.asarray(values, dtype=np.float64)
+    out = np.zeros((NUM_LIMBS, len(rest)), dtype=np.int64)
+    for limb in range(NUM_LIMBS):
+        scaled = np.ldexp(rest, LIMB_BITS)
+        part = np.rint(scaled) if limb == NUM_LIMBS - 1 else np.floor(scaled)
+        out[limb] = part.astype(np.int64)
+        rest = scaled - part
     return out
 
 
@@ -151,6 +165,9 @@ def _from_limbs(sums: np.ndarray) -> list[float]:
     return [math.ldexp(float(t), -LIMB_BITS * NUM_LIMBS) if t else 0.0 for t in totals]
 
 
+# Checks the scan itself enforces (it raises on a key that does not come strictly after the one
+# before it), so the cliffs stage need not run them as SQL (a hash aggregate over 10^8 keys, ~25 s)
+SCAN_VERIFIED = ("unique_potentials", "unique_token_stats")
 POTENTIAL_COLUMNS = ["trace_id", "token_index", "num_rollouts", "num_correct", "potential"]
 STAT_COLUMNS = ["trace_id", "token_index", "token_id", "max_drop", "rank", "is_greedy"]
 TRACE_COLUMNS = ["trace_id", "problem_id", "is_correct", "num_tokens"]
@@ -175,7 +192,7 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
     coder = TraceCoder(meta["trace_id"], "traces")
     problem_ids = meta["problem_id"].combine_chunks()
     is_correct = meta["is_correct"].combine_chunks()
-    trace_lengths = meta["num_tokens"].to_numpy().astype(np.int64)
+    trace_lengths = _np(meta["num_tokens"]).astype(np.int64)
     dataset_names, dataset_ids = np.unique(np.array([dataset_of(p) for p in problem_ids.to_pylist()], dtype=object),
                                            return_inverse=True)
     entropy_col = "entropy" if cfg.entropy == "top20" else "entropy_full"
@@ -192,16 +209,16 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
 
     for chunk in pots.chunks(chunk_rows):
         table, codes = chunk.table, chunk.codes
-        idx = table["token_index"].to_numpy().astype(np.int64)
+        idx = _np(table["token_index"]).astype(np.int64)
         if not cfg.use_empty_prefix:
             keep = idx >= 0
             table, codes, idx = table.filter(pa.array(keep)), codes[keep], idx[keep]
         st = stats.take_until(chunk.last_code)
         if len(codes) == 0:
             continue
-        n = table["num_rollouts"].to_numpy().astype(np.int64)
-        k = table["num_correct"].to_numpy().astype(np.int64)
-        pot = table["potential"].to_numpy()
+        n = _np(table["num_rollouts"]).astype(np.int64)
+        k = _np(table["num_correct"]).astype(np.int64)
+        pot = _np(table["potential"])
         starts, row_trace = _segments(codes)
         trace_codes = codes[starts]
         same = np.r_[False, codes[1:] == codes[:-1]]
@@ -212,14 +229,14 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
         fires[t] = lookup.fires[cell]
 
         # token_stats rows of the same (trace, token) by merging the two sorted keys
-        st_key = (st.codes << 32) | (st.table["token_index"].to_numpy().astype(np.int64) + 1) if len(st.codes) else np.zeros(0, np.int64)
+        st_key = (st.codes << 32) | (_np(st.table["token_index"]).astype(np.int64) + 1) if len(st.codes) else np.zeros(0, np.int64)
         key = (codes << 32) | (idx + 1)
         pos = np.searchsorted(st_key, key)
         matched = pos < len(st_key)
         matched[matched] = st_key[pos[matched]] == key[matched]
         max_drop = np.full(len(idx), np.nan)
         if len(st_key):
-            md = st.table["max_drop"].to_numpy(zero_copy_only=False).astype(np.float64)   # null -> nan
+            md = _np(st.table["max_drop"]).astype(np.float64)   # null -> nan
             max_drop[matched] = md[pos[matched]]
         feasible_t = max_drop[t] >= lookup.delta_min[cell]
 
@@ -234,11 +251,14 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
         feasible = np.zeros(len(idx), dtype=np.int64)
         feasible[t] = feasible_t
         num_feasible = np.add.reduceat(feasible, starts)
+        # exact per-trace sums of q and q(1 - q): limb-wise prefix sums over the tested pairs
+        first_t = np.searchsorted(t, starts)
+        end_t = np.r_[first_t[1:], len(t)]
         sums = {}
         for name in ("q_limbs", "var_limbs"):
-            limbs = np.zeros((NUM_LIMBS, len(idx)), dtype=np.int64)
-            limbs[:, t] = getattr(lookup, name)[:, cell]
-            sums[name] = _from_limbs(np.add.reduceat(limbs, starts, axis=1))
+            prefix = np.zeros((NUM_LIMBS, len(t) + 1), dtype=np.int64)
+            np.cumsum(getattr(lookup, name)[:, cell], axis=1, out=prefix[:, 1:])
+            sums[name] = _from_limbs(prefix[:, end_t] - prefix[:, first_t])
         if cfg.fdr_q is not None:
             ds = dataset_ids[codes[t]]
             for d in np.unique(ds):
@@ -264,20 +284,21 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
             raise ValueError(f"token_stats has no row for the cliff at trace {coder.ids[int(codes[miss])].as_py()!r}, "
                              f"token {int(idx[miss])}")
         sj = pos[j]
-        token_ids = st.table["token_id"].to_numpy()[sj] if len(j) else np.zeros(0, np.int32)
+        token_ids = _np(st.table["token_id"])[sj] if len(j) else np.zeros(0, np.int32)
         rel = idx[j] / num_tokens[row_trace[j]]
         cell_j = np.searchsorted(t, j)
-        entropy = st.table[entropy_col].to_numpy(zero_copy_only=False)[sj] if len(j) else np.zeros(0)
-        greedy = st.table["is_greedy"].to_numpy(zero_copy_only=False)[sj] if len(j) else np.zeros(0, bool)
-        rank = st.table["rank"].to_numpy(zero_copy_only=False)[sj] if len(j) else np.zeros(0, np.int32)
+        entropy = _np(st.table[entropy_col])[sj] if len(j) else np.zeros(0)
+        greedy = _np(st.table["is_greedy"])[sj] if len(j) else np.zeros(0, bool)
+        rank = _np(st.table["rank"])[sj] if len(j) else np.zeros(0, np.int32)
         first_in_trace = np.r_[True, cj[1:] != cj[:-1]] if len(j) else np.zeros(0, bool)
         cliffs = {
             "trace_id": coder.ids.take(pa.array(cj)), "problem_id": problem_ids.take(pa.array(cj)),
             "token_index": idx[j], "token_id": token_ids, "is_correct": is_correct.take(pa.array(cj)),
             "p_prev": pot[j - 1], "potential": pot[j], "num_rollouts_prev": n[j - 1], "num_rollouts": n[j],
             "delta": pot[j - 1] - pot[j], "is_first": first_in_trace, "relative_position": rel,
-            "third": thirds(rel), "entropy": entropy, "rank": rank, "is_greedy": greedy,
-            "category": categories(entropy, greedy, threshold), "p_value": lookup.p_value[cell[cell_j]],
+            "third": _labels(THIRDS, third_codes(rel)), "entropy": entropy, "rank": rank, "is_greedy": greedy,
+            "category": _labels(CATEGORIES, category_codes(entropy, greedy, threshold)),
+            "p_value": lookup.p_value[cell[cell_j]],
             "max_drop": pa.array(max_drop[j], mask=np.isnan(max_drop[j])),
             "feasible": pa.array(feasible_t[cell_j], mask=np.isnan(max_drop[j])),
             "fdr_significant": pa.nulls(len(j), pa.bool_()),
@@ -289,6 +310,15 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
             used = np.flatnonzero(counts)
             histograms[str(dataset_names[d])] = (lookup.p_value[used], counts[used])
         yield histograms, None
+
+
+def _np(column: pa.ChunkedArray) -> np.ndarray:
+    """A column as one numpy array (nulls of floats as NaN)."""
+    return column.combine_chunks().to_numpy(zero_copy_only=False)
+
+
+def _labels(names: tuple[str, ...], codes: np.ndarray) -> pa.Array:
+    return pa.array(names, pa.string()).take(pa.array(codes))
 
 
 def _scan_part(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int,
@@ -307,13 +337,14 @@ def _scan_part(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: i
 
 def _parts(traces, potentials, workers: int) -> list[tuple[int, int] | None]:
     """Trace ranges of about equal potentials rows, cut at row group boundaries; [None] (one
-    in-process scan) for in-memory tables, one worker, or fewer than four row groups a worker."""
+    in-process scan) for in-memory tables, one worker, or fewer than eight row groups (8 Mi rows) a
+    worker: a worker costs an interpreter start (~1.5 s) before it saves anything."""
     from cliffdata.scan import TraceCoder, row_group_starts, source_batches
 
     if workers <= 1 or any(isinstance(x, pa.Table) for x in (traces, potentials)):
         return [None]
     groups = row_group_starts(Path(potentials))
-    if len(groups) < 4 * workers or any(first is None for _, first in groups):
+    if len(groups) < 8 * workers or any(first is None for _, first in groups):
         return [None]
     ids = pa.Table.from_batches(list(source_batches(traces, ["trace_id"])))["trace_id"]
     coder = TraceCoder(ids, "traces")

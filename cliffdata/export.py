@@ -47,9 +47,11 @@ import hashlib
 import json
 import logging
 import math
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -279,63 +281,94 @@ value 0 with `num_rollouts` 0. Load with `datasets.load_from_disk("<this folder>
 """
 
 
-def potentials_dataset(root: Path):
-    """A `datasets.Dataset` of token-level value labels (one row per trace with potentials)."""
+POTENTIAL_FEATURES = {
+    "trace_id": "string", "problem_id": "string", "dataset": "string", "question": "string", "answer": "string",
+    "prompt_ids": ["int32"], "response_ids": ["int32"], "response_text": "string", "is_correct": "bool",
+    "values": ["float64"], "num_rollouts": ["int32"], "num_correct": ["int32"], "empty_prefix_value": "float64",
+    "is_cliff": ["bool"], "cliff_category": ["string"],
+}
+
+
+def _features():
     import datasets
 
-    traces = schema.read("traces", root / schema.PATHS["traces"]).to_pylist()
-    problems = {p["problem_id"]: p for p in schema.read("problems", root / schema.PATHS["problems"]).to_pylist()}
-    pots = schema.read("potentials", root / schema.PATHS["potentials"]).to_pandas()
-    cliffs = schema.read("cliffs", root / schema.PATHS["cliffs"]).to_pylist()
-    by_trace = {k: g for k, g in pots.groupby("trace_id", sort=False)}
-    cliff_at = {(c["trace_id"], c["token_index"]): c["category"] for c in cliffs}
-    rows = []
-    for t in traces:
-        group = by_trace.get(t["trace_id"])
-        if group is None:
-            continue
-        T = len(t["response_ids"])
-        values: list[float | None] = [None] * T
-        n, k = [0] * T, [0] * T
-        empty = None
-        for i, ni, ki, p in zip(group.token_index, group.num_rollouts, group.num_correct, group.potential):
-            if i == -1:
-                empty = float(p) if ni > 0 else None
-            elif 0 <= i < T:
-                values[i], n[i], k[i] = float(p), int(ni), int(ki)
-        problem = problems.get(t["problem_id"], {})
-        rows.append({"trace_id": t["trace_id"], "problem_id": t["problem_id"], "dataset": problem.get("dataset"),
-                     "question": problem.get("question"), "answer": problem.get("answer"),
-                     "prompt_ids": t["prompt_ids"], "response_ids": t["response_ids"],
-                     "response_text": t["response_text"], "is_correct": t["is_correct"], "values": values,
-                     "num_rollouts": n, "num_correct": k, "empty_prefix_value": empty,
-                     "is_cliff": [(t["trace_id"], i) in cliff_at for i in range(T)],
-                     "cliff_category": [cliff_at.get((t["trace_id"], i)) for i in range(T)]})
-    features = datasets.Features({
-        "trace_id": datasets.Value("string"), "problem_id": datasets.Value("string"),
-        "dataset": datasets.Value("string"), "question": datasets.Value("string"), "answer": datasets.Value("string"),
-        "prompt_ids": datasets.Sequence(datasets.Value("int32")), "response_ids": datasets.Sequence(datasets.Value("int32")),
-        "response_text": datasets.Value("string"), "is_correct": datasets.Value("bool"),
-        "values": datasets.Sequence(datasets.Value("float64")), "num_rollouts": datasets.Sequence(datasets.Value("int32")),
-        "num_correct": datasets.Sequence(datasets.Value("int32")), "empty_prefix_value": datasets.Value("float64"),
-        "is_cliff": datasets.Sequence(datasets.Value("bool")), "cliff_category": datasets.Sequence(datasets.Value("string")),
-    })
-    ds = datasets.Dataset.from_list(rows, features=features)
-    stats = {"modes": ", ".join(sorted(pots["mode"].unique())) or "none",
-             "n_values": ", ".join(str(v) for v in sorted(pots.loc[pots.num_rollouts > 0, "num_rollouts"].unique())) or "none",
-             "num_cliffs": len(cliffs)}
-    return ds, stats
+    return datasets.Features({name: datasets.Sequence(datasets.Value(kind[0])) if isinstance(kind, list)
+                              else datasets.Value(kind) for name, kind in POTENTIAL_FEATURES.items()})
+
+
+def potential_rows(root: Path, counts: dict | None = None):
+    """The export's rows (one per trace with potentials, in trace id order), streamed: potentials and
+    traces are read a chunk of whole traces at a time (`cliffdata.scan`), so a 10^8-row potentials
+    file is never in memory. `counts`, when given, is filled with the card's counts as rows go by."""
+    from cliffdata.scan import KeyedStream, TraceCoder, source_batches
+
+    root = Path(root)
+    paths = {name: root / schema.PATHS[name] for name in ("traces", "potentials", "problems", "cliffs")}
+    problems = {p["problem_id"]: p for p in schema.read("problems", paths["problems"]).to_pylist()}
+    cliff_at = {(c["trace_id"], c["token_index"]): c["category"]
+                for c in schema.read("cliffs", paths["cliffs"]).select(["trace_id", "token_index", "category"]).to_pylist()}
+    coder = TraceCoder(pa.Table.from_batches(list(source_batches(paths["traces"], ["trace_id"])))["trace_id"], "traces")
+    pots = KeyedStream(source_batches(paths["potentials"], ["trace_id", "token_index", "mode", "num_rollouts",
+                                                            "num_correct", "potential"]), coder, "potentials")
+    traces = KeyedStream(source_batches(paths["traces"], list(schema.TRACES.names)), coder, "traces", index=None)
+    counts = {} if counts is None else counts
+    counts.update(num_traces=0, num_correct=0, num_failed=0, num_ungradable=0, num_tokens=0, num_labelled=0,
+                  num_cliffs=len(cliff_at))
+    modes, n_values = set(), set()
+    for chunk in pots.chunks():
+        rows_of = {t["trace_id"]: t for t in traces.take_until(chunk.last_code).table.to_pylist()}
+        table = chunk.table.to_pydict()
+        modes.update(table["mode"])
+        n_values.update(n for n in table["num_rollouts"] if n > 0)
+        starts = np.flatnonzero(np.r_[True, chunk.codes[1:] != chunk.codes[:-1]])
+        for lo, hi in zip(starts, np.r_[starts[1:], len(chunk.codes)]):
+            trace_id = coder.trace_id(int(chunk.codes[lo]))
+            t = rows_of[trace_id]
+            T = len(t["response_ids"])
+            values: list[float | None] = [None] * T
+            n, k = [0] * T, [0] * T
+            empty = None
+            for j in range(lo, hi):
+                i, ni, ki, p = (table[c][j] for c in ("token_index", "num_rollouts", "num_correct", "potential"))
+                if i == -1:
+                    empty = float(p) if ni > 0 else None
+                elif 0 <= i < T:
+                    values[i], n[i], k[i] = float(p), int(ni), int(ki)
+            problem = problems.get(t["problem_id"], {})
+            counts["num_traces"] += 1
+            counts["num_correct" if t["is_correct"] is True else "num_failed" if t["is_correct"] is False
+                   else "num_ungradable"] += 1
+            counts["num_tokens"] += T
+            counts["num_labelled"] += sum(v is not None for v in values)
+            yield {"trace_id": trace_id, "problem_id": t["problem_id"], "dataset": problem.get("dataset"),
+                   "question": problem.get("question"), "answer": problem.get("answer"),
+                   "prompt_ids": t["prompt_ids"], "response_ids": t["response_ids"],
+                   "response_text": t["response_text"], "is_correct": t["is_correct"], "values": values,
+                   "num_rollouts": n, "num_correct": k, "empty_prefix_value": empty,
+                   "is_cliff": [(trace_id, i) in cliff_at for i in range(T)],
+                   "cliff_category": [cliff_at.get((trace_id, i)) for i in range(T)]}
+    counts["modes"] = ", ".join(sorted(modes)) or "none"
+    counts["n_values"] = ", ".join(str(v) for v in sorted(n_values)) or "none"
 
 
 def export_potentials(root: Path, out: Path, title: str = "cliffdata token-level value labels") -> dict:
-    """Save the potentials dataset under `out` (`save_to_disk`) with a dataset card; returns its counts."""
-    ds, stats = potentials_dataset(root)
-    ds.save_to_disk(str(out))
-    correct = ds["is_correct"]
-    counts = {"num_traces": len(ds), "num_correct": sum(c is True for c in correct),
-              "num_failed": sum(c is False for c in correct), "num_ungradable": sum(c is None for c in correct),
-              "num_tokens": sum(len(r) for r in ds["response_ids"]),
-              "num_labelled": sum(v is not None for vs in ds["values"] for v in vs), **stats}
+    """Save the potentials dataset under `out` (`save_to_disk`) with a dataset card; returns its counts.
+
+    The rows stream from `potential_rows` into Arrow shards of a writer (datasets' own ArrowWriter,
+    a temp folder), so the export's memory does not grow with the dataset."""
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+
+    counts: dict = {}
+    features = _features()
+    with tempfile.TemporaryDirectory(prefix="cliffdata-export-") as tmp:
+        arrow = Path(tmp) / "potentials.arrow"
+        with ArrowWriter(features=features, path=str(arrow), writer_batch_size=1000) as writer:
+            for row in potential_rows(Path(root), counts):
+                writer.write(row)
+            writer.finalize()
+        ds = datasets.Dataset.from_file(str(arrow))
+        ds.save_to_disk(str(out))
     (Path(out) / "README.md").write_text(CARD.format(title=title, **counts), encoding="utf-8")
     log.info("potentials: %d traces, %d labelled positions -> %s", counts["num_traces"], counts["num_labelled"], out)
     return counts

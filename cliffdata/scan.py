@@ -127,8 +127,8 @@ class TraceCoder:
             missing = pc.filter(values, pc.is_null(found))
             raise ValueError(f"{where} names trace {missing[0].as_py()!r}, which is not in the traces dataset "
                              f"({len(missing)} such traces)")
-        dictionary_codes = found.to_numpy(zero_copy_only=False).astype(np.int64) + lo
-        return dictionary_codes[column.indices.to_numpy(zero_copy_only=False)]
+        dictionary_codes = found.to_numpy().astype(np.int64) + lo
+        return dictionary_codes[column.indices.to_numpy()]
 
 
 @dataclass
@@ -146,7 +146,8 @@ class KeyedStream:
     """A dataset's batches with trace codes, checked to be in strict (trace, token_index) order."""
 
     def __init__(self, batches: Iterable[pa.RecordBatch], coder: TraceCoder, where: str,
-                 codes: tuple[int, int] | None = None):
+                 codes: tuple[int, int] | None = None, index: str | None = "token_index"):
+        self._index = index                # None: one row per trace (the traces dataset)
         self._batches = iter(batches)
         self._coder = coder
         self._where = where
@@ -172,7 +173,8 @@ class KeyedStream:
                 self._done = True          # sorted: nothing later is in range
             if not keep.all():
                 batch, codes = batch.filter(pa.array(keep)), codes[keep]
-        index = batch.column("token_index").to_numpy(zero_copy_only=False).astype(np.int64)
+        index = (batch.column(self._index).to_numpy().astype(np.int64) if self._index
+                 else np.zeros(len(codes), dtype=np.int64))
         key = (codes << 32) | (index + 1)
         order = np.empty(len(key) + 1, dtype=np.int64)
         order[0] = self._last_key
@@ -180,9 +182,10 @@ class KeyedStream:
         bad = np.flatnonzero(np.diff(order) <= 0)
         if len(bad):
             j = int(bad[0])
-            raise ValueError(f"{self._where}: row ({self._coder.trace_id(int(codes[j]))!r}, token_index {int(index[j])}) "
-                             f"repeats or comes before the row above it: the dataset must be sorted by (trace_id, "
-                             f"token_index) with unique keys (write it with schema.write)")
+            row = f"({self._coder.trace_id(int(codes[j]))!r}, {self._index} {int(index[j])})" if self._index \
+                else repr(self._coder.trace_id(int(codes[j])))
+            raise ValueError(f"{self._where}: row {row} repeats or comes before the row above it: the dataset must be "
+                             f"sorted by its key with unique keys (write it with schema.write)")
         if len(key):
             self._last_key = int(key[-1])
         self._codes.append(codes)
@@ -225,3 +228,85 @@ class KeyedStream:
             self._pull()
         codes = np.concatenate(self._codes) if self._codes else np.zeros(0, dtype=np.int64)
         return self._split(int(np.searchsorted(codes, last_code, side="right")))
+
+
+class TraceRows:
+    """Random access to one trace's rows of a large dataset sorted by trace (potentials, token_stats),
+    reading only the row groups whose trace id statistics can hold it and keeping the last few in
+    memory: a pass over traces in id order (the report's) reads each row group once.
+
+        pots = TraceRows(path, ["trace_id", "token_index", "potential"])
+        pots.get("gsm1k/0000001#0")          # a pandas DataFrame of its rows, or None
+        "gsm1k/0000001#0" in pots; sorted(pots)
+    """
+
+    def __init__(self, source: str | Path, columns: list[str], cache_groups: int = 2):
+        self._columns = columns if "trace_id" in columns else ["trace_id", *columns]
+        self._groups = []                         # (file, group, min id, max id)
+        for path in dataset_files(source):
+            reader = pq.ParquetFile(path)
+            column = reader.schema_arrow.get_field_index("trace_id")
+            for group in range(reader.num_row_groups):
+                low, high = _trace_bounds(reader.metadata.row_group(group), column)
+                self._groups.append((path, group, low, high))
+        if not self._groups and not dataset_files(source):
+            raise ValueError(f"{source}: no such dataset (file or folder of .parquet parts)")
+        self._cache: dict[tuple[Path, int], tuple[pa.Table, dict[str, tuple[int, int]]]] = {}
+        self._cache_groups = cache_groups
+        self._ids: list[str] | None = None
+
+    def _group(self, path: Path, group: int) -> tuple[pa.Table, dict[str, tuple[int, int]]]:
+        key = (path, group)
+        if key not in self._cache:
+            table = pq.ParquetFile(path).read_row_group(group, columns=self._columns)
+            ids = table["trace_id"].combine_chunks()
+            starts = np.flatnonzero(np.r_[True, pc.not_equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False)]) \
+                if len(ids) else np.zeros(0, dtype=np.int64)
+            ends = np.r_[starts[1:], len(ids)]
+            spans = dict(zip(ids.take(pa.array(starts)).to_pylist(), zip(starts.tolist(), ends.tolist())))
+            if len(self._cache) >= self._cache_groups:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = (table, spans)
+        return self._cache[key]
+
+    def table(self, trace_id: str) -> pa.Table | None:
+        """The trace's rows (file order), or None when it has none."""
+        parts = []
+        for path, group, low, high in self._groups:
+            if low is not None and high is not None and not low <= trace_id <= high:
+                continue
+            table, spans = self._group(path, group)
+            if trace_id in spans:
+                start, end = spans[trace_id]
+                parts.append(table.slice(start, end - start))
+        return pa.concat_tables(parts) if parts else None
+
+    def get(self, trace_id: str, default=None):
+        table = self.table(trace_id)
+        return default if table is None else table.to_pandas()
+
+    def __getitem__(self, trace_id: str):
+        frame = self.get(trace_id)
+        if frame is None:
+            raise KeyError(trace_id)
+        return frame
+
+    def __contains__(self, trace_id: object) -> bool:
+        return isinstance(trace_id, str) and trace_id in set(self.trace_ids())
+
+    def trace_ids(self) -> list[str]:
+        """Every trace with rows, sorted (one pass over the trace id column)."""
+        if self._ids is None:
+            ids: set[str] = set()
+            for path, group, _, _ in self._groups:
+                column = pq.ParquetFile(path, read_dictionary=["trace_id"]).read_row_group(group, columns=["trace_id"])
+                for chunk in column["trace_id"].chunks:
+                    ids.update(chunk.dictionary.to_pylist())
+            self._ids = sorted(ids)
+        return self._ids
+
+    def __iter__(self):
+        return iter(self.trace_ids())
+
+    def __len__(self) -> int:
+        return len(self.trace_ids())

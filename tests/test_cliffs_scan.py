@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cliffdata import schema
-from cliffdata.cliffs import cliff_tables
+from cliffdata.cliffs import _parts, cliff_tables
 from cliffdata.config import CliffsConfig
 from cliffdata.synthetic import write_study
 from cliffs_reference import find_cliffs_reference
@@ -28,7 +28,7 @@ SUMS = ("expected_false_cliffs", "false_cliffs_variance")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(schema, "ROW_GROUP_ROWS", 4096)         # many row groups in a small study
+        mp.setattr(schema, "ROW_GROUP_ROWS", 2048)         # many row groups in a small study
         sizes = write_study(root, rows=60_000, seed=3, traces_per_chunk=40)
     return root, sizes
 
@@ -66,6 +66,7 @@ def test_two_workers_and_folders_of_parts_give_the_same_tables(study, tmp_path):
     root, _ = study
     cfg = CONFIGS["loose"]
     want = cliff_tables(*paths(root), cfg)
+    assert len(_parts(paths(root)[0], paths(root)[1], 2)) == 2          # two trace ranges, one in a subprocess
     assert_same(cliff_tables(*paths(root), cfg, workers=2), want)
     # potentials and token_stats as folders of three parts each (DVC tracks the folder)
     for name in ("potentials", "token_stats"):

@@ -202,7 +202,8 @@ def test_potential_plots_for_dvc(root, tiny_tokenizer, tmp_path):
 
 def test_trace_without_potentials_or_stats_still_gets_a_page(root, tiny_tokenizer, tmp_path):
     data = load_report_data(root)
-    del data.potentials["arith/a-1#0"], data.token_stats["arith/a-1#0"]
+    data.potentials = {t: data.potentials[t] for t in data.potentials if t != "arith/a-1#0"}
+    data.token_stats = {t: data.token_stats[t] for t in data.token_stats if t != "arith/a-1#0"}
     build_report(data, tiny_tokenizer, tmp_path / "reports")
     page = page_data((tmp_path / "reports/traces" / page_name("arith/a-1#0")).read_text())
     assert page["pot"] == {"i": [], "n": [], "k": []} and page["lp"] == [] and page["mode"] is None
@@ -256,3 +257,32 @@ def test_failed_report_keeps_the_previous_one(root, tiny_tokenizer, tmp_path, mo
         build_report(load_report_data(root), tiny_tokenizer, out)
     assert (out / "index.html").read_text() == index
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".site.")) == []
+
+
+def test_trace_rows_reads_a_trace_at_a_time(tmp_path, monkeypatch):
+    """[J] 2: the report reads potentials / token_stats a trace at a time from their row groups (a trace
+    may span two), equal to the rows of a full read, from a file or a folder of parts."""
+    import pyarrow.parquet as pq
+
+    from cliffdata import schema
+    from cliffdata.scan import TraceRows
+    from cliffdata.synthetic import write_study
+
+    monkeypatch.setattr(schema, "ROW_GROUP_ROWS", 1000)
+    write_study(tmp_path, rows=8000, seed=4, traces_per_chunk=5)
+    path = tmp_path / schema.PATHS["potentials"]
+    assert pq.ParquetFile(path).metadata.num_row_groups >= 8
+    full = pq.read_table(path).to_pandas()
+    rows = TraceRows(path, ["token_index", "potential"])
+    ids = sorted(full.trace_id.unique())
+    assert rows.trace_ids() == ids and len(rows) == len(ids) and ids[3] in rows and "nope#0" not in rows
+    for trace_id in ids:
+        want = full[full.trace_id == trace_id][["trace_id", "token_index", "potential"]].reset_index(drop=True)
+        assert rows[trace_id].equals(want)
+    assert rows.get("nope#0") is None
+    parts = tmp_path / "parts" / "potentials.parquet"
+    parts.mkdir(parents=True)
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, 3500), parts / "part-0.parquet")
+    pq.write_table(table.slice(3500), parts / "part-1.parquet")
+    assert TraceRows(parts, ["token_index", "potential"])[ids[-1]].equals(rows[ids[-1]])

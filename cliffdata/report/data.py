@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from cliffdata import schema
+from cliffdata.scan import TraceRows
 from cliffdata.config import CliffsConfig
 from cliffdata.stats import pass_at_k
 
@@ -42,8 +44,8 @@ class ReportData:
     """The pipeline's datasets, indexed by trace for the page builders."""
     problems: dict[str, dict]
     traces: dict[str, dict]
-    token_stats: dict[str, pd.DataFrame]
-    potentials: dict[str, pd.DataFrame]
+    token_stats: Mapping[str, pd.DataFrame]     # scan.TraceRows: a trace's rows on demand
+    potentials: Mapping[str, pd.DataFrame]
     cliffs: dict[str, list[dict]]
     trace_cliffs: dict[str, dict]
     ablation: dict[tuple[str, int], dict[str, dict]] = field(default_factory=dict)
@@ -52,10 +54,6 @@ class ReportData:
     entropy: str = "entropy"   # the token_stats column the taxonomy used (cliffs.entropy)
     min_rollouts: int = 1      # cliffs.min_rollouts: fewer rollouts is a screening point (adaptive sweep), never tested
     critical_threshold: float = 0.05   # cliffs.critical_threshold (the critical token's definition)
-
-
-def _group(table: pd.DataFrame, key: str) -> dict[str, pd.DataFrame]:
-    return {k: g.reset_index(drop=True) for k, g in table.groupby(key, sort=False)}
 
 
 def load_report_data(root: Path, cliffs_cfg: CliffsConfig = CliffsConfig()) -> ReportData:
@@ -68,18 +66,19 @@ def load_report_data(root: Path, cliffs_cfg: CliffsConfig = CliffsConfig()) -> R
     def read(name: str):
         return schema.read(name, Path(root) / schema.PATHS[name])
 
-    stats = read("token_stats").select(["trace_id", "token_index", "token_id", "logprob", "rank", "entropy",
-                                        "entropy_full", "greedy_token_id"]).to_pandas()
-    pots = read("potentials").select(["trace_id", "token_index", "mode", "num_rollouts", "num_correct",
-                                      "is_filled"]).to_pandas()
+    # the per-token datasets are read a trace at a time (row groups by trace id statistics), not loaded
+    stats = TraceRows(Path(root) / schema.PATHS["token_stats"],
+                      ["trace_id", "token_index", "token_id", "logprob", "rank", "entropy", "entropy_full", "greedy_token_id"])
+    pots = TraceRows(Path(root) / schema.PATHS["potentials"],
+                     ["trace_id", "token_index", "mode", "num_rollouts", "num_correct", "is_filled"])
     cliffs: dict[str, list[dict]] = defaultdict(list)
     for c in read("cliffs").to_pylist():
         cliffs[c["trace_id"]].append(c)
     data = ReportData(
         problems={p["problem_id"]: p for p in read("problems").to_pylist()},
         traces={t["trace_id"]: t for t in read("traces").drop_columns(["prompt_ids"]).to_pylist()},
-        token_stats=_group(stats.sort_values(["trace_id", "token_index"]), "trace_id"),
-        potentials=_group(pots.sort_values(["trace_id", "token_index"]), "trace_id"),
+        token_stats=stats,
+        potentials=pots,
         cliffs=dict(cliffs),
         trace_cliffs={s["trace_id"]: s for s in read("trace_cliffs").to_pylist()},
         entropy="entropy" if cliffs_cfg.entropy == "top20" else "entropy_full",

@@ -51,22 +51,32 @@ baseline_tokens as (
         on t.trace_id = s.trace_id
 ),
 
-baseline_categories as (
+-- counted by (greedy, low entropy) before naming the category: 10^8 tokens hash two booleans
+baseline_groups as (
     select
         is_greedy,
-        case
-            when entropy <= $entropy_threshold and is_greedy then 'deterministic'
-            when entropy > $entropy_threshold and is_greedy then 'uncertain'
-            when entropy > $entropy_threshold and not is_greedy then 'sampled_off'
-            when entropy <= $entropy_threshold and not is_greedy then 'other'
-        end as category
+        entropy <= $entropy_threshold as low_entropy,
+        count(*) as num_tokens
     from baseline_tokens
+    group by all
+),
+
+baseline_categories as (
+    select
+        case
+            when low_entropy and is_greedy then 'deterministic'
+            when not low_entropy and is_greedy then 'uncertain'
+            when not low_entropy and not is_greedy then 'sampled_off'
+            when low_entropy and not is_greedy then 'other'
+        end as category,
+        num_tokens
+    from baseline_groups
 ),
 
 baseline_counts as (
     select
         category,
-        count(*) as baseline_count
+        sum(num_tokens)::bigint as baseline_count
     from baseline_categories
     group by category
 ),
@@ -115,9 +125,10 @@ greedy_cliffs as (
 
 greedy_baseline as (
     select
-        count(*) filter (where is_greedy) as baseline_count,
-        count(*) filter (where is_greedy) / nullif(count(*), 0) as baseline_share
-    from baseline_categories
+        coalesce(sum(num_tokens) filter (where is_greedy), 0)::bigint as baseline_count,
+        coalesce(sum(num_tokens) filter (where is_greedy), 0)::bigint
+            / nullif(coalesce(sum(num_tokens), 0)::bigint, 0) as baseline_share
+    from baseline_groups
 ),
 
 greedy_shares as (
