@@ -95,6 +95,9 @@ class CliffLookup:
         self._offsets = np.zeros(0, dtype=np.int64)          # dense pair id (a * S + b) -> first cell
         self._parts: dict[tuple[int, int], dict] = {}
         self.size = 0
+        self.fires = np.zeros(0, dtype=bool)
+        self.p_value = self.q = self.delta_min = np.zeros(0)
+        self.q_limbs = self.var_limbs = np.zeros((NUM_LIMBS, 0), dtype=np.int64)
 
     def _add(self, values: set[int]) -> None:
         self._values = sorted(set(self._values) | values)

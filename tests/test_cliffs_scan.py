@@ -137,3 +137,38 @@ def test_synthetic_study_is_deterministic(tmp_path):
     sizes = write_study(tmp_path / "c", rows=5000, seed=8)
     assert sizes["potential_rows"] >= 5000
     assert (tmp_path / "c" / schema.PATHS["potentials"]).read_bytes() != (a / schema.PATHS["potentials"]).read_bytes()
+
+
+def test_sql_reads_a_folder_of_parts(study, tmp_path):
+    """`cliffdata sql` (the sandboxed connection) and the stages' views read a dataset written as a
+    folder of parts like a file; files outside the parts stay refused."""
+    from cliffdata import duck
+
+    root, sizes = study
+    table = pq.read_table(root / schema.PATHS["potentials"])
+    folder = tmp_path / schema.PATHS["potentials"]
+    folder.mkdir(parents=True)
+    pq.write_table(table.slice(0, 20_000), folder / "part-00000.parquet")
+    pq.write_table(table.slice(20_000), folder / "part-00001.parquet")
+    (folder / ".part-00002.parquet.x.tmp").write_bytes(b"unfinished")          # an interrupted write: not a part
+    with duck.connect_sandbox(tmp_path) as con:
+        (_, rows), = duck.readonly_results(con, "select count(*), count(distinct trace_id) from potentials")
+        assert rows == [(table.num_rows, len(set(table["trace_id"].to_pylist())))]
+        with pytest.raises(Exception, match="Permission|disabled|not allowed"):
+            con.sql(f"select * from read_parquet('{root / schema.PATHS['potentials']}')").fetchall()
+    assert schema.read("potentials", folder).num_rows == sizes["potential_rows"]
+
+
+def test_traces_without_a_tested_pair():
+    """A chunk with no adjacent scored pair (one position, or gaps only) still gives every trace its
+    summary row (no lookup ever built)."""
+    traces = schema.to_table("traces", [{"trace_id": f"t#{i}", "problem_id": "x/1", "sample_index": i, "prompt_ids": [],
+                                         "response_ids": [1, 2, 3], "response_text": "", "extracted_answer": "",
+                                         "is_correct": None, "finish_reason": "stop", "num_tokens": 3} for i in range(2)])
+    potentials = schema.to_table("potentials", [
+        {"trace_id": t, "token_index": i, "mode": "adaptive", "num_rollouts": 8, "num_correct": 0, "potential": 0.0,
+         "is_filled": False, "num_generated_tokens": 0} for t, i in (("t#0", 1), ("t#1", 0), ("t#1", 2))])
+    cliffs, summaries = cliff_tables(traces, potentials, schema.TOKEN_STATS.empty_table(), CliffsConfig(fdr_q=0.1))
+    assert cliffs.num_rows == 0
+    assert summaries["num_scored"].to_pylist() == [0, 0] and summaries["expected_false_cliffs"].to_pylist() == [0.0, 0.0]
+    assert summaries["critical_index"].to_pylist() == [1, 0]
