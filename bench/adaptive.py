@@ -11,7 +11,8 @@ The curves are a seeded library (kinds in `KINDS`, lengths 50–2,000, most ≥ 
 (`--curves`: a JSON list of {"kind": str, "p": [float, ...]}). Methods:
 
 - exhaustive: every position with N = 64 rollouts (paper mode), cliffs by the protocol test (§2);
-- adaptive: `cliffdata.adaptive.adaptive_search` with `AdaptiveConfig()` defaults; cliffs by the
+- adaptive: `cliffdata.adaptive.adaptive_search` with the pipeline's `rollouts.adaptive` and `cliffs`
+  params (params.yaml, the same objects the `rollouts` stage passes) at N = 64; cliffs by the
   protocol test between adjacent evaluated positions, each side with its own N;
 - pts: pivotal-token-search-style bisection (Phi-4, Abdin et al. 2024, arXiv 2412.08905): N = 20 at
   both ends, bisect every interval with |Δp̂| ≥ 0.2 until its ends are adjacent; adjacent pairs with
@@ -48,12 +49,15 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cliffdata.adaptive import AdaptiveConfig, Oracle, adaptive_search, cliffs_from_evaluated, exhaustive_search  # noqa: E402
+from cliffdata.adaptive import Oracle, adaptive_search, cliffs_from_evaluated, exhaustive_search  # noqa: E402
+from cliffdata.config import load_params  # noqa: E402
 from cliffdata.stats import cliff_matrix, is_cliff  # noqa: E402
 
-EXHAUSTIVE_N = 64
-# The adaptive search as the pipeline runs it (params' rollouts.adaptive defaults), at N = 64.
-ADAPTIVE_CONFIG = AdaptiveConfig(num_rollouts=EXHAUSTIVE_N)
+EXHAUSTIVE_N = 64                     # the simulation's N (paper mode); the pipeline's own N is rollouts.num_rollouts
+# The adaptive search and the cliff test exactly as the pipeline runs them: params.yaml's objects.
+PARAMS = load_params(ROOT / "params.yaml")
+ADAPTIVE_CONFIG = PARAMS.rollouts.adaptive
+TEST = PARAMS.cliffs
 PTS_N = 20
 PTS_THRESHOLD = 0.2
 FALSE_CLIFFS_EPS = 0.01
@@ -75,7 +79,7 @@ DEFINITIONS = {
 
 def _min_drop_counts(k_prev: int) -> int | None:
     """Smallest drop in counts out of 64 that is a cliff from k_prev (None if none is)."""
-    row = np.flatnonzero(cliff_matrix(EXHAUSTIVE_N)[k_prev])
+    row = np.flatnonzero(cliff_matrix(EXHAUSTIVE_N, delta0=TEST.delta0, z=TEST.z)[k_prev])
     return int(k_prev - row.max()) if len(row) else None
 
 
@@ -228,7 +232,7 @@ def load_curves(path: str | Path) -> list[dict]:
 def true_cliffs(p: np.ndarray) -> list[int]:
     """Positions where the cliff test fires at N = 64 on the expected counts round(64·p)."""
     k = np.rint(EXHAUSTIVE_N * np.asarray(p, dtype=np.float64)).astype(np.int64)
-    flags = is_cliff(k[:-1], EXHAUSTIVE_N, k[1:], EXHAUSTIVE_N)
+    flags = is_cliff(k[:-1], EXHAUSTIVE_N, k[1:], EXHAUSTIVE_N, TEST.delta0, TEST.z)
     return (np.flatnonzero(flags) + 1).tolist()
 
 
@@ -298,12 +302,12 @@ def pts_search(oracle: Oracle, positions: Sequence[int], n: int = PTS_N,
 
 def _run_exhaustive(oracle, positions):
     evaluated = exhaustive_search(oracle, positions, EXHAUSTIVE_N)
-    return evaluated, cliffs_from_evaluated(evaluated)
+    return evaluated, cliffs_from_evaluated(evaluated, TEST)
 
 
 def _run_adaptive(oracle, positions):
-    evaluated = adaptive_search(oracle, positions, ADAPTIVE_CONFIG)
-    return evaluated, cliffs_from_evaluated(evaluated)
+    evaluated = adaptive_search(oracle, positions, ADAPTIVE_CONFIG, EXHAUSTIVE_N, TEST)
+    return evaluated, cliffs_from_evaluated(evaluated, TEST)
 
 
 METHODS: dict[str, Callable[[Oracle, list[int]], tuple[Evaluated, list[int]]]] = {
@@ -382,7 +386,7 @@ def run_sim(curves: list[dict], seed: int, methods: Sequence[str] = tuple(METHOD
         }
     return report | {"seed": seed, "num_curves": len(curves), "definitions": DEFINITIONS,
                      "methods": {"exhaustive": {"num_rollouts": EXHAUSTIVE_N},
-                                 "adaptive": dataclasses.asdict(ADAPTIVE_CONFIG),
+                                 "adaptive": {"num_rollouts": EXHAUSTIVE_N, **dataclasses.asdict(ADAPTIVE_CONFIG)},
                                  "pts": {"num_rollouts": PTS_N, "threshold": PTS_THRESHOLD}},
                      "summary": summary, "traces": traces}
 
@@ -421,7 +425,7 @@ def _cliff_sets(rows: list[dict], min_rollouts: int) -> dict[str, list[int]]:
     for r in rows:
         by_trace.setdefault(r["trace_id"], {})[r["token_index"]] = (
             r["num_rollouts"], r["num_correct"], r["num_generated_tokens"])
-    return {t: cliffs_from_evaluated(ev, min_rollouts=min_rollouts) for t, ev in by_trace.items()}
+    return {t: cliffs_from_evaluated(ev, TEST, min_rollouts) for t, ev in by_trace.items()}
 
 
 def compare_runs(reference: dict[str, list[int]], other: dict[str, list[int]]) -> dict:
@@ -447,8 +451,7 @@ def run_real(potentials_path: str, max_traces: int | None, seed: int) -> dict:
     from cliffdata.backends import open_backend
     from cliffdata.config import load_params
     from cliffdata.rollouts import estimate_potentials
-    from cliffdata.sampling import to_sampling
-
+    
     params = load_params(ROOT / "params.yaml")
     reference_rows = schema.read("potentials", potentials_path).to_pylist()
     modes = {r["mode"] for r in reference_rows}
@@ -475,7 +478,7 @@ def run_real(potentials_path: str, max_traces: int | None, seed: int) -> dict:
         for name, cfg in configs.items():
             for t in traces:
                 gold, fmt = golds[t["problem_id"]]
-                r, _ = estimate_potentials(t, gold, fmt, backend, tokenizer, cfg, to_sampling(cfg.sampling))
+                r, _ = estimate_potentials(t, gold, fmt, backend, tokenizer, cfg, cfg.sampling, TEST)
                 rows[name] += r
     reference_rows = [r for r in reference_rows if r["trace_id"] in set(wanted)]
     min_n = params.cliffs.min_rollouts

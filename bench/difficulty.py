@@ -29,7 +29,7 @@ def main() -> None:
     from cliffdata.backends import open_backend
     from cliffdata.config import SourceConfig, load_params
     from cliffdata.problems import generate_arith
-    from cliffdata.sampling import sample_traces, to_sampling
+    from cliffdata.sampling import sample_traces
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", nargs="+", default=["word1=30", "add2=30"], help="family=count")
@@ -47,7 +47,7 @@ def main() -> None:
                           answer_format="hash", family_prompts={f: arith.family_prompts.get(f, arith.prompt)
                                                                 for f in families})
     problems = generate_arith(source)
-    sampling = to_sampling(params.sample.sampling)
+    sampling = params.sample.sampling
     if args.temperature is not None:
         sampling = dataclasses.replace(sampling, temperature=args.temperature)
     tokenizer = AutoTokenizer.from_pretrained(args.model)

@@ -167,7 +167,7 @@ def build_workload(model: str, num_traces: int, num_rollouts: int, seed: int) ->
     from cliffdata.config import SourceConfig, load_params
     from cliffdata.problems import generate_arith
     from cliffdata.rollouts import scored_positions
-    from cliffdata.sampling import sample_traces, to_sampling
+    from cliffdata.sampling import sample_traces
 
     torch.set_num_threads(HF_THREADS)
     params = load_params(ROOT / "params.yaml")
@@ -177,11 +177,11 @@ def build_workload(model: str, num_traces: int, num_rollouts: int, seed: int) ->
                                            family_prompts={"word1": prompt}, prompt=prompt, answer_format="hash"))
     tokenizer = AutoTokenizer.from_pretrained(model)
     with make_backend("hf", model, dtype=params.engine.dtype) as backend:
-        traces = sample_traces(problems, params.prompts, tokenizer, backend, to_sampling(params.sample.sampling),
+        traces = sample_traces(problems, params.prompts, tokenizer, backend, params.sample.sampling,
                                num_samples=1, seed=seed)
     golds = {p["problem_id"]: p for p in problems}
     work = {"model": model, "seed": seed, "num_rollouts": num_rollouts,
-            "sampling": vars(to_sampling(params.rollouts.sampling)), "traces": []}
+            "sampling": vars(params.rollouts.sampling), "traces": []}
     for t in traces:
         positions = scored_positions(len(t["response_ids"]), params.rollouts.score_empty_prefix)
         work["traces"].append({"trace_id": t["trace_id"], "prompt_ids": t["prompt_ids"], "response_ids": t["response_ids"],

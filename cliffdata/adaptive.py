@@ -1,7 +1,7 @@
 """Adaptive potential search: the cliffs of the exhaustive protocol for a fraction of the rollouts.
 
-    evaluated = adaptive_search(oracle, positions, AdaptiveConfig())
-    cliffs = cliffs_from_evaluated(evaluated)
+    evaluated = adaptive_search(oracle, positions, params.rollouts.adaptive, params.rollouts.num_rollouts, params.cliffs)
+    cliffs = cliffs_from_evaluated(evaluated, params.cliffs)
 
 The search never talks to an engine: it asks a rollout *oracle* for n new rollouts at some positions
 and gets back correct counts and generated tokens. The real backend (`BackendOracle` in
@@ -33,49 +33,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from cliffdata.stats import DELTA0, Z, cliff_matrix, is_cliff
-
-
-# The unpooled z-test needs a handful of rollouts per side: at n = 1 or 2, 1/1 → 0/1 has SE = 0 and
-# "passes". Sweep positions (n = 2) are screening evidence and never one side of a test; the
-# `cliffs` stage applies the same floor (`cliffs.min_rollouts`; paper mode has N = 64 everywhere).
-MIN_TEST_ROLLOUTS = 8
+from cliffdata.config import AdaptiveParams, CliffsConfig
+from cliffdata.stats import is_cliff, min_detectable_drop
 
 
 class Oracle(Protocol):
     def rollouts(self, requests: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """(token_index, n) pairs → (num_correct, num_generated_tokens) of n new rollouts each, in order."""
-
-
-@dataclass(frozen=True)
-class AdaptiveConfig:
-    num_rollouts: int = 64          # N: every tested pair ends with N rollouts on both sides
-    initial_rollouts: int = 16      # n at grid points, bisection midpoints and flagged positions
-    grid_points: int = 16           # the grid has about this many positions (stride = T / grid_points)
-    min_stride: int = 4
-    sweep_rollouts: int = 2         # n at every non-grid position; 0 disables the cancellation guard
-    flag_lr: float = 3.0            # flag a sweep window when a dip explains it this many times better
-    dip_depth: float = 1.5          # the dip alternative sits dip_depth · δ_min below the ends' level
-    confirm_z: float = 2.5          # a flagged position is kept when n0 rollouts put it this many SEs low
-    refine_z: float = 1.0           # z for "a detectable drop is still plausible" (higher: more recall, more cost)
-
-    def __post_init__(self):
-        if not 1 <= self.initial_rollouts <= self.num_rollouts:
-            raise ValueError(f"need 1 <= initial_rollouts <= num_rollouts, got {self.initial_rollouts}, {self.num_rollouts}")
-        if self.sweep_rollouts < 0 or self.grid_points < 2 or self.min_stride < 1:
-            raise ValueError(f"bad adaptive config: {self}")
-
-
-def min_detectable_drop(n: int, delta0: float = DELTA0, z: float = Z) -> float:
-    """Smallest p_prev − p_curr the test can call a cliff with n rollouts on both sides (0.1875 at 64)."""
-    m = cliff_matrix(n, delta0=delta0, z=z)
-    k_prev, k_curr = np.nonzero(m)
-    return float((k_prev - k_curr).min() / n)
 
 
 class _Counts:
@@ -140,16 +108,21 @@ def _flag_dips(c: _Counts, inner: list[int], level: float, dip: float, min_lr: f
     return sorted(flagged)
 
 
-def adaptive_search(oracle: Oracle, positions: Sequence[int], cfg: AdaptiveConfig = AdaptiveConfig(),
-                    delta0: float = DELTA0, z: float = Z) -> dict[int, tuple[int, int, int]]:
-    """Evaluate potentials where cliffs can be; returns token_index → (num_rollouts, num_correct, tokens)."""
+def adaptive_search(oracle: Oracle, positions: Sequence[int], cfg: AdaptiveParams, num_rollouts: int,
+                    test: CliffsConfig) -> dict[int, tuple[int, int, int]]:
+    """Evaluate potentials where cliffs can be; returns token_index → (num_rollouts, num_correct, tokens).
+
+    `cfg`: params `rollouts.adaptive`; `num_rollouts`: N of every tested pair (`rollouts.num_rollouts`);
+    `test`: params `cliffs`, whose test (δ0, z) and floor (`min_rollouts`) the search decides by."""
     positions = list(positions)
     if not positions:
         return {}
     if positions != sorted(set(positions)) or positions != list(range(positions[0], positions[0] + len(positions))):
         raise ValueError(f"positions must be consecutive and increasing, got {positions[:5]}…")
-    N, n0 = cfg.num_rollouts, cfg.initial_rollouts
-    delta_min = min_detectable_drop(N, delta0, z)
+    if not 1 <= cfg.initial_rollouts <= num_rollouts:
+        raise ValueError(f"need 1 <= initial_rollouts <= num_rollouts, got {cfg.initial_rollouts}, {num_rollouts}")
+    N, n0 = num_rollouts, cfg.initial_rollouts
+    delta_min = min_detectable_drop(N, N, test.delta0, test.z)
     c = _Counts(oracle)
     stride = max(cfg.min_stride, math.ceil(len(positions) / cfg.grid_points))
     anchors = set(positions[::stride]) | {positions[-1]}
@@ -199,7 +172,7 @@ def adaptive_search(oracle: Oracle, positions: Sequence[int], cfg: AdaptiveConfi
     # A cliff is only reported at full N on both sides: confirm every pair that fires below N.
     while True:
         evaluated = {i: (c.n[i], c.k[i], c.tokens[i]) for i in sorted(c.n)}
-        short = {x for i in cliffs_from_evaluated(evaluated, delta0, z, min(n0, MIN_TEST_ROLLOUTS))
+        short = {x for i in cliffs_from_evaluated(evaluated, test, min(n0, test.min_rollouts))
                  for x in (i - 1, i) if c.n[x] < N}
         if not short:
             return evaluated
@@ -213,10 +186,12 @@ def exhaustive_search(oracle: Oracle, positions: Sequence[int], n: int) -> dict[
     return {i: (n, k, tok) for i, (k, tok) in zip(positions, results)}
 
 
-def cliffs_from_evaluated(evaluated: dict[int, tuple[int, int, int]], delta0: float = DELTA0,
-                          z: float = Z, min_rollouts: int = MIN_TEST_ROLLOUTS) -> list[int]:
-    """Token indices i with both i−1 and i evaluated (>= min_rollouts each) where the test fires,
-    with each side's own N."""
+def cliffs_from_evaluated(evaluated: dict[int, tuple[int, int, int]], test: CliffsConfig,
+                          min_rollouts: int | None = None) -> list[int]:
+    """Token indices i with both i−1 and i evaluated (>= min_rollouts each, default `test.min_rollouts`)
+    where the test (`test.delta0`, `test.z`) fires, with each side's own N."""
+    min_rollouts = test.min_rollouts if min_rollouts is None else min_rollouts
+    delta0, z = test.delta0, test.z
     out = []
     for i in sorted(evaluated):
         if i - 1 in evaluated:

@@ -120,7 +120,7 @@ class EngineConfig:
     backend: str = "vllm"
     dtype: str = "bfloat16"
     enforce_eager: bool = True         # vLLM: skip graph compilation (CPU start-up 30 s vs 2-3 min)
-    max_model_len: int = 2048
+    max_model_len: int = 1024
     gpu_memory_utilization: float = 0.85
     enable_prefix_caching: bool = True
     block_size: int | None = 32        # vLLM KV block; prefix caching reuses full blocks only (CPU default 128)
@@ -153,7 +153,7 @@ class SamplingConfig:
 class SampleConfig:
     num_samples: int = 1               # K traces per problem (paper: 1)
     seed: int = 0
-    sampling: SamplingConfig = SamplingConfig(temperature=0.6)
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=128)
 
     def __post_init__(self):
         _check(self.num_samples >= 1, f"sample.num_samples must be >= 1, got {self.num_samples}")
@@ -175,7 +175,7 @@ class TokenStatsConfig:
 @dataclass(frozen=True)
 class AdaptiveParams:
     """`rollouts.adaptive`: see cliffdata/adaptive.py for what each knob does."""
-    initial_rollouts: int = 16
+    initial_rollouts: int = 8
     grid_points: int = 16
     min_stride: int = 4
     sweep_rollouts: int = 2
@@ -211,13 +211,13 @@ class RayParams:
 
 @dataclass(frozen=True)
 class RolloutsConfig:
-    mode: str = "exhaustive"           # exhaustive (paper: every position, N each) | adaptive
-    num_rollouts: int = 64             # N per position (paper 64)
+    mode: str = "adaptive"             # adaptive | exhaustive (paper: every position, N each)
+    num_rollouts: int = 16             # N per position (paper 64)
     seed: int = 0
     early_stop_zeros: int = 20         # stop after this many consecutive p = 0; 0 disables (protocol §3)
     score_empty_prefix: bool = True    # also score p[-1] (not in the paper)
-    positions_per_batch: int = 8       # prefixes submitted together
-    sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=1024)
+    positions_per_batch: int = 32      # prefixes submitted together
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=96)
     adaptive: AdaptiveParams = AdaptiveParams()
     shards: int = 1                    # trace shards balanced by expected cost: DVC stages rollouts@0 … (cliffdata/shards.py)
     shard_ids: tuple[int, ...] = (0,)  # [0 … shards-1]; DVC's matrix needs the list itself
@@ -284,7 +284,7 @@ class AnalysisConfig:
 class ReplicateConfig:
     """`replicate`: fresh rollouts on both sides of every cliff, with the rollouts stage's sampler
     (`rollouts.sampling`) and another seed stream; `replicated` = the cliff test passes again."""
-    num_rollouts: int = 64             # N per side (the rollouts stage's N)
+    num_rollouts: int = 16             # N per side (the rollouts stage's N; paper 64)
     seed: int = 0
 
     def __post_init__(self):
@@ -295,10 +295,10 @@ class ReplicateConfig:
 @dataclass(frozen=True)
 class AblationConfig:
     """`ablation`: N continuations per prefix and the ks of the pass@k curve (protocol §5, RQ1)."""
-    num_rollouts: int = 64             # paper 64
+    num_rollouts: int = 16             # paper 64
     seed: int = 0
-    ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-    sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=1024)
+    ks: tuple[int, ...] = (1, 2, 4, 8, 16)   # paper 1, 2, 4, ..., 64
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=96)
 
     def __post_init__(self):
         _check(self.num_rollouts >= 1, f"ablation.num_rollouts must be >= 1, got {self.num_rollouts}")
@@ -313,9 +313,9 @@ class AblationConfig:
 class CandidatesConfig:
     """`candidates`: top-k replacements at each cliff, N rollouts each (protocol §5, §6)."""
     top_k: int = 20                    # paper: 20 for CPM, 10 for Cliff-DPO; at most token_stats.top_k
-    num_rollouts: int = 64             # paper 64
+    num_rollouts: int = 16             # paper 64
     seed: int = 0
-    sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=1024)
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=96)
 
     def __post_init__(self):
         _check(self.top_k >= 1, f"candidates.top_k must be >= 1, got {self.top_k}")
@@ -371,18 +371,19 @@ class DPOPairsConfig:
 class DPOTrainConfig:
     """`dpo_train`: single-token DPO with LoRA, one run per variant (cliffdata/dpo/train.py)."""
     variants: tuple[str, ...] = DPO_VARIANTS
-    beta: float = 0.05                 # paper 0.05
-    learning_rate: float = 5e-6        # paper 5e-6, cosine
+    beta: float = 0.1                  # paper 0.05
+    learning_rate: float = 2e-4        # paper 5e-6, cosine
     warmup_ratio: float = 0.1          # paper 0.1
-    batch_size: int = 64               # paper: effective batch 64
-    epochs: int = 1                    # paper 1
+    batch_size: int = 8                # paper: effective batch 64
+    epochs: int = 8                    # paper 1
     append_eos: bool = False           # paper true (reference code); false = the exact single-token loss
-    lora_r: int = 32                   # paper 32
-    lora_alpha: int = 64               # paper 64
+    lora_r: int = 8                    # paper 32
+    lora_alpha: int = 16               # paper 64
     lora_dropout: float = 0.05         # paper 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")   # paper: + gate_proj, up_proj, down_proj
     seed: int = 0
     threads: int = 1                   # torch threads (1 on a shared CPU: oversubscription is 10x slower)
+    max_grad_norm: float = 1.0         # gradient clipping (the reference: 1.0)
 
     def __post_init__(self):
         unknown = sorted(set(self.variants) - set(DPO_VARIANTS))
@@ -399,6 +400,7 @@ class DPOTrainConfig:
         _check(len(self.target_modules) > 0, "target_modules is empty")
         _range("threads", self.threads, 1)
         _range("seed", self.seed, 0)
+        _range("max_grad_norm", self.max_grad_norm, 0, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -420,8 +422,8 @@ class DPOEvalConfig:
 @dataclass(frozen=True)
 class CliffCountConfig:
     """`cliff_count`: cliffs per trace before and after Cliff-DPO (one trace per problem, no early stop)."""
-    num_problems: int = 100            # the first n dpo_eval problems
-    num_rollouts: int = 64             # paper 64; the other rollout settings come from `rollouts`
+    num_problems: int = 8              # the first n dpo_eval problems (paper: all)
+    num_rollouts: int = 16             # paper 64; the other rollout settings come from `rollouts`
     seed: int = 0
 
     def __post_init__(self):

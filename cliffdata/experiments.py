@@ -31,7 +31,7 @@ from cliffdata import duck
 from cliffdata.backends import Backend, Sampling, request_seed
 from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.sampling import Gold, Resampled, resample, with_budget
-from cliffdata.stats import DELTA0, Z, cliff_p_value, is_cliff, pass_at_k
+from cliffdata.stats import cliff_p_value, is_cliff, pass_at_k
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +282,8 @@ def candidate_rows(traces: list[dict], cliffs: list[dict], token_stats: pa.Table
 
 
 def run_candidates(requests: list[dict], traces: list[dict], golds: dict[str, Gold], backend: Backend,
-                   tokenizer, n: int, sampling: Sampling, seed: int, delta0: float = DELTA0,
-                   z: float = Z, checkpoint: UnitCheckpoint | None = None) -> list[dict]:
+                   tokenizer, n: int, sampling: Sampling, seed: int, delta0: float, z: float,
+                   checkpoint: UnitCheckpoint | None = None) -> list[dict]:
     """N fresh rollouts from `response_ids[:i] + [c]` for every candidate but the cliff token (which
     reuses the main rollout's counts, as the paper does); rows of CANDIDATES.
 

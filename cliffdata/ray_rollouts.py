@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from cliffdata.config import EngineConfig, RolloutsConfig
+from cliffdata.config import CliffsConfig, EngineConfig, RolloutsConfig
 from cliffdata.rollouts import Checkpoint
 from cliffdata.sampling import Gold
 
@@ -29,13 +29,12 @@ log = logging.getLogger(__name__)
 class RolloutActor:
     """One backend replica: traces in (a JSON payload per row), potentials and cost rows out (JSON)."""
 
-    def __init__(self, model_path: str, engine: EngineConfig, cfg: RolloutsConfig):
+    def __init__(self, model_path: str, engine: EngineConfig, cfg: RolloutsConfig, test: CliffsConfig):
         from transformers import AutoTokenizer
 
         from cliffdata.backends import open_backend
-        from cliffdata.sampling import to_sampling
 
-        self.cfg, self.sampling = cfg, to_sampling(cfg.sampling)
+        self.cfg, self.sampling, self.test = cfg, cfg.sampling, test
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.backend = open_backend(engine, model_path, seed=cfg.seed)
 
@@ -48,7 +47,8 @@ class RolloutActor:
             item = json.loads(payload)
             gold = Gold(*item["gold"])
             rows, cost = estimate_potentials(item["trace"], gold.answer, gold.answer_format, self.backend,
-                                             self.tokenizer, self.cfg, with_budget(self.sampling, gold.max_new_tokens))
+                                             self.tokenizer, self.cfg, with_budget(self.sampling, gold.max_new_tokens),
+                                             self.test)
             out["trace_id"].append(item["trace"]["trace_id"])
             out["potentials"].append(json.dumps(rows))
             out["cost"].append(json.dumps(cost))
@@ -56,7 +56,8 @@ class RolloutActor:
 
 
 def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str, engine: EngineConfig,
-                     cfg: RolloutsConfig, checkpoint: Checkpoint) -> tuple[pa.Table, list[dict]]:
+                     cfg: RolloutsConfig, checkpoint: Checkpoint,
+                     test: CliffsConfig = CliffsConfig()) -> tuple[pa.Table, list[dict]]:
     """Like `rollouts.run_rollouts`, with the traces spread over `cfg.ray.num_actors` backend actors.
 
     Joins the Ray instance already initialised in this process, else `ray.init(address=cfg.ray.address)`
@@ -81,7 +82,8 @@ def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
                 RolloutActor, batch_size=1, batch_format="numpy",
                 fn_constructor_kwargs={"model_path": str(Path(model_path).resolve()) if Path(model_path).exists()
-                                       else model_path, "engine": engine, "cfg": cfg},
+                                       else model_path, "engine": engine, "cfg": cfg,
+                                       "test": test},
                 compute=ray.data.ActorPoolStrategy(size=cfg.ray.num_actors),
                 num_cpus=cfg.ray.num_cpus_per_actor, num_gpus=cfg.ray.num_gpus_per_actor or None)
             bar = tqdm(total=len(todo), desc="rollouts (ray)", unit="trace")

@@ -26,9 +26,9 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from cliffdata import schema
-from cliffdata.adaptive import AdaptiveConfig, adaptive_search
+from cliffdata.adaptive import adaptive_search
 from cliffdata.backends import Backend, Sampling, request_seed
-from cliffdata.config import RolloutsConfig
+from cliffdata.config import CliffsConfig, RolloutsConfig
 from cliffdata.sampling import Gold, resample, with_budget
 
 log = logging.getLogger(__name__)
@@ -120,10 +120,12 @@ class BackendOracle:
 
 
 def estimate_potentials(trace: dict, gold: str, answer_format: str, backend: Backend, tokenizer,
-                        cfg: RolloutsConfig, sampling: Sampling) -> tuple[list[dict], dict]:
-    """Potentials of one trace (rows of `schema.POTENTIALS`) and its cost row (`schema.ROLLOUT_TRACES`)."""
+                        cfg: RolloutsConfig, sampling: Sampling,
+                        test: CliffsConfig = CliffsConfig()) -> tuple[list[dict], dict]:
+    """Potentials of one trace (rows of `schema.POTENTIALS`) and its cost row (`schema.ROLLOUT_TRACES`).
+    `test`: params `cliffs`, whose test the adaptive search decides by (exhaustive mode does not read it)."""
     if cfg.mode == "adaptive":
-        return _adaptive_potentials(trace, gold, answer_format, backend, tokenizer, cfg, sampling)
+        return _adaptive_potentials(trace, gold, answer_format, backend, tokenizer, cfg, sampling, test)
     started = time.perf_counter()
     prompt, response = trace["prompt_ids"], trace["response_ids"]
     positions = scored_positions(len(response), cfg.score_empty_prefix)
@@ -160,15 +162,11 @@ def estimate_potentials(trace: dict, gold: str, answer_format: str, backend: Bac
 
 
 def _adaptive_potentials(trace: dict, gold: str, answer_format: str, backend: Backend, tokenizer,
-                         cfg: RolloutsConfig, sampling: Sampling) -> tuple[list[dict], dict]:
+                         cfg: RolloutsConfig, sampling: Sampling, test: CliffsConfig) -> tuple[list[dict], dict]:
     started = time.perf_counter()
     oracle = BackendOracle(trace, gold, answer_format, backend, tokenizer, sampling, cfg.seed)
-    a = cfg.adaptive
-    search_cfg = AdaptiveConfig(num_rollouts=cfg.num_rollouts, initial_rollouts=a.initial_rollouts,
-                                grid_points=a.grid_points, min_stride=a.min_stride, sweep_rollouts=a.sweep_rollouts,
-                                flag_lr=a.flag_lr, dip_depth=a.dip_depth, confirm_z=a.confirm_z, refine_z=a.refine_z)
     positions = scored_positions(len(trace["response_ids"]), cfg.score_empty_prefix)
-    evaluated = adaptive_search(oracle, positions, search_cfg)
+    evaluated = adaptive_search(oracle, positions, cfg.adaptive, cfg.num_rollouts, test)
     rows = [{"trace_id": trace["trace_id"], "token_index": i, "mode": cfg.mode, "num_rollouts": n, "num_correct": k,
              "potential": k / n, "is_filled": False, "num_generated_tokens": tok}
             for i, (n, k, tok) in evaluated.items()]
@@ -228,9 +226,9 @@ def fingerprint(*parts: object) -> str:
 
 def run_rollouts(traces: list[dict], golds: dict[str, Gold], backend: Backend, tokenizer,
                  cfg: RolloutsConfig, sampling: Sampling, checkpoint: Checkpoint,
-                 desc: str = "rollouts") -> tuple[pa.Table, list[dict]]:
+                 desc: str = "rollouts", test: CliffsConfig = CliffsConfig()) -> tuple[pa.Table, list[dict]]:
     """Estimate potentials for every trace, resuming from `checkpoint`; returns (potentials, costs).
-    `desc` labels the progress bar.
+    `desc` labels the progress bar; `test` is params `cliffs` (the adaptive search's test).
 
     `golds` maps problem_id -> `Gold` (answer, answer format, the problem's own token budget or None).
     """
@@ -245,7 +243,7 @@ def run_rollouts(traces: list[dict], golds: dict[str, Gold], backend: Backend, t
     for trace in todo:
         gold = Gold(*golds[trace["problem_id"]])
         rows, cost = estimate_potentials(trace, gold.answer, gold.answer_format, backend, tokenizer, cfg,
-                                         with_budget(sampling, gold.max_new_tokens))
+                                         with_budget(sampling, gold.max_new_tokens), test)
         checkpoint.save(trace, rows, cost)
         num_tokens += cost["num_generated_tokens"]
         bar.set_postfix(tok_s=f"{num_tokens / max(time.perf_counter() - started, 1e-9):.0f}")

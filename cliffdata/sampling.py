@@ -15,15 +15,11 @@ from tqdm.auto import tqdm
 
 from cliffdata.backends import Backend, Generation, GenerationRequest, Sampling, request_seed
 from cliffdata.checkpoint import UnitCheckpoint
-from cliffdata.config import PromptConfig, SamplingConfig
+from cliffdata.config import PromptConfig
 from cliffdata.grading import grade
 from cliffdata.prompts import encode_prompt
 
 log = logging.getLogger(__name__)
-
-
-def to_sampling(cfg: SamplingConfig) -> Sampling:
-    return Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens)
 
 
 class Gold(NamedTuple):

@@ -19,8 +19,11 @@ import numpy as np
 from scipy import special
 from scipy import stats as sps
 
-DELTA0 = 0.1
-Z = 1.645
+from cliffdata.config import CliffsConfig
+
+# The test's defaults are the `cliffs` params section's (CliffsConfig, equal to params.yaml by
+# tests/test_params_defaults.py); the stages pass their params explicitly.
+_TEST = CliffsConfig()
 
 
 def binary_entropy(p: float) -> float:
@@ -39,7 +42,7 @@ def _unpooled(k_prev, n_prev, k_curr, n_curr) -> tuple[np.ndarray, np.ndarray]:
     return p_prev - p_curr, np.sqrt(var)
 
 
-def is_cliff(k_prev, n_prev, k_curr, n_curr, delta0: float = DELTA0, z: float = Z):
+def is_cliff(k_prev, n_prev, k_curr, n_curr, delta0: float = _TEST.delta0, z: float = _TEST.z):
     """The cliff test on counts (scalars or broadcastable arrays). n = 0 sides are never cliffs."""
     delta, se = _unpooled(k_prev, n_prev, k_curr, n_curr)
     return (delta > delta0) & (delta > delta0 + z * se)
@@ -54,7 +57,7 @@ def _cliff_matrix(n_prev: int, n_curr: int, delta0: float, z: float) -> np.ndarr
     return m
 
 
-def cliff_matrix(n_prev: int, n_curr: int | None = None, delta0: float = DELTA0, z: float = Z) -> np.ndarray:
+def cliff_matrix(n_prev: int, n_curr: int | None = None, delta0: float = _TEST.delta0, z: float = _TEST.z) -> np.ndarray:
     """Boolean (n_prev+1, n_curr+1) matrix: entry [k_prev, k_curr] says whether the drop is a cliff.
 
     For N = 64 on both sides exactly 1283 of the 65×65 cells are cliffs (protocol §2).
@@ -67,7 +70,7 @@ def cliff_matrix(n_prev: int, n_curr: int | None = None, delta0: float = DELTA0,
 
 
 def detect_cliffs(num_correct: np.ndarray, num_rollouts: np.ndarray,
-                  delta0: float = DELTA0, z: float = Z) -> np.ndarray:
+                  delta0: float = _TEST.delta0, z: float = _TEST.z) -> np.ndarray:
     """Cliff flags between adjacent scored positions of one trace.
 
     Inputs are per-position counts in position order; returns a bool array of the same length where
@@ -91,7 +94,7 @@ def detect_cliffs(num_correct: np.ndarray, num_rollouts: np.ndarray,
     return out
 
 
-def cliff_p_value(k_prev, n_prev, k_curr, n_curr, delta0: float = DELTA0):
+def cliff_p_value(k_prev, n_prev, k_curr, n_curr, delta0: float = _TEST.delta0):
     """One-sided p-value of H0: Δ ≤ δ0 with the protocol's unpooled z, each side's own N.
 
     p = 1 − Φ((Δ − δ0) / SE); with SE = 0 it is 0 when Δ > δ0, else 1. The test fires iff
@@ -105,7 +108,7 @@ def cliff_p_value(k_prev, n_prev, k_curr, n_curr, delta0: float = DELTA0):
     return np.where(scored, sps.norm.sf(zstat), 1.0)
 
 
-def null_fire_probability(p, n_prev: int, n_curr: int, delta0: float = DELTA0, z: float = Z) -> np.ndarray | float:
+def null_fire_probability(p, n_prev: int, n_curr: int, delta0: float = _TEST.delta0, z: float = _TEST.z) -> np.ndarray | float:
     """P(the test fires) when both sides share the true potential p: Σ Bin(k_prev; n_prev, p) ·
     Bin(k_curr; n_curr, p) · M[k_prev, k_curr] over the cliff matrix M of the pair's two N.
 
@@ -138,7 +141,7 @@ def _conditional_fire_table(n_prev: int, n_curr: int, delta0: float, z: float) -
     return q
 
 
-def null_fire_conditional(k_prev, n_prev, k_curr, n_curr, delta0: float = DELTA0, z: float = Z) -> np.ndarray:
+def null_fire_conditional(k_prev, n_prev, k_curr, n_curr, delta0: float = _TEST.delta0, z: float = _TEST.z) -> np.ndarray:
     """Per tested pair: P(the test fires | the pair's total correct) when both sides share one true
     potential: the expected number of false cliffs the pair contributes.
 
@@ -159,7 +162,7 @@ def null_fire_conditional(k_prev, n_prev, k_curr, n_curr, delta0: float = DELTA0
 
 
 @lru_cache(maxsize=256)
-def min_detectable_drop(n_prev: int, n_curr: int | None = None, delta0: float = DELTA0, z: float = Z) -> float:
+def min_detectable_drop(n_prev: int, n_curr: int | None = None, delta0: float = _TEST.delta0, z: float = _TEST.z) -> float:
     """δ_min(N): the smallest observed Δ = k_prev/n_prev − k_curr/n_curr the test reports as a cliff
     (0.1875 at N = 64, 0.3125 at N = 16); inf when no cell of the cliff matrix fires."""
     n_curr = n_prev if n_curr is None else n_curr

@@ -18,7 +18,7 @@ from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
 from cliffdata.cliffs import read_selected_cliffs
 from cliffdata.config import load_params
-from cliffdata.sampling import golds_by_problem, to_sampling
+from cliffdata.sampling import golds_by_problem
 from cliffdata.schema import file_digest, tree_digest
 
 
@@ -37,7 +37,7 @@ def main() -> None:
                                   file_digest(grading.__file__))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
         rows = experiments.run_ablation(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
-                                        to_sampling(cfg.sampling), cfg.seed, checkpoint=checkpoint)
+                                        cfg.sampling, cfg.seed, checkpoint=checkpoint)
     print(checkpoint.report("ablation"), flush=True)
     curve = experiments.pass_at_k_curve(rows, cfg.ks)
     schema.write("ablation", rows, schema.PATHS["ablation"])

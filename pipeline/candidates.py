@@ -25,7 +25,7 @@ from cliffdata.checkpoint import stage_checkpoint
 from cliffdata.cliffs import read_selected_cliffs
 from cliffdata.config import load_params
 from cliffdata.dpo.pairs import build_pairs, pairs_per_cliff
-from cliffdata.sampling import golds_by_problem, to_sampling
+from cliffdata.sampling import golds_by_problem
 from cliffdata.schema import file_digest, tree_digest
 
 
@@ -45,7 +45,7 @@ def main() -> None:
                                   file_digest(grading.__file__))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
         rows = experiments.run_candidates(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
-                                          to_sampling(cfg.sampling), cfg.seed, params.cliffs.delta0, params.cliffs.z,
+                                          cfg.sampling, cfg.seed, params.cliffs.delta0, params.cliffs.z,
                                           checkpoint=checkpoint)
         # the Cliff-DPO control: as many pairs as each cliff gives, at a random non-cliff position of its trace
         top_k = params.dpo_pairs.top_k
@@ -53,7 +53,7 @@ def main() -> None:
         every_cliff = {(c["trace_id"], c["token_index"]) for c in schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist()}
         control = experiments.run_control(
             experiments.control_requests(traces, cliffs, per_cliff, stats, every_cliff, top_k, cfg.seed),
-            traces, golds, backend, tokenizer, cfg.num_rollouts, to_sampling(cfg.sampling), cfg.seed,
+            traces, golds, backend, tokenizer, cfg.num_rollouts, cfg.sampling, cfg.seed,
             checkpoint=checkpoint)
     print(checkpoint.report("candidates"), flush=True)
     schema.write("candidates", rows, schema.PATHS["candidates"])

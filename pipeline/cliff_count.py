@@ -24,7 +24,6 @@ from cliffdata.dpo.cliff_count import count_cliffs, summarize
 from cliffdata.dpo.evaluate import BASE, eval_problems
 from cliffdata.dpo.registry import trained_variants
 from cliffdata.rollouts import Checkpoint, fingerprint
-from cliffdata.sampling import to_sampling
 
 
 def main() -> None:
@@ -50,8 +49,8 @@ def main() -> None:
     with open_backend(params.engine, "models/base", seed=cfg.seed, adapters=adapters or None) as backend:
         for name in [BASE, *sorted(adapters)]:
             checkpoint = Checkpoint(f".cache/cliff_count/{key}/{name}")
-            common = (tokenizer, problems, params.prompts, to_sampling(params.sample.sampling), params.sample.seed,
-                      rollouts, to_sampling(rollouts.sampling), params.cliffs, params.token_stats.top_k, checkpoint)
+            common = (tokenizer, problems, params.prompts, params.sample.sampling, params.sample.seed,
+                      rollouts, rollouts.sampling, params.cliffs, params.token_stats.top_k, checkpoint)
             if name == BASE and adapters:
                 with model.disable_adapter():
                     rows += count_cliffs(name, None, backend, model, *common)

@@ -20,7 +20,7 @@ import torch
 from cliffdata import duck, schema, tracking
 from cliffdata.config import load_params, section_dict
 from cliffdata.dpo import registry
-from cliffdata.dpo.train import DPOHyper, add_lora, evaluate_pairs, padding_id, save_adapter, train_dpo
+from cliffdata.dpo.train import add_lora, evaluate_pairs, padding_id, save_adapter, train_dpo
 
 
 def main(variant: str) -> None:
@@ -38,8 +38,6 @@ def main(variant: str) -> None:
     heldout = [r for r in rows if r["split"] == "heldout"]
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     pad_id = padding_id(tokenizer)
-    hp = DPOHyper(beta=cfg.beta, learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio,
-                  batch_size=cfg.batch_size, epochs=cfg.epochs, append_eos=cfg.append_eos, seed=cfg.seed)
     base = AutoModelForCausalLM.from_pretrained("models/base", dtype=torch.float32)
     model = add_lora(base, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, cfg.seed)
 
@@ -48,9 +46,9 @@ def main(variant: str) -> None:
     logged = section_dict("params.yaml", "dpo_train", "dpo_pairs", "model")
     started = time.perf_counter()
     with tracking.start_run("cliff-dpo", f"dpo_train-{variant}", params=logged, tags=tags) as run:
-        before = evaluate_pairs(model, heldout, hp, tokenizer.eos_token_id, pad_id)
-        history = train_dpo(model, train, hp, tokenizer.eos_token_id, pad_id)
-        after = evaluate_pairs(model, heldout, hp, tokenizer.eos_token_id, pad_id)
+        before = evaluate_pairs(model, heldout, cfg, tokenizer.eos_token_id, pad_id)
+        history = train_dpo(model, train, cfg, tokenizer.eos_token_id, pad_id)
+        after = evaluate_pairs(model, heldout, cfg, tokenizer.eos_token_id, pad_id)
         tracking.log_history(run.info.run_id, history)
         summary = {"variant": variant, "num_train_pairs": len(train), "num_heldout_pairs": len(heldout),
                    "num_steps": len(history), "train_loss_first": history[0]["loss"] if history else None,
@@ -68,7 +66,7 @@ def main(variant: str) -> None:
         name = registry.registered_model_name(params.model.source)
         version = model_uri = None
         if train:            # an adapter that saw no pair is the base model: it is not a model version
-            info = registry.log_adapter(out, "models/base", name, pad_id)
+            info = registry.log_adapter(out, "models/base", name, pad_id, params.token_stats.top_k)
             registry.tag_version(name, info.registered_model_version, {"variant": variant, "num_train_pairs": str(len(train))})
             version, model_uri = info.registered_model_version, info.model_uri
         run_record = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,

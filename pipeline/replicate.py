@@ -17,7 +17,7 @@ from cliffdata import duck, experiments, grading, schema
 from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
 from cliffdata.config import load_params
-from cliffdata.sampling import golds_by_problem, to_sampling
+from cliffdata.sampling import golds_by_problem
 from cliffdata.schema import file_digest, tree_digest
 
 
@@ -34,7 +34,7 @@ def main() -> None:
                                   file_digest(grading.__file__))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
         rows = experiments.run_replicate(traces, cliffs, golds, backend, tokenizer, cfg.num_rollouts,
-                                         to_sampling(params.rollouts.sampling), cfg.seed, params.cliffs.delta0,
+                                         params.rollouts.sampling, cfg.seed, params.cliffs.delta0,
                                          params.cliffs.z, checkpoint=checkpoint)
     print(checkpoint.report("replicate"), flush=True)
     schema.write("replicate", rows, schema.PATHS["replicate"])

@@ -18,10 +18,10 @@ from transformers import AutoTokenizer
 
 from cliffdata import grading, schema
 from cliffdata.backends import open_backend
-from cliffdata.config import load_params
+from cliffdata.config import CliffsConfig, load_params
 from cliffdata.rollouts import Checkpoint, estimate_rollouts, fingerprint, format_estimate, run_rollouts
 from cliffdata.schema import file_digest, tree_digest
-from cliffdata.sampling import golds_by_problem, to_sampling
+from cliffdata.sampling import golds_by_problem
 from cliffdata.shards import select_shard, shard_dir
 
 
@@ -32,6 +32,10 @@ def main() -> None:
     shard = ap.parse_args().shard
     params = load_params()
     cfg = params.rollouts
+    # the adaptive search decides by the cliff test and its floor: these three cliffs keys (dvc.yaml
+    # lists them, so cliffs.use or fdr_q re-run no rollouts)
+    test = dataclasses.replace(CliffsConfig(), delta0=params.cliffs.delta0, z=params.cliffs.z,
+                               min_rollouts=params.cliffs.min_rollouts)
     traces = select_shard(schema.read("traces", schema.PATHS["traces"]).to_pylist(), shard, cfg)
     problems = schema.read("problems", schema.PATHS["problems"]).to_pylist()
     golds = golds_by_problem(problems)
@@ -39,18 +43,20 @@ def main() -> None:
     print(format_estimate(estimate, len(traces), cfg, params.engine.backend), flush=True)
     # everything a finished trace's potentials depend on: params, traces, gold answers and budgets,
     # the model's weights and tokenizer, and the grading code
-    key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(params.engine), file_digest(schema.PATHS["traces"]),
+    key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(params.engine), dataclasses.asdict(test),
+                      file_digest(schema.PATHS["traces"]),
                       file_digest(schema.PATHS["problems"]), tree_digest("models/base"), file_digest(grading.__file__),
                       shard)
     checkpoint = Checkpoint(f".cache/rollouts/{key}")
     started = time.perf_counter()
     if cfg.engine == "ray":
         from cliffdata.ray_rollouts import run_rollouts_ray
-        table, costs = run_rollouts_ray(traces, golds, "models/base", params.engine, cfg, checkpoint)
+        table, costs = run_rollouts_ray(traces, golds, "models/base", params.engine, cfg, checkpoint, test)
     else:
         tokenizer = AutoTokenizer.from_pretrained("models/base")
         with open_backend(params.engine, "models/base", seed=cfg.seed) as backend:
-            table, costs = run_rollouts(traces, golds, backend, tokenizer, cfg, to_sampling(cfg.sampling), checkpoint)
+            table, costs = run_rollouts(traces, golds, backend, tokenizer, cfg, cfg.sampling, checkpoint,
+                                        test=test)
     schema.write("potentials", table, shard_dir(shard) / "potentials.parquet")
     schema.write("rollout_traces", costs, shard_dir(shard) / "rollout_traces.parquet")
     checkpoint.remove()

@@ -12,7 +12,7 @@ from cliffdata import schema
 from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
 from cliffdata.config import load_params
-from cliffdata.sampling import sample_traces, to_sampling
+from cliffdata.sampling import sample_traces
 from cliffdata.schema import tree_digest
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     # one unit per problem, saved after each batch; a killed run resumes here (removed after the write)
     checkpoint = stage_checkpoint("sample", dataclasses.asdict(params.engine), tree_digest("models/base"))
     with open_backend(params.engine, "models/base", seed=cfg.seed) as backend:
-        rows = sample_traces(problems, params.prompts, tokenizer, backend, to_sampling(cfg.sampling),
+        rows = sample_traces(problems, params.prompts, tokenizer, backend, cfg.sampling,
                              cfg.num_samples, cfg.seed, checkpoint=checkpoint)
     print(checkpoint.report("sample"), flush=True)
     schema.write("traces", rows, schema.PATHS["traces"])

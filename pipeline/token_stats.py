@@ -10,7 +10,6 @@ from transformers import AutoModelForCausalLM
 
 from cliffdata import schema
 from cliffdata.config import load_params
-from cliffdata.sampling import to_sampling
 from cliffdata.token_stats import compute_token_stats
 
 
@@ -20,7 +19,7 @@ def main() -> None:
     cfg = params.token_stats
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
     model = AutoModelForCausalLM.from_pretrained("models/base", dtype=getattr(torch, cfg.dtype)).eval()
-    rows = compute_token_stats(model, traces, cfg.top_k, to_sampling(params.rollouts.sampling))
+    rows = compute_token_stats(model, traces, cfg.top_k, params.rollouts.sampling)
     schema.write("token_stats", rows, schema.PATHS["token_stats"])
     print(f"token_stats: {len(rows)} tokens from {len(traces)} traces")
 

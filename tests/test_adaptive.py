@@ -4,10 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cliffdata.adaptive import (AdaptiveConfig, adaptive_search, cliffs_from_evaluated, exhaustive_search,
-                                min_detectable_drop)
+from cliffdata.adaptive import adaptive_search, cliffs_from_evaluated, exhaustive_search
 from cliffdata.backends import Sampling, make_backend
-from cliffdata.config import AdaptiveParams, RolloutsConfig, SamplingConfig
+from cliffdata.config import AdaptiveParams, CliffsConfig, RolloutsConfig, SamplingConfig
+from cliffdata.stats import min_detectable_drop
+
+TEST = CliffsConfig()
+# The setting these curves are searched at: paper N = 64, 16 rollouts at grid points.
+SEARCH, N = AdaptiveParams(initial_rollouts=16), 64
 from cliffdata.rollouts import estimate_potentials
 
 
@@ -29,10 +33,10 @@ class BinomialOracle:
         return out
 
 
-def run(p, seed=1, cfg=AdaptiveConfig()):
+def run(p, seed=1, cfg=SEARCH):
     oracle = BinomialOracle(p, seed)
-    evaluated = adaptive_search(oracle, list(range(len(p))), cfg)
-    return evaluated, cliffs_from_evaluated(evaluated), oracle
+    evaluated = adaptive_search(oracle, list(range(len(p))), cfg, N, TEST)
+    return evaluated, cliffs_from_evaluated(evaluated, TEST), oracle
 
 
 def exhaustive_tokens(p, n=64):
@@ -42,7 +46,7 @@ def exhaustive_tokens(p, n=64):
 
 
 def test_min_detectable_drop_matches_protocol():
-    assert min_detectable_drop(64) == 0.1875
+    assert min_detectable_drop(64) == 0.1875 and min_detectable_drop(16) == 0.3125
 
 
 def test_single_cliff_found_at_its_position_for_a_fraction_of_the_tokens():
@@ -85,9 +89,9 @@ def test_gradual_decline_is_not_a_cliff():
 
 def test_positions_must_be_consecutive():
     with pytest.raises(ValueError, match="consecutive"):
-        adaptive_search(BinomialOracle([0.5] * 5), [0, 2, 3], AdaptiveConfig())
+        adaptive_search(BinomialOracle([0.5] * 5), [0, 2, 3], SEARCH, N, TEST)
     with pytest.raises(ValueError, match="initial_rollouts"):
-        AdaptiveConfig(num_rollouts=8, initial_rollouts=16)
+        adaptive_search(BinomialOracle([0.5] * 5), [0, 1, 2], SEARCH, 8, TEST)
 
 
 def test_adaptive_mode_through_the_rollout_path(tiny_tokenizer):
@@ -106,6 +110,6 @@ def test_adaptive_mode_through_the_rollout_path(tiny_tokenizer):
     assert rows == again                                       # seeds per (trace, position, round)
     assert {r["mode"] for r in rows} == {"adaptive"}
     evaluated = {r["token_index"]: (r["num_rollouts"], r["num_correct"], r["num_generated_tokens"]) for r in rows}
-    assert cliffs_from_evaluated(evaluated) == [30]
+    assert cliffs_from_evaluated(evaluated, TEST) == [30]
     assert cost["num_rollouts"] < 0.5 * 64 * len(response)
     assert cost["num_generated_tokens"] == sum(r["num_generated_tokens"] for r in rows)

@@ -13,9 +13,10 @@ import torch
 
 from cliffdata import schema
 from cliffdata.backends import AdapterView, GenerationRequest, Sampling, make_backend
+from cliffdata.config import DPOTrainConfig
 from cliffdata.dpo.evaluate import accuracy_summary, eval_problems, paired_bootstrap
 from cliffdata.dpo.pairs import VARIANTS, build_pairs, check_pairs, to_trl, variant_pairs
-from cliffdata.dpo.train import (DPOHyper, add_lora, completion_queries, dpo_loss, evaluate_pairs,
+from cliffdata.dpo.train import (add_lora, completion_queries, dpo_loss, evaluate_pairs,
                                  next_token_logprobs, padding_id, sequence_logprobs, train_dpo)
 
 # --- pairs -------------------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ def test_a_few_dpo_steps_lower_the_loss_change_lora_and_leave_the_base_unchanged
     before_base = {k: v.clone() for k, v in base.state_dict().items()}
     model = add_lora(base, r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "o_proj"], seed=0)
     lora_before = {k: v.clone() for k, v in model.named_parameters() if "lora_" in k}
-    hp = DPOHyper(beta=0.5, learning_rate=5e-2, warmup_ratio=0.0, batch_size=4, epochs=6, seed=0)
+    hp = DPOTrainConfig(beta=0.5, learning_rate=5e-2, warmup_ratio=0.0, batch_size=4, epochs=6, seed=0)
     rows = train_rows()
     start = evaluate_pairs(model, rows, hp, eos_id=2, pad_id=2)
     assert start["loss"] == pytest.approx(math.log(2), abs=1e-6)           # the adapter starts as the identity
@@ -193,7 +194,7 @@ def test_no_training_pairs_leaves_the_adapter_at_identity(tiny_model):
     from tests.conftest import build_model
 
     model = add_lora(build_model(tiny_model.config.vocab_size), 4, 8, 0.0, ["q_proj"], 0)
-    assert train_dpo(model, [], DPOHyper(), eos_id=2, pad_id=2) == []
+    assert train_dpo(model, [], DPOTrainConfig(), eos_id=2, pad_id=2) == []
 
 
 # --- adapters in the backends -------------------------------------------------------------------------
@@ -205,7 +206,7 @@ def trained_adapter(tmp_path_factory, tiny_model_dir):
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model = add_lora(base, r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], seed=0)
-    train_dpo(model, train_rows(), DPOHyper(beta=0.5, learning_rate=5e-2, warmup_ratio=0.0, batch_size=4, epochs=4),
+    train_dpo(model, train_rows(), DPOTrainConfig(beta=0.5, learning_rate=5e-2, warmup_ratio=0.0, batch_size=4, epochs=4),
               eos_id=2, pad_id=2)
     folder = tmp_path_factory.mktemp("adapter") / "uncertain"
     model.save_pretrained(folder)
@@ -298,7 +299,7 @@ def test_registered_pyfunc_equals_the_in_memory_adapter_and_promote_sets_champio
     versions = {}
     for variant, acc in (("uncertain", 0.4), ("all", 0.7), ("sampled_off", 0.5)):
         with tracking.start_run("cliff-dpo", f"dpo_train-{variant}", params={"variant": variant}) as run:
-            info = registry.log_adapter(trained_adapter, tiny_model_dir, name, pad_id=2)
+            info = registry.log_adapter(trained_adapter, tiny_model_dir, name, pad_id=2, top_k=20)
             registry.tag_version(name, info.registered_model_version, {"variant": variant})
             mlflow.log_metric("eval_accuracy", acc)
         versions[variant] = info.registered_model_version

@@ -26,7 +26,7 @@ import pytest
 
 from cliffdata import duck, experiments, schema
 from cliffdata.backends import Backend, Generation, Sampling, request_seed
-from cliffdata.config import AblationConfig, CandidatesConfig, _build
+from cliffdata.config import AblationConfig, CandidatesConfig, CliffsConfig, _build
 from cliffdata.stats import cliff_p_value, is_cliff, min_detectable_drop, pass_at_k, wilson_interval
 from test_sql import seed_rows, write_seed
 
@@ -305,7 +305,8 @@ def test_config_validates():
 def run_world_candidates(world, golds, backend, tokenizer, k=5, n=16):
     requests = experiments.candidate_rows(world["traces"], world["cliffs"], table("token_stats", world["token_stats"]),
                                           table("potentials", world["potentials"]), k)
-    rows = experiments.run_candidates(requests, world["traces"], golds, backend, tokenizer, n, SAMPLING, SEED)
+    rows = experiments.run_candidates(requests, world["traces"], golds, backend, tokenizer, n, SAMPLING, SEED,
+                                      CliffsConfig().delta0, CliffsConfig().z)
     return requests, rows
 
 

@@ -13,9 +13,11 @@ from scipy import stats as sps
 from cliffdata import schema
 from cliffdata.cliffs import find_cliffs, select_cliffs
 from cliffdata.config import CliffsConfig
-from cliffdata.stats import (Z, benjamini_hochberg, cliff_matrix, cliff_p_value, detect_cliffs, is_cliff,
+from cliffdata.stats import (benjamini_hochberg, cliff_matrix, cliff_p_value, detect_cliffs, is_cliff,
                              min_detectable_drop, null_fire_conditional, null_fire_probability)
 from test_cliffs import tables
+
+DELTA0, Z = CliffsConfig().delta0, CliffsConfig().z     # the cliffs params section's test
 
 
 @pytest.mark.parametrize("n_prev, n_curr", [(16, 16), (64, 64), (8, 16), (64, 12)])

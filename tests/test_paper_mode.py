@@ -209,7 +209,7 @@ def test_budget_per_problem_in_sample_rollouts_and_experiments(tiny_tokenizer):
     backend.budgets.clear()
     import tempfile
     with tempfile.TemporaryDirectory() as folder:
-        run_rollouts(traces, golds, backend, tiny_tokenizer, RolloutsConfig(num_rollouts=2, early_stop_zeros=0),
+        run_rollouts(traces, golds, backend, tiny_tokenizer, RolloutsConfig(mode="exhaustive", num_rollouts=2, early_stop_zeros=0),
                      Sampling(0.7, max_new_tokens=9), Checkpoint(folder))
     assert {b for _, b in backend.budgets} == {9, 1024, 2048}
 

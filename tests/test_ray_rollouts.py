@@ -9,7 +9,6 @@ import pytest
 from cliffdata.backends import make_backend
 from cliffdata.config import AdaptiveParams, EngineConfig, RayParams, RolloutsConfig, SamplingConfig
 from cliffdata.rollouts import Checkpoint, run_rollouts
-from cliffdata.sampling import to_sampling
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (extra [ray])")]
@@ -38,7 +37,7 @@ def test_ray_actor_pool_equals_single_process(local_ray, tmp_path, tiny_model_di
     golds = {t["problem_id"]: ("7", "hash") for t in traces}
 
     backend = make_backend("hf", str(tiny_model_dir), dtype="float32", max_batch=16)
-    single, single_costs = run_rollouts(traces, golds, backend, tiny_tokenizer, cfg, to_sampling(cfg.sampling),
+    single, single_costs = run_rollouts(traces, golds, backend, tiny_tokenizer, cfg, cfg.sampling,
                                         Checkpoint(tmp_path / "single"))
     # rollouts end at sampled EOS, so the token counts carry the seeds: not a constant table
     assert len(set(single.column("num_generated_tokens").to_pylist())) > 1

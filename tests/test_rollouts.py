@@ -12,7 +12,7 @@ SAMPLING = Sampling(temperature=0.7, max_new_tokens=8)
 
 
 def cfg(**kw) -> RolloutsConfig:
-    base = dict(num_rollouts=32, early_stop_zeros=20, positions_per_batch=4,
+    base = dict(mode="exhaustive", num_rollouts=32, early_stop_zeros=20, positions_per_batch=4,
                 sampling=SamplingConfig(temperature=0.7, max_new_tokens=8))
     return RolloutsConfig(**{**base, **kw})
 

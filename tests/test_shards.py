@@ -9,7 +9,6 @@ from cliffdata import schema
 from cliffdata.backends import make_backend
 from cliffdata.config import RolloutsConfig, SamplingConfig
 from cliffdata.rollouts import Checkpoint, expected_tokens, run_rollouts
-from cliffdata.sampling import to_sampling
 from cliffdata.shards import assign_shards, merge_shards, select_shard, shard_dir
 
 
@@ -61,17 +60,17 @@ def test_two_shards_merge_to_the_unsharded_potentials(tmp_path, monkeypatch, tin
     backend = make_backend("hf", str(tiny_model_dir), dtype="float32", max_batch=16)
     traces = traces_of([7, 4, 9, 5, 6])
     golds = {t["problem_id"]: ("7", "hash") for t in traces}
-    single, _ = run_rollouts(traces, golds, backend, tiny_tokenizer, cfg(), to_sampling(cfg().sampling),
+    single, _ = run_rollouts(traces, golds, backend, tiny_tokenizer, cfg(), cfg().sampling,
                              Checkpoint(tmp_path / "single"))
     # the test can tell runs apart: rollouts end at sampled EOS, so token counts depend on the seeds
-    other, _ = run_rollouts(traces, golds, backend, tiny_tokenizer, cfg(seed=1), to_sampling(cfg().sampling),
+    other, _ = run_rollouts(traces, golds, backend, tiny_tokenizer, cfg(seed=1), cfg().sampling,
                             Checkpoint(tmp_path / "other"))
     assert not other.equals(single)
 
     two = cfg(shards=2, shard_ids=(0, 1))
     for s in range(2):
         part = select_shard(traces, s, two)
-        table, costs = run_rollouts(part, golds, backend, tiny_tokenizer, two, to_sampling(two.sampling),
+        table, costs = run_rollouts(part, golds, backend, tiny_tokenizer, two, two.sampling,
                                     Checkpoint(tmp_path / f"shard{s}"))
         schema.write("potentials", table, shard_dir(s) / "potentials.parquet")
         schema.write("rollout_traces", costs, shard_dir(s) / "rollout_traces.parquet")

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, norm
 
+from cliffdata.config import CliffsConfig
 from cliffdata.stats import (
-    DELTA0,
-    Z,
     binary_entropy,
     cliff_matrix,
     critical_index,
@@ -24,6 +23,8 @@ from cliffdata.stats import (
     pass_at_k,
     wilson_interval,
 )
+
+DELTA0, Z = CliffsConfig().delta0, CliffsConfig().z     # the cliffs params section's test
 
 Z_95 = float(norm.ppf(0.95))  # 1.6448536..., the exact one-sided 95% quantile
 

@@ -10,13 +10,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float
-    top_p: float = 1.0
-    top_k: int = 0              # 0 = off
-    max_new_tokens: int = 256
+from cliffdata.config import SamplingConfig as Sampling   # one type: the params' sampling is what engines take
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def count_cliffs(model_name: str, adapter: str | None, backend: Backend, torch_m
     golds = golds_by_problem(problems)
     full = dataclasses.replace(rollouts, early_stop_zeros=0)        # no early termination after training
     potentials, costs = run_rollouts(traces, golds, view, tokenizer, full, rollout_sampling, checkpoint,
-                                     desc=f"cliff_count {model_name}: rollouts")
+                                     desc=f"cliff_count {model_name}: rollouts", test=cliffs_cfg)
     cliffs, summaries = find_cliffs(schema.to_table("traces", traces), potentials,
                                     schema.to_table("token_stats", stats) if stats else schema.TOKEN_STATS.empty_table(),
                                     cliffs_cfg)

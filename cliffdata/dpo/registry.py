@@ -24,7 +24,6 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
-TOP_K = 20
 
 
 def registered_model_name(model_source: str) -> str:
@@ -37,7 +36,7 @@ class CliffAdapterModel(mlflow.pyfunc.PythonModel):
     """Base + LoRA adapter; `predict` gives next-token log-probabilities after each `prompt_ids` row.
 
     Input: a DataFrame with `prompt_ids` (list of ints) and optionally `token_ids` (list of ints).
-    Output: a DataFrame with `top_ids` / `top_logprobs` (the top-20) and, when asked, `token_logprobs`.
+    Output: a DataFrame with `top_ids` / `top_logprobs` (the top `top_k` of the model config: params `token_stats.top_k`) and, when asked, `token_logprobs`.
     """
 
     def load_context(self, context) -> None:
@@ -52,6 +51,7 @@ class CliffAdapterModel(mlflow.pyfunc.PythonModel):
         base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, context.model_config["dtype"]))
         self.model = PeftModel.from_pretrained(base, context.artifacts["adapter"]).eval()
         self.pad_id = int(context.model_config["pad_id"])
+        self.top_k = int(context.model_config["top_k"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         import torch
@@ -61,7 +61,7 @@ class CliffAdapterModel(mlflow.pyfunc.PythonModel):
         prompts = [list(map(int, p)) for p in model_input["prompt_ids"]]
         with torch.no_grad():
             logp = next_token_logprobs(self.model, prompts, self.pad_id)                   # (B, V)
-        top_lp, top_ids = logp.topk(TOP_K, dim=-1)
+        top_lp, top_ids = logp.topk(self.top_k, dim=-1)
         out = pd.DataFrame({"top_ids": top_ids.tolist(), "top_logprobs": top_lp.tolist()})
         if "token_ids" in model_input:
             out["token_logprobs"] = [logp[i, list(map(int, toks))].tolist()
@@ -81,17 +81,18 @@ def adapter_signature():
                         ColSpec(logprobs, "token_logprobs", required=False)]))
 
 
-def log_adapter(adapter_dir: str | Path, base_dir: str | Path, registered_name: str, pad_id: int,
+def log_adapter(adapter_dir: str | Path, base_dir: str | Path, registered_name: str, pad_id: int, top_k: int,
                 dtype: str = "float32"):
     """Log the adapter folder as a pyfunc model of the active run (with its signature) and register a
-    new version.
+    new version. `top_k`: how many next tokens `predict` returns (params `token_stats.top_k`).
 
     Returns the ModelInfo; `info.registered_model_version` is the new version.
     """
     return mlflow.pyfunc.log_model(
         name="cliff_adapter", python_model=CliffAdapterModel(),
         artifacts={"adapter": str(Path(adapter_dir).resolve())},
-        model_config={"base_model": str(Path(base_dir).resolve()), "pad_id": int(pad_id), "dtype": dtype},
+        model_config={"base_model": str(Path(base_dir).resolve()), "pad_id": int(pad_id), "top_k": int(top_k),
+                      "dtype": dtype},
         # explicit requirements: MLflow's inference would import the world and take a minute
         pip_requirements=["torch", "transformers", "peft", "pandas"],
         signature=adapter_signature(), registered_model_name=registered_name)

@@ -23,27 +23,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from cliffdata.config import DPOTrainConfig
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DPOHyper:
-    """The knobs of `train_dpo` (params `dpo_train`; paper values in comments)."""
-    beta: float = 0.1                  # paper 0.05
-    learning_rate: float = 5e-4        # paper 5e-6, cosine
-    warmup_ratio: float = 0.1          # paper 0.1
-    batch_size: int = 8                # pairs per optimizer step (paper: effective 64)
-    epochs: int = 1                    # paper 1
-    append_eos: bool = False           # paper true (the reference appends EOS to both sides)
-    seed: int = 0
-    max_grad_norm: float = 1.0
 
 
 def completion_queries(prompt_ids: Sequence[int], token_id: int, append_eos: bool,
@@ -109,7 +97,7 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
 
 
 @torch.no_grad()
-def reference_logprobs(model, rows: Sequence[dict], hp: DPOHyper, eos_id: int | None, pad_id: int,
+def reference_logprobs(model, rows: Sequence[dict], hp: DPOTrainConfig, eos_id: int | None, pad_id: int,
                        batch_size: int = 32) -> torch.Tensor:
     """(N, 2) chosen / rejected completion log-probabilities under the reference (adapter disabled).
 
@@ -122,7 +110,7 @@ def reference_logprobs(model, rows: Sequence[dict], hp: DPOHyper, eos_id: int | 
     return torch.cat(out) if out else torch.zeros((0, 2))
 
 
-def pair_loss(model, rows: Sequence[dict], hp: DPOHyper, eos_id: int | None, pad_id: int,
+def pair_loss(model, rows: Sequence[dict], hp: DPOTrainConfig, eos_id: int | None, pad_id: int,
               reference: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The DPO loss of a batch of pairs on a PEFT model; the reference is the same model, adapter off
     (`reference`: its (B, 2) log-probabilities, when already computed)."""
@@ -153,7 +141,7 @@ def _batches(n: int, batch_size: int, epochs: int, seed: int) -> list[np.ndarray
 
 
 @torch.no_grad()
-def evaluate_pairs(model, rows: Sequence[dict], hp: DPOHyper, eos_id: int | None, pad_id: int,
+def evaluate_pairs(model, rows: Sequence[dict], hp: DPOTrainConfig, eos_id: int | None, pad_id: int,
                    batch_size: int = 32) -> dict[str, float]:
     """Loss, reward accuracy and margin over `rows` (e.g. the held-out pairs), pair-weighted means."""
     if not rows:
@@ -168,7 +156,7 @@ def evaluate_pairs(model, rows: Sequence[dict], hp: DPOHyper, eos_id: int | None
     return {k: v / len(rows) for k, v in totals.items()}
 
 
-def train_dpo(model, rows: Sequence[dict], hp: DPOHyper, eos_id: int | None, pad_id: int,
+def train_dpo(model, rows: Sequence[dict], hp: DPOTrainConfig, eos_id: int | None, pad_id: int,
               on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
     """Train the adapter of a PEFT `model` on pair rows (dicts with prompt_ids, chosen_id, rejected_id).
 

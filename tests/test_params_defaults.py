@@ -1,0 +1,74 @@
+"""[I] 1: every setting is defined once. A config dataclass default is what the code falls back on when a
+key is left out of params.yaml; where params.yaml sets the key, the two must agree, or the code and the
+pipeline describe different settings (as `dpo_train.beta` 0.05 / 0.1 and `adaptive.initial_rollouts`
+16 / 8 once did). Also: no second dataclass or module constant for a params key in the library."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cliffdata import config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mismatches(tp, default, value, where: str) -> list[str]:
+    """Paths where a dataclass default (the class's, or the nested default instance's) differs from params.yaml."""
+    out = []
+    if not (dataclasses.is_dataclass(tp) and isinstance(value, dict)):
+        return out
+    hints = typing.get_type_hints(tp)
+    for f in dataclasses.fields(tp):
+        if f.name not in value:
+            continue
+        if default is not None:
+            fallback = getattr(default, f.name)
+        elif f.default is not dataclasses.MISSING:
+            fallback = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            fallback = f.default_factory()
+        else:
+            continue                                 # required: params.yaml is the only definition
+        path = f"{where}.{f.name}".lstrip(".")
+        if dataclasses.is_dataclass(fallback):
+            out += mismatches(type(fallback), fallback, value[f.name], path)
+            continue
+        if fallback is None and dataclasses.is_dataclass(next((a for a in typing.get_args(hints[f.name])
+                                                               if a is not type(None)), None)):
+            continue                                 # an optional section: None means "not configured"
+        if isinstance(fallback, dict) or (isinstance(fallback, tuple) and fallback and dataclasses.is_dataclass(fallback[0])):
+            continue                                 # collections of sources / prompts: no per-key fallback
+        norm = (lambda x: list(x) if isinstance(x, tuple) else x)
+        if norm(fallback) != norm(value[f.name]):
+            out.append(f"{path}: code {fallback!r}, params.yaml {value[f.name]!r}")
+    return out
+
+
+def test_every_code_default_equals_params_yaml():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert mismatches(config.Params, None, params, "") == []
+
+
+def test_the_check_finds_a_second_default(monkeypatch):
+    """The test above can fail: a dataclass default that differs from params.yaml is reported with its path."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["dpo_train"]["beta"] = 0.05
+    params["rollouts"]["sampling"]["max_new_tokens"] = 1024
+    assert mismatches(config.Params, None, params, "") == [
+        "rollouts.sampling.max_new_tokens: code 96, params.yaml 1024", "dpo_train.beta: code 0.1, params.yaml 0.05"]
+
+
+@pytest.mark.parametrize("pattern", [
+    r"^class DPOHyper\b", r"^class AdaptiveConfig\b", r"^MIN_TEST_ROLLOUTS\s*=", r"^DELTA0\s*=", r"^Z\s*=",
+    r"^TOP_K\s*=", r"^THREADS\s*=",
+])
+def test_no_second_definition_in_the_library(pattern):
+    hits = [f"{p.relative_to(ROOT)}:{i + 1}" for folder in ("cliffdata", "pipeline", "bench")
+            for p in sorted((ROOT / folder).rglob("*.py"))
+            for i, line in enumerate(p.read_text().splitlines()) if re.match(pattern, line)]
+    assert hits == []
