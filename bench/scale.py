@@ -91,15 +91,14 @@ def analyse(study: Path) -> dict:
     from cliffdata import duck, schema
     from cliffdata.cliffs import SCAN_VERIFIED, cliff_tables
     from cliffdata.config import load_params
-    from cliffdata.stats import binary_entropy
+    from cliffdata.taxonomy import sql_params
 
     import pyarrow as pa
 
     pa.array([0])                   # pyarrow imports pandas on its first conversion (0.25 s): an import
     params = load_params(ROOT / "params.yaml")
     cfg = params.cliffs
-    taxonomy = {"include_empty_prefix": cfg.use_empty_prefix, "use_full_entropy": cfg.entropy == "full"}
-    threshold = binary_entropy(cfg.entropy_boundary_p)
+    taxonomy = sql_params(cfg)
 
     def cliffs():
         found, summaries = cliff_tables(*(study / schema.PATHS[n] for n in ("traces", "potentials", "token_stats")),
@@ -114,13 +113,15 @@ def analyse(study: Path) -> dict:
             return {"checks": len(duck.assert_checks(con, skip=SCAN_VERIFIED))}
 
     def occurrence_taxonomy():
-        out = duck.write_metrics(study, {**taxonomy, "entropy_threshold": threshold}, params.analysis)
+        out = duck.write_metrics(study, taxonomy, params.analysis)
         return {"cliffs_per_trace": out["occurrence"]["all"]["cliffs_per_trace"]}
 
     def entropy():
         with duck.connect(study, ["cliffs", "trace_cliffs", "token_stats"], params.analysis) as con:
-            rank = duck.run_sql_file(con, "entropy_rank", {**taxonomy, "entropy_threshold": threshold})
-            hist = duck.run_sql_file(con, "entropy_hist", {**taxonomy, "num_bins": params.entropy.bins,
+            rank = duck.run_sql_file(con, "entropy_rank", taxonomy)
+            hist = duck.run_sql_file(con, "entropy_hist", {"include_empty_prefix": taxonomy["include_empty_prefix"],
+                                                           "use_full_entropy": taxonomy["use_full_entropy"],
+                                                           "num_bins": params.entropy.bins,
                                                            "max_entropy": params.entropy.max_entropy})
         return {"rows": rank.num_rows + hist.num_rows}
 

@@ -257,8 +257,7 @@ def run_export(args: argparse.Namespace) -> int:
             if model_id is None:
                 from cliffdata.config import load_params
 
-                source = load_params(args.root / "params.yaml").model.source
-                model_id = "HuggingFaceTB/SmolLM2-135M-Instruct" if source == "embedded" else source
+                model_id = load_params(args.root / "params.yaml").model.hub_id
             local = args.root / args.tokenizer
             tokenizer = AutoTokenizer.from_pretrained(local if local.exists() else args.tokenizer)
             events = export.pts_events(args.root, tokenizer, model_id)

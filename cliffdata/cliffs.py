@@ -32,29 +32,10 @@ import pyarrow as pa
 
 from cliffdata import schema
 from cliffdata.config import CliffsConfig
-from cliffdata.stats import (benjamini_hochberg_cutoff, binary_entropy, cliff_p_value, is_cliff, min_detectable_drop,
+from cliffdata.stats import (benjamini_hochberg_cutoff, cliff_p_value, is_cliff, min_detectable_drop,
                              null_fire_conditional)
-
-CATEGORIES = ("deterministic", "uncertain", "sampled_off", "other")
-FIXED_BITS = 90         # the per-trace sums of q are exact integers in units of 2^-90 (up to 2^37 pairs a trace)
-
-
-def category_codes(entropy, is_greedy, threshold: float) -> np.ndarray:
-    """Protocol §4, on arrays, as indices into CATEGORIES: H ≤ H* and greedy → deterministic; H > H*:
-    greedy → uncertain, else sampled_off; H ≤ H* and not greedy → other."""
-    high = np.asarray(entropy, dtype=np.float64) > threshold
-    greedy = np.asarray(is_greedy, dtype=bool)
-    return np.where(high, np.where(greedy, 1, 2), np.where(greedy, 0, 3)).astype(np.int8)
-
-
-def categories(entropy, is_greedy, threshold: float) -> np.ndarray:
-    """`category_codes` as names."""
-    return np.array(CATEGORIES, dtype=object)[category_codes(entropy, is_greedy, threshold)]
-
-
-def categorize(entropy: float, is_greedy: bool, threshold: float) -> str:
-    """`categories` of one token."""
-    return str(categories([entropy], [is_greedy], threshold)[0])
+# the taxonomy is cliffdata.taxonomy's (re-exported here for the stages that read it with the cliffs)
+from cliffdata.taxonomy import CATEGORIES, categorize, category_codes, entropy_column, entropy_threshold  # noqa: F401
 
 
 THIRDS = ("early", "mid", "late")
@@ -197,7 +178,7 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
     trace_lengths = _np(meta["num_tokens"]).astype(np.int64)
     dataset_names, dataset_ids = np.unique(np.array([dataset_of(p) for p in problem_ids.to_pylist()], dtype=object),
                                            return_inverse=True)
-    entropy_col = "entropy" if cfg.entropy == "top20" else "entropy_full"
+    entropy_col = entropy_column(cfg)
     bounds = {}
     if part is not None:
         bounds = {"first_trace": coder.trace_id(part[0]) if part[0] < len(coder) else None,
@@ -205,7 +186,7 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
     pots = KeyedStream(source_batches(potentials, POTENTIAL_COLUMNS, **bounds), coder, "potentials", part)
     stats = KeyedStream(source_batches(token_stats, [*STAT_COLUMNS, entropy_col], **bounds), coder, "token_stats", part)
     lookup = CliffLookup(cfg.delta0, cfg.z)
-    threshold = binary_entropy(cfg.entropy_boundary_p)
+    threshold = entropy_threshold(cfg)
     min_rollouts = max(cfg.min_rollouts, 1)
     fdr_counts: dict[int, np.ndarray] = {}
 

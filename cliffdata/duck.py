@@ -30,7 +30,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from cliffdata import schema
+from cliffdata import schema, taxonomy
 from cliffdata.scan import dataset_files
 from cliffdata.config import AnalysisConfig
 
@@ -55,7 +55,8 @@ NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensio
 def engine(cfg: AnalysisConfig = AnalysisConfig()) -> duckdb.DuckDBPyConnection:
     """A bare in-memory connection with the `analysis` params section's threads and memory limit, spilling
     to its temp folder (by default a fresh one in the system temp, removed with the connection: an
-    in-memory DuckDB would otherwise spill into `./.tmp`), and no extension loading."""
+    in-memory DuckDB would otherwise spill into `./.tmp`), no extension loading, and the taxonomy's
+    macros (`high_entropy`, `category_of`, `token_category`)."""
     temp = cfg.temp_directory
     owned = None
     if temp is None:
@@ -64,6 +65,8 @@ def engine(cfg: AnalysisConfig = AnalysisConfig()) -> duckdb.DuckDBPyConnection:
                                              "temp_directory": str(temp), **NO_EXTENSIONS})
     if owned is not None:
         weakref.finalize(con, shutil.rmtree, owned, ignore_errors=True)
+    for statement in taxonomy.sql_macros():          # the token taxonomy, one definition (cliffdata/taxonomy.py)
+        con.execute(statement)
     return con
 
 
@@ -157,7 +160,10 @@ def check_files() -> dict[str, str]:
 def _parser() -> duckdb.DuckDBPyConnection:
     # A bare connection: on one with relation views DuckDB binds them and fails. One for all checks
     # (opening one per check cost 0.55 s of the cliffs stage's 38 checks, measured).
-    return duckdb.connect(":memory:", config=NO_EXTENSIONS)
+    parser = duckdb.connect(":memory:", config=NO_EXTENSIONS)
+    for statement in taxonomy.sql_macros():          # the checks call the taxonomy's macros
+        parser.execute(statement)
+    return parser
 
 
 @functools.cache

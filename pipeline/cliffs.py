@@ -11,7 +11,7 @@ from pathlib import Path
 from cliffdata import duck, schema
 from cliffdata.cliffs import SCAN_VERIFIED, cliff_tables
 from cliffdata.config import load_params
-from cliffdata.stats import binary_entropy
+from cliffdata.taxonomy import sql_params
 
 
 def main() -> None:
@@ -27,9 +27,7 @@ def main() -> None:
     # only the datasets this stage reads and writes: a later stage's outs may be stale while this one runs
     with duck.connect(Path("."), ["traces", "token_stats", "potentials", "cliffs", "trace_cliffs"], params.analysis) as con:
         duck.assert_checks(con, skip=SCAN_VERIFIED)
-    metrics = duck.write_metrics(Path("."), {"include_empty_prefix": cfg.use_empty_prefix,
-                                             "entropy_threshold": binary_entropy(cfg.entropy_boundary_p),
-                                             "use_full_entropy": cfg.entropy == "full"}, params.analysis)
+    metrics = duck.write_metrics(Path("."), sql_params(cfg), params.analysis)
     print(json.dumps(metrics["occurrence"].get("all", {}), default=str))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cliffdata import duck
 from cliffdata.config import load_params
-from cliffdata.stats import binary_entropy
+from cliffdata.taxonomy import sql_params
 
 
 def main() -> None:
@@ -21,11 +21,11 @@ def main() -> None:
     params = load_params()
     cfg = params.entropy
     con = duck.connect(Path("."), ["cliffs", "trace_cliffs", "token_stats"], params.analysis)
-    taxonomy = {"include_empty_prefix": params.cliffs.use_empty_prefix, "use_full_entropy": params.cliffs.entropy == "full"}
-    entropy_rank = duck.table_files(duck.run_sql_file(con, "entropy_rank", {
-        **taxonomy, "entropy_threshold": binary_entropy(params.cliffs.entropy_boundary_p)}), "cell")
+    taxonomy = sql_params(params.cliffs)
+    entropy_rank = duck.table_files(duck.run_sql_file(con, "entropy_rank", taxonomy), "cell")
+    hist = {k: taxonomy[k] for k in ("include_empty_prefix", "use_full_entropy")}
     entropy_hist = duck.table_files(duck.run_sql_file(con, "entropy_hist", {
-        **taxonomy, "num_bins": cfg.bins, "max_entropy": cfg.max_entropy}), "bin")
+        **hist, "num_bins": cfg.bins, "max_entropy": cfg.max_entropy}), "bin")
     Path("metrics").mkdir(exist_ok=True)
     Path("plots").mkdir(exist_ok=True)
     Path("metrics/entropy_rank.json").write_text(entropy_rank["json"])

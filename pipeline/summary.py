@@ -14,7 +14,7 @@ from cliffdata.summary import headline, load_metrics, render_summary
 
 def main() -> None:
     params = load_params()
-    model = "SmolLM2-135M-Instruct (embedded)" if params.model.source == "embedded" else params.model.source
+    model = f"{params.model.name} (embedded)" if params.model.source == "embedded" else params.model.source
     datasets = ", ".join(sorted({s.dataset for s in params.problems.sources}))
     # the paper's directions on all / feasible / replicated cliffs (SQL over the experiments' data)
     needs = ["cliffs", "replicate", "ablation", "candidates"]

@@ -21,21 +21,16 @@ import math
 from collections.abc import Sequence
 
 from cliffdata.backends import request_seed
+from cliffdata.config import DPO_VARIANT_CATEGORIES
+from cliffdata.taxonomy import CATEGORIES
 
 STRATEGIES = ("cliff_1N", "cliff_hard")
-CLIFF_CATEGORIES = ("deterministic", "uncertain", "sampled_off", "other")
 CONTROL = "control"                      # the category of the random-position control pairs
 CONTROL_VARIANT = "random"               # the variant made of them
-# variant -> the pair categories it keeps (and `replicated`: only pairs at replicated cliffs)
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "all": CLIFF_CATEGORIES,
-    "deterministic": ("deterministic",),
-    "uncertain": ("uncertain",),
-    "sampled_off": ("sampled_off",),
-    "uncertain_sampled_off": ("uncertain", "sampled_off"),
-    "replicated": CLIFF_CATEGORIES,
-    CONTROL_VARIANT: (CONTROL,),
-}
+# variant -> the pair categories it keeps (and `replicated`: only pairs at replicated cliffs), from
+# the one list in config.DPO_VARIANT_CATEGORIES
+VARIANTS: dict[str, tuple[str, ...]] = {name: CATEGORIES if kept == ("*",) else kept
+                                        for name, kept in DPO_VARIANT_CATEGORIES.items()}
 SPLITS = ("train", "heldout")
 
 

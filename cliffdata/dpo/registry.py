@@ -21,14 +21,16 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 
+from cliffdata.config import ModelConfig
+
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 
 
 def registered_model_name(model_source: str) -> str:
-    """`cliff-dpo-<model>`: the model id's last path part, lowercased, [a-z0-9.-] only."""
-    name = "smollm2-135m-instruct" if model_source == "embedded" else Path(model_source.rstrip("/")).name
+    """`cliff-dpo-<model>`: the model's name (`ModelConfig.name`), lowercased, [a-z0-9.-] only."""
+    name = ModelConfig(source=model_source).name
     return "cliff-dpo-" + re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-")
 
 

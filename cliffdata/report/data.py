@@ -29,6 +29,7 @@ import pandas as pd
 
 from cliffdata import schema
 from cliffdata.scan import TraceRows
+from cliffdata.taxonomy import entropy_column
 from cliffdata.config import CliffsConfig
 from cliffdata.stats import pass_at_k
 
@@ -81,7 +82,7 @@ def load_report_data(root: Path, cliffs_cfg: CliffsConfig = CliffsConfig()) -> R
         potentials=pots,
         cliffs=dict(cliffs),
         trace_cliffs={s["trace_id"]: s for s in read("trace_cliffs").to_pylist()},
-        entropy="entropy" if cliffs_cfg.entropy == "top20" else "entropy_full",
+        entropy=entropy_column(cliffs_cfg),
         min_rollouts=cliffs_cfg.min_rollouts, critical_threshold=cliffs_cfg.critical_threshold,
     )
     if (Path(root) / schema.PATHS["ablation"]).exists():

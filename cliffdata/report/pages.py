@@ -15,7 +15,8 @@ import re
 from functools import cache
 from importlib import resources
 
-CATEGORIES = ("deterministic", "uncertain", "sampled_off", "other")
+from cliffdata.taxonomy import CATEGORIES
+
 
 
 @cache

@@ -12,10 +12,11 @@ cells as (
         *
     from (
         values
-            (1, 'deterministic', 'low', 'greedy'),
-            (2, 'uncertain', 'high', 'greedy'),
-            (3, 'sampled_off', 'high', 'not_greedy'),
-            (4, 'other', 'low', 'not_greedy'),
+            -- the four category cells are named by the taxonomy's macro (cliffdata/taxonomy.py)
+            (1, category_of(false, true), 'low', 'greedy'),
+            (2, category_of(true, true), 'high', 'greedy'),
+            (3, category_of(true, false), 'high', 'not_greedy'),
+            (4, category_of(false, false), 'low', 'not_greedy'),
             (5, 'greedy', 'all', 'greedy'),
             (6, 'not_greedy', 'all', 'not_greedy'),
             (7, 'low_entropy', 'low', 'all'),
@@ -26,7 +27,7 @@ cells as (
 
 cliff_tokens as (
     select
-        case when entropy <= $entropy_threshold then 'low' else 'high' end as entropy,
+        case when high_entropy(entropy, $entropy_threshold) then 'high' else 'low' end as entropy,
         case when is_greedy then 'greedy' else 'not_greedy' end as greedy
     from cliffs
     where $include_empty_prefix or token_index > 0
@@ -46,7 +47,7 @@ baseline_entropies as (
 
 baseline_tokens as (
     select
-        case when entropy <= $entropy_threshold then 'low' else 'high' end as entropy,
+        case when high_entropy(entropy, $entropy_threshold) then 'high' else 'low' end as entropy,
         case when is_greedy then 'greedy' else 'not_greedy' end as greedy
     from baseline_entropies
 ),

@@ -51,11 +51,12 @@ baseline_tokens as (
         on t.trace_id = s.trace_id
 ),
 
--- counted by (greedy, low entropy) before naming the category: 10^8 tokens hash two booleans
+-- counted by (greedy, high entropy) before naming the category (the taxonomy's macros,
+-- cliffdata/taxonomy.py): 10^8 tokens hash two booleans, not a string
 baseline_groups as (
     select
         is_greedy,
-        entropy <= $entropy_threshold as low_entropy,
+        high_entropy(entropy, $entropy_threshold) as high,
         count(*) as num_tokens
     from baseline_tokens
     group by all
@@ -63,12 +64,7 @@ baseline_groups as (
 
 baseline_categories as (
     select
-        case
-            when low_entropy and is_greedy then 'deterministic'
-            when not low_entropy and is_greedy then 'uncertain'
-            when not low_entropy and not is_greedy then 'sampled_off'
-            when low_entropy and not is_greedy then 'other'
-        end as category,
+        category_of(high, is_greedy) as category,
         num_tokens
     from baseline_groups
 ),

@@ -5,7 +5,8 @@ select
     category
 from cliffs
 where category is null
-    or category not in ('deterministic', 'uncertain', 'sampled_off', 'other')
+    or category not in (category_of(false, true), category_of(true, true), category_of(true, false),
+                        category_of(false, false))
 order by
     trace_id,
     token_index

@@ -1,5 +1,5 @@
--- The category agrees with greediness (protocol §4): greedy cliffs are deterministic or uncertain,
--- the others sampled_off or other.
+-- The category agrees with greediness (protocol §4, the taxonomy's macro category_of): a cliff's
+-- category is one its greediness allows at some entropy.
 select
     trace_id,
     token_index,
@@ -7,8 +7,7 @@ select
     category
 from cliffs
 where is_greedy is null
-    or (is_greedy and category not in ('deterministic', 'uncertain'))
-    or (not is_greedy and category not in ('sampled_off', 'other'))
+    or category not in (category_of(true, is_greedy), category_of(false, is_greedy))
 order by
     trace_id,
     token_index
