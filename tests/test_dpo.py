@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -296,20 +297,43 @@ def test_registered_pyfunc_equals_the_in_memory_adapter_and_promote_sets_champio
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     name = "cliff-dpo-tiny"
+    # a project as the pipeline leaves it: run records, training and eval metrics, adapters (DVC-tracked)
+    root = tmp_path / "proj"
+    shutil.copytree(tiny_model_dir, root / "models/base")
+    (root / "params.yaml").write_text("dpo_train: {}\ndpo_pairs: {}\nmodel: {source: tiny}\n")
     versions = {}
     for variant, acc in (("uncertain", 0.4), ("all", 0.7), ("sampled_off", 0.5)):
+        shutil.copytree(trained_adapter, root / f"models/adapters/{variant}")
         with tracking.start_run("cliff-dpo", f"dpo_train-{variant}", params={"variant": variant}) as run:
             info = registry.log_adapter(trained_adapter, tiny_model_dir, name, pad_id=2, top_k=20)
             registry.tag_version(name, info.registered_model_version, {"variant": variant})
-            mlflow.log_metric("eval_accuracy", acc)
         versions[variant] = info.registered_model_version
-    best, value = registry.promote(name, "eval_accuracy")
-    assert str(best.version) == str(versions["all"]) and value == 0.7
-    assert registry.champion_variant(name) == "all"
-    lowest, _ = registry.promote(name, "eval_accuracy", greater_is_better=False)
-    assert str(lowest.version) == str(versions["uncertain"])
-    with pytest.raises(ValueError, match="no version .* has a run with metric 'nope'"):
-        registry.promote(name, "nope")
+        for path, record in ((f"runs/dpo_train/{variant}.json", {"run_id": run.info.run_id, "version": versions[variant]}),
+                             (f"metrics/dpo_train/{variant}.json", {"num_train_pairs": 3, "train_loss_last": 0.5})):
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(json.dumps(record))
+    (root / "metrics/dpo_eval.json").write_text(json.dumps({"models": {
+        "base": {"accuracy": 0.9}, "all": {"accuracy": 0.7, "diff_to_base": -0.2},
+        "uncertain": {"accuracy": 0.4, "diff_to_base": -0.5}, "sampled_off": {"accuracy": 0.5, "diff_to_base": -0.4}}}))
+    best = registry.promote(root, name, "eval_accuracy", "eval_accuracy", top_k=20)
+    assert best["variant"] == "all" and str(best["version"]) == str(versions["all"]) and best["value"] == 0.7
+    assert registry.champion(root) == "all"                        # runs/champion.json: readable without a store
+    lowest = registry.promote(root, name, "eval_accuracy_diff", "eval_accuracy", top_k=20, greater_is_better=False)
+    assert lowest["variant"] == "uncertain" and str(lowest["version"]) == str(versions["uncertain"])
+    with pytest.raises(ValueError, match="no adapter .* has 'nope'"):
+        registry.promote(root, name, "nope", "eval_accuracy", top_k=20)
+
+    # a colleague's clone: an empty store. Promotion restores the winner's run from the DVC-tracked files,
+    # registers its adapter again and points the alias at it; a second call restores nothing twice.
+    empty = f"sqlite:///{tmp_path / 'colleague.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", empty)
+    mlflow.set_tracking_uri(empty)
+    again = registry.promote(root, name, "eval_accuracy", "eval_accuracy", top_k=20)
+    assert again["variant"] == "all" and again["run_id"] != best["run_id"] and str(again["version"]) == "1"
+    client = mlflow.MlflowClient()
+    assert client.get_run(again["run_id"]).data.tags["cliffdata.restored_from"] == best["run_id"]
+    assert registry.promote(root, name, "eval_accuracy", "eval_accuracy", top_k=20)["run_id"] == again["run_id"]
+    uri = empty
 
     prompts = [[1, 24, 22, 8], [1, 40]]
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), trained_adapter).eval()
@@ -321,7 +345,6 @@ def test_registered_pyfunc_equals_the_in_memory_adapter_and_promote_sets_champio
         f"out = m.predict(pd.DataFrame({{'prompt_ids': {prompts!r}, 'token_ids': [[30, 31], [50]]}}))\n"
         "print(json.dumps({'top_ids': out['top_ids'].tolist(), 'top_logprobs': out['top_logprobs'].tolist(),"
         " 'token_logprobs': out['token_logprobs'].tolist()}))\n")
-    registry.promote(name, "eval_accuracy")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "MLFLOW_TRACKING_URI": uri})
     assert proc.returncode == 0, proc.stderr[-2000:]

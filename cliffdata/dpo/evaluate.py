@@ -12,12 +12,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from cliffdata.backends import AdapterView, Backend, Sampling
-from cliffdata.config import ProblemsConfig, PromptConfig, SourceConfig
+from cliffdata.config import BASE_MODEL, ProblemsConfig, PromptConfig, SourceConfig
 from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.problems import load_problems
 from cliffdata.sampling import sample_traces
 
-BASE = "base"
+BASE = BASE_MODEL                        # the base model among evaluated models (config.BASE_MODEL)
 
 
 def eval_problems(sources: Sequence[SourceConfig], training_problems: Sequence[dict],

@@ -13,6 +13,7 @@ step (`cliffdata promote`), not a pipeline stage.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 
-from cliffdata.config import ModelConfig
+from cliffdata.config import BASE_MODEL, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -100,30 +101,108 @@ def log_adapter(adapter_dir: str | Path, base_dir: str | Path, registered_name: 
         signature=adapter_signature(), registered_model_name=registered_name)
 
 
-def run_metric(client, run_id: str, metric: str) -> float | None:
-    return client.get_run(run_id).data.metrics.get(metric)
+CHAMPION_RECORD = "runs/champion.json"      # git-tracked: the promoted variant, readable without any store
 
 
-def promote(registered_name: str, metric: str, greater_is_better: bool = True, client=None) -> tuple[object, float]:
-    """Set the alias `champion` on the version whose run has the best `metric`; returns (version, value).
+def metric_keys(metric: str) -> dict[str, str]:
+    """dpo_eval's metric names (params `dpo_eval.metric`, logged to each adapter's run) -> the keys of a
+    model's cell in metrics/dpo_eval.json, the DVC-tracked source of those values."""
+    return {metric: "accuracy", f"{metric}_diff": "diff_to_base", f"{metric}_diff_ci_low": "diff_ci_low",
+            f"{metric}_diff_ci_high": "diff_ci_high"}
 
-    Versions whose run lacks the metric are skipped; ties go to the newest version.
-    """
+
+def eval_scores(root: str | Path, metric: str, eval_metric: str) -> dict[str, float]:
+    """Each evaluated adapter's `metric` from metrics/dpo_eval.json (the base model excluded)."""
+    path = Path(root) / "metrics/dpo_eval.json"
+    if not path.exists():
+        raise ValueError(f"no {path}: run `dvc repro dpo_eval` (or `dvc pull`) first")
+    keys = metric_keys(eval_metric)
+    cells = json.loads(path.read_text())["models"]
+    key = keys.get(metric, metric)
+    scores = {v: cell[key] for v, cell in cells.items() if v != BASE_MODEL and cell.get(key) is not None}
+    if not scores:
+        known = sorted({*keys, *(k for cell in cells.values() for k in cell)})
+        raise ValueError(f"no adapter in {path} has {metric!r} (known: {known})")
+    return scores
+
+
+def training_run(variant: str, root: str | Path, registered_name: str, top_k: int, client=None) -> str:
+    """The run id, in the current MLflow store, of a variant's training: the one its run record
+    (runs/dpo_train/<variant>.json) names when this store has it; else a run restored from what DVC
+    tracks (metrics/dpo_train/<variant>.json, params.yaml, models/adapters/<variant>), made once per
+    store (tag `cliffdata.restored_from` = the recorded id), its adapter registered again as a version
+    when the original was (a variant trained on no pair has no version)."""
+    from mlflow.exceptions import MlflowException
+
+    from cliffdata import tracking
+    from cliffdata.config import section_dict
+
+    root = Path(root)
     client = client or mlflow.MlflowClient()
-    versions = client.search_model_versions(f"name = '{registered_name}'")
-    if not versions:
-        raise ValueError(f"no versions of registered model {registered_name!r}")
-    scored = [(v, run_metric(client, v.run_id, metric)) for v in versions]
-    scored = [(v, m) for v, m in scored if m is not None]
-    if not scored:
-        raise ValueError(f"no version of {registered_name!r} has a run with metric {metric!r} "
-                         f"(run `dvc repro dpo_eval` first; versions: {sorted(int(v.version) for v in versions)})")
-    sign = 1 if greater_is_better else -1
-    best, value = max(scored, key=lambda vm: (sign * vm[1], int(vm[0].version)))
-    client.set_registered_model_alias(registered_name, CHAMPION, best.version)
-    log.info("%s@%s -> version %s (%s = %s)", registered_name, CHAMPION, best.version, metric, value)
-    return best, value
+    record = json.loads((root / f"runs/dpo_train/{variant}.json").read_text())
+    try:
+        return client.get_run(record["run_id"]).info.run_id
+    except MlflowException:
+        pass
+    experiment = client.get_experiment_by_name("cliff-dpo")
+    if experiment is not None:
+        found = client.search_runs([experiment.experiment_id],
+                                   f"tags.`cliffdata.restored_from` = '{record['run_id']}'", max_results=1)
+        if found:
+            return found[0].info.run_id
+    summary = json.loads((root / f"metrics/dpo_train/{variant}.json").read_text())
+    tags = {"variant": variant, "stage": f"dpo_train@{variant}", "cliffdata.restored_from": record["run_id"],
+            "num_train_pairs": str(summary["num_train_pairs"])}
+    with tracking.start_run("cliff-dpo", f"dpo_train-{variant}", root=root, tags=tags,
+                            params=section_dict(root / "params.yaml", "dpo_train", "dpo_pairs", "model")) as run:
+        tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
+        if record.get("version") is not None:
+            from transformers import AutoTokenizer
 
+            from cliffdata.dpo.train import padding_id
+
+            pad_id = padding_id(AutoTokenizer.from_pretrained(root / "models/base"))
+            info = log_adapter(root / f"models/adapters/{variant}", root / "models/base", registered_name, pad_id, top_k)
+            tag_version(registered_name, info.registered_model_version,
+                        {"variant": variant, "num_train_pairs": str(summary["num_train_pairs"]),
+                         "restored_from": record["run_id"]}, client)
+    log.info("restored the %s training run %s as %s in %s", variant, record["run_id"], run.info.run_id,
+             mlflow.get_tracking_uri())
+    return run.info.run_id
+
+
+def promote(root: str | Path, registered_name: str, metric: str, eval_metric: str, top_k: int,
+            greater_is_better: bool = True, client=None) -> dict:
+    """Point the alias `champion` at the adapter with the best `metric` in metrics/dpo_eval.json (ties: the
+    first variant by name) and record the decision in runs/champion.json (git-tracked, the source of truth
+    for `cpm_shift`); the adapter's run and version are restored first in a store that lacks them.
+    Returns the record."""
+    root = Path(root)
+    client = client or mlflow.MlflowClient()
+    scores = eval_scores(root, metric, eval_metric)
+    sign = 1 if greater_is_better else -1
+    variant = min(scores, key=lambda v: (-sign * scores[v], v))
+    run_id = training_run(variant, root, registered_name, top_k, client)
+    versions = client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
+    if not versions:
+        raise ValueError(f"{variant}: its run {run_id} has no version of {registered_name!r} (it trained on no pair)")
+    version = max(versions, key=lambda v: int(v.version))
+    client.set_registered_model_alias(registered_name, CHAMPION, version.version)
+    record = {"registered_model": registered_name, "variant": variant, "metric": metric, "value": scores[variant],
+              "greater_is_better": greater_is_better,
+              "dpo_eval_md5": hashlib.md5((root / "metrics/dpo_eval.json").read_bytes()).hexdigest()}
+    path = root / CHAMPION_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    log.info("%s@%s -> version %s (%s, %s = %s)", registered_name, CHAMPION, version.version, variant, metric,
+             scores[variant])
+    return {**record, "version": version.version, "run_id": run_id}
+
+
+def champion(root: str | Path = ".") -> str | None:
+    """The promoted variant of runs/champion.json (None: nothing promoted yet)."""
+    path = Path(root) / CHAMPION_RECORD
+    return json.loads(path.read_text()).get("variant") if path.exists() else None
 
 
 def tag_version(registered_name: str, version: str | int, tags: dict[str, str], client=None) -> None:
@@ -142,16 +221,3 @@ def trained_variants(variants, root: str | Path = ".") -> dict[str, dict]:
         if json.loads((Path(root) / f"metrics/dpo_train/{v}.json").read_text())["num_train_pairs"] > 0:
             out[v] = record
     return out
-
-
-def champion_variant(registered_name: str, client=None) -> str | None:
-    """The `variant` tag of the version behind `<registered_name>@champion`, or None when there is no
-    such registered model or alias."""
-    from mlflow.exceptions import MlflowException
-
-    client = client or mlflow.MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(registered_name, CHAMPION)
-    except MlflowException:
-        return None
-    return version.tags.get("variant")
