@@ -54,11 +54,12 @@ def main() -> None:
     # MLflow mirrors the DVC-tracked results: each adapter's training run gets its eval metrics (a run
     # this store lacks, as in a colleague's clone, is restored from the DVC-tracked files first)
     name = registry.registered_model_name(params.model.source)
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    client = mlflow.MlflowClient()
+    run_ids = {v: registry.training_run(v, Path("."), name, params.token_stats.top_k, client) for v in runs}
     with tracking.start_run("cliff-dpo", "dpo_eval", params=section_dict("params.yaml", "dpo_eval", "engine")) as run:
         tracking.log_metrics({f"{m}/{k}": v for m, cell in summary.items() for k, v in cell.items()})
-        client = mlflow.MlflowClient()
-        for v in runs:
-            run_id = registry.training_run(v, Path("."), name, params.token_stats.top_k, client)
+        for v, run_id in run_ids.items():
             for metric, key in registry.metric_keys(cfg.metric).items():
                 client.log_metric(run_id, metric, summary[v][key])
             client.set_tag(run_id, "dpo_eval_run_id", run.info.run_id)

@@ -67,3 +67,15 @@ def tiny_model(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory, tiny_model_dir):
+    """The tiny pipeline (tests/test_pipeline.py's params) reproduced once by `dvc repro` in a temp git +
+    DVC project, logging to the project's own MLflow store (mlflow.db in it). Tests that change the
+    project copy it first (tests/test_lineage.py clones it) or run after those that do not."""
+    from test_pipeline import dvc, make_project
+
+    proj = make_project(tmp_path_factory.mktemp("tiny_pipeline"), tiny_model_dir, num_problems=3)
+    dvc(proj, "repro", MLFLOW_TRACKING_URI=None)
+    return proj

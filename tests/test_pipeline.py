@@ -49,7 +49,8 @@ def tiny_params(model_dir: Path, num_problems: int) -> dict:
 def make_project(tmp: Path, model_dir: Path, num_problems: int, mode: str = "adaptive") -> Path:
     proj = tmp / "proj"
     proj.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "runs/champion.json"):   # champion.json: nothing promoted yet
+        (proj / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, proj / name)
     for folder in ("pipeline", "cliffdata"):
         shutil.copytree(ROOT / folder, proj / folder, ignore=shutil.ignore_patterns("__pycache__"))
@@ -62,9 +63,14 @@ def make_project(tmp: Path, model_dir: Path, num_problems: int, mode: str = "ada
     return proj
 
 
-def env() -> dict:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
-            "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+def env(**overrides: str | None) -> dict:
+    """The stages' environment; an override of None removes the variable (MLFLOW_TRACKING_URI=None: the
+    project's own store, mlflow.db in the folder the command runs in)."""
+    out = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    for key, value in overrides.items():
+        out.pop(key, None) if value is None else out.__setitem__(key, value)
+    return out
 
 
 @pytest.fixture(autouse=True)
@@ -73,14 +79,14 @@ def mlflow_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
-def run(cmd: list[str], cwd: Path) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+def run(cmd: list[str], cwd: Path, **overrides: str | None) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env(**overrides), capture_output=True, text=True)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
 
 
-def dvc(proj: Path, *args: str) -> str:
-    return run([str(Path(sys.executable).parent / "dvc"), *args], proj)
+def dvc(proj: Path, *args: str, **overrides: str | None) -> str:
+    return run([str(Path(sys.executable).parent / "dvc"), *args], proj, **overrides)
 
 
 def out_hashes(proj: Path) -> dict:
@@ -89,9 +95,8 @@ def out_hashes(proj: Path) -> dict:
             if not o["path"].endswith("rollout_traces.parquet") and not o["path"].startswith("runs/")}
 
 
-def test_dvc_repro_end_to_end(tmp_path, tiny_model_dir):
-    proj = make_project(tmp_path, tiny_model_dir, num_problems=3)
-    dvc(proj, "repro")
+def test_dvc_repro_end_to_end(tiny_pipeline):
+    proj = tiny_pipeline                    # make_project + dvc repro, shared with tests/test_lineage.py
     for path in ("data/problems/problems.parquet", "data/sample/traces.parquet", "data/token_stats/token_stats.parquet",
                  "data/rollouts/potentials.parquet", "data/cliffs/cliffs.parquet", "data/cliffs/trace_cliffs.parquet",
                  "metrics/occurrence.json", "metrics/taxonomy.json", "metrics/occurrence.md",
