@@ -221,8 +221,8 @@ class RayParams:
 
     def __post_init__(self):
         _check(self.num_actors >= 1, f"rollouts.ray.num_actors must be >= 1, got {self.num_actors}")
-        _check(self.num_cpus_per_actor >= 0 and self.num_gpus_per_actor >= 0,
-               f"rollouts.ray: resources must be >= 0, got cpus {self.num_cpus_per_actor}, gpus {self.num_gpus_per_actor}")
+        _range("num_cpus_per_actor", self.num_cpus_per_actor, 0)
+        _range("num_gpus_per_actor", self.num_gpus_per_actor, 0)
 
 
 @dataclass(frozen=True)
@@ -457,6 +457,7 @@ class CliffCountConfig:
     def __post_init__(self):
         _check(self.num_problems >= 1, f"cliff_count.num_problems must be >= 1, got {self.num_problems}")
         _check(self.num_rollouts >= 1, f"cliff_count.num_rollouts must be >= 1, got {self.num_rollouts}")
+        _range("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)

@@ -72,3 +72,37 @@ def test_no_second_definition_in_the_library(pattern):
             for p in sorted((ROOT / folder).rglob("*.py"))
             for i, line in enumerate(p.read_text().splitlines()) if re.match(pattern, line)]
     assert hits == []
+
+
+def numeric_keys(tp, value, path=()):
+    """(path, type) of every int / float key params.yaml sets, nested sections included."""
+    hints = typing.get_type_hints(tp)
+    for f in dataclasses.fields(tp):
+        if not isinstance(value, dict) or f.name not in value:
+            continue
+        kind = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+        if dataclasses.is_dataclass(kind) and isinstance(value[f.name], dict):
+            yield from numeric_keys(kind, value[f.name], (*path, f.name))
+        elif kind in (int, float) and not isinstance(value[f.name], bool):
+            yield (*path, f.name), kind
+
+
+def test_no_numeric_key_takes_a_negative_value():
+    """Counts, sizes, rates, thresholds and seeds are all >= 0: a negative value is an error naming the key."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    keys = list(numeric_keys(config.Params, params))
+    assert len(keys) > 60
+    accepted = []
+    for path, kind in keys:
+        bad = yaml.safe_load((ROOT / "params.yaml").read_text())
+        node = bad
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = -1 if kind is int else -0.5
+        try:
+            config.parse_params(bad)
+        except ValueError as e:
+            assert path[-1] in str(e), (path, str(e))
+        else:
+            accepted.append(".".join(path))
+    assert accepted == []
