@@ -296,7 +296,8 @@ def test_paper_mode_rehearsal_end_to_end(tmp_path, monkeypatch):
 
     proj = tmp_path / "proj"
     proj.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", "runs/champion.json"):       # champion.json: git-tracked, a cpm_shift dep
+        (proj / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, proj / name)
     for folder in ("pipeline", "cliffdata"):
         shutil.copytree(ROOT / folder, proj / folder, ignore=shutil.ignore_patterns("__pycache__"))
