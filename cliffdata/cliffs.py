@@ -156,10 +156,11 @@ STAT_COLUMNS = ["trace_id", "token_index", "token_id", "max_drop", "rank", "is_g
 TRACE_COLUMNS = ["trace_id", "problem_id", "is_correct", "num_tokens"]
 
 
-def _segments(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start of each trace's rows in a chunk, and each row's trace number within the chunk."""
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, dtype=np.int64)
-    return starts, np.cumsum(np.r_[False, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, dtype=np.int64)
+def _segments(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start of each trace's rows in a chunk, each row's trace number within the chunk, and whether a
+    row continues the trace of the row before it."""
+    new_trace = np.r_[True, codes[1:] != codes[:-1]] if len(codes) else np.zeros(0, dtype=bool)
+    return np.flatnonzero(new_trace), np.cumsum(new_trace) - 1, ~new_trace
 
 
 def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, part: tuple[int, int] | None = None):
@@ -168,10 +169,9 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
 
     `traces`, `potentials`, `token_stats`: a Parquet file, a folder of parts, or an in-memory table;
     `part`: only the traces of codes lo <= code < hi (a worker's range)."""
-    from cliffdata.scan import KeyedStream, TraceCoder, source_batches
+    from cliffdata.scan import KeyedStream, TraceCoder, read_columns, source_batches
 
-    meta = pa.Table.from_batches(list(source_batches(traces, TRACE_COLUMNS))) if not isinstance(traces, pa.Table) \
-        else traces.select(TRACE_COLUMNS)
+    meta = read_columns(traces, TRACE_COLUMNS)
     coder = TraceCoder(meta["trace_id"], "traces")
     problem_ids = meta["problem_id"].combine_chunks()
     is_correct = meta["is_correct"].combine_chunks()
@@ -202,9 +202,8 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
         n = _np(table["num_rollouts"]).astype(np.int64)
         k = _np(table["num_correct"]).astype(np.int64)
         pot = _np(table["potential"])
-        starts, row_trace = _segments(codes)
+        starts, row_trace, same = _segments(codes)
         trace_codes = codes[starts]
-        same = np.r_[False, codes[1:] == codes[:-1]]
         testable = same & np.r_[False, np.diff(idx) == 1] & np.r_[False, np.minimum(n[:-1], n[1:]) >= min_rollouts]
         t = np.flatnonzero(testable)
         cell = lookup.cells(n[t - 1], n[t], k[t - 1], k[t])
@@ -322,14 +321,14 @@ def _parts(traces, potentials, workers: int) -> list[tuple[int, int] | None]:
     """Trace ranges of about equal potentials rows, cut at row group boundaries; [None] (one
     in-process scan) for in-memory tables, one worker, or fewer than eight row groups (8 Mi rows) a
     worker: a worker costs an interpreter start (~1.5 s) before it saves anything."""
-    from cliffdata.scan import TraceCoder, row_group_starts, source_batches
+    from cliffdata.scan import TraceCoder, read_columns, row_group_starts
 
     if workers <= 1 or any(isinstance(x, pa.Table) for x in (traces, potentials)):
         return [None]
     groups = row_group_starts(Path(potentials))
     if len(groups) < 8 * workers or any(first is None for _, first in groups):
         return [None]
-    ids = pa.Table.from_batches(list(source_batches(traces, ["trace_id"])))["trace_id"]
+    ids = read_columns(traces, ["trace_id"])["trace_id"]
     coder = TraceCoder(ids, "traces")
     total = sum(rows for rows, _ in groups)
     cuts, seen = [0], 0

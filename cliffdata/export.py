@@ -300,14 +300,14 @@ def potential_rows(root: Path, counts: dict | None = None):
     """The export's rows (one per trace with potentials, in trace id order), streamed: potentials and
     traces are read a chunk of whole traces at a time (`cliffdata.scan`), so a 10^8-row potentials
     file is never in memory. `counts`, when given, is filled with the card's counts as rows go by."""
-    from cliffdata.scan import KeyedStream, TraceCoder, source_batches
+    from cliffdata.scan import KeyedStream, TraceCoder, read_columns, source_batches
 
     root = Path(root)
     paths = {name: root / schema.PATHS[name] for name in ("traces", "potentials", "problems", "cliffs")}
     problems = {p["problem_id"]: p for p in schema.read("problems", paths["problems"]).to_pylist()}
     cliff_at = {(c["trace_id"], c["token_index"]): c["category"]
                 for c in schema.read("cliffs", paths["cliffs"]).select(["trace_id", "token_index", "category"]).to_pylist()}
-    coder = TraceCoder(pa.Table.from_batches(list(source_batches(paths["traces"], ["trace_id"])))["trace_id"], "traces")
+    coder = TraceCoder(read_columns(paths["traces"], ["trace_id"])["trace_id"], "traces")
     pots = KeyedStream(source_batches(paths["potentials"], ["trace_id", "token_index", "mode", "num_rollouts",
                                                             "num_correct", "potential"]), coder, "potentials")
     traces = KeyedStream(source_batches(paths["traces"], list(schema.TRACES.names)), coder, "traces", index=None)

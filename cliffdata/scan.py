@@ -69,6 +69,17 @@ def source_batches(source: str | Path | pa.Table, columns: list[str], first_trac
             yield from reader.read_row_group(group, columns=columns).to_batches()
 
 
+def read_columns(source: str | Path | pa.Table, columns: list[str]) -> pa.Table:
+    """Some columns of a small dataset (the traces' ids, problem, correctness) read whole, from a file,
+    a folder of parts or an in-memory table."""
+    if isinstance(source, pa.Table):
+        return source.select(columns)
+    files = dataset_files(source)
+    if not files:
+        raise ValueError(f"{source}: no such dataset (file or folder of .parquet parts)")
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
 def _trace_bounds(group: pq.RowGroupMetaData, column: int) -> tuple[str | None, str | None]:
     """The smallest and largest trace id of a row group, from its statistics (None: not recorded)."""
     if column < 0:
