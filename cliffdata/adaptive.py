@@ -32,7 +32,7 @@ and the test's SE would be too small, so we do not do it.)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -46,27 +46,49 @@ class Oracle(Protocol):
         """(token_index, n) pairs → (num_correct, num_generated_tokens) of n new rollouts each, in order."""
 
 
-class _Counts:
-    """Accumulated rollouts per position, drawn through the oracle in batches."""
+Evaluated = dict[int, tuple[int, int, int]]          # token_index -> (num_rollouts, num_correct, generated tokens)
+Requests = list[tuple[int, int]]                     # (token_index, n new rollouts), increasing token_index
+#: A search as a generator: it yields the rollouts it needs next, is sent their (num_correct, tokens)
+#: in the same order, and returns what it evaluated. Many searches can then share engine calls
+#: (cliffdata.rollouts.run_rollouts packs the requests of many traces into each call).
+Search = Generator[Requests, list[tuple[int, int]], Evaluated]
 
-    def __init__(self, oracle: Oracle):
-        self.oracle = oracle
+
+def run_search(search: Search, oracle: Oracle) -> Evaluated:
+    """Drive one search with one oracle, request by request."""
+    try:
+        requests = next(search)
+        while True:
+            requests = search.send(oracle.rollouts(requests))
+    except StopIteration as done:
+        return done.value
+
+
+class _Counts:
+    """Accumulated rollouts per position; `draw` is a sub-generator (`yield from c.draw(...)`)."""
+
+    def __init__(self):
         self.n: dict[int, int] = {}
         self.k: dict[int, int] = {}
         self.tokens: dict[int, int] = {}
 
-    def draw(self, requests: dict[int, int]) -> None:
+    def draw(self, requests: dict[int, int]):
         requests = {i: n for i, n in requests.items() if n > 0}
         if not requests:
             return
         order = sorted(requests)
-        for i, (k, tok) in zip(order, self.oracle.rollouts([(i, requests[i]) for i in order])):
+        results = yield [(i, requests[i]) for i in order]
+        for i, (k, tok) in zip(order, results):
             self.n[i] = self.n.get(i, 0) + requests[i]
             self.k[i] = self.k.get(i, 0) + k
             self.tokens[i] = self.tokens.get(i, 0) + tok
 
-    def top_up(self, positions, target: int) -> None:
-        self.draw({i: target - self.n.get(i, 0) for i in positions})
+    def top_up(self, positions, target: int):
+        yield from self.draw({i: target - self.n.get(i, 0) for i in positions})
+
+    def double(self, positions, cap: int):
+        """Sequential top-up: double each position's rollouts, up to `cap`."""
+        yield from self.draw({i: min(cap, 2 * self.n[i]) - self.n[i] for i in positions})
 
     def p(self, i: int) -> float:
         return self.k[i] / self.n[i]
@@ -75,6 +97,9 @@ class _Counts:
         """(add-half estimate, its variance): never a zero variance at 0/n or n/n."""
         q = (self.k[i] + 0.5) / (self.n[i] + 1)
         return q, q * (1 - q) / self.n[i]
+
+    def evaluated(self) -> Evaluated:
+        return {i: (self.n[i], self.k[i], self.tokens[i]) for i in sorted(self.n)}
 
 
 def _drop(c: _Counts, a: int, b: int) -> tuple[float, float]:
@@ -87,14 +112,9 @@ def _plausible_drop(c: _Counts, a: int, b: int, delta_min: float, z: float) -> b
     return drop + z * se > delta_min
 
 
-def _significantly_lower(c: _Counts, a: int, b: int, z: float) -> bool:
-    drop, se = _drop(c, a, b)
-    return drop > z * se
-
-
 def _flag_dips(c: _Counts, inner: list[int], level: float, dip: float, min_lr: float) -> list[int]:
     """Sweep positions inside an interval where a dip to `dip` explains the counts `min_lr` times
-    better than the ends' `level` (binomial likelihood ratio over windows of 1–3 positions)."""
+    better than the interval's `level` (binomial likelihood ratio over windows of 1–3 positions)."""
     if not inner:
         return []
     k = np.array([c.k[i] for i in inner])
@@ -108,82 +128,158 @@ def _flag_dips(c: _Counts, inner: list[int], level: float, dip: float, min_lr: f
     return sorted(flagged)
 
 
-def adaptive_search(oracle: Oracle, positions: Sequence[int], cfg: AdaptiveParams, num_rollouts: int,
-                    test: CliffsConfig) -> dict[int, tuple[int, int, int]]:
-    """Evaluate potentials where cliffs can be; returns token_index → (num_rollouts, num_correct, tokens).
-
-    `cfg`: params `rollouts.adaptive`; `num_rollouts`: N of every tested pair (`rollouts.num_rollouts`);
-    `test`: params `cliffs`, whose test (δ0, z) and floor (`min_rollouts`) the search decides by."""
+def _check_positions(positions: Sequence[int]) -> list[int]:
     positions = list(positions)
+    if positions and (positions != sorted(set(positions))
+                      or positions != list(range(positions[0], positions[0] + len(positions)))):
+        raise ValueError(f"positions must be consecutive and increasing, got {positions[:5]}…")
+    return positions
+
+
+def _confirm_at_full_n(c: _Counts, test: CliffsConfig, num_rollouts: int, min_rollouts: int):
+    """A cliff is only reported at full N on both sides: top up every pair that fires below N."""
+    while True:
+        short = {x for i in cliffs_from_evaluated(c.evaluated(), test, min_rollouts)
+                 for x in (i - 1, i) if c.n[x] < num_rollouts}
+        if not short:
+            return c.evaluated()
+        yield from c.top_up(short, num_rollouts)
+
+
+def adaptive_steps(positions: Sequence[int], cfg: AdaptiveParams, num_rollouts: int, test: CliffsConfig) -> Search:
+    """The adaptive search (module docstring) as a `Search` generator."""
+    positions = _check_positions(positions)
     if not positions:
         return {}
-    if positions != sorted(set(positions)) or positions != list(range(positions[0], positions[0] + len(positions))):
-        raise ValueError(f"positions must be consecutive and increasing, got {positions[:5]}…")
     if not 1 <= cfg.initial_rollouts <= num_rollouts:
         raise ValueError(f"need 1 <= initial_rollouts <= num_rollouts, got {cfg.initial_rollouts}, {num_rollouts}")
     N, n0 = num_rollouts, cfg.initial_rollouts
     delta_min = min_detectable_drop(N, N, test.delta0, test.z)
-    c = _Counts(oracle)
+    c = _Counts()
     stride = max(cfg.min_stride, math.ceil(len(positions) / cfg.grid_points))
     anchors = set(positions[::stride]) | {positions[-1]}
-    c.draw({i: n0 for i in anchors})
-    swept: set[int] = set()
-    if cfg.sweep_rollouts:
-        swept = set(positions) - anchors
-        c.draw({i: cfg.sweep_rollouts for i in swept})
+    swept: set[int] = set(positions) - anchors if cfg.sweep_rollouts else set()
+    # grid and sweep in one request
+    yield from c.draw({i: n0 if i in anchors else cfg.sweep_rollouts for i in anchors | swept})
 
     checked_dips: set[tuple[int, int]] = set()
     changed = True
     while changed:
         changed = False
         ordered = sorted(anchors)
-        new_anchors: dict[int, int] = {}
-        top_up: set[int] = set()
+        new_anchors: set[int] = set()
+        flagged_all: list[tuple[int, float]] = []
+        open_ends: set[int] = set()
         for a, b in zip(ordered, ordered[1:]):
-            inner = [i for i in range(a + 1, b)]
-            if cfg.sweep_rollouts and inner and (a, b) not in checked_dips:
+            inner = [i for i in range(a + 1, b) if i in swept]
+            if inner and (a, b) not in checked_dips:
                 checked_dips.add((a, b))
-                level = min(c.smoothed(a)[0], c.smoothed(b)[0])
-                if level > delta_min:                # a detectable dip below the ends is possible at all
+                # pooled over the interval: a one-token dip barely moves it (the ends alone are noisy)
+                level = (sum(c.k[i] for i in (a, b, *inner)) + 0.5) / (sum(c.n[i] for i in (a, b, *inner)) + 1)
+                if level > delta_min:                # a detectable dip below the level is possible at all
                     dip = max(level - cfg.dip_depth * delta_min, 0.01)
-                    flagged = _flag_dips(c, [i for i in inner if i in swept], level, dip, cfg.flag_lr)
-                    c.top_up(flagged, n0)
-                    ref = a if c.p(a) >= c.p(b) else b
-                    for i in flagged:
-                        # a flag is kept only if n0 rollouts confirm the position is below the level
-                        if _significantly_lower(c, ref, i, cfg.confirm_z):
-                            new_anchors[i] = n0
-                            if i - 1 > a:        # the position before a dip is the other side of its test
-                                new_anchors[i - 1] = n0
+                    flagged_all += [(i, level) for i in _flag_dips(c, inner, level, dip, cfg.flag_lr)]
             if not _plausible_drop(c, a, b, delta_min, cfg.refine_z):
                 continue
             if c.n[a] < N or c.n[b] < N:
-                top_up.update(x for x in (a, b) if c.n[x] < N)
-            elif inner:
-                new_anchors[(a + b) // 2] = n0
-        if top_up:
-            c.top_up(top_up, N)
+                open_ends.update(x for x in (a, b) if c.n[x] < N)
+            elif b - a > 1:
+                new_anchors.add((a + b) // 2)
+        if flagged_all:
+            yield from c.top_up([i for i, _ in flagged_all], n0)
+            for i, level in flagged_all:
+                # a flag stays open while a detectable drop below the level is plausible at n0
+                q, var = c.smoothed(i)
+                if level - q + cfg.confirm_z * math.sqrt(var) > delta_min:
+                    new_anchors.add(i)
+                    if i - 1 >= positions[0]:       # the position before a dip is the other side of its test
+                        new_anchors.add(i - 1)
+        if open_ends:
+            yield from c.double(open_ends, N)       # sequential: more rollouts only while the drop is open
             changed = True
-        fresh = set(new_anchors) - anchors
+        fresh = new_anchors - anchors
         if fresh:
-            c.top_up(fresh, n0)
+            yield from c.top_up(fresh, n0)
             anchors.update(fresh)
             changed = True
-    # A cliff is only reported at full N on both sides: confirm every pair that fires below N.
-    while True:
-        evaluated = {i: (c.n[i], c.k[i], c.tokens[i]) for i in sorted(c.n)}
-        short = {x for i in cliffs_from_evaluated(evaluated, test, min(n0, test.min_rollouts))
-                 for x in (i - 1, i) if c.n[x] < N}
-        if not short:
-            return evaluated
-        c.top_up(short, N)
+    return (yield from _confirm_at_full_n(c, test, N, min(n0, test.min_rollouts)))
 
 
-def exhaustive_search(oracle: Oracle, positions: Sequence[int], n: int) -> dict[int, tuple[int, int, int]]:
-    """Every position with n rollouts (paper mode), through the same oracle."""
+def adaptive_search(oracle: Oracle, positions: Sequence[int], cfg: AdaptiveParams, num_rollouts: int,
+                    test: CliffsConfig) -> Evaluated:
+    """Evaluate potentials where cliffs can be; returns token_index → (num_rollouts, num_correct, tokens).
+
+    `cfg`: params `rollouts.adaptive`; `num_rollouts`: N of every tested pair (`rollouts.num_rollouts`);
+    `test`: params `cliffs`, whose test (δ0, z) and floor (`min_rollouts`) the search decides by."""
+    return run_search(adaptive_steps(positions, cfg, num_rollouts, test), oracle)
+
+
+def fork_positions(positions: Sequence[int], max_drop: Mapping[int, float | None], num_rollouts: int,
+                   test: CliffsConfig) -> list[int]:
+    """Positions i (with i − 1 also scored) whose token can carry a drop the test detects at N:
+    max_drop[i] = 1 − π_s(token i) >= δ_min(N). A missing or None max_drop counts as a fork."""
+    delta_min = min_detectable_drop(num_rollouts, num_rollouts, test.delta0, test.z)
+    scored = set(positions)
+    out = []
+    for i in positions:
+        if i - 1 in scored:
+            md = max_drop.get(i)
+            if md is None or not md < delta_min or md != md:     # None / NaN: no bound, test it
+                out.append(i)
+    return out
+
+
+def fork_steps(positions: Sequence[int], max_drop: Mapping[int, float | None], cfg: AdaptiveParams,
+               num_rollouts: int, test: CliffsConfig) -> Search:
+    """The fork-aware search: rollouts only on both sides of the forks (`fork_positions`), each pair
+    topped up sequentially (doubling from `initial_rollouts`) while a detectable drop is plausible
+    (`refine_z`), tested at full N. A non-fork cannot carry a true drop the test detects (the sampler
+    identity), so it is never tested and gets no rollouts unless it is a fork's other side."""
+    positions = _check_positions(positions)
+    N, n0 = num_rollouts, min(cfg.initial_rollouts, num_rollouts)
+    delta_min = min_detectable_drop(N, N, test.delta0, test.z)
+    forks = fork_positions(positions, max_drop, N, test)
+    c = _Counts()
+    yield from c.draw({x: n0 for i in forks for x in (i - 1, i)})
+    open_pairs = forks
+    while open_pairs:
+        open_pairs = [i for i in open_pairs if (c.n[i - 1] < N or c.n[i] < N)
+                      and _plausible_drop(c, i - 1, i, delta_min, cfg.refine_z)]
+        yield from c.double({x for i in open_pairs for x in (i - 1, i) if c.n[x] < N}, N)
+    return (yield from _confirm_at_full_n(c, test, N, min(n0, test.min_rollouts)))
+
+
+def fork_search(oracle: Oracle, positions: Sequence[int], max_drop: Mapping[int, float | None],
+                cfg: AdaptiveParams, num_rollouts: int, test: CliffsConfig) -> Evaluated:
+    """`fork_steps` driven by one oracle; returns token_index → (num_rollouts, num_correct, tokens)."""
+    return run_search(fork_steps(positions, max_drop, cfg, num_rollouts, test), oracle)
+
+
+def exhaustive_steps(positions: Sequence[int], n: int, batch: int = 0, early_stop_zeros: int = 0) -> Search:
+    """Every position with n rollouts (paper mode). With `early_stop_zeros`, positions go in batches
+    of at most `batch` (0: all at once) and never past the one that completes a run of that many
+    zero potentials (counted from i = 0): the rest is left to the caller to fill (protocol §3)."""
     positions = list(positions)
-    results = oracle.rollouts([(i, n) for i in positions])
-    return {i: (n, k, tok) for i, (k, tok) in zip(positions, results)}
+    c = _Counts()
+    ptr, zero_run = 0, 0
+    while ptr < len(positions):
+        size = batch or len(positions)
+        if early_stop_zeros:
+            size = max(1, min(size, early_stop_zeros - zero_run))
+        chunk = positions[ptr:ptr + size]
+        yield from c.draw(dict.fromkeys(chunk, n))
+        for i in chunk:
+            if i >= 0:
+                zero_run = zero_run + 1 if c.k[i] == 0 else 0
+        ptr += len(chunk)
+        if early_stop_zeros and zero_run >= early_stop_zeros:
+            break
+    return c.evaluated()
+
+
+def exhaustive_search(oracle: Oracle, positions: Sequence[int], n: int) -> Evaluated:
+    """Every position with n rollouts (paper mode), through the same oracle."""
+    return run_search(exhaustive_steps(positions, n), oracle)
 
 
 def cliffs_from_evaluated(evaluated: dict[int, tuple[int, int, int]], test: CliffsConfig,

@@ -194,10 +194,10 @@ class AdaptiveParams:
     initial_rollouts: int = 8
     grid_points: int = 16
     min_stride: int = 4
-    sweep_rollouts: int = 2
+    sweep_rollouts: int = 4
     flag_lr: float = 3.0
     dip_depth: float = 1.5
-    confirm_z: float = 2.5
+    confirm_z: float = 0.0
     refine_z: float = 1.0
 
     def __post_init__(self):
@@ -207,7 +207,7 @@ class AdaptiveParams:
         _range("sweep_rollouts", self.sweep_rollouts, 0)       # 0 disables the sweep
         _range("flag_lr", self.flag_lr, 0, lo_open=True)
         _range("dip_depth", self.dip_depth, 0, lo_open=True)
-        _range("confirm_z", self.confirm_z, 0, lo_open=True)
+        _range("confirm_z", self.confirm_z, 0)
         _range("refine_z", self.refine_z, 0)
 
 
@@ -227,12 +227,13 @@ class RayParams:
 
 @dataclass(frozen=True)
 class RolloutsConfig:
-    mode: str = "adaptive"             # adaptive | exhaustive (paper: every position, N each)
+    mode: str = "forks"                # forks | adaptive | exhaustive (paper: every position, N each)
     num_rollouts: int = 16             # N per position (paper 64)
     seed: int = 0
     early_stop_zeros: int = 20         # stop after this many consecutive p = 0; 0 disables (protocol §3)
     score_empty_prefix: bool = True    # also score p[-1] (not in the paper)
-    positions_per_batch: int = 32      # prefixes submitted together
+    positions_per_batch: int = 32      # prefixes per engine call, packed from every trace of a wave
+    traces_per_wave: int = 8           # traces whose searches share engine calls (and are checkpointed together)
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=96)
     adaptive: AdaptiveParams = AdaptiveParams()
     shards: int = 1                    # trace shards balanced by expected cost: DVC stages rollouts@0 … (cliffdata/shards.py)
@@ -241,15 +242,17 @@ class RolloutsConfig:
     ray: RayParams = RayParams()
 
     def __post_init__(self):
-        _check(self.mode in ("exhaustive", "adaptive"), f"rollouts.mode must be exhaustive|adaptive, got {self.mode!r}")
+        _check(self.mode in ("exhaustive", "adaptive", "forks"),
+               f"rollouts.mode must be exhaustive|adaptive|forks, got {self.mode!r}")
         _check(self.shards >= 1 and list(self.shard_ids) == list(range(self.shards)),
                f"rollouts.shard_ids must be [0 … shards-1] = {list(range(max(self.shards, 0)))}, got {list(self.shard_ids)}")
         _check(self.engine in ("local", "ray"), f"rollouts.engine must be local|ray, got {self.engine!r}")
         _check(self.num_rollouts >= 1, f"rollouts.num_rollouts must be >= 1, got {self.num_rollouts}")
         _check(self.early_stop_zeros >= 0, f"rollouts.early_stop_zeros must be >= 0, got {self.early_stop_zeros}")
         _check(self.positions_per_batch >= 1, f"rollouts.positions_per_batch must be >= 1, got {self.positions_per_batch}")
+        _check(self.traces_per_wave >= 1, f"rollouts.traces_per_wave must be >= 1, got {self.traces_per_wave}")
         _range("seed", self.seed, 0)
-        _check(self.mode != "adaptive" or self.adaptive.initial_rollouts <= self.num_rollouts,
+        _check(self.mode == "exhaustive" or self.adaptive.initial_rollouts <= self.num_rollouts,
                f"rollouts.adaptive.initial_rollouts must be <= rollouts.num_rollouts, "
                f"got {self.adaptive.initial_rollouts} > {self.num_rollouts}")
 

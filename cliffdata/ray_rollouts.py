@@ -20,7 +20,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from cliffdata.config import CliffsConfig, EngineConfig, RolloutsConfig
-from cliffdata.rollouts import Checkpoint
+from cliffdata.rollouts import Checkpoint, waves
 from cliffdata.sampling import Gold
 
 log = logging.getLogger(__name__)
@@ -39,25 +39,26 @@ class RolloutActor:
         self.backend = open_backend(engine, model_path, seed=cfg.seed)
 
     def __call__(self, batch: dict) -> dict:
-        from cliffdata.rollouts import estimate_potentials
-        from cliffdata.sampling import with_budget
+        from cliffdata.rollouts import search_wave
 
         out: dict[str, list[str]] = {"trace_id": [], "potentials": [], "cost": []}
         for payload in batch["payload"]:
-            item = json.loads(payload)
-            gold = Gold(*item["gold"])
-            rows, cost = estimate_potentials(item["trace"], gold.answer, gold.answer_format, self.backend,
-                                             self.tokenizer, self.cfg, with_budget(self.sampling, gold.max_new_tokens),
-                                             self.test)
-            out["trace_id"].append(item["trace"]["trace_id"])
-            out["potentials"].append(json.dumps(rows))
-            out["cost"].append(json.dumps(cost))
+            wave = json.loads(payload)      # one wave: its traces' searches share engine calls, as in run_rollouts
+            traces = [item["trace"] for item in wave]
+            golds = {item["trace"]["problem_id"]: Gold(*item["gold"]) for item in wave}
+            max_drops = {item["trace"]["trace_id"]: {int(i): m for i, m in item["max_drop"].items()}
+                         for item in wave if item["max_drop"] is not None} or None
+            for trace, (rows, cost) in zip(traces, search_wave(traces, golds, self.backend, self.tokenizer, self.cfg,
+                                                               self.sampling, self.test, max_drops)):
+                out["trace_id"].append(trace["trace_id"])
+                out["potentials"].append(json.dumps(rows))
+                out["cost"].append(json.dumps(cost))
         return out
 
 
 def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str, engine: EngineConfig,
-                     cfg: RolloutsConfig, checkpoint: Checkpoint,
-                     test: CliffsConfig = CliffsConfig()) -> tuple[pa.Table, list[dict]]:
+                     cfg: RolloutsConfig, checkpoint: Checkpoint, test: CliffsConfig = CliffsConfig(),
+                     max_drops: dict[str, dict[int, float | None]] | None = None) -> tuple[pa.Table, list[dict]]:
     """Like `rollouts.run_rollouts`, with the traces spread over `cfg.ray.num_actors` backend actors.
 
     Joins the Ray instance already initialised in this process, else `ray.init(address=cfg.ray.address)`
@@ -66,19 +67,21 @@ def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str
     import ray
 
     done = checkpoint.done()
-    todo = [t for t in traces if Checkpoint.key(t) not in done]
-    if len(todo) < len(traces):
-        log.info("resuming: %d of %d traces already in %s", len(traces) - len(todo), len(traces), checkpoint.folder)
+    todo = [w for w in waves(traces, cfg) if not all(Checkpoint.key(t) in done for t in w)]
+    num_todo = sum(map(len, todo))
+    if num_todo < len(traces):
+        log.info("resuming: %d of %d traces already in %s", len(traces) - num_todo, len(traces), checkpoint.folder)
     started_here = bool(todo) and not ray.is_initialized()
     if started_here:
         ray.init(address=cfg.ray.address, include_dashboard=False, log_to_driver=False)
     try:
         if todo:
-            # Longest traces first: an actor pool drains a queue, so this is the LPT order of shards.py.
-            todo = sorted(todo, key=lambda t: (-len(t["response_ids"]), t["trace_id"]))
-            items = [{"payload": json.dumps({"trace": {k: t[k] for k in ("trace_id", "prompt_ids", "response_ids")},
-                                             "gold": list(Gold(*golds[t["problem_id"]]))})}
-                     for t in todo]
+            # Costliest waves first: an actor pool drains a queue, so this is the LPT order of shards.py.
+            todo = sorted(todo, key=lambda w: (-sum(len(t["response_ids"]) ** 2 for t in w), w[0]["trace_id"]))
+            items = [{"payload": json.dumps([
+                {"trace": {k: t[k] for k in ("trace_id", "problem_id", "prompt_ids", "response_ids")},
+                 "gold": list(Gold(*golds[t["problem_id"]])),
+                 "max_drop": (max_drops or {}).get(t["trace_id"])} for t in w])} for w in todo]
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
                 RolloutActor, batch_size=1, batch_format="numpy",
                 fn_constructor_kwargs={"model_path": str(Path(model_path).resolve()) if Path(model_path).exists()
@@ -86,8 +89,8 @@ def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str
                                        "test": test},
                 compute=ray.data.ActorPoolStrategy(size=cfg.ray.num_actors),
                 num_cpus=cfg.ray.num_cpus_per_actor, num_gpus=cfg.ray.num_gpus_per_actor or None)
-            bar = tqdm(total=len(todo), desc="rollouts (ray)", unit="trace")
-            by_id = {t["trace_id"]: t for t in todo}
+            bar = tqdm(total=num_todo, desc="rollouts (ray)", unit="trace")
+            by_id = {t["trace_id"]: t for w in todo for t in w}
             for row in ds.iter_rows():
                 checkpoint.save(by_id[str(row["trace_id"])], json.loads(row["potentials"]), json.loads(row["cost"]))
                 bar.update(1)

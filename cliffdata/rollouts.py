@@ -26,7 +26,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from cliffdata import schema
-from cliffdata.adaptive import adaptive_search
+from cliffdata.adaptive import Evaluated, Search, adaptive_steps, exhaustive_steps, fork_steps
 from cliffdata.backends import Backend, Sampling, request_seed
 from cliffdata.config import CliffsConfig, RolloutsConfig
 from cliffdata.sampling import Gold, resample, with_budget
@@ -86,94 +86,148 @@ def format_estimate(estimate: dict, num_traces: int, cfg: RolloutsConfig, backen
             f"~{estimate['estimated_generated_tokens']:,} generated tokens, {when}")
 
 
-class BackendOracle:
-    """The adaptive search's rollout oracle for one trace, on a real backend.
+class _Job:
+    """One trace's search inside a wave: its generator, the request it waits on, and its cost so far."""
 
-    Each request for position i carries a seed derived from (seed, trace_id, i, round), where round
-    counts earlier requests for i, so repeated top-ups draw fresh, reproducible rollouts.
-    """
-
-    def __init__(self, trace: dict, gold: str, answer_format: str, backend: Backend, tokenizer, sampling: Sampling,
-                 seed: int):
-        self.trace, self.gold, self.answer_format = trace, gold, answer_format
-        self.backend, self.tokenizer, self.sampling, self.seed = backend, tokenizer, sampling, seed
+    def __init__(self, trace: dict, gold: Gold, sampling: Sampling, search: Search, cfg: RolloutsConfig):
+        self.trace, self.gold, self.sampling, self.search, self.cfg = trace, gold, sampling, search, cfg
         self.rounds: dict[int, int] = {}
+        self.seconds = 0.0
+        self.evaluated: Evaluated | None = None
+        self.pending: list[tuple[int, int]] = []
+        self.results: list[tuple[int, int] | None] = []
+        self.sent = 0                     # items of `pending` already in an engine call
+        self._advance(None)
 
-    def rollouts(self, requests: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        prompt, response = self.trace["prompt_ids"], self.trace["response_ids"]
-        out = []
-        by_n: dict[int, list[int]] = {}
-        for i, n in requests:
-            by_n.setdefault(n, []).append(i)
-        results: dict[int, tuple[int, int]] = {}
-        for n, positions in by_n.items():      # resample takes one n per call
-            seeds = []
-            for i in positions:
-                seeds.append(request_seed(self.seed, self.trace["trace_id"], i, self.rounds.get(i, 0)))
-                self.rounds[i] = self.rounds.get(i, 0) + 1
-            for i, r in zip(positions, resample(self.backend, self.tokenizer, [(prompt, response[:i + 1]) for i in positions],
-                                                n, self.sampling, seeds, self.gold, self.answer_format)):
-                results[i] = (r.num_correct, r.num_generated_tokens)
-        for i, _ in requests:
-            out.append(results[i])
-        return out
+    def _advance(self, results) -> None:
+        try:
+            self.pending = next(self.search) if results is None else self.search.send(results)
+        except StopIteration as done:
+            self.pending, self.evaluated = [], done.value
+        self.results, self.sent = [None] * len(self.pending), 0
+
+    def seed(self, i: int) -> int:
+        """Exhaustive: one request per position, seeded by (seed, trace, i). Searches: (seed, trace, i,
+        round), where round counts the earlier requests for i, so top-ups draw fresh rollouts."""
+        if self.cfg.mode == "exhaustive":
+            return request_seed(self.cfg.seed, self.trace["trace_id"], i)
+        r = self.rounds.get(i, 0)
+        self.rounds[i] = r + 1
+        return request_seed(self.cfg.seed, self.trace["trace_id"], i, r)
+
+    def receive(self, item: int, result: tuple[int, int]) -> None:
+        self.results[item] = result
+        if all(r is not None for r in self.results):
+            self._advance(self.results)
+
+    def output(self) -> tuple[list[dict], dict]:
+        """Rows of `schema.POTENTIALS` and the cost row (`schema.ROLLOUT_TRACES`)."""
+        trace_id, cfg = self.trace["trace_id"], self.cfg
+        positions = scored_positions(len(self.trace["response_ids"]), cfg.score_empty_prefix)
+        rows = [{"trace_id": trace_id, "token_index": i, "mode": cfg.mode, "num_rollouts": n, "num_correct": k,
+                 "potential": k / n, "is_filled": False, "num_generated_tokens": tok}
+                for i, (n, k, tok) in self.evaluated.items()]
+        early_stop = None
+        if cfg.mode == "exhaustive" and len(rows) < len(positions):     # exhaustive stopped at a zero run
+            early_stop = positions[len(rows)]
+            rows += [{"trace_id": trace_id, "token_index": i, "mode": cfg.mode, "num_rollouts": 0, "num_correct": 0,
+                      "potential": 0.0, "is_filled": True, "num_generated_tokens": 0} for i in positions[len(rows):]]
+        evaluated = [r for r in rows if not r["is_filled"]]
+        cost = {"trace_id": trace_id, "num_positions": len(evaluated),
+                "num_rollouts": sum(r["num_rollouts"] for r in evaluated),
+                "num_generated_tokens": sum(r["num_generated_tokens"] for r in evaluated),
+                "wall_seconds": round(self.seconds, 3), "early_stop_index": early_stop}
+        return rows, cost
+
+
+def trace_search(trace: dict, cfg: RolloutsConfig, test: CliffsConfig,
+                 max_drop: dict[int, float | None] | None = None) -> Search:
+    """The search `rollouts.mode` runs on one trace (cliffdata/adaptive.py)."""
+    positions = scored_positions(len(trace["response_ids"]), cfg.score_empty_prefix)
+    if cfg.mode == "exhaustive":
+        return exhaustive_steps(positions, cfg.num_rollouts, cfg.positions_per_batch, cfg.early_stop_zeros)
+    if cfg.mode == "forks":
+        if max_drop is None:
+            raise ValueError(f"rollouts.mode forks: no token_stats max_drop for trace {trace['trace_id']!r}")
+        return fork_steps(positions, max_drop, cfg.adaptive, cfg.num_rollouts, test)
+    return adaptive_steps(positions, cfg.adaptive, cfg.num_rollouts, test)
+
+
+def search_wave(traces: list[dict], golds: dict[str, Gold], backend: Backend, tokenizer, cfg: RolloutsConfig,
+                sampling: Sampling, test: CliffsConfig = CliffsConfig(),
+                max_drops: dict[str, dict[int, float | None]] | None = None) -> list[tuple[list[dict], dict]]:
+    """The searches of several traces advanced together (one scheduler): every engine call packs up to
+    `positions_per_batch` prefixes from any trace whose sampling matches (a problem's token budget), so
+    no call is small while work remains. Returns (rows, cost) per trace, in order.
+
+    For a fixed list of traces the engine calls are fixed too (a trace's requests go out in order,
+    traces in list order), so a deterministic backend gives the same bytes on every run."""
+    max_drops = max_drops or {}
+    jobs = []
+    for t in traces:
+        gold = Gold(*golds[t["problem_id"]])
+        jobs.append(_Job(t, gold, with_budget(sampling, gold.max_new_tokens),
+                         trace_search(t, cfg, test, max_drops.get(t["trace_id"])), cfg))
+    while True:
+        waiting = [j for j in jobs if j.sent < len(j.pending)]
+        if not waiting:
+            break
+        call_sampling = waiting[0].sampling
+        batch: list[tuple[_Job, int]] = []
+        for job in waiting:
+            if job.sampling != call_sampling:
+                continue
+            take = min(cfg.positions_per_batch - len(batch), len(job.pending) - job.sent)
+            batch += [(job, job.sent + x) for x in range(take)]
+            job.sent += take
+            if len(batch) >= cfg.positions_per_batch:
+                break
+        prompt_of = {id(j): j.trace["prompt_ids"] for j, _ in batch}
+        prefixes = [(prompt_of[id(j)], j.trace["response_ids"][:j.pending[x][0] + 1]) for j, x in batch]
+        started = time.perf_counter()
+        results = resample(backend, tokenizer, prefixes, [j.pending[x][1] for j, x in batch], call_sampling,
+                           [j.seed(j.pending[x][0]) for j, x in batch],
+                           [j.gold.answer for j, _ in batch], [j.gold.answer_format for j, _ in batch])
+        elapsed = time.perf_counter() - started
+        total = max(sum(r.num_generated_tokens for r in results), 1)
+        for (job, x), r in zip(batch, results):
+            job.seconds += elapsed * r.num_generated_tokens / total     # the call's time, split by tokens
+            job.receive(x, (r.num_correct, r.num_generated_tokens))
+    return [j.output() for j in jobs]
 
 
 def estimate_potentials(trace: dict, gold: str, answer_format: str, backend: Backend, tokenizer,
-                        cfg: RolloutsConfig, sampling: Sampling,
-                        test: CliffsConfig = CliffsConfig()) -> tuple[list[dict], dict]:
+                        cfg: RolloutsConfig, sampling: Sampling, test: CliffsConfig = CliffsConfig(),
+                        max_drop: dict[int, float | None] | None = None) -> tuple[list[dict], dict]:
     """Potentials of one trace (rows of `schema.POTENTIALS`) and its cost row (`schema.ROLLOUT_TRACES`).
-    `test`: params `cliffs`, whose test the adaptive search decides by (exhaustive mode does not read it)."""
-    if cfg.mode == "adaptive":
-        return _adaptive_potentials(trace, gold, answer_format, backend, tokenizer, cfg, sampling, test)
-    started = time.perf_counter()
-    prompt, response = trace["prompt_ids"], trace["response_ids"]
-    positions = scored_positions(len(response), cfg.score_empty_prefix)
-    rows: list[dict] = []
-    zero_run, ptr, early_stop = 0, 0, None
-    while ptr < len(positions):
-        size = cfg.positions_per_batch
-        if cfg.early_stop_zeros:
-            # never evaluate past the position that completes the zero run: the paper stops there
-            size = max(1, min(size, cfg.early_stop_zeros - zero_run))
-        batch = positions[ptr:ptr + size]
-        results = resample(backend, tokenizer, [(prompt, response[:i + 1]) for i in batch], cfg.num_rollouts, sampling,
-                           [request_seed(cfg.seed, trace["trace_id"], i) for i in batch], gold, answer_format)
-        for i, r in zip(batch, results):
-            rows.append({"trace_id": trace["trace_id"], "token_index": i, "mode": cfg.mode,
-                         "num_rollouts": r.num_rollouts, "num_correct": r.num_correct,
-                         "potential": r.num_correct / r.num_rollouts, "is_filled": False,
-                         "num_generated_tokens": r.num_generated_tokens})
-            if i >= 0:
-                zero_run = zero_run + 1 if r.num_correct == 0 else 0
-        ptr += len(batch)
-        if cfg.early_stop_zeros and zero_run >= cfg.early_stop_zeros and ptr < len(positions):
-            early_stop = positions[ptr]
-            rows += [{"trace_id": trace["trace_id"], "token_index": i, "mode": cfg.mode, "num_rollouts": 0,
-                      "num_correct": 0, "potential": 0.0, "is_filled": True, "num_generated_tokens": 0}
-                     for i in positions[ptr:]]
-            break
-    evaluated = [r for r in rows if not r["is_filled"]]
-    cost = {"trace_id": trace["trace_id"], "num_positions": len(evaluated),
-            "num_rollouts": sum(r["num_rollouts"] for r in evaluated),
-            "num_generated_tokens": sum(r["num_generated_tokens"] for r in evaluated),
-            "wall_seconds": round(time.perf_counter() - started, 3), "early_stop_index": early_stop}
-    return rows, cost
+    `test`: params `cliffs`, whose test the adaptive and fork searches decide by; `max_drop`: the
+    trace's token_stats max_drop by token_index (mode forks)."""
+    golds = {trace["problem_id"]: Gold(gold, answer_format, None)}
+    return search_wave([trace], golds, backend, tokenizer, cfg, sampling, test,
+                       {trace["trace_id"]: max_drop} if max_drop is not None else None)[0]
 
 
-def _adaptive_potentials(trace: dict, gold: str, answer_format: str, backend: Backend, tokenizer,
-                         cfg: RolloutsConfig, sampling: Sampling, test: CliffsConfig) -> tuple[list[dict], dict]:
-    started = time.perf_counter()
-    oracle = BackendOracle(trace, gold, answer_format, backend, tokenizer, sampling, cfg.seed)
-    positions = scored_positions(len(trace["response_ids"]), cfg.score_empty_prefix)
-    evaluated = adaptive_search(oracle, positions, cfg.adaptive, cfg.num_rollouts, test)
-    rows = [{"trace_id": trace["trace_id"], "token_index": i, "mode": cfg.mode, "num_rollouts": n, "num_correct": k,
-             "potential": k / n, "is_filled": False, "num_generated_tokens": tok}
-            for i, (n, k, tok) in evaluated.items()]
-    cost = {"trace_id": trace["trace_id"], "num_positions": len(rows), "num_rollouts": sum(r["num_rollouts"] for r in rows),
-            "num_generated_tokens": sum(r["num_generated_tokens"] for r in rows),
-            "wall_seconds": round(time.perf_counter() - started, 3), "early_stop_index": None}
-    return rows, cost
+def max_drops_of(token_stats_path, trace_ids: set[str]) -> dict[str, dict[int, float | None]]:
+    """trace_id -> token_index -> max_drop (1 − sampler_prob; None where token_stats has none) for
+    the fork search, from a token_stats dataset."""
+    from cliffdata.scan import read_columns
+
+    table = read_columns(token_stats_path, ["trace_id", "token_index", "max_drop"])
+    out: dict[str, dict[int, float | None]] = {}
+    for t, i, m in zip(*(table.column(c).to_pylist() for c in ("trace_id", "token_index", "max_drop"))):
+        if t in trace_ids:
+            out.setdefault(t, {})[i] = m
+    missing = sorted(trace_ids - out.keys())
+    if missing:
+        raise ValueError(f"{token_stats_path}: rollouts.mode forks needs token_stats rows for every trace; "
+                         f"none for {len(missing)} (first {missing[0]!r})")
+    return out
+
+
+def waves(traces: list[dict], cfg: RolloutsConfig) -> list[list[dict]]:
+    """The fixed groups of traces searched together (`rollouts.traces_per_wave`, in list order)."""
+    size = cfg.traces_per_wave
+    return [traces[j:j + size] for j in range(0, len(traces), size)]
 
 
 class Checkpoint:
@@ -226,28 +280,33 @@ def fingerprint(*parts: object) -> str:
 
 def run_rollouts(traces: list[dict], golds: dict[str, Gold], backend: Backend, tokenizer,
                  cfg: RolloutsConfig, sampling: Sampling, checkpoint: Checkpoint,
-                 desc: str = "rollouts", test: CliffsConfig = CliffsConfig()) -> tuple[pa.Table, list[dict]]:
+                 desc: str = "rollouts", test: CliffsConfig = CliffsConfig(),
+                 max_drops: dict[str, dict[int, float | None]] | None = None) -> tuple[pa.Table, list[dict]]:
     """Estimate potentials for every trace, resuming from `checkpoint`; returns (potentials, costs).
-    `desc` labels the progress bar; `test` is params `cliffs` (the adaptive search's test).
+    `desc` labels the progress bar; `test` is params `cliffs` (the searches' test); `max_drops`:
+    trace_id -> token_index -> token_stats max_drop (mode forks).
+
+    Traces go in fixed waves (`waves`) whose searches share engine calls (`search_wave`); a wave's
+    traces are saved when it finishes, and a resumed run skips the waves whose traces are all saved
+    (a wave cut short is searched again whole: same calls, same bytes).
 
     `golds` maps problem_id -> `Gold` (answer, answer format, the problem's own token budget or None).
     """
     done = checkpoint.done()
-    todo = [t for t in traces if Checkpoint.key(t) not in done]
-    if len(todo) < len(traces):
-        log.info("resuming: %d of %d traces already in %s", len(traces) - len(todo), len(traces), checkpoint.folder)
-    expected = sum(expected_tokens(len(t["response_ids"]), cfg) for t in todo)
-    log.info("rollouts: %d traces to do, about %d generated tokens (N·T²/2, no early stop)", len(todo), expected)
-    bar = tqdm(total=len(todo), desc=desc, unit="trace")
+    todo = [w for w in waves(traces, cfg) if not all(Checkpoint.key(t) in done for t in w)]
+    num_todo = sum(map(len, todo))
+    if num_todo < len(traces):
+        log.info("resuming: %d of %d traces already in %s", len(traces) - num_todo, len(traces), checkpoint.folder)
+    expected = sum(expected_tokens(len(t["response_ids"]), cfg) for w in todo for t in w)
+    log.info("rollouts: %d traces to do, about %d generated tokens (N·T²/2, no early stop)", num_todo, expected)
+    bar = tqdm(total=num_todo, desc=desc, unit="trace")
     num_tokens, started = 0, time.perf_counter()
-    for trace in todo:
-        gold = Gold(*golds[trace["problem_id"]])
-        rows, cost = estimate_potentials(trace, gold.answer, gold.answer_format, backend, tokenizer, cfg,
-                                         with_budget(sampling, gold.max_new_tokens), test)
-        checkpoint.save(trace, rows, cost)
-        num_tokens += cost["num_generated_tokens"]
+    for wave in todo:
+        for trace, (rows, cost) in zip(wave, search_wave(wave, golds, backend, tokenizer, cfg, sampling, test, max_drops)):
+            checkpoint.save(trace, rows, cost)
+            num_tokens += cost["num_generated_tokens"]
         bar.set_postfix(tok_s=f"{num_tokens / max(time.perf_counter() - started, 1e-9):.0f}")
-        bar.update(1)
+        bar.update(len(wave))
     bar.close()
     table, costs = checkpoint.load(traces)
     return table, costs

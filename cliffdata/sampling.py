@@ -90,19 +90,30 @@ class Resampled:
     num_generated_tokens: int
 
 
-def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int], Sequence[int]]], n: int,
-             sampling: Sampling, seeds: Sequence[int], gold: str, answer_format: str) -> list[Resampled]:
+def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int], Sequence[int]]],
+             n: int | Sequence[int], sampling: Sampling, seeds: Sequence[int], gold: str | Sequence[str],
+             answer_format: str | Sequence[str]) -> list[Resampled]:
     """N continuations from each (prompt_ids, response_prefix_ids), graded; results in input order.
 
+    `n`, `gold` and `answer_format` are one value for every prefix or one per prefix (the rollout
+    scheduler packs prefixes of several traces into one call).
     Correctness is judged on decode(response_prefix + continuation): the answer may already be in
     the prefix (protocol §1). Every generated token is counted.
     """
-    requests = [GenerationRequest(tuple(prompt) + tuple(prefix), n=n, seed=s) for (prompt, prefix), s in zip(prefixes, seeds)]
+    count = len(prefixes)
+    ns = [n] * count if isinstance(n, int) else list(n)
+    golds = [gold] * count if isinstance(gold, str) else list(gold)
+    formats = [answer_format] * count if isinstance(answer_format, str) else list(answer_format)
+    if not len(ns) == len(golds) == len(formats) == len(seeds) == count:
+        raise ValueError(f"resample: {count} prefixes need as many n, golds, formats and seeds, "
+                         f"got {len(ns)}, {len(golds)}, {len(formats)}, {len(seeds)}")
+    requests = [GenerationRequest(tuple(prompt) + tuple(prefix), n=k, seed=s)
+                for (prompt, prefix), k, s in zip(prefixes, ns, seeds)]
     out = []
-    for (_, prefix), gen in zip(prefixes, backend.generate(requests, sampling)):
+    for (_, prefix), gen, g, fmt in zip(prefixes, backend.generate(requests, sampling), golds, formats):
         correct = 0
         for cont in gen.token_ids:
             text = tokenizer.decode(list(prefix) + list(cont), skip_special_tokens=True)
-            correct += grade(text, gold, answer_format).is_correct is True
+            correct += grade(text, g, fmt).is_correct is True
         out.append(Resampled(len(gen.token_ids), correct, gen.num_tokens))
     return out

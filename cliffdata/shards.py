@@ -1,10 +1,13 @@
 """Rollout shards: traces split by expected cost, one DVC stage each (`rollouts@<i>`), merged after.
 
-A shard holds whole traces, so every prefix of a trace goes to one engine (its prefix cache stays
-local) and every request keeps its (seed, trace_id, position) seed: the merged potentials are the
-unsharded ones, bit for bit on a deterministic backend. Shards are balanced by the exhaustive cost
-model, N·Σ(T−1−i) ≈ N·T²/2 generated tokens per trace (`expected_tokens`), with the greedy longest
-processing time rule: the costliest trace first, each to the shard with the least work so far.
+A shard holds whole waves of traces (`rollouts.waves`: the traces whose searches share engine
+calls), so every prefix of a trace goes to one engine (its prefix cache stays local), every engine
+call is the one an unsharded run makes, and every request keeps its seed: the merged potentials are
+the unsharded ones, bit for bit on a deterministic backend. Shards are balanced by the exhaustive
+cost model, N·Σ(T−1−i) ≈ N·T²/2 generated tokens per trace (`expected_tokens`) summed over a wave,
+with the greedy longest processing time rule: the costliest wave first, each to the shard with the
+least work so far. A shard keeps the input order, so its own waves are the unsharded run's (only
+the last wave can be short, and it stays last).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import pyarrow as pa
 
 from cliffdata import schema
 from cliffdata.config import RolloutsConfig
-from cliffdata.rollouts import expected_tokens
+from cliffdata.rollouts import expected_tokens, waves
 
 
 def shard_dir(shard: int) -> Path:
@@ -24,16 +27,18 @@ def shard_dir(shard: int) -> Path:
 
 
 def assign_shards(traces: list[dict], num_shards: int, cfg: RolloutsConfig) -> dict[str, int]:
-    """trace_id -> shard, greedy LPT on expected generated tokens; deterministic (ties by trace_id, shard)."""
+    """trace_id -> shard, whole waves by greedy LPT on expected generated tokens; deterministic
+    (ties by the wave's first trace_id, then shard)."""
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    order = sorted(traces, key=lambda t: (-expected_tokens(len(t["response_ids"]), cfg), t["trace_id"]))
+    cost = lambda wave: sum(expected_tokens(len(t["response_ids"]), cfg) for t in wave)
+    order = sorted(waves(traces, cfg), key=lambda w: (-cost(w), w[0]["trace_id"]))
     loads = [(0, s) for s in range(num_shards)]          # (expected tokens so far, shard): a min-heap
     assignment = {}
-    for t in order:
+    for wave in order:
         load, s = heapq.heappop(loads)
-        assignment[t["trace_id"]] = s
-        heapq.heappush(loads, (load + expected_tokens(len(t["response_ids"]), cfg), s))
+        assignment.update(dict.fromkeys((t["trace_id"] for t in wave), s))
+        heapq.heappush(loads, (load + cost(wave), s))
     return assignment
 
 

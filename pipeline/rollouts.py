@@ -19,7 +19,7 @@ from transformers import AutoTokenizer
 from cliffdata import grading, schema
 from cliffdata.backends import open_backend
 from cliffdata.config import CliffsConfig, load_params
-from cliffdata.rollouts import Checkpoint, estimate_rollouts, fingerprint, format_estimate, run_rollouts
+from cliffdata.rollouts import Checkpoint, estimate_rollouts, fingerprint, format_estimate, max_drops_of, run_rollouts
 from cliffdata.schema import file_digest, tree_digest
 from cliffdata.sampling import golds_by_problem
 from cliffdata.shards import select_shard, shard_dir
@@ -37,6 +37,8 @@ def main() -> None:
     test = dataclasses.replace(CliffsConfig(), delta0=params.cliffs.delta0, z=params.cliffs.z,
                                min_rollouts=params.cliffs.min_rollouts)
     traces = select_shard(schema.read("traces", schema.PATHS["traces"]).to_pylist(), shard, cfg)
+    # mode forks: the bound each token puts on its drop (token_stats max_drop = 1 - sampler_prob)
+    max_drops = max_drops_of(schema.PATHS["token_stats"], {t["trace_id"] for t in traces}) if cfg.mode == "forks" else None
     problems = schema.read("problems", schema.PATHS["problems"]).to_pylist()
     golds = golds_by_problem(problems)
     estimate = estimate_rollouts([len(t["response_ids"]) for t in traces], cfg, params.engine.backend)
@@ -46,17 +48,17 @@ def main() -> None:
     key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(params.engine), dataclasses.asdict(test),
                       file_digest(schema.PATHS["traces"]),
                       file_digest(schema.PATHS["problems"]), tree_digest("models/base"), file_digest(grading.__file__),
-                      shard)
+                      shard, file_digest(schema.PATHS["token_stats"]) if max_drops is not None else None)
     checkpoint = Checkpoint(f".cache/rollouts/{key}")
     started = time.perf_counter()
     if cfg.engine == "ray":
         from cliffdata.ray_rollouts import run_rollouts_ray
-        table, costs = run_rollouts_ray(traces, golds, "models/base", params.engine, cfg, checkpoint, test)
+        table, costs = run_rollouts_ray(traces, golds, "models/base", params.engine, cfg, checkpoint, test, max_drops)
     else:
         tokenizer = AutoTokenizer.from_pretrained("models/base")
         with open_backend(params.engine, "models/base", seed=cfg.seed) as backend:
             table, costs = run_rollouts(traces, golds, backend, tokenizer, cfg, cfg.sampling, checkpoint,
-                                        test=test)
+                                        test=test, max_drops=max_drops)
     schema.write("potentials", table, shard_dir(shard) / "potentials.parquet")
     schema.write("rollout_traces", costs, shard_dir(shard) / "rollout_traces.parquet")
     checkpoint.remove()

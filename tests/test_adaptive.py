@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cliffdata.adaptive import adaptive_search, cliffs_from_evaluated, exhaustive_search
+from cliffdata.adaptive import adaptive_search, cliffs_from_evaluated, exhaustive_search, fork_positions, fork_search
 from cliffdata.backends import Sampling, make_backend
 from cliffdata.config import AdaptiveParams, CliffsConfig, RolloutsConfig, SamplingConfig
 from cliffdata.stats import min_detectable_drop
@@ -12,7 +12,7 @@ from cliffdata.stats import min_detectable_drop
 TEST = CliffsConfig()
 # The setting these curves are searched at: paper N = 64, 16 rollouts at grid points.
 SEARCH, N = AdaptiveParams(initial_rollouts=16), 64
-from cliffdata.rollouts import estimate_potentials
+from cliffdata.rollouts import estimate_potentials, search_wave
 
 
 class BinomialOracle:
@@ -79,7 +79,8 @@ def test_plateaus_at_zero_and_one_are_cheap_and_clean(level):
     p = [level] * 500
     evaluated, cliffs, oracle = run(p)
     assert cliffs == []
-    assert oracle.tokens < 0.06 * exhaustive_tokens(p)
+    # the sweep (sweep_rollouts at every position) plus the grid, and nothing else: no interval opens
+    assert oracle.tokens < (SEARCH.sweep_rollouts + 1) / N * exhaustive_tokens(p)
 
 
 def test_gradual_decline_is_not_a_cliff():
@@ -113,3 +114,87 @@ def test_adaptive_mode_through_the_rollout_path(tiny_tokenizer):
     assert cliffs_from_evaluated(evaluated, TEST) == [30]
     assert cost["num_rollouts"] < 0.5 * 64 * len(response)
     assert cost["num_generated_tokens"] == sum(r["num_generated_tokens"] for r in rows)
+
+
+# --- the fork-aware search ([H]) ------------------------------------------------------------------
+
+def test_fork_positions_are_the_tokens_that_can_carry_a_detectable_drop():
+    delta_min = min_detectable_drop(N, N, TEST.delta0, TEST.z)              # 0.1875 at N = 64
+    max_drop = {0: 0.9, 1: delta_min, 2: delta_min - 1e-9, 3: None, 4: float("nan"), 5: 0.0}
+    # 0 has no scored predecessor here; 1 is exactly detectable; 2 is not; None/NaN have no bound
+    assert fork_positions(range(0, 7), max_drop, N, TEST) == [1, 3, 4, 6]
+    assert fork_positions(range(-1, 7), max_drop, N, TEST) == [0, 1, 3, 4, 6]
+
+
+def _identity_curve(rng, T, forks):
+    """A curve the sampler identity allows: p moves by at most max_drop at each token, and only the
+    forks' max_drop lets a detectable drop happen."""
+    max_drop = {i: (0.6 if i in forks else 0.02) for i in range(T)}
+    p = np.empty(T)
+    p[0] = 0.9
+    for i in range(1, T):
+        step = rng.uniform(-max_drop[i], max_drop[i]) if i not in forks else -0.55
+        p[i] = np.clip(p[i - 1] + step, 0.05, 0.95)
+    return p, max_drop
+
+
+def test_fork_search_spends_nothing_off_the_forks_and_finds_their_cliffs():
+    rng = np.random.default_rng(3)
+    p, max_drop = _identity_curve(rng, 400, forks={120})
+    oracle = BinomialOracle(p, seed=4)
+    evaluated = fork_search(oracle, list(range(400)), max_drop, SEARCH, N, TEST)
+    assert set(evaluated) == {119, 120}                     # both sides of the fork, nothing else
+    assert cliffs_from_evaluated(evaluated, TEST) == [120]
+    assert evaluated[119][0] == evaluated[120][0] == N      # tested at full N
+    assert oracle.tokens < 0.01 * exhaustive_tokens(p)
+
+
+def test_fork_search_closes_a_fork_without_a_drop_early():
+    """A fork whose two sides are level: a detectable drop stops being plausible before N."""
+    p = [0.9] * 50
+    max_drop = dict.fromkeys(range(50), 0.0) | {25: 0.8}
+    spent = []
+    for seed in range(20):
+        evaluated = fork_search(BinomialOracle(p, seed=seed), list(range(50)), max_drop, SEARCH, N, TEST)
+        assert set(evaluated) == {24, 25} and cliffs_from_evaluated(evaluated, TEST) == []
+        spent.append(evaluated[24][0] + evaluated[25][0])
+    assert np.mean(spent) < N                # exhaustive spends 2N on the pair
+
+
+def test_forks_mode_through_the_rollout_path_and_one_scheduler(tiny_tokenizer):
+    """mode forks on the real path: rows only at the fork's sides; the wave's searches share engine
+    calls, each with at most positions_per_batch prefixes, fewer calls than trace by trace."""
+    enc = lambda s: tiny_tokenizer.encode(s, add_special_tokens=False)
+    trap = 70
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.sizes = inner, []
+            self.deterministic, self.eos_token_ids = inner.deterministic, inner.eos_token_ids
+
+        def generate(self, requests, sampling):
+            self.sizes.append(len(requests))
+            return self.inner.generate(requests, sampling)
+
+    be = make_backend("fake", correct_ids=enc("#### 7"), wrong_ids=enc("#### 3"), eos_token_id=2,
+                      potential=lambda ids: 0.05 if trap in ids else 0.9)
+    traces = [{"trace_id": f"p/{k}#0", "problem_id": "p", "prompt_ids": [1, 24],
+               "response_ids": [40] * (10 + k) + [trap] + [41] * 9 + [2]} for k in range(4)]
+    fork = {t["trace_id"]: dict.fromkeys(range(len(t["response_ids"])), 0.01) | {10 + k: 0.7}
+            for k, t in enumerate(traces)}
+    golds = {"p": ("7", "hash", None)}
+    cfg = RolloutsConfig(mode="forks", num_rollouts=64, positions_per_batch=3, traces_per_wave=4,
+                         sampling=SamplingConfig(temperature=0.7, max_new_tokens=8))
+    packed = Counting(be)
+    out = search_wave(traces, golds, packed, tiny_tokenizer, cfg, cfg.sampling, TEST, fork)
+    for k, (rows, cost) in enumerate(out):
+        assert {r["token_index"] for r in rows} == {9 + k, 10 + k} and {r["mode"] for r in rows} == {"forks"}
+        evaluated = {r["token_index"]: (r["num_rollouts"], r["num_correct"], 0) for r in rows}
+        assert cliffs_from_evaluated(evaluated, TEST) == [10 + k]
+    assert max(packed.sizes) == 3
+    alone = Counting(be)
+    for t in traces:
+        rows, _ = estimate_potentials(t, "7", "hash", alone, tiny_tokenizer, cfg, cfg.sampling, TEST, fork[t["trace_id"]])
+    assert len(packed.sizes) < len(alone.sizes)
+    with pytest.raises(ValueError, match="no token_stats max_drop"):
+        estimate_potentials(traces[0], "7", "hash", be, tiny_tokenizer, cfg, cfg.sampling, TEST)

@@ -93,6 +93,13 @@ class CrashAfter:
         self.inner, self.limit, self.calls = inner, limit, 0
         self.eos_token_ids, self.deterministic = inner.eos_token_ids, True
 
+    @staticmethod
+    def calls_of(traces, config, be, tokenizer, golds, tmp_path) -> int:
+        """Engine calls of an uninterrupted run from scratch."""
+        counter = CrashAfter(be, limit=10**9)
+        run_rollouts(traces, golds, counter, tokenizer, config, SAMPLING, Checkpoint(tmp_path / "count"))
+        return counter.calls
+
     def generate(self, requests, sampling):
         self.calls += 1
         if self.calls > self.limit:
@@ -106,7 +113,7 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_tokenizer):
                       potential=lambda ids: 0.05 if TRAP in ids else 0.6)
     traces = [trace(f"p/{k}#0", [40 + k, 41, TRAP, 42, 43, 2] if k % 2 else [40 + k, 41, 42, 2]) for k in range(6)]
     golds = {"p": ("7", "hash")}
-    config = cfg(num_rollouts=16, positions_per_batch=2)
+    config = cfg(num_rollouts=16, positions_per_batch=2, traces_per_wave=2)
     full, full_costs = run_rollouts(traces, golds, be, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "a"))
 
     ckpt = Checkpoint(tmp_path / "b")
@@ -120,10 +127,12 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_tokenizer):
     resumed, costs = run_rollouts(traces, golds, counting, tiny_tokenizer, config, SAMPLING, ckpt)
     assert resumed.equals(full)
     assert [c["trace_id"] for c in costs] == [t["trace_id"] for t in traces]
-    # finished traces were not recomputed: calls only for the unfinished ones
+    # finished waves were not recomputed: the calls of the unfinished waves only
     todo = [t for t in traces if Checkpoint.key(t) not in finished]
-    expected_calls = sum(-(-len(scored_positions(len(t["response_ids"]), True)) // 2) for t in todo)
-    assert counting.calls == expected_calls
+    assert len(todo) % 2 == 0 and todo == traces[-len(todo):]      # whole waves, the last ones
+    alone = CrashAfter(be, limit=10**9)
+    run_rollouts(todo, golds, alone, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "c"))
+    assert counting.calls == alone.calls < CrashAfter.calls_of(traces, config, be, tiny_tokenizer, golds, tmp_path)
     keys = list(zip(resumed.column("trace_id").to_pylist(), resumed.column("token_index").to_pylist()))
     assert len(keys) == len(set(keys)) == sum(len(t["response_ids"]) for t in traces)
 
@@ -132,7 +141,9 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_tokenizer):
     changed = [dict(t, response_ids=[39] + t["response_ids"]) if i == 0 else t for i, t in enumerate(traces)]
     counting = CrashAfter(be, limit=10**9)
     again, _ = run_rollouts(changed, golds, counting, tiny_tokenizer, config, SAMPLING, ckpt)
-    assert counting.calls == -(-len(scored_positions(len(changed[0]["response_ids"]), True)) // 2)
+    alone = CrashAfter(be, limit=10**9)       # the changed trace's wave, searched again whole
+    run_rollouts(changed[:2], golds, alone, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "d"))
+    assert counting.calls == alone.calls
     first = [r for r in again.to_pylist() if r["trace_id"] == changed[0]["trace_id"]]
     assert len(first) == len(changed[0]["response_ids"])
 

@@ -7,13 +7,13 @@ import pytest
 
 from cliffdata import schema
 from cliffdata.backends import make_backend
-from cliffdata.config import RolloutsConfig, SamplingConfig
+from cliffdata.config import AdaptiveParams, RolloutsConfig, SamplingConfig
 from cliffdata.rollouts import Checkpoint, expected_tokens, run_rollouts
 from cliffdata.shards import assign_shards, merge_shards, select_shard, shard_dir
 
 
 def cfg(**kw) -> RolloutsConfig:
-    base = dict(mode="exhaustive", num_rollouts=4, early_stop_zeros=0, positions_per_batch=3,
+    base = dict(mode="exhaustive", num_rollouts=4, early_stop_zeros=0, positions_per_batch=3, traces_per_wave=1,
                 sampling=SamplingConfig(temperature=1.0, max_new_tokens=12))
     return RolloutsConfig(**{**base, **kw})
 
@@ -54,20 +54,25 @@ def test_shard_ids_must_match_shards():
         cfg(shards=2, shard_ids=(0,))
 
 
-def test_two_shards_merge_to_the_unsharded_potentials(tmp_path, monkeypatch, tiny_model_dir, tiny_tokenizer):
-    """HF backend on the tiny model (deterministic): 2 shards + merge == one run, bit for bit."""
+@pytest.mark.parametrize("mode", ["exhaustive", "adaptive"])
+def test_two_shards_merge_to_the_unsharded_potentials(tmp_path, monkeypatch, tiny_model_dir, tiny_tokenizer, mode):
+    """HF backend on the tiny model (deterministic; its sampling depends on everything in an engine
+    call, so only identical calls give identical bytes): waves of 2 traces packed into shared calls,
+    2 shards + merge == one run, bit for bit."""
     monkeypatch.chdir(tmp_path)
     backend = make_backend("hf", str(tiny_model_dir), dtype="float32", max_batch=16)
     traces = traces_of([7, 4, 9, 5, 6])
     golds = {t["problem_id"]: ("7", "hash") for t in traces}
-    single, _ = run_rollouts(traces, golds, backend, tiny_tokenizer, cfg(), cfg().sampling,
+    wave_cfg = lambda **kw: cfg(mode=mode, traces_per_wave=2,
+                                adaptive=AdaptiveParams(initial_rollouts=4, grid_points=3, min_stride=2), **kw)
+    single, _ = run_rollouts(traces, golds, backend, tiny_tokenizer, wave_cfg(), wave_cfg().sampling,
                              Checkpoint(tmp_path / "single"))
     # the test can tell runs apart: rollouts end at sampled EOS, so token counts depend on the seeds
-    other, _ = run_rollouts(traces, golds, backend, tiny_tokenizer, cfg(seed=1), cfg().sampling,
+    other, _ = run_rollouts(traces, golds, backend, tiny_tokenizer, wave_cfg(seed=1), wave_cfg().sampling,
                             Checkpoint(tmp_path / "other"))
     assert not other.equals(single)
 
-    two = cfg(shards=2, shard_ids=(0, 1))
+    two = wave_cfg(shards=2, shard_ids=(0, 1))
     for s in range(2):
         part = select_shard(traces, s, two)
         table, costs = run_rollouts(part, golds, backend, tiny_tokenizer, two, two.sampling,
@@ -77,6 +82,10 @@ def test_two_shards_merge_to_the_unsharded_potentials(tmp_path, monkeypatch, tin
     merged, costs = merge_shards([t["trace_id"] for t in traces], 2)
     assert schema.to_table("potentials", merged).equals(schema.to_table("potentials", single))
     assert sorted(c["trace_id"] for c in costs) == sorted(t["trace_id"] for t in traces)
+    # whole waves per shard: the pairs (0, 1), (2, 3) and the short last wave (4) are never split
+    shard_of = assign_shards(traces, 2, two)
+    assert shard_of[traces[0]["trace_id"]] == shard_of[traces[1]["trace_id"]]
+    assert shard_of[traces[2]["trace_id"]] == shard_of[traces[3]["trace_id"]]
 
     with pytest.raises(ValueError, match="missing"):
         merge_shards([t["trace_id"] for t in traces] + ["arith/add1-99999#0"], 2)
