@@ -50,17 +50,20 @@ def expected_tokens(num_tokens: int, cfg: RolloutsConfig) -> int:
 MEASURED_TOKENS_PER_SECOND: dict[tuple[str, str], float] = {("vllm", "exhaustive"): 329.0, ("vllm", "adaptive"): 130.0}
 
 
-def estimate_rollouts(num_tokens: list[int], cfg: RolloutsConfig, backend: str) -> dict:
+def estimate_rollouts(num_tokens: list[int], cfg: RolloutsConfig, backend: str,
+                      num_forks: list[int] | None = None) -> dict:
     """The generated tokens (and seconds, where a throughput was measured) a rollouts run should cost.
 
     A rollout from position i is taken to regenerate the rest of the trace, min(T−1−i, max_new_tokens)
     tokens. Exhaustive: N rollouts at every scored position (early termination ignored, so an upper
     bound in that respect). Adaptive (cliffdata/adaptive.py): `initial_rollouts` at the grid points,
     `sweep_rollouts` at every other position, and one refined interval per trace (both ends topped up
-    to N plus log2(positions/grid) midpoints); rollouts at the mean remaining length.
+    to N plus log2(positions/grid) midpoints); forks: `initial_rollouts` on both sides of each of a
+    trace's `num_forks` (an upper bound: a fork shared by two pairs is counted twice) and one pair
+    topped up to N; rollouts at the mean remaining length.
     """
     total = 0.0
-    for T in num_tokens:
+    for j, T in enumerate(num_tokens):
         remaining = [min(T - 1 - i, cfg.sampling.max_new_tokens) for i in scored_positions(T, cfg.score_empty_prefix)]
         if not remaining:
             continue
@@ -68,9 +71,13 @@ def estimate_rollouts(num_tokens: list[int], cfg: RolloutsConfig, backend: str) 
             total += cfg.num_rollouts * sum(remaining)
             continue
         a, positions = cfg.adaptive, len(remaining)
-        grid = min(a.grid_points, math.ceil(positions / a.min_stride))
-        rollouts = (grid * a.initial_rollouts + positions / 2 * a.sweep_rollouts
-                    + 2 * cfg.num_rollouts + math.log2(max(positions / grid, 1)) * a.initial_rollouts)
+        if cfg.mode == "forks":
+            forks = num_forks[j] if num_forks is not None else positions
+            rollouts = 2 * forks * a.initial_rollouts + (2 * cfg.num_rollouts if forks else 0)
+        else:
+            grid = min(a.grid_points, math.ceil(positions / a.min_stride))
+            rollouts = (grid * a.initial_rollouts + positions * a.sweep_rollouts
+                        + 2 * cfg.num_rollouts + math.log2(max(positions / grid, 1)) * a.initial_rollouts)
         total += min(rollouts, cfg.num_rollouts * positions) * sum(remaining) / positions
     rate = MEASURED_TOKENS_PER_SECOND.get((backend, cfg.mode))
     return {"estimated_generated_tokens": int(round(total)),

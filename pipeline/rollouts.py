@@ -19,7 +19,9 @@ from transformers import AutoTokenizer
 from cliffdata import grading, schema
 from cliffdata.backends import open_backend
 from cliffdata.config import CliffsConfig, load_params
-from cliffdata.rollouts import Checkpoint, estimate_rollouts, fingerprint, format_estimate, max_drops_of, run_rollouts
+from cliffdata.adaptive import fork_positions
+from cliffdata.rollouts import (Checkpoint, estimate_rollouts, fingerprint, format_estimate, max_drops_of, run_rollouts,
+                               scored_positions)
 from cliffdata.schema import file_digest, tree_digest
 from cliffdata.sampling import golds_by_problem
 from cliffdata.shards import select_shard, shard_dir
@@ -41,7 +43,10 @@ def main() -> None:
     max_drops = max_drops_of(schema.PATHS["token_stats"], {t["trace_id"] for t in traces}) if cfg.mode == "forks" else None
     problems = schema.read("problems", schema.PATHS["problems"]).to_pylist()
     golds = golds_by_problem(problems)
-    estimate = estimate_rollouts([len(t["response_ids"]) for t in traces], cfg, params.engine.backend)
+    num_forks = ([len(fork_positions(scored_positions(len(t["response_ids"]), cfg.score_empty_prefix),
+                                     max_drops[t["trace_id"]], cfg.num_rollouts, test)) for t in traces]
+                 if max_drops is not None else None)
+    estimate = estimate_rollouts([len(t["response_ids"]) for t in traces], cfg, params.engine.backend, num_forks)
     print(format_estimate(estimate, len(traces), cfg, params.engine.backend), flush=True)
     # everything a finished trace's potentials depend on: params, traces, gold answers and budgets,
     # the model's weights and tokenizer, and the grading code

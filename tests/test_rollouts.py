@@ -163,7 +163,12 @@ def test_estimate_rollouts_exhaustive_is_the_capped_sum_and_adaptive_is_cheaper(
     assert estimate_rollouts(lengths, cfg, "hf")["estimated_seconds"] is None
     assert "no measured throughput for hf" in format_estimate(estimate_rollouts(lengths, cfg, "hf"), 3, cfg, "hf")
     adaptive = dataclasses.replace(cfg, mode="adaptive", adaptive=AdaptiveParams(initial_rollouts=8))
+    full = estimate_rollouts([2000], cfg, "vllm")["estimated_generated_tokens"]
     long = estimate_rollouts([2000], adaptive, "vllm")["estimated_generated_tokens"]
-    assert 0 < long < 0.2 * estimate_rollouts([2000], cfg, "vllm")["estimated_generated_tokens"]
+    assert 0 < long < 0.35 * full                 # the sweep alone is sweep_rollouts / N = 0.25 of it at N = 16
+    forks = dataclasses.replace(adaptive, mode="forks")
+    assert estimate_rollouts([2000], forks, "vllm", [200])["estimated_generated_tokens"] == round(
+        (2 * 200 * 8 + 2 * 16) * full / 16 / 2000)  # both sides of 200 forks at initial_rollouts, one pair at N
+    assert estimate_rollouts([2000], forks, "vllm", [0])["estimated_generated_tokens"] == 0
     # a short trace cannot cost more than every position at N
     assert estimate_rollouts([3], adaptive, "fake")["estimated_generated_tokens"] <= estimate_rollouts([3], cfg, "fake")["estimated_generated_tokens"]
