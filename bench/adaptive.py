@@ -49,14 +49,15 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cliffdata.adaptive import Oracle, adaptive_search, cliffs_from_evaluated, exhaustive_search  # noqa: E402
+from cliffdata.adaptive import Oracle, adaptive_search, cliffs_from_evaluated, exhaustive_search, fork_search  # noqa: E402
 from cliffdata.config import load_params  # noqa: E402
-from cliffdata.stats import cliff_matrix, is_cliff  # noqa: E402
+from cliffdata.stats import cliff_matrix, is_cliff, min_detectable_drop  # noqa: E402
 
 EXHAUSTIVE_N = 64                     # the simulation's N (paper mode); the pipeline's own N is rollouts.num_rollouts
 # The adaptive search and the cliff test exactly as the pipeline runs them: params.yaml's objects.
 PARAMS = load_params(ROOT / "params.yaml")
 ADAPTIVE_CONFIG = PARAMS.rollouts.adaptive
+FORKS_CONFIG = PARAMS.rollouts.forks
 TEST = PARAMS.cliffs
 PTS_N = 20
 PTS_THRESHOLD = 0.2
@@ -202,8 +203,109 @@ def make_curves(num_curves: int, seed: int) -> list[dict]:
     return curves
 
 
+# --- the held-out library (written apart from the one above, never tuned on) ----------------------
+
+def _latent(rng, T):
+    """A piecewise-constant potential: 0-3 jumps, levels near 1, mid or near 0."""
+    m = int(rng.integers(0, 4))
+    cuts = sorted(rng.choice(np.arange(5, T - 5), size=m, replace=False).tolist()) if m else []
+    levels = [rng.choice([rng.uniform(0.85, 1.0), rng.uniform(0.4, 0.85), rng.uniform(0.0, 0.2)]) for _ in range(m + 1)]
+    p, edges = np.empty(T), [0, *cuts, T]
+    for j in range(m + 1):
+        p[edges[j]:edges[j + 1]] = levels[j]
+    return p
+
+
+def _real_like(rng, T):
+    # what an exhaustive N = 64 run returns for a latent curve: the truth carries sampling noise
+    return rng.binomial(64, _latent(rng, T)) / 64
+
+
+def _dips(rng, T):
+    # 1-4 isolated one-token dips, 0.25-0.7 deep, on a high plateau
+    p = np.full(T, rng.uniform(0.8, 1.0))
+    for c in rng.choice(np.arange(3, T - 3), size=int(rng.integers(1, 5)), replace=False):
+        p[c] = max(0.0, p[c - 1] - rng.uniform(0.25, 0.7))
+    return p
+
+
+def _spike_then_step(rng, T):
+    # a one-token rise just before a step down, then a partial recovery
+    p = np.full(T, rng.uniform(0.5, 0.8))
+    c = int(rng.integers(T // 4, 3 * T // 4))
+    p[c - 1] = min(1.0, p[c - 1] + rng.uniform(0.1, 0.3))
+    p[c:] = rng.uniform(0.0, 0.35)
+    r = int(rng.integers(c + 2, T))
+    p[r:] = np.minimum(1.0, p[r:] + rng.uniform(0.1, 0.4))
+    return p
+
+
+def _staircase(rng, T):
+    # 3-6 drops of 0.15-0.3 (several near the test's threshold)
+    cuts = sorted(rng.choice(np.arange(2, T - 2), size=int(rng.integers(3, 7)), replace=False).tolist())
+    p, level = np.ones(T), 1.0
+    for c in cuts:
+        level = max(0.0, level - rng.uniform(0.15, 0.3))
+        p[c:] = level
+    return p
+
+
+def _two_token_dip(rng, T):
+    p = np.full(T, rng.uniform(0.7, 1.0))
+    c = int(rng.integers(2, T - 3))
+    p[c:c + 2] = p[c - 1] - rng.uniform(0.3, 0.6)
+    return p
+
+
+HELDOUT: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "real_like": _real_like, "dips": _dips, "spike_then_step": _spike_then_step, "staircase": _staircase,
+    "two_token_dip": _two_token_dip}
+
+
+def make_heldout_curves(num_curves: int, seed: int) -> list[dict]:
+    """The held-out library: kinds in rotation, lengths log-uniform in 120-1,500."""
+    rng = np.random.default_rng([seed, 7919])
+    curves = []
+    for j in range(num_curves):
+        kind = list(HELDOUT)[j % len(HELDOUT)]
+        T = int(round(math.exp(rng.uniform(math.log(120), math.log(1500)))))
+        curves.append({"kind": kind, "p": np.clip(HELDOUT[kind](rng, T), 0.0, 1.0)})
+    return curves
+
+
+# --- curves with sampler probabilities (the fork-aware search's setting) ---------------------------
+
+def make_identity_curves(num_curves: int, seed: int) -> list[dict]:
+    """Curves with per-position sampler probabilities π(token), consistent with the sampler identity
+    p[i−1] = π·p[i] + (1 − π)·p_alt (p_alt: the alternatives' mean potential, drawn in its feasible
+    range), so |p[i−1] − p[i]| <= 1 − π = max_drop. Forks (max_drop >= δ_min at N = 64) at a rate of
+    5-20% of positions; elsewhere max_drop < 0.9·δ_min (mostly ~0.01): no true cliff off a fork. At a
+    fork the alternatives are better than average half of the time (a drop), else anywhere."""
+    rng = np.random.default_rng([seed, 104729])
+    delta_min = min_detectable_drop(EXHAUSTIVE_N, EXHAUSTIVE_N, TEST.delta0, TEST.z)
+    curves = []
+    for j in range(num_curves):
+        T = int(round(math.exp(rng.uniform(math.log(200), math.log(2000)))))
+        fork_rate = rng.uniform(0.05, 0.2)
+        is_fork = rng.random(T) < fork_rate
+        is_fork[0] = False
+        max_drop = np.where(is_fork, rng.uniform(delta_min, 0.9, size=T),
+                            np.minimum(0.9 * delta_min, rng.exponential(0.01, size=T)))
+        p = np.empty(T)
+        p[0] = rng.uniform(0.3, 1.0)
+        for i in range(1, T):
+            pi = 1.0 - max_drop[i]
+            lo, hi = max(0.0, (p[i - 1] - pi) / (1 - pi)), min(1.0, p[i - 1] / (1 - pi))
+            alt = rng.uniform(max(lo, (lo + hi) / 2), hi) if is_fork[i] and rng.random() < 0.5 else rng.uniform(lo, hi)
+            p[i] = min(1.0, max(0.0, (p[i - 1] - (1 - pi) * alt) / pi))
+        curves.append({"kind": f"identity_forks_{'5-10' if fork_rate < 0.1 else '10-20'}%", "p": p,
+                       "sampler_prob": 1.0 - max_drop})
+    return curves
+
+
 def load_curves(path: str | Path) -> list[dict]:
-    """User curves: a JSON list of {"kind": str, "p": [float, ...]}, one potential per response token."""
+    """User curves: a JSON list of {"kind": str, "p": [float, ...]}, one potential per response token,
+    optionally with "sampler_prob": [float, ...] (π_s of each token: the fork-aware search runs on those)."""
     try:
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
@@ -213,8 +315,9 @@ def load_curves(path: str | Path) -> list[dict]:
                          f"got {type(data).__name__} {str(data)[:80]}")
     curves = []
     for j, c in enumerate(data):
-        if not isinstance(c, dict) or set(c) != {"kind", "p"}:
-            raise ValueError(f'{path}: entry {j} must be an object with exactly the keys "kind" and "p", got {str(c)[:80]}')
+        if not isinstance(c, dict) or not {"kind", "p"} <= set(c) <= {"kind", "p", "sampler_prob"}:
+            raise ValueError(f'{path}: entry {j} must be an object with the keys "kind" and "p" (and optionally '
+                             f'"sampler_prob"), got {str(c)[:80]}')
         if not isinstance(c["kind"], str):
             raise ValueError(f'{path}: entry {j}: "kind" must be a string, got {c["kind"]!r}')
         p = c["p"]
@@ -225,7 +328,15 @@ def load_curves(path: str | Path) -> list[dict]:
         bad = np.flatnonzero(~((p >= 0) & (p <= 1)))  # also catches NaN
         if len(bad):
             raise ValueError(f'{path}: entry {j}: "p" must lie in [0, 1], got p[{bad[0]}] = {p[bad[0]]}')
-        curves.append({"kind": c["kind"], "p": p})
+        curve = {"kind": c["kind"], "p": p}
+        if "sampler_prob" in c:
+            sp = c["sampler_prob"]
+            if (not isinstance(sp, list) or len(sp) != len(p)
+                    or not all(isinstance(x, int | float) and not isinstance(x, bool) and 0 <= x <= 1 for x in sp)):
+                raise ValueError(f'{path}: entry {j}: "sampler_prob" must be a list of {len(p)} numbers in [0, 1] '
+                                 f'(one per token of "p"), got {str(sp)[:80]}')
+            curve["sampler_prob"] = np.asarray(sp, dtype=np.float64)
+        curves.append(curve)
     return curves
 
 
@@ -310,9 +421,15 @@ def _run_adaptive(oracle, positions):
     return evaluated, cliffs_from_evaluated(evaluated, TEST)
 
 
-METHODS: dict[str, Callable[[Oracle, list[int]], tuple[Evaluated, list[int]]]] = {
-    "exhaustive": _run_exhaustive, "adaptive": _run_adaptive, "pts": pts_search,
+def _run_forks(oracle, positions, max_drop):
+    evaluated = fork_search(oracle, positions, max_drop, FORKS_CONFIG, EXHAUSTIVE_N, TEST)
+    return evaluated, cliffs_from_evaluated(evaluated, TEST)
+
+
+METHODS: dict[str, Callable[..., tuple[Evaluated, list[int]]]] = {
+    "exhaustive": _run_exhaustive, "adaptive": _run_adaptive, "pts": pts_search, "forks": _run_forks,
 }
+NEEDS_SAMPLER_PROB = {"forks"}        # runs only on curves that carry sampler probabilities
 
 
 # --- the comparison ------------------------------------------------------------------------------
@@ -325,14 +442,21 @@ def score_trace(true: list[int], reported: list[int]) -> dict:
             "first_cliff": first, "first_cliff_agrees": first == (min(true_set) if true_set else None)}
 
 
-def run_curve(p: np.ndarray, curve_index: int, seed: int, methods: Sequence[str]) -> dict:
-    """Every method on one curve, each with its own oracle generator seeded by (seed, curve, method)."""
+def run_curve(p: np.ndarray, curve_index: int, seed: int, methods: Sequence[str],
+              sampler_prob: np.ndarray | None = None) -> dict:
+    """Every method on one curve, each with its own oracle generator seeded by (seed, curve, method);
+    the fork-aware search only where the curve has sampler probabilities."""
     positions = list(range(len(p)))
     true = true_cliffs(p)
     out = {"length": len(p), "true_cliffs": true, "methods": {}}
     for name in methods:
+        if name in NEEDS_SAMPLER_PROB and sampler_prob is None:
+            continue
         oracle = BinomialOracle(p, np.random.default_rng([seed, curve_index, list(METHODS).index(name)]))
-        evaluated, cliffs = METHODS[name](oracle, positions)
+        if name in NEEDS_SAMPLER_PROB:
+            evaluated, cliffs = METHODS[name](oracle, positions, dict(enumerate((1.0 - sampler_prob).tolist())))
+        else:
+            evaluated, cliffs = METHODS[name](oracle, positions)
         assert sum(v[0] for v in evaluated.values()) == oracle.num_rollouts, \
             f"{name}: evaluated rollouts disagree with what the oracle was asked for"
         out["methods"][name] = {"cliffs": [int(i) for i in cliffs], **score_trace(true, cliffs),
@@ -345,8 +469,11 @@ def _ratio(a, b):
     return None if a is None or not b else round(a / b, 4)
 
 
-def summarise(traces: list[dict], method: str) -> dict:
-    """Pooled metrics of one method over some traces."""
+def summarise(traces: list[dict], method: str) -> dict | None:
+    """Pooled metrics of one method over the traces it ran on (None: it ran on none)."""
+    traces = [t for t in traces if method in t["methods"]]
+    if not traces:
+        return None
     runs = [t["methods"][method] for t in traces]
     num, num_true = len(traces), sum(len(t["true_cliffs"]) for t in traces)
     detected = sum(r["num_detected"] for r in runs)
@@ -362,55 +489,93 @@ def summarise(traces: list[dict], method: str) -> dict:
     }
 
 
+RATIO_KEYS = ("recall_ratio", "false_cliffs_ratio", "token_ratio")
+
+
+def ratios(group: dict, method: str) -> dict:
+    """`method` against exhaustive on one group's summaries (None where either did not run)."""
+    m, ex = group.get(method), group.get("exhaustive")
+    if m is None or ex is None:
+        return dict.fromkeys(RATIO_KEYS)
+    return {"recall_ratio": _ratio(m["recall"], ex["recall"]),
+            "false_cliffs_ratio": round((m["false_cliffs_per_trace"] + FALSE_CLIFFS_EPS)
+                                        / (ex["false_cliffs_per_trace"] + FALSE_CLIFFS_EPS), 4),
+            "token_ratio": _ratio(m["num_generated_tokens"], ex["num_generated_tokens"]),
+            "false_cliffs_per_trace": {method: m["false_cliffs_per_trace"], "exhaustive": ex["false_cliffs_per_trace"]},
+            "false_cliffs_eps": FALSE_CLIFFS_EPS}
+
+
 def run_sim(curves: list[dict], seed: int, methods: Sequence[str] = tuple(METHODS)) -> dict:
-    """The simulated comparison: per-trace results, summaries by group and the adaptive/exhaustive ratios."""
+    """The simulated comparison: per-trace results, summaries by group and the ratios to exhaustive.
+
+    Top-level `recall_ratio`, `false_cliffs_ratio`, `token_ratio`: adaptive vs exhaustive (no token
+    probabilities), over the traces of length >= 200; `forks`: the same for the fork-aware search on
+    the curves that carry sampler probabilities (None where none does)."""
     traces = []
     for j, c in enumerate(tqdm(curves, desc="curves", disable=None)):
-        traces.append({"kind": c["kind"], **run_curve(np.asarray(c["p"], dtype=np.float64), j, seed, methods)})
+        sampler_prob = c.get("sampler_prob")
+        traces.append({"kind": c["kind"], **run_curve(np.asarray(c["p"], dtype=np.float64), j, seed, methods,
+                                                      None if sampler_prob is None else np.asarray(sampler_prob))})
     groups = {"all": traces, f"length>={LONG_TRACE}": [t for t in traces if t["length"] >= LONG_TRACE]}
     groups |= {f"kind:{k}": [t for t in traces if t["kind"] == k] for k in dict.fromkeys(t["kind"] for t in traces)}
-    summary = {g: {m: summarise(ts, m) for m in methods} for g, ts in groups.items() if ts}
-    # The ratios are None when there is no trace of length >= 200 or a method did not run.
-    report = dict.fromkeys(["recall_ratio", "false_cliffs_ratio", "token_ratio"])
+    summary = {g: {m: s for m in methods if (s := summarise(ts, m)) is not None} for g, ts in groups.items() if ts}
     long = summary.get(f"length>={LONG_TRACE}", {})
-    if "adaptive" in long and "exhaustive" in long:
-        ad, ex = long["adaptive"], long["exhaustive"]
-        report = {
-            "recall_ratio": _ratio(ad["recall"], ex["recall"]),
-            "false_cliffs_ratio": round((ad["false_cliffs_per_trace"] + FALSE_CLIFFS_EPS)
-                                        / (ex["false_cliffs_per_trace"] + FALSE_CLIFFS_EPS), 4),
-            "token_ratio": _ratio(ad["num_generated_tokens"], ex["num_generated_tokens"]),
-            "false_cliffs_per_trace": {"adaptive": ad["false_cliffs_per_trace"],
-                                       "exhaustive": ex["false_cliffs_per_trace"]},
-            "false_cliffs_eps": FALSE_CLIFFS_EPS,
-        }
-    return report | {"seed": seed, "num_curves": len(curves), "definitions": DEFINITIONS,
-                     "methods": {"exhaustive": {"num_rollouts": EXHAUSTIVE_N},
-                                 "adaptive": {"num_rollouts": EXHAUSTIVE_N, **dataclasses.asdict(ADAPTIVE_CONFIG)},
-                                 "pts": {"num_rollouts": PTS_N, "threshold": PTS_THRESHOLD}},
-                     "summary": summary, "traces": traces}
+    return {key: value for key, value in ratios(long, "adaptive").items() if key in RATIO_KEYS or long} | {
+        "forks": ratios(long, "forks") if "forks" in long else None,
+        "seed": seed, "num_curves": len(curves), "definitions": DEFINITIONS,
+        "methods": {"exhaustive": {"num_rollouts": EXHAUSTIVE_N},
+                    "adaptive": {"num_rollouts": EXHAUSTIVE_N, **dataclasses.asdict(ADAPTIVE_CONFIG)},
+                    "forks": {"num_rollouts": EXHAUSTIVE_N, **dataclasses.asdict(FORKS_CONFIG)},
+                    "pts": {"num_rollouts": PTS_N, "threshold": PTS_THRESHOLD}},
+        "summary": summary, "traces": traces}
 
 
-def format_markdown(report: dict) -> str:
+def run_seeds(curves_of: Callable[[int], list[dict]], seeds: Sequence[int], methods: Sequence[str] = tuple(METHODS)) -> dict:
+    """`run_sim` once per seed (`curves_of(seed)`: the curves of that seed; fixed curves vary only the
+    oracle's draws). The top-level ratios are means over the seeds, with each seed's beside them;
+    the per-trace results are those of the first seed."""
+    runs = [run_sim(curves_of(s), s, methods) for s in seeds]
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return round(float(np.mean(values)), 4) if values else None
+    report = dict(runs[0])
+    for key in RATIO_KEYS:
+        report[key] = mean([r.get(key) for r in runs])
+        report.setdefault("per_seed", {})[key] = [r.get(key) for r in runs]
+    if runs[0]["forks"] is not None:
+        report["forks"] = {key: mean([r["forks"][key] for r in runs]) for key in RATIO_KEYS} | {
+            "per_seed": {key: [r["forks"][key] for r in runs] for key in RATIO_KEYS}}
+    report["seeds"] = list(seeds)
+    return report
+
+
+def format_markdown(report: dict, title: str = "curves") -> str:
     def fmt(x, digits=3):
         return "–" if x is None else f"{x:.{digits}f}"
 
-    lines = [f"# Adaptive cliff search, simulated ({report['num_curves']} curves, seed {report['seed']})", ""]
-    if "false_cliffs_per_trace" in report:
-        fc = report["false_cliffs_per_trace"]
-        lines += [f"Traces of length ≥ {LONG_TRACE}, adaptive vs exhaustive: recall ratio "
-                  f"**{fmt(report['recall_ratio'])}**, false-cliffs ratio **{fmt(report['false_cliffs_ratio'])}** "
-                  f"({fmt(fc['adaptive'])} vs {fmt(fc['exhaustive'])} per trace, ε = {FALSE_CLIFFS_EPS}), "
-                  f"token ratio **{fmt(report['token_ratio'])}**.", ""]
-    lines += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in report["definitions"].items()]
-    lines += ["", "| traces | method | n | true cliffs | recall | false cliffs / trace | first-cliff agreement "
-                  "| rollouts / trace | tokens / trace |", "|---|---|---|---|---|---|---|---|---|"]
+    seeds = report.get("seeds", [report["seed"]])
+    lines = [f"## Simulated: {title} ({report['num_curves']} curves, seeds {seeds[0]}–{seeds[-1]})", ""]
+    for name, r in (("adaptive (no token probabilities)", report), ("forks (sampler probabilities)", report.get("forks"))):
+        if r and r.get("recall_ratio") is not None:
+            spread = r.get("per_seed", {}).get("recall_ratio") or [r["recall_ratio"]]
+            lines.append(f"- **{name}** vs exhaustive, traces ≥ {LONG_TRACE} tokens, mean over {len(spread)} seed(s): "
+                         f"recall ratio **{fmt(r['recall_ratio'])}** (seeds {fmt(min(spread))}–{fmt(max(spread))}), "
+                         f"false-cliffs ratio **{fmt(r['false_cliffs_ratio'])}** (ε = {FALSE_CLIFFS_EPS}), "
+                         f"token ratio **{fmt(r['token_ratio'])}**")
+    lines += ["", f"First seed, by group ({seeds[0]}):", "",
+              "| traces | method | n | true cliffs | recall | false cliffs / trace | first-cliff agreement "
+              "| rollouts / trace | tokens / trace |", "|---|---|---|---|---|---|---|---|---|"]
     for group, by_method in report["summary"].items():
         for m, s in by_method.items():
             lines.append(f"| {group} | {m} | {s['num_traces']} | {s['num_true_cliffs']} | {fmt(s['recall'])} "
                          f"| {fmt(s['false_cliffs_per_trace'], 2)} | {fmt(s['first_cliff_agreement'])} "
                          f"| {s['rollouts_per_trace']:,.0f} | {s['tokens_per_trace']:,.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def format_definitions() -> str:
+    return "\n".join(["# Cliff search: exhaustive vs adaptive vs fork-aware vs PTS", ""]
+                     + [f"- **{k.replace('_', ' ')}**: {v}" for k, v in DEFINITIONS.items()]) + "\n\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,17 +607,15 @@ def compare_runs(reference: dict[str, list[int]], other: dict[str, list[int]]) -
 
 
 def run_real(potentials_path: str, max_traces: int | None, seed: int) -> dict:
-    """Exhaustive (given dataset) vs a second exhaustive seed vs adaptive, same N, same engine."""
-    import dataclasses
-
+    """Exhaustive (the given dataset) vs a second exhaustive seed vs adaptive vs forks: same N, same
+    engine, the pipeline's params and scheduler (`search_wave` over waves of `rollouts.traces_per_wave`)."""
     from transformers import AutoTokenizer
 
     from cliffdata import schema
     from cliffdata.backends import open_backend
-    from cliffdata.config import load_params
-    from cliffdata.rollouts import estimate_potentials
-    
-    params = load_params(ROOT / "params.yaml")
+    from cliffdata.rollouts import max_drops_of, search_wave, waves
+    from cliffdata.sampling import golds_by_problem
+
     reference_rows = schema.read("potentials", potentials_path).to_pylist()
     modes = {r["mode"] for r in reference_rows}
     if modes != {"exhaustive"}:
@@ -466,54 +629,88 @@ def run_real(potentials_path: str, max_traces: int | None, seed: int) -> dict:
     if max_traces and max_traces < len(wanted):     # an even spread over the dataset, not its first family
         wanted = [wanted[round(j * len(wanted) / max_traces)] for j in range(max_traces)]
     traces = [t for t in traces if t["trace_id"] in set(wanted)]
-    golds = {p["problem_id"]: (p["answer"], p["answer_format"])
-             for p in schema.read("problems", ROOT / schema.PATHS["problems"]).to_pylist()}
-    base = dataclasses.replace(params.rollouts, num_rollouts=n)
+    golds = golds_by_problem(schema.read("problems", ROOT / schema.PATHS["problems"]).to_pylist())
+    max_drops = max_drops_of(ROOT / schema.PATHS["token_stats"], set(wanted))
+    base = dataclasses.replace(PARAMS.rollouts, num_rollouts=n)
     configs = {"exhaustive_seed2": dataclasses.replace(base, mode="exhaustive", seed=seed + 1000),
-               "adaptive": dataclasses.replace(base, mode="adaptive", seed=seed + 2000)}
+               "adaptive": dataclasses.replace(base, mode="adaptive", seed=seed + 2000),
+               "forks": dataclasses.replace(base, mode="forks", seed=seed + 3000)}
     tokenizer = AutoTokenizer.from_pretrained(ROOT / "models/base")
     rows: dict[str, list[dict]] = {name: [] for name in configs}
-    started = time.perf_counter()
-    with open_backend(params.engine, str(ROOT / "models/base"), seed=seed) as backend:
+    seconds: dict[str, float] = {}
+    with open_backend(PARAMS.engine, str(ROOT / "models/base"), seed=seed) as backend:
         for name, cfg in configs.items():
-            for t in traces:
-                gold, fmt = golds[t["problem_id"]]
-                r, _ = estimate_potentials(t, gold, fmt, backend, tokenizer, cfg, cfg.sampling, TEST)
-                rows[name] += r
+            started = time.perf_counter()
+            for wave in waves(traces, cfg):
+                for r, _ in search_wave(wave, golds, backend, tokenizer, cfg, cfg.sampling, TEST, max_drops):
+                    rows[name] += r
+            seconds[name] = round(time.perf_counter() - started, 1)
     reference_rows = [r for r in reference_rows if r["trace_id"] in set(wanted)]
-    min_n = params.cliffs.min_rollouts
+    min_n = TEST.min_rollouts
     ref = _cliff_sets(reference_rows, min_n)
     tokens = {"exhaustive": sum(r["num_generated_tokens"] for r in reference_rows)}
     report = {"reference": str(potentials_path), "num_rollouts": n, "num_traces": len(traces),
-              "engine": params.engine.backend, "wall_seconds": round(time.perf_counter() - started, 1), "methods": {}}
+              "engine": PARAMS.engine.backend, "wall_seconds": seconds, "methods": {}}
     for name, r in rows.items():
         tokens[name] = sum(x["num_generated_tokens"] for x in r)
         report["methods"][name] = {**compare_runs(ref, _cliff_sets(r, min_n)),
                                    "generated_tokens": tokens[name],
-                                   "token_ratio": tokens[name] / max(tokens["exhaustive"], 1)}
+                                   "token_ratio": tokens[name] / max(tokens["exhaustive"], 1),
+                                   "wall_seconds": seconds[name],
+                                   "wall_ratio": seconds[name] / max(seconds["exhaustive_seed2"], 1e-9)}
     report["methods"]["exhaustive"] = {"generated_tokens": tokens["exhaustive"], "num_cliffs": sum(map(len, ref.values()))}
     return report
 
 
 def format_real(real: dict) -> str:
     lines = [f"\n## Real model ({real['engine']}, {real['num_traces']} traces, N = {real['num_rollouts']}, "
-             f"reference {real['reference']})\n",
-             "| run | first-cliff agreement | recall | precision | cliffs | generated tokens | token ratio |",
-             "|---|---|---|---|---|---|---|"]
+             f"reference {real['reference']}; the second exhaustive seed is the noise ceiling)\n",
+             "| run | first-cliff agreement | recall | precision | cliffs | generated tokens | token ratio "
+             "| wall s | wall ratio (to exhaustive_seed2) |", "|---|---|---|---|---|---|---|---|---|"]
     ex = real["methods"]["exhaustive"]
-    lines.append(f"| exhaustive (reference) | 1.000 | 1.000 | 1.000 | {ex['num_cliffs']} | {ex['generated_tokens']:,} | 1.000 |")
+    lines.append(f"| exhaustive (reference) | 1.000 | 1.000 | 1.000 | {ex['num_cliffs']} | {ex['generated_tokens']:,} "
+                 f"| 1.000 | – | – |")
     fmt = lambda x: "–" if x is None else f"{x:.3f}"
-    for name in ("exhaustive_seed2", "adaptive"):
+    for name in ("exhaustive_seed2", "adaptive", "forks"):
         m = real["methods"][name]
         lines.append(f"| {name} | {fmt(m['first_cliff_agreement'])} | {fmt(m['recall'])} | {fmt(m['precision'])} "
-                     f"| {m['num_cliffs']} | {m['generated_tokens']:,} | {m['token_ratio']:.3f} |")
+                     f"| {m['num_cliffs']} | {m['generated_tokens']:,} | {m['token_ratio']:.3f} "
+                     f"| {m['wall_seconds']:.1f} | {m['wall_ratio']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def export_curves(potentials_path: str | Path, out: str | Path) -> int:
+    """Real curves for `--curves`: every trace of an exhaustive potentials dataset (filled positions
+    at 0), with its tokens' sampler probabilities from the pipeline's token_stats."""
+    from cliffdata import schema
+    from cliffdata.scan import read_columns
+
+    rows = schema.read("potentials", potentials_path).to_pylist()
+    stats = read_columns(ROOT / schema.PATHS["token_stats"], ["trace_id", "token_index", "sampler_prob"]).to_pylist()
+    prob = {(s["trace_id"], s["token_index"]): s["sampler_prob"] for s in stats}
+    by_trace: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r["token_index"] >= 0:
+            by_trace.setdefault(r["trace_id"], {})[r["token_index"]] = r["potential"]
+    curves = []
+    for t, p in sorted(by_trace.items()):
+        idx = sorted(p)
+        sp = [prob.get((t, i)) for i in idx]
+        curve = {"kind": "embedded_exhaustive", "p": [p[i] for i in idx]}
+        if all(x is not None for x in sp):
+            curve["sampler_prob"] = sp
+        if len(idx) >= 2:
+            curves.append(curve)
+    Path(out).write_text(json.dumps(curves))
+    return len(curves)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--num-curves", type=int, default=126, help="size of the curve library (ignored with --curves)")
+    ap.add_argument("--seed", type=int, default=0, help="first seed")
+    ap.add_argument("--seeds", type=int, default=10, help="how many seeds (from --seed); ratios are means over them")
+    ap.add_argument("--num-curves", type=int, default=126, help="size of the tuning and held-out libraries, a third "
+                    "of it for the identity library (ignored with --curves)")
     ap.add_argument("--curves", type=Path, default=None,
                     help='JSON list of {"kind": str, "p": [float, ...]} to use instead of the library')
     ap.add_argument("--sim-only", action="store_true", help="only the simulated comparison (seconds)")
@@ -521,16 +718,34 @@ def main(argv: list[str] | None = None) -> None:
                     help="the exhaustive rollout dataset that is the real-model reference")
     ap.add_argument("--max-traces", type=int, default=None, help="real model: this many traces, evenly spread over the reference")
     ap.add_argument("--json", type=Path, default=ROOT / "bench/results/adaptive.json")
+    ap.add_argument("--export-curves", type=Path, default=None,
+                    help="write the --potentials reference as a --curves file (with token_stats sampler probabilities) and exit")
     args = ap.parse_args(argv)
+    if args.export_curves:
+        print(f"{export_curves(args.potentials, args.export_curves)} curves -> {args.export_curves}")
+        return
     try:
         curves = load_curves(args.curves) if args.curves else make_curves(args.num_curves, args.seed)
     except ValueError as e:
         ap.error(str(e))
 
     started = time.perf_counter()
-    report = run_sim(curves, args.seed)
-    print(f"simulation: {len(curves)} curves in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    markdown = format_markdown(report)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    if args.curves:
+        report = run_seeds(lambda s: curves, seeds)
+        markdown = format_definitions() + format_markdown(report, str(args.curves))
+    else:
+        # tuning: the library the adaptive search was tuned on; heldout: written apart, never tuned on;
+        # identity: curves with sampler probabilities (the fork-aware search's setting)
+        libraries = {"tuning": lambda s: make_curves(args.num_curves, s),
+                     "heldout": lambda s: make_heldout_curves(args.num_curves, s),
+                     "identity": lambda s: make_identity_curves(max(args.num_curves // 3, 1), s)}
+        runs = {name: run_seeds(of, seeds) for name, of in libraries.items()}
+        report = {key: runs["heldout"][key] for key in RATIO_KEYS} | {
+            "forks": runs["identity"]["forks"], "seeds": seeds,
+            "libraries": {name: {k: v for k, v in r.items() if k != "traces"} for name, r in runs.items()}}
+        markdown = format_definitions() + "".join(format_markdown(r, name) + "\n" for name, r in runs.items())
+    print(f"simulation: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if not args.sim_only:
         report["real"] = run_real(str(args.potentials), args.max_traces, args.seed)
         markdown += format_real(report["real"])

@@ -37,7 +37,7 @@ from typing import Protocol
 
 import numpy as np
 
-from cliffdata.config import AdaptiveParams, CliffsConfig
+from cliffdata.config import AdaptiveParams, CliffsConfig, ForksParams
 from cliffdata.stats import is_cliff, min_detectable_drop
 
 
@@ -229,11 +229,11 @@ def fork_positions(positions: Sequence[int], max_drop: Mapping[int, float | None
     return out
 
 
-def fork_steps(positions: Sequence[int], max_drop: Mapping[int, float | None], cfg: AdaptiveParams,
+def fork_steps(positions: Sequence[int], max_drop: Mapping[int, float | None], cfg: ForksParams,
                num_rollouts: int, test: CliffsConfig) -> Search:
     """The fork-aware search: rollouts only on both sides of the forks (`fork_positions`), each pair
-    topped up sequentially (doubling from `initial_rollouts`) while a detectable drop is plausible
-    (`refine_z`), tested at full N. A non-fork cannot carry a true drop the test detects (the sampler
+    topped up sequentially (doubling from `cfg.initial_rollouts`) while a detectable drop is plausible
+    (observed drop + `cfg.z`·SE > δ_min(N)), tested at full N. A non-fork cannot carry a true drop the test detects (the sampler
     identity), so it is never tested and gets no rollouts unless it is a fork's other side."""
     positions = _check_positions(positions)
     N, n0 = num_rollouts, min(cfg.initial_rollouts, num_rollouts)
@@ -244,13 +244,13 @@ def fork_steps(positions: Sequence[int], max_drop: Mapping[int, float | None], c
     open_pairs = forks
     while open_pairs:
         open_pairs = [i for i in open_pairs if (c.n[i - 1] < N or c.n[i] < N)
-                      and _plausible_drop(c, i - 1, i, delta_min, cfg.refine_z)]
+                      and _plausible_drop(c, i - 1, i, delta_min, cfg.z)]
         yield from c.double({x for i in open_pairs for x in (i - 1, i) if c.n[x] < N}, N)
     return (yield from _confirm_at_full_n(c, test, N, min(n0, test.min_rollouts)))
 
 
 def fork_search(oracle: Oracle, positions: Sequence[int], max_drop: Mapping[int, float | None],
-                cfg: AdaptiveParams, num_rollouts: int, test: CliffsConfig) -> Evaluated:
+                cfg: ForksParams, num_rollouts: int, test: CliffsConfig) -> Evaluated:
     """`fork_steps` driven by one oracle; returns token_index → (num_rollouts, num_correct, tokens)."""
     return run_search(fork_steps(positions, max_drop, cfg, num_rollouts, test), oracle)
 

@@ -212,6 +212,17 @@ class AdaptiveParams:
 
 
 @dataclass(frozen=True)
+class ForksParams:
+    """`rollouts.forks`: the fork-aware search (cliffdata/adaptive.py `fork_steps`)."""
+    initial_rollouts: int = 4          # n on both sides of every fork, doubled while the pair is open
+    z: float = 1.5                     # a fork's pair stays open while drop + z·SE > δ_min(N)
+
+    def __post_init__(self):
+        _range("initial_rollouts", self.initial_rollouts, 1)
+        _range("z", self.z, 0)
+
+
+@dataclass(frozen=True)
 class RayParams:
     """`rollouts.ray`: the actor pool of `engine: ray` (cliffdata/ray_rollouts.py)."""
     address: str | None = None         # None: start a local Ray instance; "auto" or ray://host:10001: join a cluster
@@ -236,6 +247,7 @@ class RolloutsConfig:
     traces_per_wave: int = 8           # traces whose searches share engine calls (and are checkpointed together)
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=96)
     adaptive: AdaptiveParams = AdaptiveParams()
+    forks: ForksParams = ForksParams()
     shards: int = 1                    # trace shards balanced by expected cost: DVC stages rollouts@0 … (cliffdata/shards.py)
     shard_ids: tuple[int, ...] = (0,)  # [0 … shards-1]; DVC's matrix needs the list itself
     engine: str = "local"              # local | ray: a shard's traces over a Ray Data actor pool of backends
@@ -252,7 +264,10 @@ class RolloutsConfig:
         _check(self.positions_per_batch >= 1, f"rollouts.positions_per_batch must be >= 1, got {self.positions_per_batch}")
         _check(self.traces_per_wave >= 1, f"rollouts.traces_per_wave must be >= 1, got {self.traces_per_wave}")
         _range("seed", self.seed, 0)
-        _check(self.mode == "exhaustive" or self.adaptive.initial_rollouts <= self.num_rollouts,
+        _check(self.mode != "forks" or self.forks.initial_rollouts <= self.num_rollouts,
+               f"rollouts.forks.initial_rollouts must be <= rollouts.num_rollouts, "
+               f"got {self.forks.initial_rollouts} > {self.num_rollouts}")
+        _check(self.mode != "adaptive" or self.adaptive.initial_rollouts <= self.num_rollouts,
                f"rollouts.adaptive.initial_rollouts must be <= rollouts.num_rollouts, "
                f"got {self.adaptive.initial_rollouts} > {self.num_rollouts}")
 

@@ -58,7 +58,7 @@ def estimate_rollouts(num_tokens: list[int], cfg: RolloutsConfig, backend: str,
     tokens. Exhaustive: N rollouts at every scored position (early termination ignored, so an upper
     bound in that respect). Adaptive (cliffdata/adaptive.py): `initial_rollouts` at the grid points,
     `sweep_rollouts` at every other position, and one refined interval per trace (both ends topped up
-    to N plus log2(positions/grid) midpoints); forks: `initial_rollouts` on both sides of each of a
+    to N plus log2(positions/grid) midpoints); forks: `forks.initial_rollouts` on both sides of each of a
     trace's `num_forks` (an upper bound: a fork shared by two pairs is counted twice) and one pair
     topped up to N; rollouts at the mean remaining length.
     """
@@ -73,7 +73,7 @@ def estimate_rollouts(num_tokens: list[int], cfg: RolloutsConfig, backend: str,
         a, positions = cfg.adaptive, len(remaining)
         if cfg.mode == "forks":
             forks = num_forks[j] if num_forks is not None else positions
-            rollouts = 2 * forks * a.initial_rollouts + (2 * cfg.num_rollouts if forks else 0)
+            rollouts = 2 * forks * cfg.forks.initial_rollouts + (2 * cfg.num_rollouts if forks else 0)
         else:
             grid = min(a.grid_points, math.ceil(positions / a.min_stride))
             rollouts = (grid * a.initial_rollouts + positions * a.sweep_rollouts
@@ -156,7 +156,7 @@ def trace_search(trace: dict, cfg: RolloutsConfig, test: CliffsConfig,
     if cfg.mode == "forks":
         if max_drop is None:
             raise ValueError(f"rollouts.mode forks: no token_stats max_drop for trace {trace['trace_id']!r}")
-        return fork_steps(positions, max_drop, cfg.adaptive, cfg.num_rollouts, test)
+        return fork_steps(positions, max_drop, cfg.forks, cfg.num_rollouts, test)
     return adaptive_steps(positions, cfg.adaptive, cfg.num_rollouts, test)
 
 

@@ -6,12 +6,13 @@ import pytest
 
 from cliffdata.adaptive import adaptive_search, cliffs_from_evaluated, exhaustive_search, fork_positions, fork_search
 from cliffdata.backends import Sampling, make_backend
-from cliffdata.config import AdaptiveParams, CliffsConfig, RolloutsConfig, SamplingConfig
+from cliffdata.config import AdaptiveParams, CliffsConfig, ForksParams, RolloutsConfig, SamplingConfig
 from cliffdata.stats import min_detectable_drop
 
 TEST = CliffsConfig()
 # The setting these curves are searched at: paper N = 64, 16 rollouts at grid points.
 SEARCH, N = AdaptiveParams(initial_rollouts=16), 64
+FORKS = ForksParams()
 from cliffdata.rollouts import estimate_potentials, search_wave
 
 
@@ -142,7 +143,7 @@ def test_fork_search_spends_nothing_off_the_forks_and_finds_their_cliffs():
     rng = np.random.default_rng(3)
     p, max_drop = _identity_curve(rng, 400, forks={120})
     oracle = BinomialOracle(p, seed=4)
-    evaluated = fork_search(oracle, list(range(400)), max_drop, SEARCH, N, TEST)
+    evaluated = fork_search(oracle, list(range(400)), max_drop, FORKS, N, TEST)
     assert set(evaluated) == {119, 120}                     # both sides of the fork, nothing else
     assert cliffs_from_evaluated(evaluated, TEST) == [120]
     assert evaluated[119][0] == evaluated[120][0] == N      # tested at full N
@@ -155,7 +156,7 @@ def test_fork_search_closes_a_fork_without_a_drop_early():
     max_drop = dict.fromkeys(range(50), 0.0) | {25: 0.8}
     spent = []
     for seed in range(20):
-        evaluated = fork_search(BinomialOracle(p, seed=seed), list(range(50)), max_drop, SEARCH, N, TEST)
+        evaluated = fork_search(BinomialOracle(p, seed=seed), list(range(50)), max_drop, FORKS, N, TEST)
         assert set(evaluated) == {24, 25} and cliffs_from_evaluated(evaluated, TEST) == []
         spent.append(evaluated[24][0] + evaluated[25][0])
     assert np.mean(spent) < N                # exhaustive spends 2N on the pair

@@ -139,8 +139,8 @@ def test_load_curves(bench, tmp_path):
     ("[{", "not valid JSON"),
     ('{"kind": "a", "p": [0.5, 0.5]}', "non-empty JSON list"),
     ("[]", "non-empty JSON list"),
-    ('[{"kind": "a"}]', 'entry 0 must be an object with exactly the keys "kind" and "p"'),
-    ('[{"kind": "a", "p": [0.5, 0.5], "name": "x"}]', "exactly the keys"),
+    ('[{"kind": "a"}]', 'entry 0 must be an object with the keys "kind" and "p"'),
+    ('[{"kind": "a", "p": [0.5, 0.5], "name": "x"}]', "with the keys"),
     ('[{"kind": 3, "p": [0.5, 0.5]}]', '"kind" must be a string'),
     ('[{"kind": "a", "p": [0.5, 0.5]}, {"kind": "b", "p": [0.5]}]', 'entry 1: "p" must be a list of at least 2'),
     ('[{"kind": "a", "p": [0.5, "x"]}]', "must be a list of at least 2 numbers"),
@@ -185,3 +185,37 @@ def test_main_on_user_curves(bench, tmp_path):
     markdown = out.with_suffix(".md").read_text()
     assert "| length>=200 | adaptive |" in markdown
     assert "**true cliff**: position i with is_cliff(round(64·p[i−1]), 64" in markdown
+
+
+def test_identity_curves_obey_the_sampler_identity(bench):
+    """|p[i-1] - p[i]| <= max_drop = 1 - π at every token, forks at 5-20% of positions, and a true
+    cliff only at a fork."""
+    from cliffdata.stats import min_detectable_drop
+
+    delta_min = min_detectable_drop(64, 64, bench.TEST.delta0, bench.TEST.z)
+    curves = bench.make_identity_curves(12, seed=2)
+    for c in curves:
+        p, max_drop = c["p"], 1.0 - c["sampler_prob"]
+        assert np.all(np.abs(np.diff(p)) <= max_drop[1:] + 1e-12)
+        assert 0.02 < np.mean(max_drop >= delta_min) < 0.25
+        assert all(max_drop[i] >= delta_min for i in bench.true_cliffs(p))
+    assert sum(len(bench.true_cliffs(c["p"])) for c in curves) > 0
+
+
+def test_forks_run_only_on_curves_with_sampler_probabilities(bench, tmp_path):
+    with_probs = bench.make_identity_curves(3, seed=1)
+    path = tmp_path / "curves.json"
+    path.write_text(json.dumps([{"kind": "plain", "p": [0.9] * 100 + [0.1] * 120}]
+                               + [{"kind": c["kind"], "p": c["p"].tolist(), "sampler_prob": c["sampler_prob"].tolist()}
+                                  for c in with_probs]))
+    curves = bench.load_curves(path)
+    assert "sampler_prob" not in curves[0] and all("sampler_prob" in c for c in curves[1:])
+    report = bench.run_seeds(lambda s: curves, [0, 1])
+    assert "forks" not in report["traces"][0]["methods"] and all("forks" in t["methods"] for t in report["traces"][1:])
+    assert report["summary"]["all"]["forks"]["num_traces"] == 3
+    assert len(report["per_seed"]["recall_ratio"]) == 2
+    assert report["forks"]["token_ratio"] < 0.2
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"kind": "x", "p": [0.5, 0.4], "sampler_prob": [0.5]}]))
+    with pytest.raises(ValueError, match="sampler_prob"):
+        bench.load_curves(bad)

@@ -168,7 +168,7 @@ def test_estimate_rollouts_exhaustive_is_the_capped_sum_and_adaptive_is_cheaper(
     assert 0 < long < 0.35 * full                 # the sweep alone is sweep_rollouts / N = 0.25 of it at N = 16
     forks = dataclasses.replace(adaptive, mode="forks")
     assert estimate_rollouts([2000], forks, "vllm", [200])["estimated_generated_tokens"] == round(
-        (2 * 200 * 8 + 2 * 16) * full / 16 / 2000)  # both sides of 200 forks at initial_rollouts, one pair at N
+        (2 * 200 * forks.forks.initial_rollouts + 2 * 16) * full / 16 / 2000)  # both sides of 200 forks, one pair at N
     assert estimate_rollouts([2000], forks, "vllm", [0])["estimated_generated_tokens"] == 0
     # a short trace cannot cost more than every position at N
     assert estimate_rollouts([3], adaptive, "fake")["estimated_generated_tokens"] <= estimate_rollouts([3], cfg, "fake")["estimated_generated_tokens"]
