@@ -1,33 +1,28 @@
-"""Adaptive potential search: the cliffs of the exhaustive protocol for a fraction of the rollouts.
+"""Potential searches: the cliffs of the exhaustive protocol for a fraction of the rollouts.
 
     evaluated = adaptive_search(oracle, positions, params.rollouts.adaptive, params.rollouts.num_rollouts, params.cliffs)
+    evaluated = fork_search(oracle, positions, max_drop, params.rollouts.forks, params.rollouts.num_rollouts, params.cliffs)
     cliffs = cliffs_from_evaluated(evaluated, params.cliffs)
 
-The search never talks to an engine: it asks a rollout *oracle* for n new rollouts at some positions
-and gets back correct counts and generated tokens. The real backend (`BackendOracle` in
-`cliffdata.rollouts`) and the bench's simulated binomial oracle run exactly this code.
+Every search is a generator (`Search`): it yields the rollouts it needs next, (token_index, n) pairs,
+and is sent back (num_correct, generated tokens) for each. `run_search` drives one with an oracle
+(the bench's binomial oracle); `cliffdata.rollouts.search_wave` drives many at once and packs their
+requests into shared engine calls. README "Potential search" has the full description.
 
-Algorithm (three kinds of evidence, each spending rollouts only where a decision is open):
-
-1. **Grid.** Positions at a coarse stride get `initial_rollouts` each (levels of the curve).
-2. **Sweep** (cancellation guard). Every other position gets `sweep_rollouts` (default 2). A drop
-   followed by a recovery inside one grid interval leaves the interval's ends equal, which blinds
-   bisection; the sweep sees the dip as a run of failures that is unlikely at the level of the
-
-3. **Refine, sequentially.** Between adjacent anchors a and b a *detectable* drop is plausible when
-   p̂_a − p̂_b + z_r·SE > δ_min, where δ_min is the smallest drop the protocol test can detect at N
-   (0.1875 at N = 64; SE from add-half smoothed estimates). A plausible interval first gets its ends
-   topped up to N (more rollouts only where the decision is undecided); if it is still plausible,
-   its midpoint becomes an anchor. Adjacent anchors (i−1, i) with a plausible drop are topped up to
-   N on both sides and then tested.
+- `exhaustive_steps`: every position with N (paper mode), in batches, stopping at a run of zeros.
+- `fork_steps`: by the sampler identity p[i−1] = Σ_v π_s(v)·p(prefix + v), a token with max_drop =
+  1 − π_s(token) below δ_min(N) cannot carry a detectable true drop; only the forks (max_drop >=
+  δ_min) are tested: both sides at `forks.initial_rollouts`, doubled while a detectable drop is
+  plausible (p̂_a − p̂_b + z·SE > δ_min), tested at N.
+- `adaptive_steps` (no token probabilities): a grid at `initial_rollouts`, a sweep of every position
+  between grid points at `sweep_rollouts` (the cancellation guard: a drop followed by a recovery inside one grid
+  interval leaves its ends equal and blinds bisection), dips flagged against the interval's pooled
+  level, and sequential refinement of intervals where a detectable drop is plausible.
 
 Only cliffs between *adjacent* evaluated positions are reported, with the protocol's test on each
-side's own N (`cliffs_from_evaluated`), so a reported cliff means the same as in exhaustive mode.
-Rollouts are never reused across positions here: every count at position i comes from independent
-rollouts started at prefix i, which is what the two-proportion test assumes. (Reusing a rollout from
-prefix i−1 whose first sampled token equals the trace's token i as a sample of p[i] is valid in
-distribution, but it couples the two sides of the test at i: the estimates are no longer independent
-and the test's SE would be too small, so we do not do it.)
+side's own N (`cliffs_from_evaluated`), and only at full N on both sides, so a reported cliff means the
+same as in exhaustive mode. Rollouts are never reused across positions: every count at position i
+comes from independent rollouts started at prefix i, which is what the two-proportion test assumes.
 """
 from __future__ import annotations
 
@@ -229,6 +224,16 @@ def fork_positions(positions: Sequence[int], max_drop: Mapping[int, float | None
     return out
 
 
+def _identity_allows(c: _Counts, i: int, max_drop: float | None, delta_min: float, z: float) -> bool:
+    """Whether the sampler identity still allows a detectable drop at token i once p[i] is estimated:
+    p[i−1] − p[i] = Σ_{v≠t} π(v)·(p_v − p[i]) <= (1 − π(t))·(1 − p[i]), so a token whose potential
+    is high cannot fall far; checked at the lower confidence bound of p[i] (a missing bound allows)."""
+    if max_drop is None or max_drop != max_drop:
+        return True
+    q, var = c.smoothed(i)
+    return max_drop * (1.0 - max(q - z * math.sqrt(var), 0.0)) >= delta_min
+
+
 def fork_steps(positions: Sequence[int], max_drop: Mapping[int, float | None], cfg: ForksParams,
                num_rollouts: int, test: CliffsConfig) -> Search:
     """The fork-aware search: rollouts only on both sides of the forks (`fork_positions`), each pair
@@ -244,7 +249,8 @@ def fork_steps(positions: Sequence[int], max_drop: Mapping[int, float | None], c
     open_pairs = forks
     while open_pairs:
         open_pairs = [i for i in open_pairs if (c.n[i - 1] < N or c.n[i] < N)
-                      and _plausible_drop(c, i - 1, i, delta_min, cfg.z)]
+                      and _plausible_drop(c, i - 1, i, delta_min, cfg.z)
+                      and _identity_allows(c, i, max_drop.get(i), delta_min, cfg.z)]
         yield from c.double({x for i in open_pairs for x in (i - 1, i) if c.n[x] < N}, N)
     return (yield from _confirm_at_full_n(c, test, N, min(n0, test.min_rollouts)))
 

@@ -199,3 +199,14 @@ def test_forks_mode_through_the_rollout_path_and_one_scheduler(tiny_tokenizer):
     assert len(packed.sizes) < len(alone.sizes)
     with pytest.raises(ValueError, match="no token_stats max_drop"):
         estimate_potentials(traces[0], "7", "hash", be, tiny_tokenizer, cfg, cfg.sampling, TEST)
+
+
+def test_fork_search_closes_a_fork_whose_potential_is_too_high_to_fall():
+    """The identity bounds the drop by max_drop·(1 − p[i]): at p = 0.97 a fork with max_drop 0.5 cannot
+    carry a drop of δ_min, so it is closed at initial_rollouts whatever the plausibility test says."""
+    p = [0.97] * 40
+    max_drop = dict.fromkeys(range(40), 0.0) | {20: 0.5}
+    spent = [sum(n for n, _, _ in fork_search(BinomialOracle(p, seed=s), list(range(40)), max_drop, FORKS, N,
+                                               TEST).values()) for s in range(10)]
+    assert sum(s == 2 * FORKS.initial_rollouts for s in spent) >= 8     # mostly closed at initial_rollouts
+    assert max(spent) < 2 * N                                          # never tested at N
