@@ -202,9 +202,9 @@ def test_forks_mode_through_the_rollout_path_and_one_scheduler(tiny_tokenizer):
 
 
 def test_fork_search_closes_a_fork_whose_potential_is_too_high_to_fall():
-    """The identity bounds the drop by max_drop·(1 − p[i]): at p = 0.97 a fork with max_drop 0.5 cannot
-    carry a drop of δ_min, so it is closed at initial_rollouts whatever the plausibility test says."""
-    p = [0.97] * 40
+    """The identity bounds the drop by max_drop·(1 − p[i]): at a high potential a fork with max_drop 0.5 cannot
+    carry a drop of δ_min (p = 0.99 here), so it is closed at initial_rollouts whatever the plausibility test says."""
+    p = [0.99] * 40
     max_drop = dict.fromkeys(range(40), 0.0) | {20: 0.5}
     spent = [sum(n for n, _, _ in fork_search(BinomialOracle(p, seed=s), list(range(40)), max_drop, FORKS, N,
                                                TEST).values()) for s in range(10)]
