@@ -214,16 +214,21 @@ def estimate_potentials(trace: dict, gold: str, answer_format: str, backend: Bac
                        {trace["trace_id"]: max_drop} if max_drop is not None else None)[0]
 
 
+def max_drops_by_trace(rows) -> dict[str, dict[int, float | None]]:
+    """trace_id -> token_index -> max_drop from token_stats rows (dicts with those three keys)."""
+    out: dict[str, dict[int, float | None]] = {}
+    for s in rows:
+        out.setdefault(s["trace_id"], {})[s["token_index"]] = s["max_drop"]
+    return out
+
+
 def max_drops_of(token_stats_path, trace_ids: set[str]) -> dict[str, dict[int, float | None]]:
     """trace_id -> token_index -> max_drop (1 − sampler_prob; None where token_stats has none) for
-    the fork search, from a token_stats dataset."""
+    the fork search, from a token_stats dataset; every trace in `trace_ids` must have rows."""
     from cliffdata.scan import read_columns
 
     table = read_columns(token_stats_path, ["trace_id", "token_index", "max_drop"])
-    out: dict[str, dict[int, float | None]] = {}
-    for t, i, m in zip(*(table.column(c).to_pylist() for c in ("trace_id", "token_index", "max_drop"))):
-        if t in trace_ids:
-            out.setdefault(t, {})[i] = m
+    out = {t: d for t, d in max_drops_by_trace(table.to_pylist()).items() if t in trace_ids}
     missing = sorted(trace_ids - out.keys())
     if missing:
         raise ValueError(f"{token_stats_path}: rollouts.mode forks needs token_stats rows for every trace; "

@@ -27,7 +27,7 @@ def tiny_params(model_dir: Path, num_problems: int) -> dict:
     params["model"] = {"source": str(model_dir)}
     params["engine"].update(backend="hf", dtype="float32", hf_max_batch=64)
     params["sample"]["sampling"].update(temperature=1.0, max_new_tokens=10)
-    params["rollouts"].update(num_rollouts=4, positions_per_batch=3, early_stop_zeros=0)
+    params["rollouts"].update(num_rollouts=4, positions_per_batch=3, early_stop_zeros=0, traces_per_wave=2)
     params["rollouts"]["sampling"].update(max_new_tokens=4)
     params["rollouts"]["adaptive"].update(initial_rollouts=2, grid_points=4)
     params["ablation"].update(num_rollouts=4, ks=[1, 2, 4])
@@ -46,7 +46,7 @@ def tiny_params(model_dir: Path, num_problems: int) -> dict:
     return params
 
 
-def make_project(tmp: Path, model_dir: Path, num_problems: int, mode: str = "adaptive") -> Path:
+def make_project(tmp: Path, model_dir: Path, num_problems: int, mode: str = "forks") -> Path:
     proj = tmp / "proj"
     proj.mkdir()
     for name in ("dvc.yaml", ".dvcignore", ".gitignore", "runs/champion.json"):   # champion.json: nothing promoted yet
@@ -136,7 +136,7 @@ def test_dvc_repro_end_to_end(tiny_pipeline):
     assert out_hashes(proj)["data/rollouts/potentials.parquet"] == first["data/rollouts/potentials.parquet"]
 
 
-@pytest.mark.parametrize("mode", ["exhaustive", "adaptive"])
+@pytest.mark.parametrize("mode", ["exhaustive", "adaptive", "forks"])
 def test_sigkilled_rollouts_resume_to_identical_potentials(tmp_path, tiny_model_dir, mode):
     proj = make_project(tmp_path, tiny_model_dir, num_problems=10, mode=mode)
     dvc(proj, "repro")

@@ -14,7 +14,7 @@ from cliffdata import schema
 from cliffdata.backends import AdapterView, Backend, Sampling
 from cliffdata.cliffs import CATEGORIES, find_cliffs
 from cliffdata.config import CliffsConfig, PromptConfig, RolloutsConfig
-from cliffdata.rollouts import Checkpoint, run_rollouts
+from cliffdata.rollouts import Checkpoint, max_drops_by_trace, run_rollouts
 from cliffdata.sampling import golds_by_problem, sample_traces
 from cliffdata.token_stats import compute_token_stats
 
@@ -32,7 +32,8 @@ def count_cliffs(model_name: str, adapter: str | None, backend: Backend, torch_m
     golds = golds_by_problem(problems)
     full = dataclasses.replace(rollouts, early_stop_zeros=0)        # no early termination after training
     potentials, costs = run_rollouts(traces, golds, view, tokenizer, full, rollout_sampling, checkpoint,
-                                     desc=f"cliff_count {model_name}: rollouts", test=cliffs_cfg)
+                                     desc=f"cliff_count {model_name}: rollouts", test=cliffs_cfg,
+                                     max_drops=max_drops_by_trace(stats))    # mode forks: this model's own bounds
     cliffs, summaries = find_cliffs(schema.to_table("traces", traces), potentials,
                                     schema.to_table("token_stats", stats) if stats else schema.TOKEN_STATS.empty_table(),
                                     cliffs_cfg)
