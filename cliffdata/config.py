@@ -245,6 +245,7 @@ class RolloutsConfig:
     score_empty_prefix: bool = True    # also score p[-1] (not in the paper)
     positions_per_batch: int = 32      # prefixes per engine call, packed from every trace of a wave
     traces_per_wave: int = 8           # traces whose searches share engine calls (and are checkpointed together)
+    stop_at_answer: str = "never"      # never | exact (#### answers) | first_box (also after a first \\boxed{}); sampling.resample
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=96)
     adaptive: AdaptiveParams = AdaptiveParams()
     forks: ForksParams = ForksParams()
@@ -263,6 +264,8 @@ class RolloutsConfig:
         _check(self.early_stop_zeros >= 0, f"rollouts.early_stop_zeros must be >= 0, got {self.early_stop_zeros}")
         _check(self.positions_per_batch >= 1, f"rollouts.positions_per_batch must be >= 1, got {self.positions_per_batch}")
         _check(self.traces_per_wave >= 1, f"rollouts.traces_per_wave must be >= 1, got {self.traces_per_wave}")
+        _check(self.stop_at_answer in ("never", "exact", "first_box"),
+               f"rollouts.stop_at_answer must be never|exact|first_box, got {self.stop_at_answer!r}")
         _range("seed", self.seed, 0)
         _check(self.mode != "forks" or self.forks.initial_rollouts <= self.num_rollouts,
                f"rollouts.forks.initial_rollouts must be <= rollouts.num_rollouts, "

@@ -99,6 +99,35 @@ _READERS = {
 }
 
 
+def answer_end(text: str, answer_format: str, first_box: bool = False) -> int | None:
+    """Where `text` can stop without changing its grade: the length of the shortest prefix after which
+    no continuation changes what `extract_answer` reads, or None while it can still change.
+
+    `hash`: the first reader takes the first number after the first `####`; once that number is
+    followed by a newline it cannot grow, so the text can stop after that newline (exact).
+    `boxed`: the last non-empty box wins, so no point before the end is exact; with `first_box` the
+    text stops after the closing brace of its first non-empty box (a later, different box would have
+    overridden it: an approximation the caller opts into)."""
+    if answer_format not in _READERS:
+        raise ValueError(f"answer_format must be one of {sorted(_READERS)}, got {answer_format!r}")
+    if answer_format == "hash":
+        head, sep, tail = text.partition(ANSWER_MARKER)
+        m = _NUMBER.search(tail) if sep else None
+        newline = tail.find("\n", m.end()) if m else -1
+        return None if newline < 0 else len(head) + len(sep) + newline + 1
+    if not first_box:
+        return None
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        depth = 1
+        for j in range(m.end(), len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                if text[m.end():j].strip():
+                    return j + 1
+                break
+    return None
+
+
 def normalize_answer(answer: str) -> str:
     """Rewrite what math-verify misreads: thin-space thousands separators, a plain-word unit after a number."""
     answer = _THIN_THOUSANDS.sub("", answer.strip())

@@ -194,7 +194,8 @@ def search_wave(traces: list[dict], golds: dict[str, Gold], backend: Backend, to
         started = time.perf_counter()
         results = resample(backend, tokenizer, prefixes, [j.pending[x][1] for j, x in batch], call_sampling,
                            [j.seed(j.pending[x][0]) for j, x in batch],
-                           [j.gold.answer for j, _ in batch], [j.gold.answer_format for j, _ in batch])
+                           [j.gold.answer for j, _ in batch], [j.gold.answer_format for j, _ in batch],
+                           cfg.stop_at_answer)
         elapsed = time.perf_counter() - started
         total = max(sum(r.num_generated_tokens for r in results), 1)
         for (job, x), r in zip(batch, results):

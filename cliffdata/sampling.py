@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from cliffdata.backends import Backend, Generation, GenerationRequest, Sampling, request_seed
 from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.config import PromptConfig
-from cliffdata.grading import grade
+from cliffdata.grading import ANSWER_MARKER, answer_end, grade
 from cliffdata.prompts import encode_prompt
 
 log = logging.getLogger(__name__)
@@ -90,16 +90,42 @@ class Resampled:
     num_generated_tokens: int
 
 
+STOP_AT_ANSWER = ("never", "exact", "first_box")
+
+
+def _stop_strings(text: str, answer_format: str, first_box: bool) -> tuple[str, ...]:
+    """The strings the next stretch of a continuation should stop at, so the answer's end is checked:
+    `####`, then each newline after it (hash); with `first_box`, a box's opening, then each closing
+    brace (boxed); nothing where no stop can end the answer (boxed without `first_box`)."""
+    if answer_format == "hash":
+        return ("\n",) if ANSWER_MARKER in text else (ANSWER_MARKER,)
+    if not first_box:
+        return ()
+    return ("}",) if "\\boxed" in text or "\\fbox" in text else ("\\boxed", "\\fbox")
+
+
 def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int], Sequence[int]]],
              n: int | Sequence[int], sampling: Sampling, seeds: Sequence[int], gold: str | Sequence[str],
-             answer_format: str | Sequence[str]) -> list[Resampled]:
+             answer_format: str | Sequence[str], stop_at_answer: str = "never") -> list[Resampled]:
     """N continuations from each (prompt_ids, response_prefix_ids), graded; results in input order.
 
     `n`, `gold` and `answer_format` are one value for every prefix or one per prefix (the rollout
     scheduler packs prefixes of several traces into one call).
     Correctness is judged on decode(response_prefix + continuation): the answer may already be in
     the prefix (protocol §1). Every generated token is counted.
+
+    `stop_at_answer` (`rollouts.stop_at_answer`): `exact` ends a hash-format rollout once its answer
+    can no longer change (`grading.answer_end`: the newline after the first number after the first
+    `####`), `first_box` also ends a boxed one after its first non-empty box. A prefix that already
+    holds its answer's end gets no rollouts at all (each of its n counts its own grade, 0 tokens). A
+    continuation is generated in stretches that stop at the strings that can end the answer
+    (`_stop_strings`); a stretch that stopped early and has not reached the answer's end goes on from
+    its tokens with a fresh seed, request_seed(seed, continuation, stretch): the same distribution,
+    since sampling depends only on the tokens so far. A backend that cannot stop at strings (HF, fake)
+    generates to EOS, which grades the same.
     """
+    if stop_at_answer not in STOP_AT_ANSWER:
+        raise ValueError(f"rollouts.stop_at_answer must be one of {list(STOP_AT_ANSWER)}, got {stop_at_answer!r}")
     count = len(prefixes)
     ns = [n] * count if isinstance(n, int) else list(n)
     golds = [gold] * count if isinstance(gold, str) else list(gold)
@@ -107,13 +133,58 @@ def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int]
     if not len(ns) == len(golds) == len(formats) == len(seeds) == count:
         raise ValueError(f"resample: {count} prefixes need as many n, golds, formats and seeds, "
                          f"got {len(ns)}, {len(golds)}, {len(formats)}, {len(seeds)}")
-    requests = [GenerationRequest(tuple(prompt) + tuple(prefix), n=k, seed=s)
-                for (prompt, prefix), k, s in zip(prefixes, ns, seeds)]
+    if stop_at_answer == "never":
+        requests = [GenerationRequest(tuple(prompt) + tuple(prefix), n=k, seed=s)
+                    for (prompt, prefix), k, s in zip(prefixes, ns, seeds)]
+        conts = [[list(c) for c in gen.token_ids] for gen in backend.generate(requests, sampling)]
+    else:
+        conts = _stretches(backend, tokenizer, prefixes, ns, sampling, seeds, formats, stop_at_answer == "first_box")
     out = []
-    for (_, prefix), gen, g, fmt in zip(prefixes, backend.generate(requests, sampling), golds, formats):
+    for (_, prefix), cs, g, fmt, k in zip(prefixes, conts, golds, formats, ns):
         correct = 0
-        for cont in gen.token_ids:
+        for cont in cs:
             text = tokenizer.decode(list(prefix) + list(cont), skip_special_tokens=True)
             correct += grade(text, g, fmt).is_correct is True
-        out.append(Resampled(len(gen.token_ids), correct, gen.num_tokens))
+        out.append(Resampled(k, correct, sum(map(len, cs))))
     return out
+
+
+def _stretches(backend: Backend, tokenizer, prefixes, ns: list[int], sampling: Sampling, seeds: Sequence[int],
+               formats: list[str], first_box: bool) -> list[list[list[int]]]:
+    """The continuations of `resample` with stop at the answer's end: ns[j] per prefix, as token lists."""
+    decode = lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True)
+    conts: list[list[list[int]]] = [[] for _ in prefixes]
+    first = []                                  # prefixes that need rollouts (the rest hold their answer)
+    for j, ((prompt, prefix), k, fmt) in enumerate(zip(prefixes, ns, formats)):
+        text = decode(prefix)
+        if answer_end(text, fmt, first_box) is not None:
+            conts[j] = [[] for _ in range(k)]
+        else:
+            first.append(j)
+    requests = [GenerationRequest(tuple(prefixes[j][0]) + tuple(prefixes[j][1]), n=ns[j], seed=seeds[j],
+                                  stop=_stop_strings(decode(prefixes[j][1]), formats[j], first_box)) for j in first]
+    open_rows: list[tuple[int, int]] = []       # (prefix, continuation) still short of its answer's end
+    for j, gen in zip(first, backend.generate(requests, sampling) if requests else []):
+        conts[j] = [list(c) for c in gen.token_ids]
+        open_rows += [(j, c) for c in range(len(conts[j]))]
+    eos = set(backend.eos_token_ids)
+    stretch = 1
+    while True:
+        waiting = []
+        for j, c in open_rows:
+            cont = conts[j][c]
+            text = decode(list(prefixes[j][1]) + cont)
+            if (cont and cont[-1] in eos) or len(cont) >= sampling.max_new_tokens \
+                    or not _stop_strings(text, formats[j], first_box) or answer_end(text, formats[j], first_box) is not None:
+                continue
+            waiting.append((j, c, text))
+        if not waiting:
+            return conts
+        requests = [GenerationRequest(tuple(prefixes[j][0]) + tuple(prefixes[j][1]) + tuple(conts[j][c]), n=1,
+                                      seed=request_seed(seeds[j], c, stretch), stop=_stop_strings(text, formats[j], first_box),
+                                      max_new_tokens=sampling.max_new_tokens - len(conts[j][c]))
+                    for j, c, text in waiting]
+        for (j, c, _), gen in zip(waiting, backend.generate(requests, sampling)):
+            conts[j][c] += gen.token_ids[0]
+        open_rows = [(j, c) for j, c, _ in waiting]
+        stretch += 1

@@ -19,6 +19,10 @@ class GenerationRequest:
     n: int = 1
     seed: int = 0               # per-request seed; backends that cannot honour it say so
     adapter: str | None = None  # name of a LoRA adapter the backend was opened with; None = the base model
+    # strings that end a continuation early (the string is kept in it). A backend that cannot stop at
+    # strings generates on to EOS or the limit: callers must accept either (resample's rounds do).
+    stop: tuple[str, ...] = ()
+    max_new_tokens: int | None = None   # this request's token limit; None: the sampling's max_new_tokens
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,9 @@ class FakeBackend(Backend):
             for draw in rng.random(req.n):
                 ids = list(self.correct_ids if draw < p else self.wrong_ids) + [self.eos_token_ids[0]]
                 reason = "stop"
-                if len(ids) > sampling.max_new_tokens:
-                    ids, reason = ids[: sampling.max_new_tokens], "length"
+                limit = req.max_new_tokens or sampling.max_new_tokens
+                if len(ids) > limit:
+                    ids, reason = ids[:limit], "length"
                 seqs.append(tuple(ids))
                 reasons.append(reason)
             out.append(Generation(tuple(seqs), tuple(reasons)))

@@ -165,6 +165,8 @@ class HFBackend(Backend):
         out, start = [], 0
         for r in requests:
             rows = range(start, start + r.n)
-            out.append(Generation(tuple(tuple(tokens[i]) for i in rows), tuple(reasons[i] for i in rows)))
+            limit = r.max_new_tokens or sampling.max_new_tokens     # a request's own limit: cut, it is "length"
+            out.append(Generation(tuple(tuple(tokens[i][:limit]) for i in rows),
+                                  tuple("length" if len(tokens[i]) > limit else reasons[i] for i in rows)))
             start += r.n
         return out

@@ -74,8 +74,9 @@ class VLLMBackend(Backend):
         greedy = sampling.temperature == 0
         # vLLM refuses n > 1 with greedy sampling; greedy rows are identical, so draw one and repeat it.
         params = [SamplingParams(n=1 if greedy else r.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                 top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
-                                 seed=r.seed)
+                                 top_k=sampling.top_k, max_tokens=r.max_new_tokens or sampling.max_new_tokens,
+                                 seed=r.seed, **({"stop": list(r.stop), "include_stop_str_in_output": True}
+                                                 if r.stop else {}))
                   for r in requests]
         prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
         unknown = sorted({r.adapter for r in requests if r.adapter is not None} - set(self.lora_requests))
