@@ -1,14 +1,14 @@
-"""Token-wise potential by rollouts (protocol §1, §3), trace by trace, with checkpoint and resume.
+"""Token-wise potential by rollouts (protocol §1, §3), in waves of traces, with checkpoint and resume.
 
 `p[i]` = share of N rollouts that end correct when generation restarts from
 `prompt_ids + response_ids[:i+1]`; positions i = 0 … T-2 (paper) plus the empty prefix i = -1.
 Early termination: after `early_stop_zeros` consecutive positions with p = 0 (counted from i = 0)
 the rest of the trace is filled with p = 0 (`is_filled`, `num_rollouts = 0`).
 
-Every request carries a seed derived from (seed, trace_id, token_index), and positions are always
-submitted in the same groups, so a deterministic backend gives identical potentials whether a run
-was interrupted or not. Each finished trace is written to the checkpoint folder atomically; a
-re-run skips the traces found there.
+Every request carries a seed derived from (seed, trace_id, token_index[, round]), and a wave's
+searches always pack their requests into the same engine calls (`search_wave`), so a deterministic
+backend gives identical potentials whether a run was interrupted or not. A finished wave's traces are
+written to the checkpoint folder atomically; a re-run skips the waves found there whole.
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def estimate_rollouts(num_tokens: list[int], cfg: RolloutsConfig, backend: str,
     A rollout from position i is taken to regenerate the rest of the trace, min(T−1−i, max_new_tokens)
     tokens. Exhaustive: N rollouts at every scored position (early termination ignored, so an upper
     bound in that respect). Adaptive (cliffdata/adaptive.py): `initial_rollouts` at the grid points,
-    `sweep_rollouts` at every other position, and one refined interval per trace (both ends topped up
+    `sweep_rollouts` at every position, and one refined interval per trace (both ends topped up
     to N plus log2(positions/grid) midpoints); forks: `forks.initial_rollouts` on both sides of each of a
     trace's `num_forks` (an upper bound: a fork shared by two pairs is counted twice) and one pair
     topped up to N; rollouts at the mean remaining length.
