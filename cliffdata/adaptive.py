@@ -219,7 +219,7 @@ def fork_positions(positions: Sequence[int], max_drop: Mapping[int, float | None
     for i in positions:
         if i - 1 in scored:
             md = max_drop.get(i)
-            if md is None or not md < delta_min or md != md:     # None / NaN: no bound, test it
+            if md is None or not md < delta_min:     # None / NaN: no bound, test it
                 out.append(i)
     return out
 
@@ -238,8 +238,9 @@ def fork_steps(positions: Sequence[int], max_drop: Mapping[int, float | None], c
                num_rollouts: int, test: CliffsConfig) -> Search:
     """The fork-aware search: rollouts only on both sides of the forks (`fork_positions`), each pair
     topped up sequentially (doubling from `cfg.initial_rollouts`) while a detectable drop is plausible
-    (observed drop + `cfg.z`·SE > δ_min(N)), tested at full N. A non-fork cannot carry a true drop the test detects (the sampler
-    identity), so it is never tested and gets no rollouts unless it is a fork's other side."""
+    (observed drop + `cfg.z`·SE > δ_min(N)) and the identity allows one (`_identity_allows`), tested at
+    full N. A non-fork cannot carry a true drop the test detects (the sampler identity), so it is never
+    tested and gets no rollouts unless it is a fork's other side."""
     positions = _check_positions(positions)
     N, n0 = num_rollouts, min(cfg.initial_rollouts, num_rollouts)
     delta_min = min_detectable_drop(N, N, test.delta0, test.z)
