@@ -49,7 +49,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cliffdata.adaptive import Oracle, adaptive_search, cliffs_from_evaluated, exhaustive_search, fork_search  # noqa: E402
+from cliffdata.adaptive import (Oracle, adaptive_search, cliffs_from_evaluated, exhaustive_search, fork_search,  # noqa: E402
+                                run_search)
 from cliffdata.config import load_params  # noqa: E402
 from cliffdata.stats import cliff_matrix, is_cliff, min_detectable_drop  # noqa: E402
 
@@ -376,20 +377,22 @@ class BinomialOracle:
 Evaluated = dict[int, tuple[int, int, int]]
 
 
-def pts_search(oracle: Oracle, positions: Sequence[int], n: int = PTS_N,
-               threshold: float = PTS_THRESHOLD) -> tuple[Evaluated, list[int]]:
-    """Pivotal-token-search bisection: returns (evaluated, cliffs), cliffs = adjacent drops >= threshold.
+def pts_steps(positions: Sequence[int], n: int = PTS_N, threshold: float = PTS_THRESHOLD):
+    """Pivotal-token-search bisection as a search generator (cliffdata.adaptive.Search); returns
+    (evaluated, cliffs), cliffs = adjacent drops >= threshold.
 
-    Level by level: all midpoints of the intervals that still need splitting go to the oracle as one
-    batch. A dip that recovers inside an interval leaves its ends equal, so bisection never sees it.
+    Level by level: all midpoints of the intervals that still need splitting are one request. A dip
+    that recovers inside an interval leaves its ends equal, so bisection never sees it.
     """
     positions = list(positions)
     counts: dict[int, tuple[int, int, int]] = {}  # index into positions -> (n, k, tokens)
 
     def evaluate(js):
         todo = sorted(set(js) - counts.keys())
-        for j, (k, tok) in zip(todo, oracle.rollouts([(positions[j], n) for j in todo])):
-            counts[j] = (n, k, tok)
+        if todo:
+            results = yield [(positions[j], n) for j in todo]
+            for j, (k, tok) in zip(todo, results):
+                counts[j] = (n, k, tok)
 
     def drop(a, b):  # p̂[a] − p̂[b]
         return (counts[a][1] - counts[b][1]) / n
@@ -399,16 +402,36 @@ def pts_search(oracle: Oracle, positions: Sequence[int], n: int = PTS_N,
     if not positions:
         return {}, []
     last = len(positions) - 1
-    evaluate([0, last])
+    yield from evaluate([0, last])
     frontier = [(0, last)] if last > 0 else []
     cliffs = []
     while frontier:
         cliffs += [positions[b] for a, b in frontier if b - a == 1 and drop(a, b) >= threshold - tol]
         split = [(a, b) for a, b in frontier if b - a > 1 and abs(drop(a, b)) >= threshold - tol]
         mids = [(a + b) // 2 for a, b in split]
-        evaluate(mids)
+        yield from evaluate(mids)
         frontier = [half for (a, b), m in zip(split, mids) for half in ((a, m), (m, b))]
     return {positions[j]: v for j, v in sorted(counts.items())}, sorted(cliffs)
+
+
+def pts_search(oracle: Oracle, positions: Sequence[int], n: int = PTS_N,
+               threshold: float = PTS_THRESHOLD) -> tuple[Evaluated, list[int]]:
+    """`pts_steps` driven by one oracle."""
+    return run_search(pts_steps(positions, n, threshold), oracle)
+
+
+def _evaluated_only(search):
+    """A PTS search as the pipeline's scheduler takes it: returning only what it evaluated."""
+    evaluated, _ = yield from search
+    return evaluated
+
+
+def pts_cliffs(evaluated: Evaluated, threshold: float = PTS_THRESHOLD) -> list[int]:
+    """PTS's cliffs from what it evaluated: adjacent evaluated positions with p̂ falling >= threshold
+    (bisection evaluates two adjacent positions only as the ends of one interval)."""
+    tol = 1e-9
+    return [i for i in sorted(evaluated) if i - 1 in evaluated
+            and evaluated[i - 1][1] / evaluated[i - 1][0] - evaluated[i][1] / evaluated[i][0] >= threshold - tol]
 
 
 def _run_exhaustive(oracle, positions):
@@ -583,14 +606,17 @@ def format_definitions() -> str:
 # noise ceiling. The reference exhaustive run is a rollout dataset (default: the pipeline's own
 # data/rollouts/potentials.parquet, mode exhaustive); the bench draws the other two.
 
-def _cliff_sets(rows: list[dict], min_rollouts: int) -> dict[str, list[int]]:
-    from cliffdata.adaptive import cliffs_from_evaluated
-
-    by_trace: dict[str, dict[int, tuple[int, int, int]]] = {}
+def _evaluated_by_trace(rows: list[dict]) -> dict[str, Evaluated]:
+    by_trace: dict[str, Evaluated] = {}
     for r in rows:
-        by_trace.setdefault(r["trace_id"], {})[r["token_index"]] = (
-            r["num_rollouts"], r["num_correct"], r["num_generated_tokens"])
-    return {t: cliffs_from_evaluated(ev, TEST, min_rollouts) for t, ev in by_trace.items()}
+        if not r["is_filled"]:
+            by_trace.setdefault(r["trace_id"], {})[r["token_index"]] = (
+                r["num_rollouts"], r["num_correct"], r["num_generated_tokens"])
+    return by_trace
+
+
+def _cliff_sets(rows: list[dict], min_rollouts: int) -> dict[str, list[int]]:
+    return {t: cliffs_from_evaluated(ev, TEST, min_rollouts) for t, ev in _evaluated_by_trace(rows).items()}
 
 
 def compare_runs(reference: dict[str, list[int]], other: dict[str, list[int]]) -> dict:
@@ -613,7 +639,7 @@ def run_real(potentials_path: str, max_traces: int | None, seed: int) -> dict:
 
     from cliffdata import schema
     from cliffdata.backends import open_backend
-    from cliffdata.rollouts import max_drops_of, search_wave, waves
+    from cliffdata.rollouts import max_drops_of, scored_positions, search_wave, waves
     from cliffdata.sampling import golds_by_problem
 
     reference_rows = schema.read("potentials", potentials_path).to_pylist()
@@ -634,7 +660,9 @@ def run_real(potentials_path: str, max_traces: int | None, seed: int) -> dict:
     base = dataclasses.replace(PARAMS.rollouts, num_rollouts=n)
     configs = {"exhaustive_seed2": dataclasses.replace(base, mode="exhaustive", seed=seed + 1000),
                "adaptive": dataclasses.replace(base, mode="adaptive", seed=seed + 2000),
-               "forks": dataclasses.replace(base, mode="forks", seed=seed + 3000)}
+               "forks": dataclasses.replace(base, mode="forks", seed=seed + 3000),
+               # PTS through the same scheduler (its own searches; seeds per position and round)
+               "pts": dataclasses.replace(base, mode="adaptive", seed=seed + 4000)}
     tokenizer = AutoTokenizer.from_pretrained(ROOT / "models/base")
     rows: dict[str, list[dict]] = {name: [] for name in configs}
     seconds: dict[str, float] = {}
@@ -642,7 +670,9 @@ def run_real(potentials_path: str, max_traces: int | None, seed: int) -> dict:
         for name, cfg in configs.items():
             started = time.perf_counter()
             for wave in waves(traces, cfg):
-                for r, _ in search_wave(wave, golds, backend, tokenizer, cfg, cfg.sampling, TEST, max_drops):
+                searches = ([_evaluated_only(pts_steps(scored_positions(len(t["response_ids"]), cfg.score_empty_prefix)))
+                             for t in wave] if name == "pts" else None)
+                for r, _ in search_wave(wave, golds, backend, tokenizer, cfg, cfg.sampling, TEST, max_drops, searches):
                     rows[name] += r
             seconds[name] = round(time.perf_counter() - started, 1)
     reference_rows = [r for r in reference_rows if r["trace_id"] in set(wanted)]
@@ -653,7 +683,9 @@ def run_real(potentials_path: str, max_traces: int | None, seed: int) -> dict:
               "engine": PARAMS.engine.backend, "wall_seconds": seconds, "methods": {}}
     for name, r in rows.items():
         tokens[name] = sum(x["num_generated_tokens"] for x in r)
-        report["methods"][name] = {**compare_runs(ref, _cliff_sets(r, min_n)),
+        found = _cliff_sets(r, min_n) if name != "pts" else {
+            t: pts_cliffs(ev) for t, ev in _evaluated_by_trace(r).items()}
+        report["methods"][name] = {**compare_runs(ref, found),
                                    "generated_tokens": tokens[name],
                                    "token_ratio": tokens[name] / max(tokens["exhaustive"], 1),
                                    "wall_seconds": seconds[name],
@@ -671,7 +703,7 @@ def format_real(real: dict) -> str:
     lines.append(f"| exhaustive (reference) | 1.000 | 1.000 | 1.000 | {ex['num_cliffs']} | {ex['generated_tokens']:,} "
                  f"| 1.000 | – | – |")
     fmt = lambda x: "–" if x is None else f"{x:.3f}"
-    for name in ("exhaustive_seed2", "adaptive", "forks"):
+    for name in ("exhaustive_seed2", "adaptive", "forks", "pts"):
         m = real["methods"][name]
         lines.append(f"| {name} | {fmt(m['first_cliff_agreement'])} | {fmt(m['recall'])} | {fmt(m['precision'])} "
                      f"| {m['num_cliffs']} | {m['generated_tokens']:,} | {m['token_ratio']:.3f} "

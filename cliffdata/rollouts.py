@@ -162,19 +162,21 @@ def trace_search(trace: dict, cfg: RolloutsConfig, test: CliffsConfig,
 
 def search_wave(traces: list[dict], golds: dict[str, Gold], backend: Backend, tokenizer, cfg: RolloutsConfig,
                 sampling: Sampling, test: CliffsConfig = CliffsConfig(),
-                max_drops: dict[str, dict[int, float | None]] | None = None) -> list[tuple[list[dict], dict]]:
+                max_drops: dict[str, dict[int, float | None]] | None = None,
+                searches: list[Search] | None = None) -> list[tuple[list[dict], dict]]:
     """The searches of several traces advanced together (one scheduler): every engine call packs up to
     `positions_per_batch` prefixes from any trace whose sampling matches (a problem's token budget), so
     no call is small while work remains. Returns (rows, cost) per trace, in order.
 
     For a fixed list of traces the engine calls are fixed too (a trace's requests go out in order,
-    traces in list order), so a deterministic backend gives the same bytes on every run."""
+    traces in list order), so a deterministic backend gives the same bytes on every run. `searches`:
+    one per trace instead of `rollouts.mode`'s (a benchmark's own search, e.g. PTS bisection)."""
     max_drops = max_drops or {}
     jobs = []
-    for t in traces:
+    for j, t in enumerate(traces):
         gold = Gold(*golds[t["problem_id"]])
-        jobs.append(_Job(t, gold, with_budget(sampling, gold.max_new_tokens),
-                         trace_search(t, cfg, test, max_drops.get(t["trace_id"])), cfg))
+        search = searches[j] if searches is not None else trace_search(t, cfg, test, max_drops.get(t["trace_id"]))
+        jobs.append(_Job(t, gold, with_budget(sampling, gold.max_new_tokens), search, cfg))
     while True:
         waiting = [j for j in jobs if j.sent < len(j.pending)]
         if not waiting:
