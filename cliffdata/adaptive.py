@@ -45,7 +45,7 @@ Evaluated = dict[int, tuple[int, int, int]]          # token_index -> (num_rollo
 Requests = list[tuple[int, int]]                     # (token_index, n new rollouts), increasing token_index
 #: A search as a generator: it yields the rollouts it needs next, is sent their (num_correct, tokens)
 #: in the same order, and returns what it evaluated. Many searches can then share engine calls
-#: (cliffdata.rollouts.run_rollouts packs the requests of many traces into each call).
+#: (cliffdata.rollouts.search_wave packs the requests of many traces into each call).
 Search = Generator[Requests, list[tuple[int, int]], Evaluated]
 
 

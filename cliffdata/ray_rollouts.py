@@ -13,17 +13,14 @@ hub id), and `cliffdata` importable there (installed, or `runtime_env={"working_
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pyarrow as pa
 from tqdm.auto import tqdm
 
 from cliffdata.config import CliffsConfig, EngineConfig, RolloutsConfig
-from cliffdata.rollouts import Checkpoint, waves
+from cliffdata.rollouts import Checkpoint, unfinished_waves, wave_cost
 from cliffdata.sampling import Gold
-
-log = logging.getLogger(__name__)
 
 
 class RolloutActor:
@@ -66,18 +63,15 @@ def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str
     """
     import ray
 
-    done = checkpoint.done()
-    todo = [w for w in waves(traces, cfg) if not all(Checkpoint.key(t) in done for t in w)]
+    todo = unfinished_waves(traces, cfg, checkpoint)
     num_todo = sum(map(len, todo))
-    if num_todo < len(traces):
-        log.info("resuming: %d of %d traces already in %s", len(traces) - num_todo, len(traces), checkpoint.folder)
     started_here = bool(todo) and not ray.is_initialized()
     if started_here:
         ray.init(address=cfg.ray.address, include_dashboard=False, log_to_driver=False)
     try:
         if todo:
             # Costliest waves first: an actor pool drains a queue, so this is the LPT order of shards.py.
-            todo = sorted(todo, key=lambda w: (-sum(len(t["response_ids"]) ** 2 for t in w), w[0]["trace_id"]))
+            todo = sorted(todo, key=lambda w: (-wave_cost(w, cfg), w[0]["trace_id"]))
             items = [{"payload": json.dumps([
                 {"trace": {k: t[k] for k in ("trace_id", "problem_id", "prompt_ids", "response_ids")},
                  "gold": list(Gold(*golds[t["problem_id"]])),

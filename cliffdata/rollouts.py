@@ -139,10 +139,9 @@ class _Job:
             early_stop = positions[len(rows)]
             rows += [{"trace_id": trace_id, "token_index": i, "mode": cfg.mode, "num_rollouts": 0, "num_correct": 0,
                       "potential": 0.0, "is_filled": True, "num_generated_tokens": 0} for i in positions[len(rows):]]
-        evaluated = [r for r in rows if not r["is_filled"]]
-        cost = {"trace_id": trace_id, "num_positions": len(evaluated),
-                "num_rollouts": sum(r["num_rollouts"] for r in evaluated),
-                "num_generated_tokens": sum(r["num_generated_tokens"] for r in evaluated),
+        cost = {"trace_id": trace_id, "num_positions": len(self.evaluated),
+                "num_rollouts": sum(n for n, _, _ in self.evaluated.values()),
+                "num_generated_tokens": sum(tok for _, _, tok in self.evaluated.values()),
                 "wall_seconds": round(self.seconds, 3), "early_stop_index": early_stop}
         return rows, cost
 
@@ -191,8 +190,7 @@ def search_wave(traces: list[dict], golds: dict[str, Gold], backend: Backend, to
             job.sent += take
             if len(batch) >= cfg.positions_per_batch:
                 break
-        prompt_of = {id(j): j.trace["prompt_ids"] for j, _ in batch}
-        prefixes = [(prompt_of[id(j)], j.trace["response_ids"][:j.pending[x][0] + 1]) for j, x in batch]
+        prefixes = [(j.trace["prompt_ids"], j.trace["response_ids"][:j.pending[x][0] + 1]) for j, x in batch]
         started = time.perf_counter()
         results = resample(backend, tokenizer, prefixes, [j.pending[x][1] for j, x in batch], call_sampling,
                            [j.seed(j.pending[x][0]) for j, x in batch],
@@ -243,6 +241,21 @@ def waves(traces: list[dict], cfg: RolloutsConfig) -> list[list[dict]]:
     """The fixed groups of traces searched together (`rollouts.traces_per_wave`, in list order)."""
     size = cfg.traces_per_wave
     return [traces[j:j + size] for j in range(0, len(traces), size)]
+
+
+def wave_cost(wave: list[dict], cfg: RolloutsConfig) -> int:
+    """A wave's expected generated tokens (`expected_tokens` summed): the LPT weight of shards and Ray."""
+    return sum(expected_tokens(len(t["response_ids"]), cfg) for t in wave)
+
+
+def unfinished_waves(traces: list[dict], cfg: RolloutsConfig, checkpoint: "Checkpoint") -> list[list[dict]]:
+    """The waves with a trace not yet in `checkpoint` (a wave is skipped only whole), logging a resume."""
+    done = checkpoint.done()
+    todo = [w for w in waves(traces, cfg) if not all(Checkpoint.key(t) in done for t in w)]
+    num_todo = sum(map(len, todo))
+    if num_todo < len(traces):
+        log.info("resuming: %d of %d traces already in %s", len(traces) - num_todo, len(traces), checkpoint.folder)
+    return todo
 
 
 class Checkpoint:
@@ -307,11 +320,8 @@ def run_rollouts(traces: list[dict], golds: dict[str, Gold], backend: Backend, t
 
     `golds` maps problem_id -> `Gold` (answer, answer format, the problem's own token budget or None).
     """
-    done = checkpoint.done()
-    todo = [w for w in waves(traces, cfg) if not all(Checkpoint.key(t) in done for t in w)]
+    todo = unfinished_waves(traces, cfg, checkpoint)
     num_todo = sum(map(len, todo))
-    if num_todo < len(traces):
-        log.info("resuming: %d of %d traces already in %s", len(traces) - num_todo, len(traces), checkpoint.folder)
     expected = sum(expected_tokens(len(t["response_ids"]), cfg) for w in todo for t in w)
     log.info("rollouts: %d traces to do, about %d generated tokens (N·T²/2, no early stop)", num_todo, expected)
     bar = tqdm(total=num_todo, desc=desc, unit="trace")

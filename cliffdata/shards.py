@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from cliffdata import schema
 from cliffdata.config import RolloutsConfig
-from cliffdata.rollouts import expected_tokens, waves
+from cliffdata.rollouts import wave_cost, waves
 
 
 def shard_dir(shard: int) -> Path:
@@ -31,14 +31,13 @@ def assign_shards(traces: list[dict], num_shards: int, cfg: RolloutsConfig) -> d
     (ties by the wave's first trace_id, then shard)."""
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    cost = lambda wave: sum(expected_tokens(len(t["response_ids"]), cfg) for t in wave)
-    order = sorted(waves(traces, cfg), key=lambda w: (-cost(w), w[0]["trace_id"]))
+    order = sorted(waves(traces, cfg), key=lambda w: (-wave_cost(w, cfg), w[0]["trace_id"]))
     loads = [(0, s) for s in range(num_shards)]          # (expected tokens so far, shard): a min-heap
     assignment = {}
     for wave in order:
         load, s = heapq.heappop(loads)
         assignment.update(dict.fromkeys((t["trace_id"] for t in wave), s))
-        heapq.heappush(loads, (load + cost(wave), s))
+        heapq.heappush(loads, (load + wave_cost(wave, cfg), s))
     return assignment
 
 
