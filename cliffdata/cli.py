@@ -64,7 +64,9 @@ def add_sql(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "sql", help="run a read-only query over the datasets",
         description="Run read-only SQL (SELECT, EXPLAIN) over views named after the datasets that exist: "
-                    f"{', '.join(schema.PATHS)} (`--schema` lists those found, with their columns).")
+                    f"{', '.join(schema.PATHS)}, and the study's `study.<dataset>` (every model's rows with a "
+                    f"`model` column, `study.models`) where --root has a params.yaml (`--schema` lists those "
+                    f"found, with their columns).")
     parser.add_argument("query", nargs="?", help="the SQL to run (or use --file); several statements print "
                                                  "one result each")
     parser.add_argument("--file", type=Path, help="read the SQL from this file")
@@ -82,12 +84,24 @@ def print_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Every view with its row count and columns (name, DuckDB type)."""
     out = []
     for name in sorted(duck.views(con)):         # view names are the datasets of schema.PATHS
-        num_rows = con.sql(f'select count(*) from "{name}"').fetchall()[0][0]
-        columns = con.sql(f'describe "{name}"').fetchall()
+        quoted = ".".join(f'"{part}"' for part in name.split("."))     # study.cliffs: schema and view
+        num_rows = con.sql(f"select count(*) from {quoted}").fetchall()[0][0]
+        columns = con.sql(f"describe {quoted}").fetchall()
         width = max(len(c[0]) for c in columns)
         out.append(f"{name} ({num_rows} row{'' if num_rows == 1 else 's'})")
         out += [f"  {c[0].ljust(width)}  {c[1]}" for c in columns]
     sys.stdout.write("\n".join(out) + "\n")
+
+
+def study_members(root: Path):
+    """The study's models when `root` has a params.yaml (the `study.<dataset>` views, with a `model` column);
+    None without one. A params.yaml that does not validate is an error naming its key."""
+    if not (root / "params.yaml").exists():
+        return None
+    from cliffdata.config import load_params
+    from cliffdata.study import members
+
+    return members(load_params(root / "params.yaml"))
 
 
 def run_sql(args: argparse.Namespace) -> int:
@@ -108,7 +122,7 @@ def run_sql(args: argparse.Namespace) -> int:
     else:
         sql = args.query
     try:
-        con = duck.connect_sandbox(args.root)
+        con = duck.connect_sandbox(args.root, members=study_members(args.root))
     except ValueError as e:              # no dataset, or a file that is not Parquet
         hint = f"; {NO_DATASET_HINT}" if str(e).startswith("no dataset") else ""
         print(f"cliffdata sql: {e}{hint}", file=sys.stderr)

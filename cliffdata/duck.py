@@ -22,10 +22,11 @@ import re
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
@@ -33,6 +34,9 @@ import pyarrow as pa
 from cliffdata import schema, taxonomy
 from cliffdata.scan import dataset_files
 from cliffdata.config import AnalysisConfig
+
+if TYPE_CHECKING:                                   # the study's models (cliffdata/study.py), duck-typed
+    from cliffdata.study import Member
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +108,64 @@ def _create_views(con: duckdb.DuckDBPyConnection, root: Path, names: list[str]) 
     return files
 
 
-def connect_sandbox(root: Path = Path("."), cfg: AnalysisConfig = AnalysisConfig()) -> duckdb.DuckDBPyConnection:
+# the study's per-model datasets (problems are shared: no `model` column to add)
+STUDY_DATASETS = tuple(n for n in schema.PATHS if n not in ("problems", "study_cpm_shift"))
+
+
+def create_study_views(con: duckdb.DuckDBPyConnection, members: Sequence[Member], root: Path = Path("."),
+                       names: Iterable[str] = STUDY_DATASETS) -> list[str]:
+    """The study's models in one schema: `study.models` (model, family, size_b, source; in study order) and
+    one view `study.<dataset>` per dataset, each model's rows with a leading `model` column, for every
+    model whose dataset exists under `root / member.root` (cliffdata.study.members). Returns the files'
+    absolute paths."""
+    con.execute("create schema if not exists study")
+    con.execute("create or replace table study.models (model_order integer, model varchar, family varchar, "
+                "size_b double, source varchar)")
+    for i, m in enumerate(members):
+        con.execute("insert into study.models values (?, ?, ?, ?, ?)", [i, m.name, m.family, m.size_b, m.source])
+    files = []
+    for name in names:
+        rels = []
+        for m in members:
+            path = Path(root) / m.path(schema.PATHS[name])
+            parts = [str(p.resolve()) for p in dataset_files(path)]
+            if not parts:
+                continue
+            try:
+                rel = con.read_parquet(parts if path.is_dir() else parts[0])
+            except duckdb.Error as e:
+                raise ValueError(f"{path}: the {name} dataset of model {m.name} is not a readable Parquet file "
+                                 f"({str(e).strip().splitlines()[0]})") from None
+            # the name is a value, never SQL text
+            rels.append(rel.select(duckdb.ConstantExpression(m.name).alias("model"), duckdb.StarExpression()))
+            files.extend(parts)
+        if not rels:
+            continue
+        union = rels[0]
+        for rel in rels[1:]:
+            union = union.union(rel)
+        con.execute("use study")
+        try:
+            union.create_view(name, replace=True)
+        finally:
+            con.execute("use main")
+    return files
+
+
+def connect_sandbox(root: Path = Path("."), cfg: AnalysisConfig = AnalysisConfig(),
+                    members: Sequence[Member] | None = None) -> duckdb.DuckDBPyConnection:
     """`connect` for untrusted, ad-hoc SQL (`cliffdata sql`): the dataset views and nothing else.
 
     After the views are made, file access is limited to the dataset files (`allowed_paths`), every
     other file, folder and URL is refused (`enable_external_access = false`: no read_csv('/etc/passwd'),
     glob, ATTACH, COPY, INSTALL), extensions are neither installed nor loaded, and the configuration
     is locked so a query cannot `SET` any of it back. ValueError when `root` has no dataset at all.
+    `members` (the study's models, cliffdata.study.members) adds `study.models` and the `study.<dataset>` views.
     """
     con = engine(cfg)
     files = _create_views(con, Path(root), list(schema.PATHS))
+    if members is not None:
+        files += create_study_views(con, members, Path(root))
     if not files:
         con.close()
         raise ValueError(f"no dataset found under {Path(root).resolve()} (looked for "
@@ -127,9 +179,9 @@ def connect_sandbox(root: Path = Path("."), cfg: AnalysisConfig = AnalysisConfig
 
 
 def views(con: duckdb.DuckDBPyConnection) -> set[str]:
-    """Names of the tables and views the connection can query."""
-    rows = con.sql("select table_name from information_schema.tables").fetchall()
-    return {name for (name,) in rows}
+    """Names of the tables and views the connection can query (`study.<name>` for the study's)."""
+    rows = con.sql("select table_schema, table_name from information_schema.tables").fetchall()
+    return {name if schema_ == "main" else f"{schema_}.{name}" for schema_, name in rows}
 
 
 def _sql_dir() -> Traversable:

@@ -4,7 +4,8 @@
     python -m cliffdata.preset params-gpu.yaml --dry-run    # print the overrides only
 
 The overlay holds only what differs from params.yaml: mappings merge key by key, lists and scalars
-replace. Every key must already exist in params.yaml (a preset never invents a param), and the
+replace. Every key must already exist in params.yaml (a preset never invents a param; it may add
+entries to the mappings of user-chosen names, `study.models` and `prompts`), and the
 merged params must load (`config.parse_params`) before DVC runs anything. DVC applies the
 experiment's params to the workspace afterwards, so `dvc push` then shares its outputs.
 """
@@ -22,10 +23,18 @@ import yaml
 from cliffdata.config import parse_params
 
 
+# Mappings whose keys are names the user chooses (not params): a preset may add entries to them.
+OPEN_MAPPINGS = ("params.study.models", "params.prompts")
+
+
 def merge(base: dict, overlay: dict, where: str = "params") -> dict:
-    """`overlay` on `base`: mappings merged recursively, anything else replaced; unknown keys raise."""
+    """`overlay` on `base`: mappings merged recursively, anything else replaced; unknown keys raise, but in
+    the OPEN_MAPPINGS (a preset may add a study model or a prompt)."""
     out = dict(base)
     for key, value in overlay.items():
+        if key not in base and where in OPEN_MAPPINGS:
+            out[key] = value
+            continue
         if key not in base:
             raise ValueError(f"{where}.{key}: not in params.yaml (a preset only changes existing params)")
         out[key] = (merge(base[key], value, f"{where}.{key}") if isinstance(value, dict) and isinstance(base[key], dict)
@@ -47,14 +56,15 @@ def _hydra(value: Any) -> str:
 
 
 def overrides(base: dict, overlay: dict, prefix: str = "") -> list[str]:
-    """`key.path=value` for every leaf of `overlay` (a leaf: a scalar, a list, or a mapping new to base)."""
+    """`key.path=value` for every leaf of `overlay` (a leaf: a scalar, a list, or a mapping new to base);
+    `+key.path=value` for a key new to base (an entry of an open mapping: Hydra's append)."""
     out = []
     for key, value in overlay.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             out += overrides(base[key], value, f"{path}.")
         else:
-            out.append(f"{path}={_hydra(value)}")
+            out.append(f"{'' if key in base else '+'}{path}={_hydra(value)}")
     return out
 
 

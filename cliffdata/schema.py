@@ -282,6 +282,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "dpo_eval": DPO_EVAL,
     "cliff_count": CLIFF_COUNT,
     "cpm_shift": CPM_SHIFT,
+    "study_cpm_shift": CPM_SHIFT,      # the study's models read each other's cliffs (source/eval: study names)
 }
 
 KEYS: dict[str, list[str]] = {
@@ -302,6 +303,7 @@ KEYS: dict[str, list[str]] = {
     "dpo_eval": ["model", "problem_id"],
     "cliff_count": ["model", "trace_id"],
     "cpm_shift": ["source_model", "eval_model", "trace_id", "token_index"],
+    "study_cpm_shift": ["source_model", "eval_model", "trace_id", "token_index"],
 }
 
 # Where each dataset lives under the repository root (stage folder / file).
@@ -323,6 +325,7 @@ PATHS: dict[str, str] = {
     "dpo_eval": "data/dpo_eval/dpo_eval.parquet",
     "cliff_count": "data/cliff_count/cliff_count.parquet",
     "cpm_shift": "data/cpm_shift/cpm_shift.parquet",
+    "study_cpm_shift": "data/study_cpm_shift/cpm_shift.parquet",
 }
 
 

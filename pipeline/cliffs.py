@@ -10,13 +10,13 @@ from pathlib import Path
 
 from cliffdata import duck, schema
 from cliffdata.cliffs import SCAN_VERIFIED, cliff_tables
-from cliffdata.config import load_params
 from cliffdata.taxonomy import sql_params
+from cliffdata.study import stage_params
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params()
+    params, _ = stage_params("cliffs", doc=__doc__)
     cfg = params.cliffs
     # a streaming scan of the sorted files, `analysis.threads` trace ranges side by side: nothing loads
     # the potentials or the token stats (a file or a folder of parts each)

@@ -12,13 +12,13 @@ import logging
 from pathlib import Path
 
 from cliffdata import duck
-from cliffdata.config import load_params
 from cliffdata.taxonomy import sql_params
+from cliffdata.study import stage_params
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params()
+    params, _ = stage_params("entropy", doc=__doc__)
     cfg = params.entropy
     con = duck.connect(Path("."), ["cliffs", "trace_cliffs", "token_stats"], params.analysis)
     taxonomy = sql_params(params.cliffs)

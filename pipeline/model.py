@@ -7,13 +7,13 @@ import json
 import logging
 from pathlib import Path
 
-from cliffdata.config import load_params
 from cliffdata.model import environment_record, materialize_model
+from cliffdata.study import stage_params
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_params().model
+    cfg = stage_params("model", doc=__doc__)[0].model
     provenance = materialize_model(cfg.source, "models/base", revision=cfg.revision)
     # beside the model's provenance: the environment that converted it and will run it (not in models/base,
     # so an equal conversion in another environment keeps the model's hash; compare it with `dvc metrics diff`)

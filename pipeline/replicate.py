@@ -16,14 +16,14 @@ from transformers import AutoTokenizer
 from cliffdata import duck, experiments, grading, schema
 from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
-from cliffdata.config import load_params
 from cliffdata.sampling import golds_by_problem
 from cliffdata.schema import file_digest, tree_digest
+from cliffdata.study import stage_params
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params()
+    params, _ = stage_params("replicate", doc=__doc__)
     cfg, engine = params.replicate, params.engine
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
     golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())

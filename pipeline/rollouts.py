@@ -8,7 +8,6 @@ shards. `rollouts.engine: ray` runs the shard's traces on a Ray Data actor pool 
 Checkpoints every finished trace under .cache/rollouts/<fingerprint>/ (outside DVC's outs, which
 DVC deletes before a run); a killed run resumes there. The folder is removed after success.
 """
-import argparse
 import dataclasses
 import json
 import logging
@@ -18,21 +17,33 @@ from transformers import AutoTokenizer
 
 from cliffdata import grading, schema
 from cliffdata.backends import open_backend
-from cliffdata.config import CliffsConfig, load_params
+from cliffdata.config import CliffsConfig
 from cliffdata.adaptive import fork_positions
 from cliffdata.rollouts import (Checkpoint, estimate_rollouts, fingerprint, format_estimate, max_drops_of, run_rollouts,
                                scored_positions)
 from cliffdata.schema import file_digest, tree_digest
 from cliffdata.sampling import golds_by_problem
 from cliffdata.shards import select_shard, shard_dir
+from cliffdata.study import stage_params
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--shard", type=int, default=0, help="shard index in [0, rollouts.shards): DVC's matrix item")
-    shard = ap.parse_args().shard
-    params = load_params()
+    params, args = stage_params("rollouts", doc=__doc__, arguments=lambda ap: ap.add_argument(
+        "--shard", default="0", help="shard index in [0, rollouts.shards): DVC's matrix item; `all`: every shard, "
+                                     "one after another (the study's models: one stage each)"))
+    shards = range(params.rollouts.shards) if args.shard == "all" else [shard_index(args.shard, params.rollouts.shards)]
+    for shard in shards:
+        run_shard(params, shard)
+
+
+def shard_index(text: str, shards: int) -> int:
+    if not text.isdigit() or int(text) >= shards:
+        raise SystemExit(f"--shard {text}: expected `all` or an index in [0, rollouts.shards = {shards})")
+    return int(text)
+
+
+def run_shard(params, shard: int) -> None:
     cfg = params.rollouts
     # the adaptive search decides by the cliff test and its floor: these three cliffs keys (dvc.yaml
     # lists them, so cliffs.use or fdr_q re-run no rollouts)

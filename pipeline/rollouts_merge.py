@@ -10,14 +10,14 @@ import json
 import logging
 
 from cliffdata import schema
-from cliffdata.config import load_params
 from cliffdata.rollouts import estimate_rollouts
 from cliffdata.shards import merge_shards
+from cliffdata.study import stage_params
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params()
+    params, _ = stage_params("rollouts_merge", doc=__doc__)
     traces = schema.read("traces", schema.PATHS["traces"])
     trace_ids = traces.column("trace_id").to_pylist()
     estimate = estimate_rollouts([len(r) for r in traces.column("response_ids").to_pylist()], params.rollouts,

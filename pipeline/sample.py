@@ -11,14 +11,14 @@ from transformers import AutoTokenizer
 from cliffdata import schema
 from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
-from cliffdata.config import load_params
 from cliffdata.sampling import sample_traces
 from cliffdata.schema import tree_digest
+from cliffdata.study import stage_params
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params()
+    params, _ = stage_params("sample", doc=__doc__)
     cfg = params.sample
     problems = schema.read("problems", schema.PATHS["problems"]).to_pylist()
     tokenizer = AutoTokenizer.from_pretrained("models/base")

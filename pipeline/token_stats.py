@@ -9,13 +9,13 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from cliffdata import schema
-from cliffdata.config import load_params
 from cliffdata.token_stats import compute_token_stats
+from cliffdata.study import stage_params
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params()
+    params, _ = stage_params("token_stats", doc=__doc__)
     cfg = params.token_stats
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
     model = AutoModelForCausalLM.from_pretrained("models/base", dtype=getattr(torch, cfg.dtype)).eval()

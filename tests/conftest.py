@@ -79,3 +79,12 @@ def tiny_pipeline(tmp_path_factory, tiny_model_dir):
     proj = make_project(tmp_path_factory.mktemp("tiny_pipeline"), tiny_model_dir, num_problems=3)
     dvc(proj, "repro", MLFLOW_TRACKING_URI=None)
     return proj
+
+
+@pytest.fixture(autouse=True)
+def stage_argv(monkeypatch):
+    """Stage entrypoints parse their command line (`--model`, `--shard`): a test that runs one in process
+    runs it with none, not with pytest's."""
+    import sys
+
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])

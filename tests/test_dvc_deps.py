@@ -31,10 +31,15 @@ def stage_body(stage: dict) -> dict:
     return stage["do"] if "do" in stage else stage
 
 
-def entrypoint(stage: dict) -> Path:
-    m = re.match(r"python (pipeline/\w+\.py)", stage_body(stage)["cmd"])
-    assert m, f"cannot find the entrypoint in {stage_body(stage)['cmd']!r}"
-    return ROOT / m[1]
+def entrypoints(stage: dict) -> list[Path]:
+    """The pipeline scripts a stage runs (a cmd may be a list of commands)."""
+    cmds = stage_body(stage)["cmd"]
+    out = []
+    for cmd in [cmds] if isinstance(cmds, str) else cmds:
+        m = re.match(r"python (pipeline/\w+\.py)", cmd)
+        assert m, f"cannot find the entrypoint in {cmd!r}"
+        out.append(ROOT / m[1])
+    return out
 
 
 def module_file(name: str) -> Path | None:
@@ -57,8 +62,14 @@ def docstring_only(path: Path) -> bool:
 @cache
 def direct_imports(path: Path) -> frozenset[Path]:
     tree = ast.parse(path.read_text())
+    # `if TYPE_CHECKING:` imports are for annotations only: they never run
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and getattr(block.test, "id", getattr(block.test, "attr", None)) == "TYPE_CHECKING"
+                   for stmt in block.body for n in ast.walk(stmt)}
     found = set()
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -136,10 +147,12 @@ def missing_deps(name: str, stage: dict) -> list[str]:
     body = stage_body(stage)
     deps = [d if isinstance(d, str) else next(iter(d)) for d in body.get("deps", [])]
     listed = [p if isinstance(p, str) else next(iter(p)) for p in body.get("params", [])]
-    entry = entrypoint(stage)
-    needed = {entry} | imported_modules(entry) | sql_files(entry)
+    needed, reads = set(), set()
+    for entry in entrypoints(stage):
+        needed |= {entry} | imported_modules(entry) | sql_files(entry)
+        reads |= params_read(entry)
     gaps = [f"deps: {p.relative_to(ROOT).as_posix()}" for p in sorted(needed) if not covered(p, deps)]
-    gaps += [f"params: {r}" for r in sorted(params_read(entry)) if not param_covered(r, listed)]
+    gaps += [f"params: {r}" for r in sorted(reads) if not param_covered(r, listed)]
     return gaps
 
 
@@ -158,4 +171,37 @@ def test_the_finder_sees_a_removed_dep():
     assert "params: cliffs" in gaps
     # reads through aliases and chained attributes
     replicate = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["replicate"]
-    assert {"replicate", "engine", "rollouts.sampling", "cliffs.delta0", "cliffs.z"} <= params_read(entrypoint(replicate))
+    assert {"replicate", "engine", "rollouts.sampling", "cliffs.delta0", "cliffs.z"} <= params_read(entrypoints(replicate)[0])
+
+
+STUDY_PREFIX = "study/${key}/"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in stages() if n.startswith("study_") and "foreach" in stages()[n]))
+def test_study_stage_mirrors_its_stage(name):
+    """A study model's stage (`study_<stage>@<name>`) runs the same entrypoints with `--model`, so it lists
+    the deps and params of the stage(s) it mirrors: code the same, data under study/<name>/ (the shared
+    problems excepted), params the same but `model` (the study entry's own, `study.models.<name>`)."""
+    body = stage_body(stages()[name])
+    assert body.get("params", [])[-1] == "study.models.${key}"
+    mirrored = [stages()[p.stem] for p in entrypoints(stages()[name])]
+    for cmd in [body["cmd"]] if isinstance(body["cmd"], str) else body["cmd"]:
+        assert "--model ${key}" in cmd, cmd
+    deps = [d if isinstance(d, str) else next(iter(d)) for d in body["deps"]]
+    for other in mirrored:
+        for dep in stage_body(other)["deps"]:
+            dep = dep if isinstance(dep, str) else next(iter(dep))
+            if dep.startswith(("cliffdata/", "pipeline/")) or dep == "data/problems":
+                assert dep in deps, f"{name} lacks {dep}"
+            elif not dep.startswith("data/rollouts/shards"):        # its own merge reads its own shards
+                assert STUDY_PREFIX + dep in deps, f"{name} lacks {STUDY_PREFIX + dep}"
+        for param in stage_body(other).get("params", []):
+            param = param if isinstance(param, str) else next(iter(param))
+            assert param == "model" or param_covered(param, body["params"]), f"{name} lacks params {param}"
+        outs = [o if isinstance(o, str) else next(iter(o)) for o in stage_body(other).get("outs", [])]
+        outs += [m if isinstance(m, str) else next(iter(m)) for m in stage_body(other).get("metrics", [])]
+        own = [o if isinstance(o, str) else next(iter(o)) for o in body.get("outs", []) + body.get("metrics", [])]
+        for out in outs:
+            if "${item.shard}" in out:
+                out = "data/rollouts/shards"
+            assert STUDY_PREFIX + out in own, f"{name} does not write {STUDY_PREFIX + out}"

@@ -98,11 +98,53 @@ def write_raw(root: Path, num_gsm: int, num_math: int, num_aime: int) -> None:
 # --- the preset, its subsets, formats and budgets (fast) ----------------------------------------------
 
 def test_every_preset_key_exists_in_params_yaml():
+    """...but the entries of study.models (names the user chooses: cliffdata.preset.OPEN_MAPPINGS)."""
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     overlay = yaml.safe_load((ROOT / "params-gpu.yaml").read_text())
     base_keys = set(leaf_keys(base)) | {k.rsplit(".", 1)[0] for k in leaf_keys(base)}
-    missing = [k for k in leaf_keys(overlay) if k not in base_keys]
+    missing = [k for k in leaf_keys(overlay) if k not in base_keys and not k.startswith("study.models.")]
     assert not missing, f"params-gpu.yaml keys not in params.yaml: {missing}"
+
+
+def test_preset_study_is_the_papers_seven_models_at_their_own_sampling():
+    """Protocol §3: each model samples at its own settings (Qwen3 T 0.7 / top_p 0.8 / top_k 20, Llama T 0.6 /
+    top_p 0.9, Gemma T 1.0 / top_p 0.95 / top_k 64), traces at T 0.6 with the same top_p / top_k."""
+    from cliffdata.config import study_params
+    from cliffdata.preset import merge, overrides
+    from cliffdata.study import members
+
+    data = preset_params()
+    params = parse_params(data)
+    study = members(params)
+    assert [(m.family, m.size_b) for m in study] == [("Qwen3", 8.0), ("Qwen3", 0.6), ("Qwen3", 4.0), ("Llama", 1.2),
+                                                    ("Llama", 3.2), ("Llama", 8.0), ("Gemma3", 4.3)]
+    expected = {"Qwen3": (0.7, 0.8, 20), "Llama": (0.6, 0.9, 0), "Gemma3": (1.0, 0.95, 64)}
+    for m in study[1:]:
+        own = study_params(data, m.name)
+        for section in (own.rollouts, own.ablation, own.candidates):
+            assert (section.sampling.temperature, section.sampling.top_p, section.sampling.top_k) == expected[m.family]
+        assert (own.sample.sampling.temperature, own.sample.sampling.top_p, own.sample.sampling.top_k) == \
+            (0.6, *expected[m.family][1:])
+        assert own.cliffs == params.cliffs and own.problems == params.problems
+    # the preset adds them as new keys: Hydra's `+key=value` (a plain `key=` would be refused by dvc exp run)
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    sets = overrides(base, yaml.safe_load((ROOT / "params-gpu.yaml").read_text()))
+    assert sum(s.startswith("+study.models.") for s in sets) == 6
+    with pytest.raises(ValueError, match=r"params\.study\.nope: not in params\.yaml"):
+        merge(base, {"study": {"nope": 1}})
+
+
+def test_preset_overrides_apply_through_dvcs_hydra(tmp_path):
+    """What `dvc exp run -S` does with the preset's overrides gives the merged params (study models too)."""
+    from dvc.utils.hydra import apply_overrides
+
+    from cliffdata.preset import overrides
+
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    apply_overrides(str(tmp_path / "params.yaml"),
+                    overrides(base, yaml.safe_load((ROOT / "params-gpu.yaml").read_text())))
+    assert parse_params(yaml.safe_load((tmp_path / "params.yaml").read_text())) == parse_params(preset_params())
 
 
 def test_preset_protocol_settings():
@@ -296,7 +338,8 @@ def test_paper_mode_rehearsal_end_to_end(tmp_path, monkeypatch):
 
     proj = tmp_path / "proj"
     proj.mkdir()
-    for name in ("dvc.yaml", ".dvcignore", "runs/champion.json"):       # champion.json: git-tracked, a cpm_shift dep
+    # champion.json: git-tracked, a cpm_shift dep; study/README.md: the study's folder (study_cpm_shift's dep)
+    for name in ("dvc.yaml", ".dvcignore", "runs/champion.json", "study/README.md"):
         (proj / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, proj / name)
     for folder in ("pipeline", "cliffdata"):
@@ -308,6 +351,8 @@ def test_paper_mode_rehearsal_end_to_end(tmp_path, monkeypatch):
         if src["dataset"] in sizes:
             src["subset"] = sizes[src["dataset"]]
     params["model"] = {"source": str(model_dir)}
+    # the study's six hub models cannot be reached here: the study's stages are rehearsed by tests/test_study.py
+    params["study"]["models"] = {}
     params["engine"]["backend"] = "hf"
     params["cliff_count"]["num_problems"] = 2
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -49,7 +49,8 @@ def tiny_params(model_dir: Path, num_problems: int) -> dict:
 def make_project(tmp: Path, model_dir: Path, num_problems: int, mode: str = "forks") -> Path:
     proj = tmp / "proj"
     proj.mkdir()
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "runs/champion.json"):   # champion.json: nothing promoted yet
+    # champion.json: nothing promoted yet; study/README.md: the study's folder (a dep of its cross-model stages)
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "runs/champion.json", "study/README.md"):
         (proj / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, proj / name)
     for folder in ("pipeline", "cliffdata"):

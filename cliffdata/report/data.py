@@ -57,15 +57,20 @@ class ReportData:
     critical_threshold: float = 0.05   # cliffs.critical_threshold (the critical token's definition)
 
 
-def load_report_data(root: Path, cliffs_cfg: CliffsConfig = CliffsConfig()) -> ReportData:
+def load_report_data(root: Path, cliffs_cfg: CliffsConfig = CliffsConfig(),
+                     problems_root: Path | None = None) -> ReportData:
     """Read the datasets under `root` (`schema.PATHS`); ablation and candidates only where they exist.
-    `cliffs_cfg` is the config the cliffs stage ran with (entropy, min_rollouts, critical_threshold)."""
-    missing = [schema.PATHS[n] for n in REQUIRED if not (Path(root) / schema.PATHS[n]).exists()]
+    `cliffs_cfg` is the config the cliffs stage ran with (entropy, min_rollouts, critical_threshold).
+    `problems_root`: where the problems are when not under `root` (a study model's root: the project's)."""
+    def path(name: str) -> Path:
+        return Path(problems_root if name == "problems" and problems_root is not None else root) / schema.PATHS[name]
+
+    missing = [str(path(n)) for n in REQUIRED if not path(n).exists()]
     if missing:
-        raise ValueError(f"the report needs {missing} under {root}; run the pipeline first")
+        raise ValueError(f"the report needs {missing}; run the pipeline first")
 
     def read(name: str):
-        return schema.read(name, Path(root) / schema.PATHS[name])
+        return schema.read(name, path(name))
 
     # the per-token datasets are read a trace at a time (row groups by trace id statistics), not loaded
     stats = TraceRows(Path(root) / schema.PATHS["token_stats"],
