@@ -179,24 +179,22 @@ def run_report(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     from cliffdata.config import CliffsConfig, ReportConfig, load_params
-    from cliffdata.report import build_report, check_out_dir, load_report_data
+    from cliffdata.report import build_report, check_out_dir, load_report_data, study_sites
 
     out = args.out if args.out is not None else args.root / "reports"
-    if args.params.exists():
-        params = load_params(args.params)
-        report_cfg, cliffs_cfg = params.report, params.cliffs
-    else:
-        report_cfg, cliffs_cfg = ReportConfig(), CliffsConfig()
+    params = load_params(args.params) if args.params.exists() else None
+    report_cfg, cliffs_cfg = (params.report, params.cliffs) if params else (ReportConfig(), CliffsConfig())
     try:
         check_out_dir(out, args.root)
         data = load_report_data(args.root, cliffs_cfg)
+        model, others = study_sites(args.root, params) if params else ("", [])
     except ValueError as e:
         print(f"cliffdata report: {e}", file=sys.stderr)
         return 2
     tokenizer = AutoTokenizer.from_pretrained(args.root / args.tokenizer if (args.root / args.tokenizer).exists()
                                               else args.tokenizer)
     summary = build_report(data, tokenizer, out, report_cfg.level, report_cfg.title, report_cfg.plot_traces,
-                           report_cfg.num_plot_traces)
+                           report_cfg.num_plot_traces, model, others)
     print(f"{summary['num_pages']} trace pages: open {out / 'index.html'} "
           f"(largest page {summary['largest_page_bytes']} bytes)")
     return 0
@@ -256,8 +254,12 @@ def add_export(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--pairs", type=Path, default=None,
                         help="pairs: the Cliff-DPO pairs file (default: the dpo_pairs dataset's path)")
     parser.add_argument("--split", default=None, help="pairs: keep one split (train | heldout)")
+    parser.add_argument("--model", default=None, metavar="NAME",
+                        help="potentials, pts: a study model (study.models.NAME): its datasets under "
+                             "ROOT/study/NAME/ (default: the pipeline's own model)")
     parser.add_argument("--model-id", default=None,
-                        help="pts: the model the cliffs belong to (default: params model.source)")
+                        help="pts: the model the cliffs belong to (default: params model.source, or the study "
+                             "model's source)")
     parser.add_argument("--tokenizer", default="models/base", help="pts: tokenizer folder or id (default: models/base)")
     parser.set_defaults(run=run_export)
 
@@ -266,25 +268,38 @@ def run_export(args: argparse.Namespace) -> int:
     from cliffdata import export, schema
 
     try:
+        data_root, source = args.root, None
+        if args.model is not None:
+            if args.what == "pairs":
+                raise ValueError("--model: Cliff-DPO pairs are the pipeline's own model's (a study model has none)")
+            from cliffdata.config import load_params
+            from cliffdata.study import members
+
+            study = {m.name: m for m in members(load_params(args.root / "params.yaml"))[1:]}
+            if args.model not in study:
+                raise ValueError(f"--model {args.model}: study.models has no such model (known: "
+                                 f"{', '.join(study) or 'none'})")
+            data_root, source = args.root / study[args.model].root, study[args.model].source
         if args.what == "pairs":
             path = args.pairs or args.root / schema.PATHS.get("dpo_pairs", "data/dpo_pairs/all.parquet")
             table = export.trl_pairs(export.read_pairs(path), args.split)
             export.write_pairs(table, args.out)
             print(f"{table.num_rows} preference pairs -> {args.out}")
         elif args.what == "potentials":
-            counts = export.export_potentials(args.root, args.out)
+            title = "cliffdata token-level value labels" + (f" ({args.model})" if args.model else "")
+            counts = export.export_potentials(data_root, args.out, title, problems_root=args.root)
             print(f"{counts['num_traces']} traces, {counts['num_labelled']} labelled positions -> {args.out}")
         else:
             from transformers import AutoTokenizer
 
-            model_id = args.model_id
+            model_id = args.model_id or source
             if model_id is None:
                 from cliffdata.config import load_params
 
                 model_id = load_params(args.root / "params.yaml").model.hub_id
-            local = args.root / args.tokenizer
+            local = data_root / args.tokenizer
             tokenizer = AutoTokenizer.from_pretrained(local if local.exists() else args.tokenizer)
-            events = export.pts_events(args.root, tokenizer, model_id)
+            events = export.pts_events(data_root, tokenizer, model_id, problems_root=args.root)
             for event in events:
                 export.validate_pts_event(event)
             export.write_jsonl(events, args.out)

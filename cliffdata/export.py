@@ -133,11 +133,13 @@ def validate_pts_event(record: dict) -> None:
 
 
 def pts_events(root: Path, tokenizer, model_id: str, task_type: str = "math",
-               timestamp: str | None = None) -> list[dict]:
-    """One PTS v2 event per cliff of the datasets under `root` (see the module docstring)."""
+               timestamp: str | None = None, problems_root: Path | None = None) -> list[dict]:
+    """One PTS v2 event per cliff of the datasets under `root` (see the module docstring); the problems
+    under `problems_root` when given (a study model's root: the project's)."""
     timestamp = timestamp or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     traces = {t["trace_id"]: t for t in schema.read("traces", root / schema.PATHS["traces"]).to_pylist()}
-    problems = {p["problem_id"]: p for p in schema.read("problems", root / schema.PATHS["problems"]).to_pylist()}
+    problems = {p["problem_id"]: p for p in schema.read(
+        "problems", Path(problems_root if problems_root is not None else root) / schema.PATHS["problems"]).to_pylist()}
     chosen = best_alternatives(root)
     events = []
     for c in schema.read("cliffs", root / schema.PATHS["cliffs"]).to_pylist():
@@ -296,14 +298,17 @@ def _features():
                               else datasets.Value(kind) for name, kind in POTENTIAL_FEATURES.items()})
 
 
-def potential_rows(root: Path, counts: dict | None = None):
+def potential_rows(root: Path, counts: dict | None = None, problems_root: Path | None = None):
     """The export's rows (one per trace with potentials, in trace id order), streamed: potentials and
     traces are read a chunk of whole traces at a time (`cliffdata.scan`), so a 10^8-row potentials
-    file is never in memory. `counts`, when given, is filled with the card's counts as rows go by."""
+    file is never in memory. `counts`, when given, is filled with the card's counts as rows go by. The
+    problems are read under `problems_root` when given (a study model's root: the project's)."""
     from cliffdata.scan import KeyedStream, TraceCoder, read_columns, source_batches
 
     root = Path(root)
     paths = {name: root / schema.PATHS[name] for name in ("traces", "potentials", "problems", "cliffs")}
+    if problems_root is not None:
+        paths["problems"] = Path(problems_root) / schema.PATHS["problems"]
     problems = {p["problem_id"]: p for p in schema.read("problems", paths["problems"]).to_pylist()}
     cliff_at = {(c["trace_id"], c["token_index"]): c["category"]
                 for c in schema.read("cliffs", paths["cliffs"]).select(["trace_id", "token_index", "category"]).to_pylist()}
@@ -351,7 +356,8 @@ def potential_rows(root: Path, counts: dict | None = None):
     counts["n_values"] = ", ".join(str(v) for v in sorted(n_values)) or "none"
 
 
-def export_potentials(root: Path, out: Path, title: str = "cliffdata token-level value labels") -> dict:
+def export_potentials(root: Path, out: Path, title: str = "cliffdata token-level value labels",
+                      problems_root: Path | None = None) -> dict:
     """Save the potentials dataset under `out` (`save_to_disk`) with a dataset card; returns its counts.
 
     The rows stream from `potential_rows` into Arrow shards of a writer (datasets' own ArrowWriter,
@@ -364,7 +370,7 @@ def export_potentials(root: Path, out: Path, title: str = "cliffdata token-level
     with tempfile.TemporaryDirectory(prefix="cliffdata-export-") as tmp:
         arrow = Path(tmp) / "potentials.arrow"
         with ArrowWriter(features=features, path=str(arrow), writer_batch_size=1000) as writer:
-            for row in potential_rows(Path(root), counts):
+            for row in potential_rows(Path(root), counts, problems_root):
                 writer.write(row)
             writer.finalize()
         ds = datasets.Dataset.from_file(str(arrow))

@@ -3,7 +3,7 @@
     python pipeline/report.py
 
 Reads every dataset the report draws (ablation and candidates included: the pipeline always makes
-them) and models/base for the tokenizer; writes reports/ (the site, and reports/potentials/*.csv for
+them) and models/base for the tokenizer, and the same of every study model under study/<name>/; writes reports/ (the site, and reports/potentials/*.csv for
 `dvc plots`) and metrics/report.json (page count and the largest page's size).
 """
 import json
@@ -13,7 +13,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from cliffdata.config import load_params
-from cliffdata.report import build_report, load_report_data
+from cliffdata.report import build_report, load_report_data, study_sites
 
 
 def main() -> None:
@@ -21,8 +21,9 @@ def main() -> None:
     params = load_params()
     cfg = params.report
     data = load_report_data(Path("."), params.cliffs)
+    model, others = study_sites(Path("."), params)          # a study's other models: under study/<name>/
     summary = build_report(data, AutoTokenizer.from_pretrained("models/base"), "reports", cfg.level, cfg.title,
-                           cfg.plot_traces, cfg.num_plot_traces)
+                           cfg.plot_traces, cfg.num_plot_traces, model, others)
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/report.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     print(json.dumps(summary))

@@ -9,6 +9,8 @@ import pyarrow as pa
 import pytest
 
 from cliffdata import export, schema
+
+ROOT = Path(__file__).resolve().parents[1]
 from cliffdata.cli import main
 from report_fixtures import write_fixture
 
@@ -229,3 +231,30 @@ def test_cli_export(tmp_path, tiny_tokenizer, monkeypatch, capsys):
     assert main(["export", "pairs", "--out", "x/p.jsonl", "--pairs", "nowhere.parquet"]) == 2
     out = capsys.readouterr()
     assert "1 PTS v2 pivotal-token events" in out.out and "no pairs at nowhere.parquet" in out.err
+
+
+def test_cli_export_of_a_study_model(tmp_path, tiny_tokenizer, monkeypatch, capsys):
+    """[L] item 4: `--model NAME` exports a study model's datasets (under study/NAME/, the project's problems)
+    with its own source as the PTS model id and its name on the dataset card."""
+    import datasets
+    import yaml
+
+    write_fixture(tmp_path, tiny_tokenizer, TEXTS)
+    study_texts = dict(list(TEXTS.items())[:1])
+    write_fixture(tmp_path / "study/b", tiny_tokenizer, study_texts)
+    (tmp_path / "study/b" / schema.PATHS["problems"]).unlink()           # a study model reads the project's
+    tiny_tokenizer.save_pretrained(tmp_path / "study/b/models/base")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["study"] = {"models": {"b": {"source": "org/B-1B"}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "pts", "--model", "b", "--out", "x/b.jsonl"]) == 0
+    events = [json.loads(line) for line in Path("x/b.jsonl").read_text().splitlines()]
+    assert events and {e["model_id"] for e in events} == {"org/B-1B"}
+    assert main(["export", "potentials", "--model", "b", "--out", "x/b-potentials"]) == 0
+    assert len(datasets.load_from_disk("x/b-potentials")) == len(study_texts)
+    assert "(b)" in Path("x/b-potentials/README.md").read_text()
+    assert main(["export", "pts", "--model", "nope", "--out", "x/n.jsonl"]) == 2
+    assert main(["export", "pairs", "--model", "b", "--out", "x/p.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert "--model nope: study.models has no such model (known: b)" in err and "Cliff-DPO pairs" in err

@@ -286,3 +286,28 @@ def test_trace_rows_reads_a_trace_at_a_time(tmp_path, monkeypatch):
     pq.write_table(table.slice(0, 3500), parts / "part-0.parquet")
     pq.write_table(table.slice(3500), parts / "part-1.parquet")
     assert TraceRows(parts, ["token_index", "potential"])[ids[-1]].equals(rows[ids[-1]])
+
+
+def test_a_study_report_keeps_the_first_models_pages_and_adds_comparisons(tmp_path, tiny_tokenizer):
+    """[L] item 4: with other models the first model's trace pages keep their names; each model's trace of
+    one problem is listed with its model, and problems traced by two models get a comparison page. Without
+    other models the index has no model column (the single-model report is unchanged)."""
+    from cliffdata.config import CliffsConfig
+    from cliffdata.report import build_report, load_report_data
+    from cliffdata.report.pages import page_name
+    from report_fixtures import write_fixture
+
+    texts = {"arith/add2-1#0": ("23 + 48 = 61.\n#### 61", False, 6), "arith/add2-2#0": ("1 + 1 = 2.\n#### 2", True, None)}
+    write_fixture(tmp_path, tiny_tokenizer, texts)
+    write_fixture(tmp_path / "study/b", tiny_tokenizer, {"arith/add2-1#0": texts["arith/add2-1#0"]})
+    single = build_report(load_report_data(tmp_path), tiny_tokenizer, tmp_path / "single")
+    assert 'id="f-model"' not in (tmp_path / "single/index.html").read_text() and "num_models" not in single
+    data_b = load_report_data(tmp_path / "study/b", CliffsConfig(), problems_root=tmp_path)
+    summary = build_report(load_report_data(tmp_path), tiny_tokenizer, tmp_path / "site", model="a",
+                           others=[("b", data_b, tiny_tokenizer)])
+    assert summary["num_pages"] == 3 and summary["num_models"] == 2 and summary["num_compare_pages"] == 1
+    assert (tmp_path / "site/traces" / page_name("arith/add2-1#0")).read_bytes() != b""
+    assert (tmp_path / "site/traces" / page_name("b/arith/add2-1#0")).exists()
+    index = (tmp_path / "site/index.html").read_text()
+    assert index.count('data-model="b"') == 1 and index.count('data-model="a"') == 2
+    assert index.count('class="cmp"') == 2

@@ -240,3 +240,58 @@ if __name__ == "__main__":
         finally:
             d.quit()
     print(f"wrote {out / 'report_index.png'} and {out / 'report_trace.png'}")
+
+
+# --- a study's report ([L] item 4): filter by model, one problem's curves of two models on one plot ----
+
+HOSTILE_MODEL = '<img src=x onerror="window.pwned=1">&amp;"model\''
+
+
+def build_study_site(root: Path, tokenizer) -> Path:
+    """The first model's traces (named HOSTILE_MODEL) and model `b`'s traces of two of the same problems,
+    with the cliff elsewhere."""
+    from cliffdata.config import CliffsConfig
+
+    write_fixture(root, tokenizer, TEXTS, mode="adaptive", questions=QUESTIONS, sweep=True)
+    other = {"arith/word1-3#0": (WORD1, True, None), "arith/add2-1#0": ("23 + 48 = 71.\n#### 71", False, 3)}
+    write_fixture(root / "study/b", tokenizer, other, questions=QUESTIONS)
+    data_b = load_report_data(root / "study/b", CliffsConfig(), problems_root=root)
+    build_report(load_report_data(root), tokenizer, root / "reports", title="study report (fixture)",
+                 model=HOSTILE_MODEL, others=[("b", data_b, tokenizer)])
+    return root / "reports"
+
+
+def test_study_report_filters_by_model_and_compares_curves(tmp_path, tiny_tokenizer, driver):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    site = build_study_site(tmp_path, tiny_tokenizer)
+    driver.get((site / "index.html").as_uri())
+    assert driver.find_element(By.ID, "shown").text == "6 of 6 traces"
+    models = Select(driver.find_element(By.ID, "f-model"))
+    assert [o.text for o in models.options] == ["all", HOSTILE_MODEL, "b"]           # text, never markup
+    models.select_by_value("b")
+    assert driver.find_element(By.ID, "shown").text == "2 of 6 traces"
+    models.select_by_index(1)                                  # HOSTILE_MODEL (by value: selenium builds a CSS selector)
+    assert driver.find_element(By.ID, "shown").text == "4 of 6 traces"
+    models.select_by_value("")
+    links = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#traces a.cmp")]
+    assert len(links) == 4                                    # two problems x two models link their comparison
+    assert driver.execute_script("return window.pwned === undefined")
+    assert errors(driver) == []
+
+    driver.get(driver.find_element(By.CSS_SELECTOR, "#traces tr[data-model='b'] a").get_attribute("href"))
+    assert driver.title.startswith("b: ")                      # a trace page names its model
+    driver.get(links[0])
+    curves = driver.find_elements(By.CSS_SELECTOR, "#plot g.model-curve polyline")
+    assert len(curves) == 2 and all(c.get_attribute("points").count(",") > 5 for c in curves)
+    legend = driver.find_elements(By.CSS_SELECTOR, "#legend .legend-item")
+    assert [item.text for item in legend] == [HOSTILE_MODEL, "b"]
+    rows = driver.find_elements(By.CSS_SELECTOR, "#models tbody tr")
+    assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == [HOSTILE_MODEL, "b"]
+    assert driver.find_element(By.ID, "question").text in QUESTIONS.values()
+    assert driver.execute_script("return window.pwned === undefined")
+    driver.save_screenshot(str(tmp_path / "compare.png"))
+    assert errors(driver) == []
+    driver.get(rows[1].find_element(By.TAG_NAME, "a").get_attribute("href"))    # the table links the trace page
+    assert driver.title.startswith("b: ")

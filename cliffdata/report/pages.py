@@ -53,7 +53,8 @@ def trace_page(payload: dict, level: float = 0.95) -> str:
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     data = {**payload, "level": level, "z": round(z_of(level), 6)}
-    title = html.escape(payload["trace_id"])
+    # a study's report: the page names its model (`model` in the payload)
+    title = html.escape(f"{payload['model']}: {payload['trace_id']}" if payload.get("model") else payload["trace_id"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · cliffdata</title><style>{asset("style.css")}</style></head>
@@ -86,20 +87,30 @@ def _status(is_correct: bool | None) -> str:
     return "correct" if is_correct is True else ("failed" if is_correct is False else "ungradable")
 
 
-def index_page(rows: list[dict], hrefs: dict[str, str], title: str = "cliffdata report") -> str:
-    """The index: one row per trace (`data.index_row`), sortable and filterable in the browser."""
+def index_page(rows: list[dict], hrefs: dict[str, str], title: str = "cliffdata report",
+               compare: dict[str, str] | None = None) -> str:
+    """The index: one row per trace (`data.index_row`), sortable and filterable in the browser. Rows of a
+    study carry `model` (a model column and filter) and `key` (their href's key); `compare` maps a problem
+    to its page comparing the models' curves (a compare column)."""
     datasets = sorted({r["dataset"] for r in rows})
+    models = list(dict.fromkeys(r["model"] for r in rows if "model" in r))
+    compare = compare or {}
     body = []
     for r in rows:
         status = _status(r["is_correct"])
         cat = r["first_category"]
-        link = f'<a href="{html.escape(hrefs[r["trace_id"]], quote=True)}">{html.escape(r["trace_id"])}</a>'
+        href = hrefs[r.get("key", r["trace_id"])]
+        link = f'<a href="{html.escape(href, quote=True)}">{html.escape(r["trace_id"])}</a>'
         question = r["question"] if len(r["question"]) <= 160 else r["question"][:157] + "…"
+        model_attr = f' data-model="{html.escape(r["model"], quote=True)}"' if models else ""
+        cmp = compare.get(r["problem_id"])
+        extra = (_cell(r["model"]) + (f'<td data-v="1"><a class="cmp" href="{html.escape(cmp, quote=True)}">compare</a></td>'
+                                      if cmp else _cell(None))) if models else ""
         body.append(
-            f'<tr data-dataset="{html.escape(r["dataset"], quote=True)}" data-correct="{status}" '
+            f'<tr data-dataset="{html.escape(r["dataset"], quote=True)}" data-correct="{status}"{model_attr} '
             f'data-cats="{html.escape(" ".join(r["categories"]), quote=True)}">'
             f'<td data-v="{html.escape(r["trace_id"], quote=True)}">{link}</td>'
-            + _cell(r["dataset"]) + _cell(r["question"], question, "q")
+            + extra + _cell(r["dataset"]) + _cell(r["question"], question, "q")
             + f'<td data-v="{status}"><span class="badge {status}">{status}</span></td>'
             + _cell(r["num_tokens"], cls="num") + _cell(r["num_cliffs"], cls="num")
             + (f'<td data-v="{html.escape(cat, quote=True)}"><span class="cat {html.escape(cat, quote=True)}"></span>'
@@ -112,7 +123,11 @@ def index_page(rows: list[dict], hrefs: dict[str, str], title: str = "cliffdata 
     with_cliff = sum(r["num_cliffs"] > 0 for r in rows)
     options = "".join(f'<option value="{html.escape(d, quote=True)}">{html.escape(d)}</option>' for d in datasets)
     cats = "".join(f'<option value="{c}">{c.replace("_", "-")}</option>' for c in CATEGORIES)
-    columns = [("trace", "str"), ("dataset", "str"), ("problem", "str"), ("result", "str"), ("tokens", "num"),
+    model_options = "".join(f'<option value="{html.escape(m, quote=True)}">{html.escape(m)}</option>' for m in models)
+    model_filter = (f'<label>model <select id="f-model"><option value="">all</option>{model_options}</select></label>\n'
+                    if models else "")
+    columns = [("trace", "str")] + ([("model", "str"), ("side by side", "num")] if models else [])
+    columns += [("dataset", "str"), ("problem", "str"), ("result", "str"), ("tokens", "num"),
                ("cliffs", "num"), ("first-cliff category", "str"), ("first cliff at", "num"),
                ("critical token", "num"), ("p[−1]", "num")]
     head = "".join(f'<th data-type="{t}">{html.escape(n)}</th>' for n, t in columns)
@@ -127,7 +142,7 @@ def index_page(rows: list[dict], hrefs: dict[str, str], title: str = "cliffdata 
 <p class="muted">Cliff at token i: the potential drops from p[i−1] to p[i] by the protocol's test. Click a header to sort;
 p[−1] is the empty prefix's potential (the problem's difficulty).</p>
 <div id="filters">
-<label>dataset <select id="f-dataset"><option value="">all</option>{options}</select></label>
+{model_filter}<label>dataset <select id="f-dataset"><option value="">all</option>{options}</select></label>
 <label>result <select id="f-correct"><option value="">all</option><option value="correct">correct</option>
 <option value="failed">failed</option><option value="ungradable">ungradable</option></select></label>
 <label>cliff category <select id="f-category"><option value="">all</option><option value="any">any cliff</option>
@@ -139,5 +154,25 @@ p[−1] is the empty prefix's potential (the problem's difficulty).</p>
 {chr(10).join(body)}
 </tbody></table>
 <script>{asset("index.js")}</script>
+</body></html>
+"""
+
+
+def compare_page(payload: dict) -> str:
+    """One problem's traces by several models: their potential curves (evaluated positions) on one plot,
+    cliff markers, and a legend linking each trace's page (`assets/compare.js`)."""
+    title = html.escape(f"{payload['problem_id']}: the models side by side")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · cliffdata</title><style>{asset("style.css")}</style></head>
+<body>
+<nav><a href="../index.html">&larr; all traces</a></nav>
+<h1>{title}</h1>
+<div id="question"></div>
+<figure><svg id="plot" role="img" aria-label="potential curves of the models"></svg><figcaption id="legend"></figcaption></figure>
+<table class="traces" id="models"><thead><tr><th>model</th><th>trace</th><th>result</th><th>tokens</th><th>cliffs</th>
+</tr></thead><tbody></tbody></table>
+<script id="data" type="application/json">{script_json(payload)}</script>
+<script>{asset("compare.js")}</script>
 </body></html>
 """

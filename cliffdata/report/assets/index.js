@@ -1,5 +1,5 @@
-/* cliffdata report, index: sort by any column (click its header) and filter by dataset, correctness
-   and cliff category. Rows are rendered in the HTML; this only reorders and hides them. */
+/* cliffdata report, index: sort by any column (click its header) and filter by model (a study's report),
+   dataset, correctness and cliff category. Rows are rendered in the HTML; this only reorders and hides them. */
 (function () {
   "use strict";
   var table = document.getElementById("traces"), body = table.tBodies[0];
@@ -7,12 +7,14 @@
   var ds = document.getElementById("f-dataset"), cr = document.getElementById("f-correct");
   var ct = document.getElementById("f-category"), q = document.getElementById("f-text");
   var count = document.getElementById("shown");
+  var md = document.getElementById("f-model");          // only in a study's report
 
   function filter() {
     var shown = 0, text = q.value.trim().toLowerCase();
     rows.forEach(function (r) {
       var cats = r.dataset.cats ? r.dataset.cats.split(" ") : [];
-      var ok = (!ds.value || r.dataset.dataset === ds.value)
+      var ok = (!md || !md.value || r.dataset.model === md.value)
+        && (!ds.value || r.dataset.dataset === ds.value)
         && (!cr.value || r.dataset.correct === cr.value)
         && (!ct.value || (ct.value === "none" ? cats.length === 0 : ct.value === "any" ? cats.length > 0 : cats.indexOf(ct.value) >= 0))
         && (!text || r.textContent.toLowerCase().indexOf(text) >= 0);
@@ -21,7 +23,7 @@
     });
     count.textContent = shown + " of " + rows.length + " traces";
   }
-  [ds, cr, ct].forEach(function (s) { s.addEventListener("change", filter); });
+  [ds, cr, ct].concat(md ? [md] : []).forEach(function (s) { s.addEventListener("change", filter); });
   q.addEventListener("input", filter);
 
   Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
