@@ -39,8 +39,10 @@ def main() -> None:
                 for r in table.to_pylist()]
         record[section] = {"/".join(str(r[k]) for k in key): {c: v for c, v in r.items() if c not in key}
                            for r in rows}
-        md += [f"## {TITLES[section]}", "", duck.format_markdown(table.column_names, [list(r.values()) for r in rows]),
-               ""]
+        md += [f"## {TITLES[section]}", "",
+               duck.format_markdown(table.column_names, [list(r.values()) for r in rows]).rstrip("\n"), ""]
+        if not rows:
+            md += ["(no rows)", ""]
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/study.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     Path("metrics/study.md").write_text("\n".join(md).rstrip("\n") + "\n")

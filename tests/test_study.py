@@ -361,8 +361,9 @@ def test_dvc_repro_of_a_study_adds_a_model_without_re_running_others(tiny_pipeli
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     per_model = {"model", "sample", "token_stats", "rollouts", "cliffs", "replicate", "ablation", "candidates",
                  "entropy"}
-    out = dvc(proj, "repro", "study_tables", MLFLOW_TRACKING_URI=None)
-    assert ran(out) == {f"study_{s}@tiny-b" for s in per_model} | {"study_cpm_shift", "study_tables"}
+    cross_model = {"study_cpm_shift", "study_tables", "report"}          # the explorer shows every model
+    out = dvc(proj, "repro", MLFLOW_TRACKING_URI=None)
+    assert ran(out) == {f"study_{s}@tiny-b" for s in per_model} | cross_model
     main_name = yaml.safe_load((proj / "params.yaml").read_text())["model"]["source"].rstrip("/").rsplit("/", 1)[-1]
     record = json.loads((proj / "metrics/study_cpm_shift.json").read_text())
     assert record["pairs"] == [f"{main_name} -> tiny-b", f"tiny-b -> {main_name}"] and record["refused"] == {}
@@ -375,10 +376,12 @@ def test_dvc_repro_of_a_study_adds_a_model_without_re_running_others(tiny_pipeli
     params["study"]["models"]["other-c"] = {"source": str(other_model_dirs["other-c"])}
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc(proj, "repro", MLFLOW_TRACKING_URI=None)
-    assert ran(out) == {f"study_{s}@other-c" for s in per_model} | {"study_cpm_shift", "study_tables"}
+    assert ran(out) == {f"study_{s}@other-c" for s in per_model} | cross_model
     record = json.loads((proj / "metrics/study_cpm_shift.json").read_text())
     assert len(record["pairs"]) == 2 and set(record["refused"]) == {
         f"{main_name} -> other-c", f"other-c -> {main_name}", "tiny-b -> other-c", "other-c -> tiny-b"}
     assert all("tokenizer mismatch (vocab size)" in why for why in record["refused"].values())
     assert "other-c" in json.loads((proj / "metrics/study.json").read_text())["models"]
+    report = json.loads((proj / "metrics/report.json").read_text())
+    assert report["num_models"] == 3 and report["num_compare_pages"] >= 1
     assert "Running stage" not in dvc(proj, "repro", MLFLOW_TRACKING_URI=None)           # and nothing is left to do
