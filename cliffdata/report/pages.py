@@ -48,6 +48,18 @@ def z_of(level: float) -> float:
     return NormalDist().inv_cdf(0.5 + level / 2)
 
 
+def _subpage_head(title: str) -> str:
+    """The top of a page one folder below the index (traces/, compare/): head, back link, heading;
+    `title` is already escaped."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · cliffdata</title><style>{asset("style.css")}</style></head>
+<body>
+<nav><a href="../index.html">&larr; all traces</a></nav>
+<h1>{title}</h1>
+"""
+
+
 def trace_page(payload: dict, level: float = 0.95) -> str:
     """One trace's page; `level` is the coverage of the interval band around the potential."""
     if not 0 < level < 1:
@@ -55,13 +67,7 @@ def trace_page(payload: dict, level: float = 0.95) -> str:
     data = {**payload, "level": level, "z": round(z_of(level), 6)}
     # a study's report: the page names its model (`model` in the payload)
     title = html.escape(f"{payload['model']}: {payload['trace_id']}" if payload.get("model") else payload["trace_id"])
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · cliffdata</title><style>{asset("style.css")}</style></head>
-<body>
-<nav><a href="../index.html">&larr; all traces</a></nav>
-<h1>{title}</h1>
-<div id="meta"></div>
+    return _subpage_head(title) + f"""<div id="meta"></div>
 <div id="question"></div>
 <figure><svg id="plot" role="img" aria-label="potential curve"></svg><figcaption id="legend"></figcaption></figure>
 <div id="controls"><span>colour tokens by</span>
@@ -162,13 +168,7 @@ def compare_page(payload: dict) -> str:
     """One problem's traces by several models: their potential curves (evaluated positions) on one plot,
     cliff markers, and a legend linking each trace's page (`assets/compare.js`)."""
     title = html.escape(f"{payload['problem_id']}: the models side by side")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · cliffdata</title><style>{asset("style.css")}</style></head>
-<body>
-<nav><a href="../index.html">&larr; all traces</a></nav>
-<h1>{title}</h1>
-<div id="question"></div>
+    return _subpage_head(title) + f"""<div id="question"></div>
 <figure><svg id="plot" role="img" aria-label="potential curves of the models"></svg><figcaption id="legend"></figcaption></figure>
 <table class="traces" id="models"><thead><tr><th>model</th><th>trace</th><th>result</th><th>tokens</th><th>cliffs</th>
 </tr></thead><tbody></tbody></table>
