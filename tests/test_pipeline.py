@@ -140,7 +140,7 @@ def test_dvc_repro_end_to_end(tiny_pipeline):
 @pytest.mark.parametrize("mode", ["exhaustive", "adaptive", "forks"])
 def test_sigkilled_rollouts_resume_to_identical_potentials(tmp_path, tiny_model_dir, mode):
     proj = make_project(tmp_path, tiny_model_dir, num_problems=10, mode=mode)
-    dvc(proj, "repro")
+    dvc(proj, "repro", "rollouts_merge")              # the reference potentials: the stages up to them, no more
     reference = pq.read_table(proj / "data/rollouts/potentials.parquet")
     shard = proj / "data/rollouts/shards/0/potentials.parquet"    # the single shard's own output
 
