@@ -13,6 +13,7 @@ same tokens.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -40,6 +41,22 @@ def check_same_tokenizer(source, other, source_name: str = "source", other_name:
     if a_ids != b_ids:
         raise ValueError(f"tokenizer mismatch (sample sentence ids): {SAMPLE_SENTENCE!r} encodes to {a_ids[:12]}… "
                          f"with {source_name} and {b_ids[:12]}… with {other_name}")
+
+
+def source_inputs(root: Path, use: str) -> dict:
+    """What `cpm_shift_rows` reads of a source model, from the datasets under `root`: its traces, its
+    selected cliffs (`cliffs.use`), candidates, and token_stats rows (rank) at those cliffs."""
+    from cliffdata import schema
+    from cliffdata.cliffs import read_selected_cliffs
+
+    root = Path(root)
+    cliffs = read_selected_cliffs(use, root)
+    keys = {(c["trace_id"], c["token_index"]) for c in cliffs}
+    stats = {(s["trace_id"], s["token_index"]): s for s in schema.read(
+        "token_stats", root / schema.PATHS["token_stats"]).select(["trace_id", "token_index", "rank"]).to_pylist()
+        if (s["trace_id"], s["token_index"]) in keys}
+    return {"traces": schema.read("traces", root / schema.PATHS["traces"]).to_pylist(), "cliffs": cliffs,
+            "candidates": schema.read("candidates", root / schema.PATHS["candidates"]).to_pylist(), "stats": stats}
 
 
 def cliff_sets(candidates: Sequence[dict]) -> dict[tuple[str, int], dict]:

@@ -18,9 +18,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cliffdata import duck, schema
-from cliffdata.cliffs import read_selected_cliffs
 from cliffdata.config import load_params
-from cliffdata.cpm_shift import check_same_tokenizer, cpm_shift_rows
+from cliffdata.cpm_shift import check_same_tokenizer, cpm_shift_rows, source_inputs
 from cliffdata.dpo import registry
 from cliffdata.dpo.train import padding_id
 
@@ -63,19 +62,14 @@ def main() -> None:
     torch.set_num_threads(params.dpo_train.threads)
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     pad_id = padding_id(tokenizer)
-    traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
-    cliffs = read_selected_cliffs(params.cliffs.use)
-    candidates = schema.read("candidates", schema.PATHS["candidates"]).to_pylist()
-    keys = {(c["trace_id"], c["token_index"]) for c in cliffs}
-    stats = {(s["trace_id"], s["token_index"]): s for s in schema.read(
-        "token_stats", schema.PATHS["token_stats"]).select(["trace_id", "token_index", "rank"]).to_pylist()
-        if (s["trace_id"], s["token_index"]) in keys}
+    d = source_inputs(Path("."), params.cliffs.use)
     rows, resolved = [], {}
     for spec in cfg.eval_models:
         requested, spec = resolve(spec, cfg.fallback)
         resolved[requested] = spec
         model = load_eval_model(spec, tokenizer)
-        rows += cpm_shift_rows("base", spec, model, pad_id, traces, cliffs, candidates, stats, cfg.top_k)
+        rows += cpm_shift_rows("base", spec, model, pad_id, d["traces"], d["cliffs"], d["candidates"], d["stats"],
+                               cfg.top_k)
         del model
     schema.write("cpm_shift", rows, schema.PATHS["cpm_shift"])
     con = duck.connect(Path("."), ["cpm_shift", "cliffs", "candidates"])

@@ -18,25 +18,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cliffdata import duck, schema
-from cliffdata.cliffs import read_selected_cliffs
 from cliffdata.config import load_params
-from cliffdata.cpm_shift import cpm_shift_rows, study_pairs
+from cliffdata.cpm_shift import cpm_shift_rows, source_inputs, study_pairs
 from cliffdata.dpo.train import padding_id
 from cliffdata.study import members
 
 log = logging.getLogger("study_cpm_shift")
-
-
-def source_data(member, use: str) -> dict:
-    """A source model's traces, selected cliffs, candidates and cliff-token ranks, from its own root."""
-    traces = schema.read("traces", member.path(schema.PATHS["traces"])).to_pylist()
-    cliffs = read_selected_cliffs(use, member.root)
-    candidates = schema.read("candidates", member.path(schema.PATHS["candidates"])).to_pylist()
-    keys = {(c["trace_id"], c["token_index"]) for c in cliffs}
-    stats = {(s["trace_id"], s["token_index"]): s for s in schema.read(
-        "token_stats", member.path(schema.PATHS["token_stats"])).select(["trace_id", "token_index", "rank"]).to_pylist()
-        if (s["trace_id"], s["token_index"]) in keys}
-    return {"traces": traces, "cliffs": cliffs, "candidates": candidates, "stats": stats}
 
 
 def main() -> None:
@@ -59,7 +46,7 @@ def main() -> None:
         pad_id = padding_id(tokenizers[eval_name])
         for source in its_sources:
             if source not in sources:
-                sources[source] = source_data(study[source], params.cliffs.use)
+                sources[source] = source_inputs(study[source].root, params.cliffs.use)
             d = sources[source]
             rows += cpm_shift_rows(source, eval_name, model, pad_id, d["traces"], d["cliffs"], d["candidates"],
                                    d["stats"], params.cpm_shift.top_k)
