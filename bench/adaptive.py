@@ -274,6 +274,82 @@ def make_heldout_curves(num_curves: int, seed: int) -> list[dict]:
     return curves
 
 
+# --- the session-9 held-out library: written before the session-9 tuning (which used the two above),
+# never tuned on. Other shapes, noise and levels than both: mid-level dips, wider dips, up-spikes,
+# cliffs at the ends, noisier truths (N = 32), dense dips, jittered staircases.
+
+def _fresh_real_n32(rng, T):
+    # a latent with 0-4 steps and linear ramps, seen through N = 32 rollouts (noisier than N = 64)
+    latent = np.full(T, rng.uniform(0.2, 1.0))
+    for c in np.sort(rng.choice(np.arange(2, T - 2), size=int(rng.integers(0, 5)), replace=False)):
+        if rng.random() < 0.5:
+            latent[c:] = rng.uniform(0.0, 1.0)
+        else:
+            span = int(rng.integers(5, 60))
+            latent[c:] = np.concatenate([np.linspace(latent[c - 1], rng.uniform(0, 1), span), np.full(T, np.nan)])[:T - c]
+            latent[c + span:] = latent[min(T - 1, c + span - 1)]
+    return rng.binomial(32, np.clip(latent, 0, 1)) / 32
+
+
+def _fresh_mid_dips(rng, T):
+    # 1-3 dips 1-3 tokens wide, 0.2-0.5 deep, on a plateau at mid potential
+    p = np.full(T, rng.uniform(0.35, 0.8))
+    for c in rng.choice(np.arange(3, T - 5), size=int(rng.integers(1, 4)), replace=False):
+        p[c:c + int(rng.integers(1, 4))] = max(0.0, p[c - 1] - rng.uniform(0.2, 0.5))
+    return p
+
+
+def _fresh_up_spikes(rng, T):
+    # one-token rises of 0.2-0.45 above a plateau (the drop after each is the cliff)
+    p = np.full(T, rng.uniform(0.2, 0.6))
+    for c in rng.choice(np.arange(3, T - 3), size=int(rng.integers(1, 4)), replace=False):
+        p[c] = min(1.0, p[c] + rng.uniform(0.2, 0.45))
+    return p
+
+
+def _fresh_edge_cliffs(rng, T):
+    # a cliff in the first 3% and one in the last 3% of the trace
+    p = np.full(T, rng.uniform(0.75, 1.0))
+    a, b = int(rng.integers(1, max(2, T * 3 // 100))), int(rng.integers(T - max(2, T * 3 // 100), T - 1))
+    p[a:] = p[0] - rng.uniform(0.25, 0.45)
+    p[b:] = max(0.0, p[a] - rng.uniform(0.25, 0.45))
+    return p
+
+
+def _fresh_dense_dips(rng, T):
+    # 5-10 one-token dips of mixed depth (0.2-0.6) on a plateau 0.6-1.0
+    p = np.full(T, rng.uniform(0.6, 1.0))
+    for c in rng.choice(np.arange(2, T - 2), size=min(T // 8, int(rng.integers(5, 11))), replace=False):
+        p[c] = max(0.0, p[c - 1] - rng.uniform(0.2, 0.6))
+    return p
+
+
+def _fresh_jitter_steps(rng, T):
+    # 2-4 steps down of 0.2-0.5 and up of 0.1-0.3, with ±0.04 jitter at every token
+    p, level = np.empty(T), rng.uniform(0.7, 1.0)
+    cuts = [0, *sorted(rng.choice(np.arange(3, T - 3), size=int(rng.integers(2, 5)), replace=False).tolist()), T]
+    for j in range(len(cuts) - 1):
+        p[cuts[j]:cuts[j + 1]] = level
+        level = max(0.05, level - rng.uniform(0.2, 0.5)) if rng.random() < 0.7 else min(1.0, level + rng.uniform(0.1, 0.3))
+    return p + rng.uniform(-0.04, 0.04, size=T)
+
+
+FRESH: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "real_n32": _fresh_real_n32, "mid_dips": _fresh_mid_dips, "up_spikes": _fresh_up_spikes,
+    "edge_cliffs": _fresh_edge_cliffs, "dense_dips": _fresh_dense_dips, "jitter_steps": _fresh_jitter_steps}
+
+
+def make_fresh_curves(num_curves: int, seed: int) -> list[dict]:
+    """The session-9 held-out library: kinds in rotation, lengths log-uniform in 200-2,500."""
+    rng = np.random.default_rng([seed, 15485863])
+    curves = []
+    for j in range(num_curves):
+        kind = list(FRESH)[j % len(FRESH)]
+        T = int(round(math.exp(rng.uniform(math.log(200), math.log(2500)))))
+        curves.append({"kind": kind, "p": np.clip(FRESH[kind](rng, T), 0.0, 1.0)})
+    return curves
+
+
 # --- curves with sampler probabilities (the fork-aware search's setting) ---------------------------
 
 def make_identity_curves(num_curves: int, seed: int) -> list[dict]:
