@@ -843,10 +843,12 @@ def main(argv: list[str] | None = None) -> None:
         report = run_seeds(lambda s: curves, seeds)
         markdown = format_definitions() + format_markdown(report, str(args.curves))
     else:
-        # tuning: the library the adaptive search was tuned on; heldout: written apart, never tuned on;
+        # tuning: the library the adaptive search was tuned on (session 7); heldout: written apart, never
+        # tuned on (session 7); heldout_s9: written in session 9 before any of its tuning, never tuned on;
         # identity: curves with sampler probabilities (the fork-aware search's setting)
         libraries = {"tuning": lambda s: make_curves(args.num_curves, s),
                      "heldout": lambda s: make_heldout_curves(args.num_curves, s),
+                     "heldout_s9": lambda s: make_fresh_curves(args.num_curves, s),
                      "identity": lambda s: make_identity_curves(max(args.num_curves // 3, 1), s)}
         runs = {name: run_seeds(of, seeds) for name, of in libraries.items()}
         report = {key: runs["heldout"][key] for key in RATIO_KEYS} | {

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Mapping, Sequence
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
 
 from cliffdata.config import AdaptiveParams, CliffsConfig, ForksParams
-from cliffdata.stats import is_cliff, min_detectable_drop
+from cliffdata.stats import cliff_matrix, is_cliff, min_detectable_drop
 
 
 class Oracle(Protocol):
@@ -107,19 +108,61 @@ def _plausible_drop(c: _Counts, a: int, b: int, delta_min: float, z: float) -> b
     return drop + z * se > delta_min
 
 
-def _flag_dips(c: _Counts, inner: list[int], level: float, dip: float, min_lr: float) -> list[int]:
-    """Sweep positions inside an interval where a dip to `dip` explains the counts `min_lr` times
-    better than the interval's `level` (binomial likelihood ratio over windows of 1–3 positions)."""
-    if not inner:
-        return []
-    k = np.array([c.k[i] for i in inner])
-    n = np.array([c.n[i] for i in inner])
-    log_lr = k * math.log(dip / level) + (n - k) * math.log((1 - dip) / (1 - level))   # per position
-    flagged: set[int] = set()
+@lru_cache(maxsize=64)
+def _needed_moves(num_rollouts: int, delta0: float, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """(down[k], up[k]) for a level of k / N: the smallest fall below it, and the smallest rise above it
+    that then falls back to it, that the test detects at N on both sides (inf: none), as potentials."""
+    m = cliff_matrix(num_rollouts, num_rollouts, delta0, z)
+    down = np.full(num_rollouts + 1, np.inf)
+    up = np.full(num_rollouts + 1, np.inf)
+    for k in range(num_rollouts + 1):
+        if m[k].any():
+            down[k] = (k - np.flatnonzero(m[k]).max()) / num_rollouts
+        if m[:, k].any():
+            up[k] = (np.flatnonzero(m[:, k]).min() - k) / num_rollouts
+    return down, up
+
+
+_DEPTHS = 16            # points of the depth average
+
+
+@lru_cache(maxsize=4096)
+def _lr_row(level_count: int, n: int, num_rollouts: int, delta0: float, z: float, direction: int) -> np.ndarray:
+    """Likelihood ratio, for k = 0 … n successes of n rollouts, of "the potential sits a detectable
+    distance below (direction −1) or above (+1) the level" (averaged over every such distance, uniformly)
+    to "it is at the level" (level = level_count / N, kept off 0 and 1). Zeros where no move is detectable."""
+    N = num_rollouts
+    down, up = _needed_moves(N, delta0, z)
+    level = min(max(level_count / N, 0.5 / N), 1 - 0.5 / N)
+    need = (down if direction < 0 else up)[level_count]
+    room = level if direction < 0 else 1.0 - level
+    if not need < room:
+        return np.zeros(n + 1)
+    alt = level + direction * (need + (room - need) * np.linspace(0.0, 1.0, _DEPTHS))
+    alt = np.clip(alt, 1e-9, 1 - 1e-9)
+    k = np.arange(n + 1)[:, None]
+    log_lr = k * np.log(alt / level) + (n - k) * np.log((1 - alt) / (1 - level))
+    top = log_lr.max(axis=1, keepdims=True)
+    return np.exp(np.minimum(top[:, 0] + np.log(np.exp(log_lr - top).mean(axis=1)), 700.0))
+
+
+def _screen_lr(k: int, n: int, level: float, num_rollouts: int, test: CliffsConfig, direction: int) -> float:
+    return float(_lr_row(int(round(level * num_rollouts)), n, num_rollouts, test.delta0, test.z, direction)[k])
+
+
+def _flag_moves(c: _Counts, inner: list[int], level: float, num_rollouts: int, test: CliffsConfig,
+                min_lr: float) -> list[tuple[int, int]]:
+    """Sweep positions inside an interval that may sit a detectable distance below (a dip: −1) or above
+    (a spike: +1) the interval's level: windows of 1–3 positions whose pooled counts give a
+    depth-averaged likelihood ratio (`_lr_row`) of at least `min_lr`. Returns (position, direction)."""
+    flagged: set[tuple[int, int]] = set()
     for w in (1, 2, 3):
-        window = np.convolve(log_lr, np.ones(w), mode="valid")
-        for s in np.flatnonzero(window >= math.log(min_lr)):
-            flagged.update(inner[s:s + w])
+        for s in range(len(inner) - w + 1):
+            window = inner[s:s + w]
+            k, n = sum(c.k[i] for i in window), sum(c.n[i] for i in window)
+            for direction in (-1, 1):
+                if _screen_lr(k, n, level, num_rollouts, test, direction) >= min_lr:
+                    flagged.update((i, direction) for i in window)
     return sorted(flagged)
 
 
@@ -158,12 +201,14 @@ def adaptive_steps(positions: Sequence[int], cfg: AdaptiveParams, num_rollouts: 
     yield from c.draw({i: n0 if i in anchors else cfg.sweep_rollouts for i in anchors | swept})
 
     checked_dips: set[tuple[int, int]] = set()
+    to_test: set[int] = set()
+    tested: set[int] = set()
     changed = True
     while changed:
         changed = False
         ordered = sorted(anchors)
         new_anchors: set[int] = set()
-        flagged_all: list[tuple[int, float]] = []
+        flagged_all: list[tuple[int, float, int]] = []
         open_ends: set[int] = set()
         for a, b in zip(ordered, ordered[1:]):
             inner = [i for i in range(a + 1, b) if i in swept]
@@ -171,24 +216,27 @@ def adaptive_steps(positions: Sequence[int], cfg: AdaptiveParams, num_rollouts: 
                 checked_dips.add((a, b))
                 # pooled over the interval: a one-token dip barely moves it (the ends alone are noisy)
                 level = (sum(c.k[i] for i in (a, b, *inner)) + 0.5) / (sum(c.n[i] for i in (a, b, *inner)) + 1)
-                if level > delta_min:                # a detectable dip below the level is possible at all
-                    dip = max(level - cfg.dip_depth * delta_min, 0.01)
-                    flagged_all += [(i, level) for i in _flag_dips(c, inner, level, dip, cfg.flag_lr)]
+                flagged_all += [(i, level, d) for i, d in _flag_moves(c, inner, level, N, test, cfg.flag_lr)]
             if not _plausible_drop(c, a, b, delta_min, cfg.refine_z):
                 continue
             if c.n[a] < N or c.n[b] < N:
                 open_ends.update(x for x in (a, b) if c.n[x] < N)
             elif b - a > 1:
                 new_anchors.add((a + b) // 2)
-        if flagged_all:
-            yield from c.top_up([i for i, _ in flagged_all], n0)
-            for i, level in flagged_all:
-                # a flag stays open while a detectable drop below the level is plausible at n0
-                q, var = c.smoothed(i)
-                if level - q + cfg.confirm_z * math.sqrt(var) > delta_min:
-                    new_anchors.add(i)
-                    if i - 1 >= positions[0]:       # the position before a dip is the other side of its test
-                        new_anchors.add(i - 1)
+        # flagged positions: doubled while the screen's likelihood ratio stays >= flag_lr, up to N; a
+        # flag still standing at N has its other side (the position before a dip, after a spike) at N
+        while flagged_all:
+            yield from c.draw({i: min(N, 2 * c.n[i]) - c.n[i] for i, _, _ in flagged_all if c.n[i] < N})
+            standing = [(i, level, d) for i, level, d in flagged_all
+                        if _screen_lr(c.k[i], c.n[i], level, N, test, d) >= cfg.flag_lr]
+            for i, _, d in standing:
+                if c.n[i] >= N:
+                    other = i - 1 if d < 0 else i + 1
+                    to_test.update(x for x in (i, other) if positions[0] <= x <= positions[-1])
+            flagged_all = [f for f in standing if c.n[f[0]] < N]
+        if to_test - tested:
+            yield from c.top_up(sorted(to_test - tested), N)
+            tested.update(to_test)
         if open_ends:
             yield from c.double(open_ends, N)       # sequential: more rollouts only while the drop is open
             changed = True

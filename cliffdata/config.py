@@ -257,10 +257,8 @@ class AdaptiveParams:
     initial_rollouts: int = 8
     grid_points: int = 16
     min_stride: int = 4
-    sweep_rollouts: int = 4
-    flag_lr: float = 3.0
-    dip_depth: float = 1.5
-    confirm_z: float = 0.0
+    sweep_rollouts: int = 6
+    flag_lr: float = 0.2
     refine_z: float = 1.0
 
     def __post_init__(self):
@@ -269,8 +267,6 @@ class AdaptiveParams:
         _range("min_stride", self.min_stride, 1)
         _range("sweep_rollouts", self.sweep_rollouts, 0)       # 0 disables the sweep
         _range("flag_lr", self.flag_lr, 0, lo_open=True)
-        _range("dip_depth", self.dip_depth, 0, lo_open=True)
-        _range("confirm_z", self.confirm_z, 0)
         _range("refine_z", self.refine_z, 0)
 
 

@@ -162,7 +162,7 @@ def test_estimate_rollouts_exhaustive_is_the_capped_sum_and_adaptive_is_cheaper(
     assert est["estimated_seconds"] == round(naive / MEASURED_TOKENS_PER_SECOND[("vllm", "exhaustive")], 1)
     assert estimate_rollouts(lengths, cfg, "hf")["estimated_seconds"] is None
     assert "no measured throughput for hf" in format_estimate(estimate_rollouts(lengths, cfg, "hf"), 3, cfg, "hf")
-    adaptive = dataclasses.replace(cfg, mode="adaptive", adaptive=AdaptiveParams(initial_rollouts=8))
+    adaptive = dataclasses.replace(cfg, mode="adaptive", adaptive=AdaptiveParams(initial_rollouts=8, sweep_rollouts=4))
     full = estimate_rollouts([2000], cfg, "vllm")["estimated_generated_tokens"]
     long = estimate_rollouts([2000], adaptive, "vllm")["estimated_generated_tokens"]
     assert 0 < long < 0.35 * full                 # the sweep alone is sweep_rollouts / N = 0.25 of it at N = 16
