@@ -13,7 +13,7 @@ requests into shared engine calls. README "Potential search" has the full descri
 - `fork_steps`: by the sampler identity p[i−1] = Σ_v π_s(v)·p(prefix + v), a token with max_drop =
   1 − π_s(token) below δ_min(N) cannot carry a detectable true drop; only the forks (max_drop >=
   δ_min) are tested: both sides at `forks.initial_rollouts`, doubled while a detectable drop is
-  plausible (p̂_a − p̂_b + z·SE > δ_min), tested at N.
+  plausible (p̂_a − p̂_b + z·SE > δ_min, SE of the final test's drop at N), tested at N.
 - `adaptive_steps` (no token probabilities): a grid at `initial_rollouts`, a sweep of every position
   between grid points at `sweep_rollouts` (the cancellation guard: a drop followed by a recovery inside one grid
   interval leaves its ends equal and blinds bisection), dips flagged against the interval's pooled
@@ -103,8 +103,13 @@ def _drop(c: _Counts, a: int, b: int) -> tuple[float, float]:
     return c.p(a) - c.p(b), math.sqrt(c.smoothed(a)[1] + c.smoothed(b)[1])
 
 
-def _plausible_drop(c: _Counts, a: int, b: int, delta_min: float, z: float) -> bool:
+def _plausible_drop(c: _Counts, a: int, b: int, delta_min: float, z: float, num_rollouts: int | None = None) -> bool:
+    """Whether a detectable drop a -> b is still plausible: drop + z·SE > δ_min. With `num_rollouts` (N)
+    the SE is that of the drop the final test at N will observe: the rollouts already drawn are part of
+    its counts, so only the N − n still to come vary (each side's variance times (N − n) / N)."""
     drop, se = _drop(c, a, b)
+    if num_rollouts:
+        se = math.sqrt(sum(c.smoothed(x)[1] * max(num_rollouts - c.n[x], 0) / num_rollouts for x in (a, b)))
     return drop + z * se > delta_min
 
 
@@ -286,7 +291,8 @@ def fork_steps(positions: Sequence[int], max_drop: Mapping[int, float | None], c
                num_rollouts: int, test: CliffsConfig) -> Search:
     """The fork-aware search: rollouts only on both sides of the forks (`fork_positions`), each pair
     topped up sequentially (doubling from `cfg.initial_rollouts`) while a detectable drop is plausible
-    (observed drop + `cfg.z`·SE > δ_min(N)) and the identity allows one (`_identity_allows`), tested at
+    (observed drop + `cfg.z`·SE > δ_min(N), SE of the drop the final test at N will see: `_plausible_drop`)
+    and the identity allows one (`_identity_allows`), tested at
     full N. A non-fork cannot carry a true drop the test detects (the sampler identity), so it is never
     tested and gets no rollouts unless it is a fork's other side."""
     positions = _check_positions(positions)
@@ -298,7 +304,7 @@ def fork_steps(positions: Sequence[int], max_drop: Mapping[int, float | None], c
     open_pairs = forks
     while open_pairs:
         open_pairs = [i for i in open_pairs if (c.n[i - 1] < N or c.n[i] < N)
-                      and _plausible_drop(c, i - 1, i, delta_min, cfg.z)
+                      and _plausible_drop(c, i - 1, i, delta_min, cfg.z, N)
                       and _identity_allows(c, i, max_drop.get(i), delta_min, cfg.z)]
         yield from c.double({x for i in open_pairs for x in (i - 1, i) if c.n[x] < N}, N)
     return (yield from _confirm_at_full_n(c, test, N, min(n0, test.min_rollouts)))

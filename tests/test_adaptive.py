@@ -254,3 +254,26 @@ def test_fork_search_closes_a_fork_whose_potential_is_too_high_to_fall():
                                                TEST).values()) for s in range(10)]
     assert sum(s == 2 * FORKS.initial_rollouts for s in spent) >= 8     # mostly closed at initial_rollouts
     assert max(spent) < 2 * N                                          # never tested at N
+
+
+def test_plausible_drop_with_n_uses_the_spread_of_the_final_tests_drop():
+    """Rollouts already drawn are part of the final test's counts: with N given, each side's variance is
+    scaled by (N − n) / N, so at n = N the rule is the observed drop itself against δ_min."""
+    from cliffdata.adaptive import _Counts, _plausible_drop
+
+    def counts(ka, na, kb, nb):
+        c = _Counts()
+        c.n, c.k, c.tokens = {0: na, 1: nb}, {0: ka, 1: kb}, {0: 0, 1: 0}
+        return c
+
+    dmin = min_detectable_drop(16)                       # 0.3125
+    level = counts(6, 8, 6, 8)                           # no drop seen, half of N drawn
+    qa, va = level.smoothed(0)
+    assert 1.5 * np.sqrt(2 * va) > dmin                  # the estimate's SE alone keeps it open ...
+    assert _plausible_drop(level, 0, 1, dmin, 1.5)
+    assert 1.5 * np.sqrt(2 * va * 8 / 16) < dmin         # ... the final drop's spread does not
+    assert not _plausible_drop(level, 0, 1, dmin, 1.5, 16)
+    for ka, kb in [(16, 11), (16, 12), (10, 5), (10, 6)]:  # at n = N: the observed drop decides
+        full = counts(ka, 16, kb, 16)
+        assert _plausible_drop(full, 0, 1, dmin, 1.5, 16) == ((ka - kb) / 16 > dmin)
+    assert _plausible_drop(counts(3, 4, 2, 4), 0, 1, dmin, 1.5, 16)   # n << N: still open
