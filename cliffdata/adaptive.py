@@ -161,13 +161,21 @@ def _flag_moves(c: _Counts, inner: list[int], level: float, num_rollouts: int, t
     (a spike: +1) the interval's level: windows of 1–3 positions whose pooled counts give a
     depth-averaged likelihood ratio (`_lr_row`) of at least `min_lr`. Returns (position, direction)."""
     flagged: set[tuple[int, int]] = set()
-    for w in (1, 2, 3):
-        for s in range(len(inner) - w + 1):
-            window = inner[s:s + w]
-            k, n = sum(c.k[i] for i in window), sum(c.n[i] for i in window)
-            for direction in (-1, 1):
-                if _screen_lr(k, n, level, num_rollouts, test, direction) >= min_lr:
-                    flagged.update((i, direction) for i in window)
+    if not inner:
+        return []
+    k_all = np.array([c.k[i] for i in inner])
+    n_all = np.array([c.n[i] for i in inner])
+    level_count = int(round(level * num_rollouts))
+    for w in range(1, min(3, len(inner)) + 1):
+        k = np.convolve(k_all, np.ones(w, dtype=np.int64), mode="valid")
+        n = np.convolve(n_all, np.ones(w, dtype=np.int64), mode="valid")
+        for direction in (-1, 1):
+            lr = np.empty(len(k))
+            for size in np.unique(n):             # one cached row per window size (mostly one)
+                at = n == size
+                lr[at] = _lr_row(level_count, int(size), num_rollouts, test.delta0, test.z, direction)[k[at]]
+            for s in np.flatnonzero(lr >= min_lr):
+                flagged.update((i, direction) for i in inner[s:s + w])
     return sorted(flagged)
 
 
@@ -348,12 +356,11 @@ def cliffs_from_evaluated(evaluated: dict[int, tuple[int, int, int]], test: Clif
     """Token indices i with both i−1 and i evaluated (>= min_rollouts each, default `test.min_rollouts`)
     where the test (`test.delta0`, `test.z`) fires, with each side's own N."""
     min_rollouts = test.min_rollouts if min_rollouts is None else min_rollouts
-    delta0, z = test.delta0, test.z
-    out = []
-    for i in sorted(evaluated):
-        if i - 1 in evaluated:
-            n_prev, k_prev, _ = evaluated[i - 1]
-            n_curr, k_curr, _ = evaluated[i]
-            if min(n_prev, n_curr) >= max(min_rollouts, 1) and bool(is_cliff(k_prev, n_prev, k_curr, n_curr, delta0, z)):
-                out.append(i)
-    return out
+    index = [i for i in sorted(evaluated) if i - 1 in evaluated]
+    if not index:
+        return []
+    prev = np.array([evaluated[i - 1][:2] for i in index])       # (num_rollouts, num_correct) per side
+    curr = np.array([evaluated[i][:2] for i in index])
+    fires = ((np.minimum(prev[:, 0], curr[:, 0]) >= max(min_rollouts, 1))
+             & is_cliff(prev[:, 1], prev[:, 0], curr[:, 1], curr[:, 0], test.delta0, test.z))
+    return [i for i, f in zip(index, fires.tolist()) if f]
