@@ -16,7 +16,7 @@ requests into shared engine calls. README "Potential search" has the full descri
   plausible (p̂_a − p̂_b + z·SE > δ_min, SE of the final test's drop at N), tested at N.
 - `adaptive_steps` (no token probabilities): a grid at `initial_rollouts`, a sweep of every position
   between grid points at `sweep_rollouts` (the cancellation guard: a drop followed by a recovery inside one grid
-  interval leaves its ends equal and blinds bisection), dips flagged against the interval's pooled
+  interval leaves its ends equal and blinds bisection), dips and spikes flagged against the interval's pooled
   level, and sequential refinement of intervals where a detectable drop is plausible.
 
 Only cliffs between *adjacent* evaluated positions are reported, with the protocol's test on each
