@@ -50,9 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cliffdata.adaptive import (Oracle, adaptive_search, cliffs_from_evaluated, exhaustive_search, fork_search,  # noqa: E402
-                                run_search)
+                                needed_moves, run_search)
 from cliffdata.config import load_params  # noqa: E402
-from cliffdata.stats import cliff_matrix, is_cliff, min_detectable_drop  # noqa: E402
+from cliffdata.stats import is_cliff, min_detectable_drop  # noqa: E402
 
 EXHAUSTIVE_N = 64                     # the simulation's N (paper mode); the pipeline's own N is rollouts.num_rollouts
 # The adaptive search and the cliff test exactly as the pipeline runs them: params.yaml's objects.
@@ -81,8 +81,8 @@ DEFINITIONS = {
 
 def _min_drop_counts(k_prev: int) -> int | None:
     """Smallest drop in counts out of 64 that is a cliff from k_prev (None if none is)."""
-    row = np.flatnonzero(cliff_matrix(EXHAUSTIVE_N, delta0=TEST.delta0, z=TEST.z)[k_prev])
-    return int(k_prev - row.max()) if len(row) else None
+    down = needed_moves(EXHAUSTIVE_N, TEST.delta0, TEST.z)[0][k_prev]
+    return int(round(down * EXHAUSTIVE_N)) if np.isfinite(down) else None
 
 
 def _cut(rng: np.random.Generator, T: int) -> int:

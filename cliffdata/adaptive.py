@@ -114,7 +114,7 @@ def _plausible_drop(c: _Counts, a: int, b: int, delta_min: float, z: float, num_
 
 
 @lru_cache(maxsize=64)
-def _needed_moves(num_rollouts: int, delta0: float, z: float) -> tuple[np.ndarray, np.ndarray]:
+def needed_moves(num_rollouts: int, delta0: float, z: float) -> tuple[np.ndarray, np.ndarray]:
     """(down[k], up[k]) for a level of k / N: the smallest fall below it, and the smallest rise above it
     that then falls back to it, that the test detects at N on both sides (inf: none), as potentials."""
     m = cliff_matrix(num_rollouts, num_rollouts, delta0, z)
@@ -137,7 +137,7 @@ def _lr_row(level_count: int, n: int, num_rollouts: int, delta0: float, z: float
     distance below (direction −1) or above (+1) the level" (averaged over every such distance, uniformly)
     to "it is at the level" (level = level_count / N, kept off 0 and 1). Zeros where no move is detectable."""
     N = num_rollouts
-    down, up = _needed_moves(N, delta0, z)
+    down, up = needed_moves(N, delta0, z)
     level = min(max(level_count / N, 0.5 / N), 1 - 0.5 / N)
     need = (down if direction < 0 else up)[level_count]
     room = level if direction < 0 else 1.0 - level

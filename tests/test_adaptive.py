@@ -90,10 +90,10 @@ def test_screen_likelihood_ratio_is_the_depth_average_of_binomial_ratios(level_c
     and zero where no depth is detectable from the level (a fall from ~0, a rise from ~1)."""
     from scipy.stats import binom
 
-    from cliffdata.adaptive import _DEPTHS, _lr_row, _needed_moves
+    from cliffdata.adaptive import _DEPTHS, _lr_row, needed_moves
     from cliffdata.stats import is_cliff
 
-    down, up = _needed_moves(N, TEST.delta0, TEST.z)
+    down, up = needed_moves(N, TEST.delta0, TEST.z)
     for k in range(N + 1):                       # the needed moves are the cliff matrix's smallest cells
         if np.isfinite(down[k]):
             d = round(down[k] * N)
