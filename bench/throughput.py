@@ -14,6 +14,9 @@ its own vLLM metrics registry):
     hf             cliffdata's HF backend: prefixes batched, each prefilled once, its KV expanded to N rows
     vllm           cliffdata's vLLM backend, automatic prefix caching on
     vllm_no_cache  the same engine settings with prefix caching off
+    vllm_bfloat16, vllm_float32
+                   the vllm arm with that dtype instead of `engine.dtype` (auto resolves per machine:
+                   config.resolve_dtype); `--arms vllm_bfloat16 vllm_float32` compares the two
 
 HF arms run with 1 torch thread (OMP_NUM_THREADS=1, the robust setting on this shared 2-core box,
 ../shared/notes/cpu-inference.md §2.3); vLLM binds its OMP threads to every core (the backend's
@@ -26,6 +29,7 @@ vllm:prefix_cache_queries (prompt tokens, from `LLM.get_metrics()`). The JSON's 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -38,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ARMS = ("naive_hf", "hf", "vllm", "vllm_no_cache")
+ARMS = ("naive_hf", "hf", "vllm", "vllm_no_cache", "vllm_bfloat16", "vllm_float32")
 HF_THREADS = 1
 
 
@@ -91,6 +95,9 @@ def open_arm(arm: str, model_path: str, engine, seed: int):
 
     from cliffdata.backends import make_backend
 
+    engine = engine.resolved()
+    if arm in ("vllm_bfloat16", "vllm_float32"):
+        engine = dataclasses.replace(engine, dtype=arm.removeprefix("vllm_"))
     if arm in ("naive_hf", "hf"):
         torch.set_num_threads(HF_THREADS)
         settings = {"dtype": engine.dtype, "torch_threads": torch.get_num_threads()}
@@ -98,7 +105,7 @@ def open_arm(arm: str, model_path: str, engine, seed: int):
             return naive_hf_backend(model_path, engine.dtype), {**settings, "call": "generate(num_return_sequences=N) per prefix"}
         return (make_backend("hf", model_path, dtype=engine.dtype, max_batch=engine.hf_max_batch),
                 {**settings, "max_batch_rows": engine.hf_max_batch, "call": "batched prefixes, one prefill each, KV x N"})
-    caching = arm == "vllm"
+    caching = arm != "vllm_no_cache"
     backend = make_backend("vllm", model_path, dtype=engine.dtype, seed=seed, enforce_eager=engine.enforce_eager,
                            max_model_len=engine.max_model_len, enable_prefix_caching=caching,
                            block_size=engine.block_size, log_stats=True)
@@ -176,7 +183,7 @@ def build_workload(model: str, num_traces: int, num_rollouts: int, seed: int) ->
     problems = generate_arith(SourceConfig(dataset="arith", seed=seed, families={"word1": num_traces},
                                            family_prompts={"word1": prompt}, prompt=prompt, answer_format="hash"))
     tokenizer = AutoTokenizer.from_pretrained(model)
-    with make_backend("hf", model, dtype=params.engine.dtype) as backend:
+    with make_backend("hf", model, dtype=params.engine.resolved().dtype) as backend:
         traces = sample_traces(problems, params.prompts, tokenizer, backend, params.sample.sampling,
                                num_samples=1, seed=seed)
     golds = {p["problem_id"]: p for p in problems}
@@ -191,6 +198,14 @@ def build_workload(model: str, num_traces: int, num_rollouts: int, seed: int) ->
     return work
 
 
+def cpu_capability() -> str:
+    """torch's CPU kernel path and whether oneDNN computes bf16 natively (what `engine.dtype: auto` reads)."""
+    import torch
+
+    return (f"{torch.backends.cpu.get_cpu_capability()}, native bf16 "
+            f"{'yes' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'no'}")
+
+
 def markdown(report: dict) -> str:
     w = report["workload"]
     lines = [f"Workload: {w['num_traces']} word1 traces ({', '.join(map(str, w['trace_tokens']))} tokens), "
@@ -199,19 +214,22 @@ def markdown(report: dict) -> str:
              "| arm | settings | generated tokens | wall (s) | tok/s | vs naive HF | prefix cache hit rate | mean potential "
              "| load avg (before → after) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for arm in ARMS:
+    for arm in [a for a in ARMS if a in report["arms"]]:
         r = report["arms"][arm]
         s = r["settings"]
         desc = (f"{s['dtype']}, {s['torch_threads']} thread" if "torch_threads" in s else
                 f"{s['dtype']}, prefix caching {'on' if s['enable_prefix_caching'] else 'off'}, block {s['block_size']}, "
                 f"eager {s['enforce_eager']}, OMP bind {s['omp_threads_bind']}")
         hit = r.get("prefix_cache_hit_rate")
+        ratio = "" if r.get("ratio_to_naive_hf") is None else f"{r['ratio_to_naive_hf']:.2f}x"
         lines.append(f"| {arm} | {desc} | {r['num_generated_tokens']:,} | {r['wall_seconds']:.1f} | "
-                     f"{r['tokens_per_second']:.0f} | {r['ratio_to_naive_hf']:.2f}x | "
+                     f"{r['tokens_per_second']:.0f} | {ratio} | "
                      f"{'' if hit is None else f'{hit:.3f}'} | {r['mean_potential']:.3f} | "
                      f"{r['load_average_1m'][0]:.1f} → {r['load_average_1m'][1]:.1f} |")
-    startups = ", ".join(f"{a} {report['arms'][a]['startup_seconds']:.0f} s" for a in ARMS)
-    lines += ["", f"`vllm_over_naive_hf` = {report['vllm_over_naive_hf']:.2f}; total wall {report['total_seconds']:.0f} s "
+    startups = ", ".join(f"{a} {r['startup_seconds']:.0f} s" for a, r in report["arms"].items())
+    ratios = "; ".join(f"`{k}` = {report[k]:.2f}" for k in ("vllm_over_naive_hf", "float32_over_bfloat16")
+                       if report.get(k) is not None)
+    lines += ["", f"{ratios}{'; ' if ratios else ''}total wall {report['total_seconds']:.0f} s "
               f"(start-ups: {startups}; trace sampling and model loads included)."]
     return "\n".join(lines) + "\n"
 
@@ -254,20 +272,21 @@ def main() -> None:
         r["ratio_to_naive_hf"] = round(r["tokens_per_second"] / base, 2) if base else None
     report = {
         "vllm_over_naive_hf": arms["vllm"]["ratio_to_naive_hf"] if base and "vllm" in arms else None,
+        "float32_over_bfloat16": (round(arms["vllm_float32"]["tokens_per_second"] / arms["vllm_bfloat16"]["tokens_per_second"], 2)
+                                  if {"vllm_float32", "vllm_bfloat16"} <= set(arms) else None),
         "workload": {"num_traces": len(work["traces"]), "trace_tokens": [len(t["response_ids"]) for t in work["traces"]],
                      "num_requests": sum(len(t["positions"]) for t in work["traces"]),
                      "num_rollouts": work["num_rollouts"], "sampling": work["sampling"], "seed": work["seed"],
                      "model": Path(work["model"]).name, "family": "word1", "positions": "all (-1 ... T-2)"},
-        "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, no GPU",
+        "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()} ({cpu_capability()}), no GPU",
         "arms": arms, "total_seconds": round(time.perf_counter() - started, 1),
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    if set(arms) == set(ARMS):
-        table = markdown(report)
-        Path(args.json).with_suffix(".md").write_text(table)
-        print(table)
-    print(json.dumps({"vllm_over_naive_hf": report["vllm_over_naive_hf"]}))
+    table = markdown(report)
+    Path(args.json).with_suffix(".md").write_text(table)
+    print(table)
+    print(json.dumps({k: report[k] for k in ("vllm_over_naive_hf", "float32_over_bfloat16")}))
 
 
 if __name__ == "__main__":

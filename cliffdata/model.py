@@ -26,12 +26,15 @@ EMBEDDED_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea37372
 
 def environment_record() -> dict:
     """What, besides params and data, decides the bytes this environment computes: Python, the platform,
-    every installed distribution (name==version, digested), the CPU kernel path torch dispatches to and
-    its thread count. Written by the `model` stage to metrics/environment.json (README "Reproducibility")."""
+    every installed distribution (name==version, digested), the CPU kernel path torch dispatches to,
+    its thread count and the dtype `engine.dtype: auto` runs here. Written by the `model` stage to
+    metrics/environment.json (README "Reproducibility")."""
     import platform
     from importlib import metadata
 
     import torch
+
+    from cliffdata.config import resolve_dtype
 
     packages = sorted({f"{d.metadata['Name'].lower().replace('_', '-')}=={d.version}" for d in metadata.distributions()
                        if d.metadata["Name"]})
@@ -44,7 +47,7 @@ def environment_record() -> dict:
             "packages_sha256": hashlib.sha256("\n".join(packages).encode()).hexdigest(),
             "lock_sha256": file_digest(lock) if lock.exists() else None, "versions": versions,
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch_num_threads": torch.get_num_threads()}
+            "torch_num_threads": torch.get_num_threads(), "engine_dtype_auto": resolve_dtype("auto")}
 
 
 def _installed(name: str) -> bool:

@@ -41,7 +41,7 @@ def main() -> None:
                                           cfg.top_k)
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     # one unit per problem; a killed run resumes here (removed after the outputs are written)
-    checkpoint = stage_checkpoint("candidates", dataclasses.asdict(engine), tree_digest("models/base"),
+    checkpoint = stage_checkpoint("candidates", dataclasses.asdict(engine.resolved()), tree_digest("models/base"),
                                   file_digest(grading.__file__))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
         rows = experiments.run_candidates(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,

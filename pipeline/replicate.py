@@ -30,7 +30,7 @@ def main() -> None:
     cliffs = schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist()
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     # one unit per problem; a killed run resumes here (removed after the outputs are written)
-    checkpoint = stage_checkpoint("replicate", dataclasses.asdict(engine), tree_digest("models/base"),
+    checkpoint = stage_checkpoint("replicate", dataclasses.asdict(engine.resolved()), tree_digest("models/base"),
                                   file_digest(grading.__file__))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
         rows = experiments.run_replicate(traces, cliffs, golds, backend, tokenizer, cfg.num_rollouts,

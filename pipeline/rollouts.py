@@ -61,7 +61,7 @@ def run_shard(params, shard: int) -> None:
     print(format_estimate(estimate, len(traces), cfg, params.engine.backend), flush=True)
     # everything a finished trace's potentials depend on: params, traces, gold answers and budgets,
     # the model's weights and tokenizer, and the grading code
-    key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(params.engine), dataclasses.asdict(test),
+    key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(params.engine.resolved()), dataclasses.asdict(test),
                       file_digest(schema.PATHS["traces"]),
                       file_digest(schema.PATHS["problems"]), tree_digest("models/base"), file_digest(grading.__file__),
                       shard, file_digest(schema.PATHS["token_stats"]) if max_drops is not None else None)

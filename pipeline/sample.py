@@ -23,7 +23,7 @@ def main() -> None:
     problems = schema.read("problems", schema.PATHS["problems"]).to_pylist()
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     # one unit per problem, saved after each batch; a killed run resumes here (removed after the write)
-    checkpoint = stage_checkpoint("sample", dataclasses.asdict(params.engine), tree_digest("models/base"))
+    checkpoint = stage_checkpoint("sample", dataclasses.asdict(params.engine.resolved()), tree_digest("models/base"))
     with open_backend(params.engine, "models/base", seed=cfg.seed) as backend:
         rows = sample_traces(problems, params.prompts, tokenizer, backend, cfg.sampling,
                              cfg.num_samples, cfg.seed, checkpoint=checkpoint)
@@ -33,7 +33,8 @@ def main() -> None:
     summary = {"num_traces": len(rows), "num_correct": labels.count(True), "num_failed": labels.count(False),
                "num_ungradable": labels.count(None), "accuracy": round(labels.count(True) / max(len(rows), 1), 6),
                "mean_tokens": round(sum(r["num_tokens"] for r in rows) / max(len(rows), 1), 3),
-               "num_truncated": sum(r["finish_reason"] == "length" for r in rows), "backend": params.engine.backend}
+               "num_truncated": sum(r["finish_reason"] == "length" for r in rows), "backend": params.engine.backend,
+               "dtype": params.engine.resolved().dtype}
     with open("metrics/sample.json", "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
     checkpoint.remove()

@@ -107,6 +107,35 @@ def test_filter_logits_top_k_and_top_p():
     assert torch.isfinite(p).tolist() == [[True, False, False, False]]
 
 
+@pytest.mark.parametrize("cuda,native_bf16,expected", [(True, False, "bfloat16"), (False, True, "bfloat16"),
+                                                        (False, False, "float32")])
+def test_auto_dtype_is_bf16_only_where_the_hardware_computes_it(monkeypatch, cuda, native_bf16, expected):
+    from cliffdata.config import EngineConfig, resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native_bf16)
+    assert resolve_dtype("auto") == expected
+    assert EngineConfig().resolved().dtype == expected                  # the default is auto
+    assert resolve_dtype("bfloat16") == "bfloat16" and resolve_dtype("float32") == "float32"   # explicit: as given
+    assert EngineConfig(dtype="bfloat16").resolved().dtype == "bfloat16"
+
+
+def test_auto_dtype_on_this_machine_matches_its_bf16_matmul_support():
+    """The probe `auto` reads is a real torch op that answers here (not a stub that always says yes)."""
+    from cliffdata.config import resolve_dtype
+
+    assert resolve_dtype("auto") in ("bfloat16", "float32")
+    assert isinstance(torch.ops.mkldnn._is_mkldnn_bf16_supported(), bool)
+
+
+@pytest.mark.parametrize("bind,cores", [("0-1", 2), ("0-3", 4), ("0,2,5", 3), ("0-1,4-5", 4), ("0-1|2-3", 2),
+                                        ("7", 1), ("auto", None), ("nobind", None), ("", None)])
+def test_vllm_thread_pool_is_sized_to_the_bound_cpus(bind, cores):
+    from cliffdata.backends.vllm import bound_cpus
+
+    assert bound_cpus(bind) == cores
+
+
 def test_make_backend_rejects_unknown_name():
     with pytest.raises(ValueError, match="got 'sglang'"):
         make_backend("sglang")

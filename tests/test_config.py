@@ -68,6 +68,7 @@ def test_unknown_prompt_name_is_an_error(raw):
     (("cliffs", "critical_threshold"), 5, r"cliffs.critical_threshold must be in \(0, 1\], got 5.0"),
     (("cliffs", "min_rollouts"), 0, r"cliffs.min_rollouts must be in \[1, inf\), got 0"),
     (("engine", "max_model_len"), 0, r"engine.max_model_len must be in \[1, inf\), got 0"),
+    (("engine", "dtype"), "fp8", r"engine.dtype must be one of \('auto', 'float32', 'bfloat16', 'float16'\), got 'fp8'"),
     (("engine", "gpu_memory_utilization"), 5, r"engine.gpu_memory_utilization must be in \(0, 1\], got 5.0"),
     (("token_stats", "top_k"), 0, r"token_stats.top_k must be in \[1, inf\), got 0"),
     (("rollouts", "adaptive", "initial_rollouts"), 0, r"rollouts.adaptive.initial_rollouts must be in \[1, inf\), got 0"),

@@ -24,7 +24,9 @@ def open_backend(engine, model_path: str, seed: int = 0, adapters: dict[str, str
 
     `adapters` maps names to LoRA adapter folders; a request with `adapter = name` runs on that adapter
     (vLLM: one `LoRARequest` per adapter with a unique id; HF: PEFT adapters on the same base).
+    `engine.dtype: auto` is resolved for this machine (`config.resolve_dtype`).
     """
+    engine = engine.resolved()
     if engine.backend == "hf":
         return make_backend("hf", model_path, dtype=engine.dtype, max_batch=engine.hf_max_batch, adapters=adapters)
     if engine.backend == "vllm":
