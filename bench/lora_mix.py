@@ -1,0 +1,72 @@
+"""Can one vLLM call serve several LoRA adapters exactly? dpo_eval's workload (greedy, its problems, the trained
+adapters of models/adapters) three ways, one engine (the pipeline's params.yaml engine):
+
+    python bench/lora_mix.py --json bench/results/lora_mix.json
+
+  alone   one call per model (base, then each adapter): what dpo_eval and cliff_count do now
+  mixed   one call with every adapter's requests (vLLM: one lora_request per prompt)
+  base+1  one call mixing base rows with one adapter's rows (the case backends/vllm.py splits because it
+          applied the adapter to the base rows)
+
+Reports, per adapter, how many of the problems' greedy tokens equal between alone and mixed, the base rows
+that stay equal when mixed with an adapter, and the wall seconds of each arm.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.chdir(ROOT)
+ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("--json", default=str(ROOT / "bench/results/lora_mix.json"))
+args = ap.parse_args()
+from transformers import AutoTokenizer
+from cliffdata import schema
+from cliffdata.backends import open_backend
+from cliffdata.config import load_params
+from cliffdata.dpo.evaluate import eval_problems
+from cliffdata.dpo.registry import trained_variants
+from cliffdata.prompts import encode_prompt
+from vllm import SamplingParams
+from vllm.inputs import TokensPrompt
+
+params = load_params()
+training = schema.read("problems", schema.PATHS["problems"]).to_pylist()
+problems, _ = eval_problems(params.dpo_eval.sources, training, params.prompts)
+runs = trained_variants(params.dpo_train.variants)
+adapters = {v: f"models/adapters/{v}" for v in runs}
+tok = AutoTokenizer.from_pretrained("models/base")
+prompts = [TokensPrompt(prompt_token_ids=list(encode_prompt(tok, params.prompts[p["prompt"]], p["question"]))) for p in problems]
+sp = SamplingParams(temperature=0.0, max_tokens=params.dpo_eval.max_new_tokens)
+with open_backend(params.engine, "models/base", seed=0, adapters=adapters) as be:
+    llm, lr = be.llm, be.lora_requests
+    t = time.perf_counter()
+    alone = {}
+    for name in [None, *sorted(adapters)]:
+        outs = llm.generate(prompts, sp, use_tqdm=False, lora_request=lr.get(name) if name else None)
+        alone[name] = [tuple(o.outputs[0].token_ids) for o in outs]
+    t_alone = time.perf_counter() - t
+    names = sorted(adapters)
+    t = time.perf_counter()
+    outs = llm.generate(prompts * len(names), [sp] * (len(prompts) * len(names)), use_tqdm=False,
+                        lora_request=[lr[n] for n in names for _ in prompts])
+    t_mixed = time.perf_counter() - t
+    mixed = {n: [tuple(o.outputs[0].token_ids) for o in outs[i * len(prompts):(i + 1) * len(prompts)]] for i, n in enumerate(names)}
+    t = time.perf_counter()
+    outs2 = llm.generate(prompts * 2, [sp] * (2 * len(prompts)), use_tqdm=False,
+                         lora_request=[None] * len(prompts) + [lr[names[0]]] * len(prompts))
+    t_base_mixed = time.perf_counter() - t
+    base_mixed = [tuple(o.outputs[0].token_ids) for o in outs2[:len(prompts)]]
+res = {"adapters": names, "num_prompts": len(prompts),
+       "adapter_only_mixed_equal": {n: sum(a == b for a, b in zip(alone[n], mixed[n])) for n in names},
+       "base_rows_equal_when_mixed_with_adapter": sum(a == b for a, b in zip(alone[None], base_mixed)),
+       "seconds_one_call_per_model_incl_base": round(t_alone, 1), "seconds_adapters_in_one_call": round(t_mixed, 1),
+       "seconds_base_plus_one_adapter_mixed": round(t_base_mixed, 1),
+       "tokens_adapters": sum(len(x) for n in names for x in alone[n])}
+res["engine_dtype"] = params.engine.resolved().dtype
+Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+print(json.dumps(res))
