@@ -6,8 +6,9 @@ BIN    := $(VENV)/bin
 DVC_REMOTE ?= $(HOME)/.cache/cliffdata/dvc-remote
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 UV := $(VENV)/.uv/bin/uv
-# pip's find-links (environment and pip.conf: where a machine keeps wheels such as torch's CPU build) for uv
-UV_FIND_LINKS := $(foreach d,$(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)),--find-links $(d))
+# pip's find-links (environment and pip.conf: where a machine keeps wheels such as torch's CPU build) for uv;
+# `=`, not `:=`: pip is asked only when the venv recipe runs, not on every make call
+UV_FIND_LINKS = $(foreach d,$(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)),--find-links $(d))
 
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false

@@ -199,11 +199,12 @@ def build_workload(model: str, num_traces: int, num_rollouts: int, seed: int) ->
 
 
 def cpu_capability() -> str:
-    """torch's CPU kernel path and whether oneDNN computes bf16 natively (what `engine.dtype: auto` reads)."""
+    """torch's CPU kernel path and the dtype `engine.dtype: auto` runs on this machine."""
     import torch
 
-    return (f"{torch.backends.cpu.get_cpu_capability()}, native bf16 "
-            f"{'yes' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'no'}")
+    from cliffdata.config import resolve_dtype
+
+    return f"{torch.backends.cpu.get_cpu_capability()}, engine.dtype auto: {resolve_dtype('auto')}"
 
 
 def markdown(report: dict) -> str:
