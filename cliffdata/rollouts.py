@@ -99,6 +99,7 @@ class _Job:
 
     def __init__(self, trace: dict, gold: Gold, sampling: Sampling, search: Search, cfg: RolloutsConfig):
         self.trace, self.gold, self.sampling, self.search, self.cfg = trace, gold, sampling, search, cfg
+        self.adapter: str | None = trace.get("adapter")
         self.rounds: dict[int, int] = {}
         self.seconds = 0.0
         self.evaluated: Evaluated | None = None
@@ -168,10 +169,15 @@ def search_wave(traces: list[dict], golds: dict[str, Gold], backend: Backend, to
     `positions_per_batch` prefixes from any trace whose sampling matches (a problem's token budget), so
     no call is small while work remains. Returns (rows, cost) per trace, in order.
 
+    A trace's optional `adapter` (a LoRA adapter name `backend` was opened with; absent or None: the
+    base model) is the model whose rollouts estimate its potentials: the searches of several models'
+    traces share calls wherever the backend can serve them together (`Backend.batch_key`).
+
     For a fixed list of traces the engine calls are fixed too (a trace's requests go out in order,
     traces in list order), so a deterministic backend gives the same bytes on every run. `searches`:
     one per trace instead of `rollouts.mode`'s (a benchmark's own search, e.g. PTS bisection)."""
     max_drops = max_drops or {}
+    batch_key = getattr(backend, "batch_key", lambda adapter: adapter)     # a duck-typed backend: one adapter per call
     jobs = []
     for j, t in enumerate(traces):
         gold = Gold(*golds[t["problem_id"]])
@@ -181,10 +187,10 @@ def search_wave(traces: list[dict], golds: dict[str, Gold], backend: Backend, to
         waiting = [j for j in jobs if j.sent < len(j.pending)]
         if not waiting:
             break
-        call_sampling = waiting[0].sampling
+        call_sampling, call_key = waiting[0].sampling, batch_key(waiting[0].adapter)
         batch: list[tuple[_Job, int]] = []
         for job in waiting:
-            if job.sampling != call_sampling:
+            if job.sampling != call_sampling or batch_key(job.adapter) != call_key:
                 continue
             take = min(cfg.positions_per_batch - len(batch), len(job.pending) - job.sent)
             batch += [(job, job.sent + x) for x in range(take)]
@@ -196,7 +202,7 @@ def search_wave(traces: list[dict], golds: dict[str, Gold], backend: Backend, to
         results = resample(backend, tokenizer, prefixes, [j.pending[x][1] for j, x in batch], call_sampling,
                            [j.seed(j.pending[x][0]) for j, x in batch],
                            [j.gold.answer for j, _ in batch], [j.gold.answer_format for j, _ in batch],
-                           cfg.stop_at_answer)
+                           cfg.stop_at_answer, [j.adapter for j, _ in batch])
         elapsed = time.perf_counter() - started
         total = max(sum(r.num_generated_tokens for r in results), 1)
         for (job, x), r in zip(batch, results):
@@ -262,9 +268,9 @@ def unfinished_waves(traces: list[dict], cfg: RolloutsConfig, checkpoint: "Check
 class Checkpoint:
     """A folder of finished traces: `<key>.parquet` (potentials) then `<key>.json` (cost, the done mark).
 
-    A trace's key covers its id *and* its exact prompt and response ids, so a resumed run whose trace
-    with the same id came out differently (cliff_count samples its traces in the stage) recomputes it
-    instead of attaching saved potentials to another trace.
+    A trace's key covers its id *and* its exact prompt and response ids (and its `adapter`, where it has
+    one), so a resumed run whose trace with the same id came out differently (cliff_count samples its
+    traces in the stage) recomputes it instead of attaching saved potentials to another trace.
     """
 
     def __init__(self, folder: str | Path):
@@ -274,8 +280,10 @@ class Checkpoint:
     @staticmethod
     def key(trace: dict) -> str:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", trace["trace_id"])[:80]
-        content = json.dumps([trace["trace_id"], [int(i) for i in trace["prompt_ids"]],
-                              [int(i) for i in trace["response_ids"]]])
+        parts = [trace["trace_id"], [int(i) for i in trace["prompt_ids"]], [int(i) for i in trace["response_ids"]]]
+        if trace.get("adapter") is not None:
+            parts.append(trace["adapter"])
+        content = json.dumps(parts)
         return f"{safe}-{hashlib.sha256(content.encode()).hexdigest()[:16]}"
 
     def done(self) -> set[str]:

@@ -40,23 +40,31 @@ def with_budget(sampling: Sampling, max_new_tokens: int | None) -> Sampling:
 
 def sample_traces(problems: list[dict], prompts: dict[str, PromptConfig], tokenizer, backend: Backend,
                   sampling: Sampling, num_samples: int, seed: int, batch_size: int = 64,
-                  checkpoint: UnitCheckpoint | None = None, tag: str = "", desc: str = "sample") -> list[dict]:
+                  checkpoint: UnitCheckpoint | None = None, tag: str | Sequence[str] = "", desc: str = "sample",
+                  adapters: Sequence[str | None] | None = None) -> list[dict]:
     """K traces per problem with exact token ids, graded; rows follow `schema.TRACES`. A problem with its
     own `max_new_tokens` (its source's budget) is sampled with that budget instead of `sampling`'s.
 
     With a `checkpoint`, each problem's generations are a unit (keyed by `tag`, e.g. the adapter, and
     the prompt ids, seed, K and sampling), saved after every batch: a killed run resumes. `desc` labels the
-    progress bar (e.g. the model being evaluated)."""
+    progress bar (e.g. the model being evaluated). `adapters` (one per problem, with `tag` one per problem
+    too) has each problem sampled by that adapter of `backend` (None: the base), so one call can serve
+    several models (dpo_eval)."""
+    count = len(problems)
+    tags = [tag] * count if isinstance(tag, str) else list(tag)
+    models = [None] * count if adapters is None else list(adapters)
+    if not len(tags) == len(models) == count:
+        raise ValueError(f"sample_traces: {count} problems need as many tags and adapters, got {len(tags)}, {len(models)}")
     rows = []
     bar = tqdm(total=len(problems), desc=desc, unit="problem")
     for start in range(0, len(problems), batch_size):
         batch = problems[start:start + batch_size]
         prompt_ids = [encode_prompt(tokenizer, prompts[p["prompt"]], p["question"]) for p in batch]
-        requests = [GenerationRequest(tuple(ids), n=num_samples, seed=request_seed(seed, p["problem_id"]))
-                    for p, ids in zip(batch, prompt_ids)]
+        requests = [GenerationRequest(tuple(ids), n=num_samples, seed=request_seed(seed, p["problem_id"]), adapter=a)
+                    for p, ids, a in zip(batch, prompt_ids, models[start:start + batch_size])]
         budgets = [with_budget(sampling, p.get("max_new_tokens")) for p in batch]
-        keys = [UnitCheckpoint.key("sample", tag, r.prompt_ids, r.n, r.seed, b) if checkpoint is not None else None
-                for r, b in zip(requests, budgets)]
+        keys = [UnitCheckpoint.key("sample", t, r.prompt_ids, r.n, r.seed, b) if checkpoint is not None else None
+                for r, b, t in zip(requests, budgets, tags[start:start + batch_size])]
         gens: list = [None] * len(batch)
         for j, key in enumerate(keys):
             saved = checkpoint.get(key) if checkpoint is not None else None
@@ -106,11 +114,13 @@ def _stop_strings(text: str, answer_format: str, first_box: bool) -> tuple[str, 
 
 def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int], Sequence[int]]],
              n: int | Sequence[int], sampling: Sampling, seeds: Sequence[int], gold: str | Sequence[str],
-             answer_format: str | Sequence[str], stop_at_answer: str = "never") -> list[Resampled]:
+             answer_format: str | Sequence[str], stop_at_answer: str = "never",
+             adapters: Sequence[str | None] | None = None) -> list[Resampled]:
     """N continuations from each (prompt_ids, response_prefix_ids), graded; results in input order.
 
     `n`, `gold` and `answer_format` are one value for every prefix or one per prefix (the rollout
-    scheduler packs prefixes of several traces into one call).
+    scheduler packs prefixes of several traces into one call). `adapters`: one per prefix, the adapter
+    of `backend` that continues it (None: the base model); None: every prefix as `backend` sends it.
     Correctness is judged on decode(response_prefix + continuation): the answer may already be in
     the prefix (protocol §1). Every generated token is counted.
 
@@ -130,15 +140,17 @@ def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int]
     ns = [n] * count if isinstance(n, int) else list(n)
     golds = [gold] * count if isinstance(gold, str) else list(gold)
     formats = [answer_format] * count if isinstance(answer_format, str) else list(answer_format)
-    if not len(ns) == len(golds) == len(formats) == len(seeds) == count:
-        raise ValueError(f"resample: {count} prefixes need as many n, golds, formats and seeds, "
-                         f"got {len(ns)}, {len(golds)}, {len(formats)}, {len(seeds)}")
+    models = [None] * count if adapters is None else list(adapters)
+    if not len(ns) == len(golds) == len(formats) == len(seeds) == len(models) == count:
+        raise ValueError(f"resample: {count} prefixes need as many n, golds, formats, seeds and adapters, "
+                         f"got {len(ns)}, {len(golds)}, {len(formats)}, {len(seeds)}, {len(models)}")
     if stop_at_answer == "never":
-        requests = [GenerationRequest(tuple(prompt) + tuple(prefix), n=k, seed=s)
-                    for (prompt, prefix), k, s in zip(prefixes, ns, seeds)]
+        requests = [GenerationRequest(tuple(prompt) + tuple(prefix), n=k, seed=s, adapter=a)
+                    for (prompt, prefix), k, s, a in zip(prefixes, ns, seeds, models)]
         conts = [[list(c) for c in gen.token_ids] for gen in backend.generate(requests, sampling)]
     else:
-        conts = _stretches(backend, tokenizer, prefixes, ns, sampling, seeds, formats, stop_at_answer == "first_box")
+        conts = _stretches(backend, tokenizer, prefixes, ns, sampling, seeds, formats, stop_at_answer == "first_box",
+                           models)
     out = []
     for (_, prefix), cs, g, fmt, k in zip(prefixes, conts, golds, formats, ns):
         correct = 0
@@ -150,7 +162,7 @@ def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int]
 
 
 def _stretches(backend: Backend, tokenizer, prefixes, ns: list[int], sampling: Sampling, seeds: Sequence[int],
-               formats: list[str], first_box: bool) -> list[list[list[int]]]:
+               formats: list[str], first_box: bool, adapters: list[str | None]) -> list[list[list[int]]]:
     """The continuations of `resample` with stop at the answer's end: ns[j] per prefix, as token lists."""
     decode = lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True)
     conts: list[list[list[int]]] = [[] for _ in prefixes]
@@ -162,7 +174,8 @@ def _stretches(backend: Backend, tokenizer, prefixes, ns: list[int], sampling: S
         else:
             first.append(j)
     requests = [GenerationRequest(tuple(prefixes[j][0]) + tuple(prefixes[j][1]), n=ns[j], seed=seeds[j],
-                                  stop=_stop_strings(decode(prefixes[j][1]), formats[j], first_box)) for j in first]
+                                  stop=_stop_strings(decode(prefixes[j][1]), formats[j], first_box),
+                                  adapter=adapters[j]) for j in first]
     open_rows: list[tuple[int, int]] = []       # (prefix, continuation) still short of its answer's end
     for j, gen in zip(first, backend.generate(requests, sampling) if requests else []):
         conts[j] = [list(c) for c in gen.token_ids]
@@ -182,7 +195,7 @@ def _stretches(backend: Backend, tokenizer, prefixes, ns: list[int], sampling: S
             return conts
         requests = [GenerationRequest(tuple(prefixes[j][0]) + tuple(prefixes[j][1]) + tuple(conts[j][c]), n=1,
                                       seed=request_seed(seeds[j], c, stretch), stop=_stop_strings(text, formats[j], first_box),
-                                      max_new_tokens=sampling.max_new_tokens - len(conts[j][c]))
+                                      max_new_tokens=sampling.max_new_tokens - len(conts[j][c]), adapter=adapters[j])
                     for j, c, text in waiting]
         for (j, c, _), gen in zip(waiting, backend.generate(requests, sampling)):
             conts[j][c] += gen.token_ids[0]

@@ -4,7 +4,8 @@ Cliff-DPO adapter trained on at least one pair: one trace per problem on the fir
 
     python pipeline/cliff_count.py
 
-Each model's rollouts checkpoint under .cache/cliff_count/<fingerprint>/<model>/ and resume after a kill.
+The rollouts of every model run in one scheduler (an engine call packs several models' prefixes) and
+checkpoint by wave under .cache/cliff_count/<fingerprint>/rollouts/; a killed run resumes there.
 Writes data/cliff_count/cliff_count.parquet and metrics/cliff_count.json.
 """
 import dataclasses
@@ -45,19 +46,12 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained("models/base", dtype=torch.float32).eval()
     if adapters:
         model = load_adapters(model, adapters).eval()
-    rows = []
+    models = {BASE: None} | {v: v for v in sorted(adapters)}
+    checkpoint = Checkpoint(f".cache/cliff_count/{key}/rollouts")
     with open_backend(params.engine, "models/base", seed=cfg.seed, adapters=adapters or None) as backend:
-        for name in [BASE, *sorted(adapters)]:
-            checkpoint = Checkpoint(f".cache/cliff_count/{key}/{name}")
-            common = (tokenizer, problems, params.prompts, params.sample.sampling, params.sample.seed,
-                      rollouts, rollouts.sampling, params.cliffs, params.token_stats.top_k, checkpoint)
-            if name == BASE and adapters:
-                with model.disable_adapter():
-                    rows += count_cliffs(name, None, backend, model, *common)
-            else:
-                if adapters:
-                    model.set_adapter(name)
-                rows += count_cliffs(name, None if name == BASE else name, backend, model, *common)
+        rows = count_cliffs(models, backend, model, tokenizer, problems, params.prompts, params.sample.sampling,
+                            params.sample.seed, rollouts, rollouts.sampling, params.cliffs, params.token_stats.top_k,
+                            checkpoint)
     schema.write("cliff_count", rows, schema.PATHS["cliff_count"])
     summary = summarize(rows)
     out = {"num_problems": len(problems), "num_rollouts": cfg.num_rollouts, "mode": rollouts.mode,

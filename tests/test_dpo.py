@@ -236,6 +236,68 @@ def test_hf_backend_serves_base_and_adapters_by_request(tiny_model_dir, trained_
         be.generate([GenerationRequest(prompt, adapter="nope")], greedy)
 
 
+def test_cliff_count_runs_every_model_in_one_scheduler_as_each_alone(tmp_path, tiny_model_dir, trained_adapter):
+    """count_cliffs on the base and an adapter together gives the rows of each model counted alone: the
+    scheduler keys traces by model (seeds, max_drop bounds, checkpoint) and hands back plain trace ids."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cliffdata.backends.hf import load_adapters
+    from cliffdata.config import CliffsConfig, PromptConfig, RolloutsConfig
+    from cliffdata.dpo.cliff_count import count_cliffs
+    from cliffdata.rollouts import Checkpoint
+
+    adapters = {"uncertain": str(trained_adapter)}
+    be = make_backend("hf", str(tiny_model_dir), dtype="float32", adapters=adapters)
+    model = load_adapters(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapters).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    problems = [{"problem_id": f"p{i}", "prompt": "p", "question": f"{i}+{i}", "answer": str(2 * i),
+                 "answer_format": "hash"} for i in range(3)]
+    rollouts = RolloutsConfig(mode="forks", num_rollouts=4, positions_per_batch=4, traces_per_wave=2,
+                              sampling=Sampling(temperature=1.0, max_new_tokens=4))
+    args = (model, tok, problems, {"p": PromptConfig()}, Sampling(temperature=1.0, max_new_tokens=6), 0, rollouts,
+            rollouts.sampling, CliffsConfig(), 5)
+    together = count_cliffs({"base": None, "uncertain": "uncertain"}, be, *args, Checkpoint(tmp_path / "both"))
+    alone = (count_cliffs({"base": None}, be, *args, Checkpoint(tmp_path / "base"))
+             + count_cliffs({"uncertain": "uncertain"}, be, *args, Checkpoint(tmp_path / "u")))
+    assert together == alone
+    assert [(r["model"], r["trace_id"]) for r in together] == [(m, f"p{i}#0") for m in ("base", "uncertain") for i in range(3)]
+    assert sum(r["num_generated_tokens"] for r in together) > 0
+
+
+def test_evaluate_models_samples_the_models_a_backend_can_mix_in_one_call(tiny_model_dir, trained_adapter):
+    """dpo_eval: models with equal `batch_key` share calls (vLLM's rule here: adapters together, base apart),
+    and the rows equal one call per model, model by model."""
+    from transformers import AutoTokenizer
+
+    from cliffdata.backends import Backend
+    from cliffdata.config import PromptConfig
+    from cliffdata.dpo.evaluate import evaluate_models
+
+    be = make_backend("hf", str(tiny_model_dir), dtype="float32",
+                      adapters={"uncertain": str(trained_adapter), "other": str(trained_adapter)})
+
+    class Lumping(Backend):
+        def __init__(self):
+            self.calls, self.eos_token_ids = [], be.eos_token_ids
+
+        def generate(self, requests, sampling):
+            self.calls.append({r.adapter for r in requests})
+            return be.generate(requests, sampling)
+
+        def batch_key(self, adapter):
+            return adapter is not None
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    problems = [{"problem_id": f"p{i}", "prompt": "p", "question": f"{i}+1", "answer": str(i + 1),
+                 "answer_format": "hash"} for i in range(3)]
+    models = ["base", "uncertain", "other"]
+    lumping = Lumping()
+    mixed = evaluate_models(lumping, tok, problems, {"p": PromptConfig()}, models, 6)
+    assert lumping.calls == [{None}, {"uncertain", "other"}]
+    assert mixed == evaluate_models(be, tok, problems, {"p": PromptConfig()}, models, 6)
+    assert [r["model"] for r in mixed] == [m for m in models for _ in problems]
+
+
 # --- evaluation statistics ----------------------------------------------------------------------------
 
 def test_paired_bootstrap_difference_and_interval():

@@ -1,6 +1,8 @@
 """Rollouts: positions, early termination, token counting, checkpoint and resume (fake backend)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from cliffdata.backends import Sampling, make_backend
@@ -172,3 +174,40 @@ def test_estimate_rollouts_exhaustive_is_the_capped_sum_and_adaptive_is_cheaper(
     assert estimate_rollouts([2000], forks, "vllm", [0])["estimated_generated_tokens"] == 0
     # a short trace cannot cost more than every position at N
     assert estimate_rollouts([3], adaptive, "fake")["estimated_generated_tokens"] <= estimate_rollouts([3], cfg, "fake")["estimated_generated_tokens"]
+
+
+def test_one_scheduler_across_models_packs_adapters_by_the_backends_batch_key(tmp_path, tiny_tokenizer):
+    """Traces that carry an adapter share engine calls wherever `batch_key` lets them (here, vLLM's rule:
+    every adapter together, the base apart); each trace's potentials equal its search alone, and the
+    checkpoint keys a trace by its adapter too."""
+    from cliffdata.backends import Backend
+    from cliffdata.rollouts import search_wave
+
+    enc = lambda s: tiny_tokenizer.encode(s, add_special_tokens=False)
+    inner = make_backend("fake", correct_ids=enc("#### 7"), wrong_ids=enc("#### 3"), eos_token_id=2,
+                         potential=lambda ids: 0.05 if TRAP in ids else 0.6)
+
+    class Lumping(Backend):                  # records each call's adapters; the fake model answers for all
+        def __init__(self):
+            self.calls, self.eos_token_ids = [], inner.eos_token_ids
+
+        def generate(self, requests, sampling):
+            self.calls.append({r.adapter for r in requests})
+            return inner.generate([dataclasses.replace(r, adapter=None) for r in requests], sampling)
+
+        def batch_key(self, adapter):
+            return adapter is not None
+
+    models = [None, "a", "b"]
+    traces = [dict(trace(f"{m}/p{k}#0", [40 + k, 41, TRAP, 42, 2]), adapter=m) for k in range(2) for m in models]
+    golds = {"p": ("7", "hash")}
+    config = cfg(num_rollouts=4, positions_per_batch=6, traces_per_wave=6)
+    be = Lumping()
+    together = search_wave(traces, golds, be, tiny_tokenizer, config, SAMPLING)
+    assert all(c == {None} or None not in c for c in be.calls)          # the base never shares a call
+    assert any(c == {"a", "b"} for c in be.calls)                       # the adapters do
+    timeless = lambda out: (out[0], {k: v for k, v in out[1].items() if k != "wall_seconds"})
+    for t, out in zip(traces, together):
+        assert timeless(out) == timeless(search_wave([t], golds, Lumping(), tiny_tokenizer, config, SAMPLING)[0])
+    plain = {k: v for k, v in traces[1].items() if k != "adapter"}
+    assert len({Checkpoint.key(traces[1]), Checkpoint.key(dict(traces[1], adapter="b")), Checkpoint.key(plain)}) == 3

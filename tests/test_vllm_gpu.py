@@ -113,6 +113,10 @@ def test_cuda_engine_settings_and_per_request_seeds(fake_vllm, tmp_path):
     assert lora[0] is None and lora[1].lora_name == "uncertain" and lora[2].lora_name == "all"
     assert sorted(r.lora_int_id for r in backend.lora_requests.values()) == [1, 2]        # unique ids
     assert lora[1].lora_path == adapters["uncertain"]
+    # two engine calls: the base alone, both adapters together (one LoRARequest per prompt)
+    assert [len(c["prompts"]) for c in llm.calls] == [1, 2] and llm.calls[0]["lora_request"] is None
+    assert [lo.lora_name for lo in llm.calls[1]["lora_request"]] == ["uncertain", "all"]
+    assert [backend.batch_key(a) for a in (None, "uncertain", "all")] == [False, True, True]
     # results in request order, completions in index order, finish reasons mapped
     assert [len(g.token_ids) for g in out] == [4, 2, 1]
     assert out[0].token_ids[:2] == ((13, 20, 2), (13, 21)) and out[0].finish_reasons[:2] == ("stop", "length")

@@ -53,6 +53,12 @@ class Backend(ABC):
     def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[Generation]:
         ...
 
+    def batch_key(self, adapter: str | None) -> object:
+        """Requests whose adapters have equal keys may share one engine call: a scheduler that packs
+        requests of several models (cliff_count, dpo_eval) packs by it. By default one adapter per call;
+        vLLM serves every adapter in one call and the base apart (`VLLMBackend.batch_key`)."""
+        return adapter
+
     def close(self) -> None:
         """Release the engine (processes, memory)."""
 
@@ -80,11 +86,14 @@ class AdapterView(Backend):
     def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[Generation]:
         return self.backend.generate([dataclasses.replace(r, adapter=self.adapter) for r in requests], sampling)
 
+    def batch_key(self, adapter: str | None) -> object:
+        return self.backend.batch_key(self.adapter)
 
-def group_by_adapter(requests: list[GenerationRequest]) -> list[tuple[str | None, list[int]]]:
-    """Request indices grouped by adapter, groups in order of first appearance (for backends that run
-    one adapter per batch)."""
-    groups: dict[str | None, list[int]] = {}
+
+def group_by_adapter(requests: list[GenerationRequest], key=lambda adapter: adapter) -> list[tuple[object, list[int]]]:
+    """Request indices grouped by `key(adapter)` (by default the adapter itself), groups in order of first
+    appearance: the engine calls of a backend that runs one group per call."""
+    groups: dict[object, list[int]] = {}
     for i, r in enumerate(requests):
-        groups.setdefault(r.adapter, []).append(i)
+        groups.setdefault(key(r.adapter), []).append(i)
     return list(groups.items())

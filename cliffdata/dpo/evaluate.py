@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cliffdata.backends import AdapterView, Backend, Sampling
+from cliffdata.backends import Backend, Sampling
 from cliffdata.config import BASE_MODEL, ProblemsConfig, PromptConfig, SourceConfig
 from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.problems import load_problems
@@ -39,19 +39,28 @@ def eval_problems(sources: Sequence[SourceConfig], training_problems: Sequence[d
 def evaluate_models(backend: Backend, tokenizer, problems: list[dict], prompts: dict[str, PromptConfig],
                     models: Sequence[str], max_new_tokens: int, checkpoint: UnitCheckpoint | None = None,
                     adapter_digests: dict[str, str] | None = None) -> list[dict]:
-    """One greedy response per problem and model (`base` or an adapter name of `backend`); DPO_EVAL rows.
+    """One greedy response per problem and model (`base` or an adapter name of `backend`); DPO_EVAL rows,
+    model by model in `models` order. Models that `backend.batch_key` lets share an engine call are
+    sampled together (vLLM: every adapter in one call, the base apart), 64 problems per model per call.
     With a `checkpoint`, each (model, problem) is a unit; `adapter_digests` key an adapter's units by its weights."""
     greedy = Sampling(temperature=0.0, max_new_tokens=max_new_tokens)
-    rows = []
+    adapter_of = {m: None if m == BASE else m for m in models}
+    groups: dict[object, list[str]] = {}
     for model in models:
-        view = AdapterView(backend, None if model == BASE else model)
-        tag = f"{model}:{(adapter_digests or {}).get(model, '')}"
-        for t in sample_traces(problems, prompts, tokenizer, view, greedy, num_samples=1, seed=0,
-                               checkpoint=checkpoint, tag=tag, desc=f"dpo_eval {model}"):
-            rows.append({"model": model, "problem_id": t["problem_id"], "response_ids": t["response_ids"],
-                         "extracted_answer": t["extracted_answer"], "is_correct": t["is_correct"],
-                         "num_tokens": t["num_tokens"]})
-    return rows
+        groups.setdefault(backend.batch_key(adapter_of[model]), []).append(model)
+    by_model: dict[str, list[dict]] = {}
+    for group in groups.values():
+        units = [(m, p) for m in group for p in problems]
+        traces = sample_traces([p for _, p in units], prompts, tokenizer, backend, greedy, num_samples=1, seed=0,
+                               batch_size=64 * len(group), checkpoint=checkpoint,
+                               tag=[f"{m}:{(adapter_digests or {}).get(m, '')}" for m, _ in units],
+                               adapters=[adapter_of[m] for m, _ in units], desc=f"dpo_eval {', '.join(group)}")
+        for (model, _), t in zip(units, traces):
+            by_model.setdefault(model, []).append(
+                {"model": model, "problem_id": t["problem_id"], "response_ids": t["response_ids"],
+                 "extracted_answer": t["extracted_answer"], "is_correct": t["is_correct"],
+                 "num_tokens": t["num_tokens"]})
+    return [row for model in models for row in by_model.get(model, [])]
 
 
 def paired_bootstrap(base: np.ndarray, other: np.ndarray, num_resamples: int, seed: int,
