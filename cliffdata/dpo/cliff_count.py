@@ -80,7 +80,8 @@ def count_cliffs(models: dict[str, str | None], backend: Backend, torch_model, t
     for name in models:
         mine = potentials.filter(pa.array([m == name for m, _ in owner]))
         stats = schema.to_table("token_stats", stats_of[name]) if stats_of[name] else schema.TOKEN_STATS.empty_table()
-        cliffs, summaries = find_cliffs(schema.to_table("traces", traces[name]), mine, stats, cliffs_cfg)
+        cliffs, summaries = find_cliffs(schema.to_table("traces", traces[name]), mine, stats, cliffs_cfg,
+                                        searched=[t["trace_id"] for t in traces[name]])
         by_trace = Counter((c["trace_id"], c["category"]) for c in cliffs)
         for s in summaries:
             row = {"model": name, "trace_id": s["trace_id"], "is_correct": s["is_correct"],
