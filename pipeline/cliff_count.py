@@ -55,6 +55,7 @@ def main() -> None:
     schema.write("cliff_count", rows, schema.PATHS["cliff_count"])
     summary = summarize(rows)
     out = {"num_problems": len(problems), "num_rollouts": cfg.num_rollouts, "mode": rollouts.mode,
+           "lora": params.engine.resolved().lora if params.engine.backend == "vllm" else None,
            "models": {m: {k: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for k, v in cell.items()}
                       for m, cell in summary.items()},
            "skipped_no_training_pairs": sorted(set(params.dpo_train.variants) - set(adapters))}

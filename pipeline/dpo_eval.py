@@ -65,6 +65,7 @@ def main() -> None:
             client.set_tag(run_id, "dpo_eval_run_id", run.info.run_id)
     skipped = sorted(set(params.dpo_train.variants) - set(runs))
     out = {"num_problems": len(problems), "num_overlap_dropped": num_overlap, "backend": params.engine.backend,
+           "lora": params.engine.resolved().lora if params.engine.backend == "vllm" else None,
            "models": {m: {k: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for k, v in cell.items()}
                       for m, cell in summary.items()},
            "skipped_no_training_pairs": skipped}

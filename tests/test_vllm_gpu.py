@@ -12,6 +12,7 @@ import pytest
 
 from cliffdata.backends import GenerationRequest, Sampling, open_backend
 from cliffdata.config import EngineConfig
+from test_lora_merge import save_adapter
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,17 @@ class FakeLLM:
         self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(hf_config=hf_config),
                                                 shutdown=lambda: None)
         FakeLLM.instances.append(self)
+
+    def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if "weights_iterator" in kwargs:
+            kwargs["weights_iterator"] = dict(kwargs["weights_iterator"])
+        self.calls.append({"rpc": method, "kwargs": kwargs})
+        return [None]
+
+    def reset_prefix_cache(self):
+        self.calls.append({"rpc": "reset_prefix_cache"})
+        return True
 
     def generate(self, prompts, params, use_tqdm=True, lora_request=None):
         self.calls.append({"prompts": prompts, "params": params, "lora_request": lora_request})
@@ -134,6 +146,57 @@ def test_cpu_path_seeds_requests_without_chunked_prefill_or_memory_fraction(fake
     assert "enable_lora" not in llm.kwargs and backend.deterministic
     backend.generate([GenerationRequest((1, 5), n=3, seed=11)], Sampling(temperature=0.7))
     assert llm.calls[-1]["params"][0].kwargs["seed"] == 11 and llm.calls[-1]["lora_request"] is None   # base model
+
+
+def test_cpu_merged_adapters_swap_weights_before_each_models_call(fake_vllm, tmp_path, tiny_model_dir, monkeypatch):
+    """engine.lora auto on a CPU: no LoRA kernels; each model's rows in a call of their own, its merged weights
+    reloaded in place before it and the prefix cache emptied after; the model loaded last goes first."""
+    from transformers import AutoModelForCausalLM
+
+    from cliffdata.backends.lora_merge import MergedAdapters
+
+    fake_vllm(False)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    adapters = {"all": str(tmp_path / "a"), "uncertain": str(tmp_path / "u")}
+    for seed, folder in enumerate(adapters.values(), start=1):
+        save_adapter(base, folder, seed=seed)
+    backend = open_backend(EngineConfig(backend="vllm"), str(tiny_model_dir), seed=0, adapters=adapters)
+    llm = FakeLLM.instances[-1]
+    assert "enable_lora" not in llm.kwargs and backend.lora == "merged"
+    reqs = [GenerationRequest((1, 5), seed=1, adapter="uncertain"), GenerationRequest((1, 6), seed=2),
+            GenerationRequest((1, 7), seed=3, adapter="uncertain"), GenerationRequest((1, 8), seed=4, adapter="all")]
+    out = backend.generate(reqs, Sampling(temperature=0.7))
+    assert [len(g.token_ids) for g in out] == [1, 1, 1, 1] and out[1].token_ids[0][0] == 12
+
+    def steps(calls):
+        return [c["rpc"] if "rpc" in c else [p["prompt_token_ids"] for p in c["prompts"]] for c in calls]
+    # nothing loaded yet (the engine holds the base): the base's rows first, no swap; then each adapter
+    assert steps(llm.calls) == [[[1, 6]], "reload_weights", "reset_prefix_cache", [[1, 5], [1, 7]],
+                                "reload_weights", "reset_prefix_cache", [[1, 8]]]
+    assert all(c.get("lora_request") is None for c in llm.calls)
+    merged = MergedAdapters(tiny_model_dir, adapters)
+    first = llm.calls[1]["kwargs"]
+    assert first["is_checkpoint_format"] is True
+    assert first["weights_iterator"].keys() == dict(merged.weights("uncertain")).keys()
+    assert all(torch_equal(first["weights_iterator"][k], w) for k, w in merged.weights("uncertain"))
+    # a second call starts with the model loaded now ("all"), then swaps once
+    n = len(llm.calls)
+    backend.generate([GenerationRequest((1, 9), seed=5), GenerationRequest((1, 10), seed=6, adapter="all")],
+                     Sampling(temperature=0.7))
+    assert steps(llm.calls[n:]) == [[[1, 10]], "reload_weights", "reset_prefix_cache", [[1, 9]]]
+    assert all(torch_equal(llm.calls[n + 1]["kwargs"]["weights_iterator"][k], w) for k, w in merged.weights(None))
+    assert [backend.batch_key(a) for a in (None, "all", "uncertain")] == [None, "all", "uncertain"]
+    with pytest.raises(ValueError, match=r"unknown adapters \['x'\] \(opened with \['all', 'uncertain'\]\)"):
+        backend.generate([GenerationRequest((1,), adapter="x")], Sampling(temperature=0.7))
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    with pytest.raises(ValueError, match="engine.lora: merged swaps weights in the engine's own process"):
+        open_backend(EngineConfig(backend="vllm", lora="merged"), str(tiny_model_dir), adapters=adapters)
+
+
+def torch_equal(a, b):
+    import torch
+    return torch.equal(a, b)
 
 
 def test_greedy_draws_one_row_and_repeats_it(fake_vllm):

