@@ -525,6 +525,7 @@ class DPOTrainConfig:
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")   # paper: + gate_proj, up_proj, down_proj
     seed: int = 0
     threads: int = 1                   # torch threads (1 on a shared CPU: oversubscription is 10x slower)
+    workers: int = 1                   # processes training variants side by side (each `threads` threads)
     max_grad_norm: float = 1.0         # gradient clipping (the reference: 1.0)
 
     def __post_init__(self):
@@ -541,6 +542,7 @@ class DPOTrainConfig:
         _range("lora_dropout", self.lora_dropout, 0, 1, hi_open=True)
         _check(len(self.target_modules) > 0, "target_modules is empty")
         _range("threads", self.threads, 1)
+        _range("workers", self.workers, 1)
         _range("seed", self.seed, 0)
         _range("max_grad_norm", self.max_grad_norm, 0, lo_open=True)
 

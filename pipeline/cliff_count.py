@@ -22,7 +22,7 @@ from cliffdata.backends import open_backend
 from cliffdata.backends.hf import load_adapters
 from cliffdata.config import load_params
 from cliffdata.dpo.cliff_count import count_cliffs, summarize
-from cliffdata.dpo.evaluate import BASE, eval_problems
+from cliffdata.dpo.evaluate import BASE, eval_problems, same_adapters
 from cliffdata.dpo.registry import trained_variants
 from cliffdata.rollouts import Checkpoint, fingerprint
 
@@ -47,18 +47,21 @@ def main() -> None:
     if adapters:
         model = load_adapters(model, adapters).eval()
     models = {BASE: None} | {v: v for v in sorted(adapters)}
+    digests = {v: schema.tree_digest(adapters[v]) for v in sorted(adapters)}
     checkpoint = Checkpoint(f".cache/cliff_count/{key}/rollouts")
     with open_backend(params.engine, "models/base", seed=cfg.seed, adapters=adapters or None) as backend:
         rows = count_cliffs(models, backend, model, tokenizer, problems, params.prompts, params.sample.sampling,
                             params.sample.seed, rollouts, rollouts.sampling, params.cliffs, params.token_stats.top_k,
-                            checkpoint)
+                            checkpoint, digests=digests)
+    same_as = same_adapters(digests)
     schema.write("cliff_count", rows, schema.PATHS["cliff_count"])
     summary = summarize(rows)
     out = {"num_problems": len(problems), "num_rollouts": cfg.num_rollouts, "mode": rollouts.mode,
            "lora": params.engine.resolved().lora if params.engine.backend == "vllm" else None,
            "models": {m: {k: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for k, v in cell.items()}
                       for m, cell in summary.items()},
-           "skipped_no_training_pairs": sorted(set(params.dpo_train.variants) - set(adapters))}
+           "skipped_no_training_pairs": sorted(set(params.dpo_train.variants) - set(adapters)),
+           "same_adapter_as": {m: src for m, src in same_as.items() if src != m}}
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/cliff_count.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(f".cache/cliff_count/{key}", ignore_errors=True)

@@ -1,92 +1,136 @@
-"""Stage `dpo_train@<variant>`: single-token DPO with LoRA on one Cliff-DPO variant's training pairs;
-an MLflow run in experiment `cliff-dpo` and a new version of the registered model `cliff-dpo-<model>`.
+"""Stage `dpo_train`: single-token DPO with LoRA, one adapter per Cliff-DPO variant; per variant an MLflow
+run in experiment `cliff-dpo` and a new version of the registered model `cliff-dpo-<model>`.
 
-    python pipeline/dpo_train.py uncertain_sampled_off
+    python pipeline/dpo_train.py                  # every variant of dpo_train.variants (the DVC stage)
+    python pipeline/dpo_train.py uncertain all    # just these
 
-Writes models/adapters/<variant>/ (PEFT adapter, DVC-cached), runs/dpo_train/<variant>.json (the MLflow
-run id and model version: a `cache: false` out), metrics/dpo_train/<variant>.json and
+Writes per variant models/adapters/<variant>/ (PEFT adapter, DVC-cached), runs/dpo_train/<variant>.json
+(the MLflow run id and model version: `cache: false`), metrics/dpo_train/<variant>.json and
 plots/dpo_train/<variant>.csv (loss per step). The tracking store is MLFLOW_TRACKING_URI or
 <repo>/mlflow.db (cliffdata/tracking.py).
+
+One process trains every variant, so the imports are paid once, not once per variant:
+`dpo_train.workers` processes (each `dpo_train.threads` torch threads) train the variants side by side,
+largest first; variants whose pairs are the same rows (e.g. `all` and `uncertain_sampled_off` when no
+cliff is deterministic) are trained once and the adapter copied: training is deterministic, so it is the
+adapter either would get. MLflow is written by this process alone, variant by variant in the configured
+order, after the training: the registry versions come out in that order.
 """
+from __future__ import annotations
+
 import json
 import logging
+import multiprocessing
 import shutil
 import sys
-import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-
-import torch
 
 from cliffdata import duck, schema, tracking
 from cliffdata.config import load_params, section_dict
-from cliffdata.dpo import registry
-from cliffdata.dpo.train import add_lora, evaluate_pairs, padding_id, save_adapter, train_dpo
+from cliffdata.dpo.train import train_adapter, train_cost
+
+log = logging.getLogger("dpo_train")
 
 
-def main(variant: str) -> None:
+def pair_content(rows: list[dict]) -> tuple:
+    """What training reads of a variant's pairs, in order: two variants with equal content train equal adapters."""
+    return tuple((tuple(r["prompt_ids"]), r["chosen_id"], r["rejected_id"]) for r in rows)
+
+
+def read_pairs(variants: list[str]) -> tuple[dict[str, tuple[list[dict], list[dict]]], dict[str, str]]:
+    """Each variant's (train, heldout) pairs, and the variant that trains its adapter: itself, or the first
+    variant before it with the same content."""
+    pairs, source, first = {}, {}, {}
+    for variant in variants:
+        rows = schema.read("dpo_pairs", Path(f"data/dpo_pairs/{variant}.parquet")).to_pylist()
+        pairs[variant] = ([r for r in rows if r["split"] == "train"], [r for r in rows if r["split"] == "heldout"])
+        source[variant] = first.setdefault((pair_content(pairs[variant][0]), pair_content(pairs[variant][1])), variant)
+    return pairs, source
+
+
+def train_all(jobs: dict[str, tuple[list[dict], list[dict]]], cfg, workers: int,
+              into: Path = Path("models/adapters")) -> dict[str, dict]:
+    """Train one adapter per job (variant -> (train, heldout)) into `into`/<variant>.tmp, `workers` processes
+    side by side (largest job first); 1: in this process."""
+    order = sorted(jobs, key=lambda v: -train_cost(*jobs[v], cfg))
+    tmp = {v: into / f"{v}.tmp" for v in order}
+    for path in tmp.values():
+        shutil.rmtree(path, ignore_errors=True)
+    if workers <= 1 or len(order) <= 1:
+        return {v: train_adapter("models/base", *jobs[v], cfg, tmp[v], desc=f"dpo_train {v}") for v in order}
+    # spawn: a fresh interpreter per worker (fork would copy this process' state into each)
+    with ProcessPoolExecutor(max_workers=min(workers, len(order)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {v: pool.submit(train_adapter, "models/base", *jobs[v], cfg, tmp[v], f"dpo_train {v}") for v in order}
+        return {v: futures[v].result() for v in order}
+
+
+def main(variants: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
     cfg = params.dpo_train
-    if variant not in cfg.variants:
-        raise SystemExit(f"dpo_train: variant {variant!r} is not in dpo_train.variants {list(cfg.variants)}")
-    torch.set_num_threads(cfg.threads)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    variants = list(variants or cfg.variants)
+    unknown = [v for v in variants if v not in cfg.variants]
+    if unknown:
+        raise SystemExit(f"dpo_train: {unknown} not in dpo_train.variants {list(cfg.variants)}")
 
-    pairs_path = Path(f"data/dpo_pairs/{variant}.parquet")
-    rows = schema.read("dpo_pairs", pairs_path).to_pylist()
-    train = [r for r in rows if r["split"] == "train"]
-    heldout = [r for r in rows if r["split"] == "heldout"]
-    tokenizer = AutoTokenizer.from_pretrained("models/base")
-    pad_id = padding_id(tokenizer)
-    base = AutoModelForCausalLM.from_pretrained("models/base", dtype=torch.float32)
-    model = add_lora(base, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, cfg.seed)
+    pairs, source = read_pairs(variants)
+    shared = {v: s for v, s in source.items() if s != v}
+    if shared:
+        log.info("same pairs, trained once: %s", ", ".join(f"{v} = {s}" for v, s in shared.items()))
+    results = train_all({v: pairs[v] for v in variants if source[v] == v}, cfg, cfg.workers)
+    for variant, trained in shared.items():
+        staged = Path(f"models/adapters/{variant}.tmp")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(Path(f"models/adapters/{trained}.tmp"), staged)
 
-    tags = {"variant": variant, "pairs_md5": schema.file_digest(pairs_path, "md5"),
-            "num_train_pairs": str(len(train)), "stage": f"dpo_train@{variant}"}
+    from cliffdata.dpo import registry
+
     logged = section_dict("params.yaml", "dpo_train", "dpo_pairs", "model")
-    started = time.perf_counter()
-    with tracking.start_run("cliff-dpo", f"dpo_train-{variant}", params=logged, tags=tags) as run:
-        before = evaluate_pairs(model, heldout, cfg, tokenizer.eos_token_id, pad_id)
-        history = train_dpo(model, train, cfg, tokenizer.eos_token_id, pad_id)
-        after = evaluate_pairs(model, heldout, cfg, tokenizer.eos_token_id, pad_id)
-        tracking.log_history(run.info.run_id, history)
-        summary = {"variant": variant, "num_train_pairs": len(train), "num_heldout_pairs": len(heldout),
-                   "num_steps": len(history), "train_loss_first": history[0]["loss"] if history else None,
-                   "train_loss_last": history[-1]["loss"] if history else None,
-                   **{f"heldout_{k}_before": v for k, v in before.items()},
-                   **{f"heldout_{k}": v for k, v in after.items()}}
-        tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
-
+    name = registry.registered_model_name(params.model.source)
+    for variant in variants:
+        train, heldout = pairs[variant]
+        result = results[source[variant]]
+        history, before, after = result["history"], result["before"], result["after"]
         out = Path(f"models/adapters/{variant}")
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_adapter(model, tmp)
         shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-        name = registry.registered_model_name(params.model.source)
-        version = model_uri = None
-        if train:            # an adapter that saw no pair is the base model: it is not a model version
-            info = registry.log_adapter(out, "models/base", name, pad_id, params.token_stats.top_k)
-            registry.tag_version(name, info.registered_model_version, {"variant": variant, "num_train_pairs": str(len(train))})
-            version, model_uri = info.registered_model_version, info.model_uri
-        run_record = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
-                      "registered_model": name, "version": version, "model_uri": model_uri,
-                      "tracking_uri": tracking.tracking_uri()}
+        Path(f"models/adapters/{variant}.tmp").rename(out)
+        pairs_path = Path(f"data/dpo_pairs/{variant}.parquet")
+        tags = {"variant": variant, "pairs_md5": schema.file_digest(pairs_path, "md5"),
+                "num_train_pairs": str(len(train)), "stage": "dpo_train"}
+        if variant in shared:
+            tags["same_pairs_as"] = shared[variant]
+        with tracking.start_run("cliff-dpo", f"dpo_train-{variant}", params=logged, tags=tags) as run:
+            tracking.log_history(run.info.run_id, history)
+            summary = {"variant": variant, "num_train_pairs": len(train), "num_heldout_pairs": len(heldout),
+                       "num_steps": len(history), "train_loss_first": history[0]["loss"] if history else None,
+                       "train_loss_last": history[-1]["loss"] if history else None,
+                       **{f"heldout_{k}_before": v for k, v in before.items()},
+                       **{f"heldout_{k}": v for k, v in after.items()}}
+            tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
+            tracking.log_metrics({"train_seconds": result["seconds"]})
+            version = model_uri = None
+            if train:            # an adapter that saw no pair is the base model: it is not a model version
+                info = registry.log_adapter(out, "models/base", name, result["pad_id"], params.token_stats.top_k)
+                registry.tag_version(name, info.registered_model_version,
+                                     {"variant": variant, "num_train_pairs": str(len(train))})
+                version, model_uri = info.registered_model_version, info.model_uri
+            run_record = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                          "registered_model": name, "version": version, "model_uri": model_uri,
+                          "tracking_uri": tracking.tracking_uri()}
 
-    rounded = {k: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for k, v in summary.items()}
-    for path, text in ((f"runs/dpo_train/{variant}.json", json.dumps(run_record, indent=2) + "\n"),
-                       (f"metrics/dpo_train/{variant}.json", json.dumps(rounded, indent=2, sort_keys=True) + "\n"),
-                       (f"plots/dpo_train/{variant}.csv", duck.format_csv(
-                           ["step", "loss", "reward_accuracy", "margin"],
-                           [[h["step"], round(h["loss"], 6), round(h["reward_accuracy"], 6), round(h["margin"], 6)]
-                            for h in history]))):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
-    print(json.dumps({**rounded, "version": run_record["version"],
-                      "wall_seconds": round(time.perf_counter() - started, 1)}))
+        rounded = {k: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for k, v in summary.items()}
+        for path, text in ((f"runs/dpo_train/{variant}.json", json.dumps(run_record, indent=2) + "\n"),
+                           (f"metrics/dpo_train/{variant}.json", json.dumps(rounded, indent=2, sort_keys=True) + "\n"),
+                           (f"plots/dpo_train/{variant}.csv", duck.format_csv(
+                               ["step", "loss", "reward_accuracy", "margin"],
+                               [[h["step"], round(h["loss"], 6), round(h["reward_accuracy"], 6), round(h["margin"], 6)]
+                                for h in history]))):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+        print(json.dumps({**rounded, "version": run_record["version"],
+                          "train_seconds": round(result["seconds"], 1)}))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python pipeline/dpo_train.py <variant>")
-    main(sys.argv[1])
+    main(sys.argv[1:] or None)

@@ -14,23 +14,22 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from cliffdata import duck, schema
 from cliffdata.config import load_params
-from cliffdata.cpm_shift import cpm_shift_rows, source_inputs, study_pairs
-from cliffdata.dpo.train import padding_id
 from cliffdata.study import members
 
 log = logging.getLogger("study_cpm_shift")
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params()
+def read_each_other(study: dict, params) -> tuple[list[dict], list[tuple[str, str]], dict[str, str]]:
+    """The rows of every (source, eval) pair whose tokenizers agree, the pairs, and the refused pairs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cliffdata.cpm_shift import cpm_shift_rows, source_inputs, study_pairs
+    from cliffdata.dpo.train import padding_id
+
     torch.set_num_threads(params.dpo_train.threads)
-    study = {m.name: m for m in members(params)}
     tokenizers = {name: AutoTokenizer.from_pretrained(m.path("models/base")) for name, m in study.items()}
     pairs, refused = study_pairs(list(study), tokenizers)
     for pair, why in refused.items():
@@ -51,6 +50,15 @@ def main() -> None:
             rows += cpm_shift_rows(source, eval_name, model, pad_id, d["traces"], d["cliffs"], d["candidates"],
                                    d["stats"], params.cpm_shift.top_k)
         del model
+    return rows, pairs, refused
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    study = {m.name: m for m in members(params)}
+    # one model (no study.models) has no pair to read: no model or tokenizer is loaded
+    rows, pairs, refused = read_each_other(study, params) if len(study) > 1 else ([], [], {})
     schema.write("study_cpm_shift", rows, schema.PATHS["study_cpm_shift"])
     duck.assert_checks(duck.connect(Path("."), ["study_cpm_shift"]))
     record = {"models": list(study), "pairs": [f"{s} -> {e}" for s, e in pairs], "refused": refused,

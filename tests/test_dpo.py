@@ -260,6 +260,15 @@ def test_cliff_count_runs_every_model_in_one_scheduler_as_each_alone(tmp_path, t
     alone = (count_cliffs({"base": None}, be, *args, Checkpoint(tmp_path / "base"))
              + count_cliffs({"uncertain": "uncertain"}, be, *args, Checkpoint(tmp_path / "u")))
     assert together == alone
+    # an adapter with the same weights as an earlier model's is that model: measured once, rows copied
+    twice = make_backend("hf", str(tiny_model_dir), dtype="float32", adapters={**adapters, "copy": str(trained_adapter)})
+    asked = []
+    generate = twice.generate
+    twice.generate = lambda requests, sampling: asked.extend(r.adapter for r in requests) or generate(requests, sampling)
+    shared = count_cliffs({"base": None, "uncertain": "uncertain", "copy": "copy"}, twice, *args,
+                          Checkpoint(tmp_path / "copy"), digests={"uncertain": "d", "copy": "d"})
+    assert "copy" not in asked and "uncertain" in asked
+    assert shared == together + [dict(r, model="copy") for r in together if r["model"] == "uncertain"]
     assert [(r["model"], r["trace_id"]) for r in together] == [(m, f"p{i}#0") for m in ("base", "uncertain") for i in range(3)]
     assert sum(r["num_generated_tokens"] for r in together) > 0
 
@@ -296,6 +305,14 @@ def test_evaluate_models_samples_the_models_a_backend_can_mix_in_one_call(tiny_m
     assert lumping.calls == [{None}, {"uncertain", "other"}]
     assert mixed == evaluate_models(be, tok, problems, {"p": PromptConfig()}, models, 6)
     assert [r["model"] for r in mixed] == [m for m in models for _ in problems]
+    # equal weight digests: the second adapter is not decoded again, and its rows are the first's
+    once = Lumping()
+    deduped = evaluate_models(once, tok, problems, {"p": PromptConfig()}, models, 6,
+                              adapter_digests={"uncertain": "d1", "other": "d1"})
+    assert once.calls == [{None}, {"uncertain"}] and deduped == mixed
+    distinct = Lumping()
+    evaluate_models(distinct, tok, problems, {"p": PromptConfig()}, models, 6, adapter_digests={"uncertain": "d1", "other": "d2"})
+    assert distinct.calls == [{None}, {"uncertain", "other"}]
 
 
 # --- evaluation statistics ----------------------------------------------------------------------------
@@ -527,9 +544,7 @@ def test_train_eval_promote_stages(tmp_path, monkeypatch, tiny_model_dir):
     problems, _ = load_problems(load_params().problems)
     schema.write("problems", problems, tmp_path / schema.PATHS["problems"])
 
-    train = load_stage("dpo_train")
-    train.main("all")
-    train.main("deterministic")
+    load_stage("dpo_train").main()
     trained = json.loads((tmp_path / "metrics/dpo_train/all.json").read_text())
     assert trained["num_train_pairs"] == 7 and trained["num_heldout_pairs"] == 1 and trained["num_steps"] == 6
     assert trained["train_loss_last"] < trained["train_loss_first"]
@@ -561,6 +576,48 @@ def test_train_eval_promote_stages(tmp_path, monkeypatch, tiny_model_dir):
     assert cli_main(["promote", "--metric", "eval_accuracy"]) == 0
     champion = client.get_model_version_by_alias("cliff-dpo-smollm2-135m-instruct", "champion")
     assert champion.tags["variant"] == "all"
+
+
+@pytest.mark.slow
+def test_dpo_train_workers_and_shared_pairs(tmp_path, monkeypatch, tiny_model_dir):
+    """Two worker processes train the variants; variants with the same pairs are trained once. Every
+    adapter equals, byte for byte, what one in-process training of its pairs gives."""
+    import mlflow
+
+    from cliffdata.config import load_params
+    from cliffdata.dpo.train import train_adapter
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(STAGE_PARAMS.replace(
+        "variants: [all, deterministic]", "variants: [all, uncertain, sampled_off], workers: 2"))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/base").symlink_to(tiny_model_dir)
+    base = [dict(p, trace_id=f"t{k}", problem_id="arith/add1-00000", token_index=1, category="uncertain",
+                 strategy="cliff_1N", is_correct=False, chosen_rank=1, rejected_rank=2, chosen_prob=0.5,
+                 rejected_prob=0.2, chosen_potential=0.8, rejected_potential=0.1, p_prev=0.8,
+                 split="heldout" if k == 0 else "train") for k, p in enumerate(train_rows())]
+    variants = {"all": base, "uncertain": base, "sampled_off": base[:4]}
+    for variant, rows in variants.items():
+        schema.write("dpo_pairs", [dict(r, variant=variant) for r in rows], tmp_path / f"data/dpo_pairs/{variant}.parquet")
+
+    load_stage("dpo_train").main()
+    weights = {v: (tmp_path / f"models/adapters/{v}/adapter_model.safetensors").read_bytes() for v in variants}
+    assert weights["all"] == weights["uncertain"] != weights["sampled_off"]
+    hp = load_params().dpo_train
+    for variant in ("all", "sampled_off"):
+        rows = variants[variant]
+        train_adapter("models/base", [r for r in rows if r["split"] == "train"],
+                      [r for r in rows if r["split"] == "heldout"], hp, tmp_path / f"alone-{variant}")
+        assert (tmp_path / f"alone-{variant}/adapter_model.safetensors").read_bytes() == weights[variant]
+    assert not list((tmp_path / "models/adapters").glob("*.tmp"))
+    metrics = {v: json.loads((tmp_path / f"metrics/dpo_train/{v}.json").read_text()) for v in variants}
+    assert metrics["all"] == dict(metrics["uncertain"], variant="all") and metrics["sampled_off"]["num_train_pairs"] == 3
+    client = mlflow.MlflowClient()
+    shared = client.get_run(json.loads((tmp_path / "runs/dpo_train/uncertain.json").read_text())["run_id"])
+    assert shared.data.tags["same_pairs_as"] == "all" and shared.data.tags["stage"] == "dpo_train"
+    versions = client.search_model_versions("name = 'cliff-dpo-smollm2-135m-instruct'")
+    assert sorted((int(v.version), v.tags["variant"]) for v in versions) == [(1, "all"), (2, "uncertain"), (3, "sampled_off")]
 
 
 @pytest.mark.slow

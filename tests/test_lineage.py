@@ -64,7 +64,7 @@ def test_a_clone_with_an_empty_store_and_a_team_store(tiny_pipeline, tmp_path):
     seed_pairs(author)
     remote = tmp_path / "dvc-remote"
     out = dvc(author, "repro", MLFLOW_TRACKING_URI=None)
-    assert "Running stage 'dpo_train@all'" in out and "Running stage 'dpo_eval'" in out
+    assert "Running stage 'dpo_train'" in out and "Running stage 'dpo_eval'" in out
     assert "all" in json.loads((author / "metrics/dpo_eval.json").read_text())["models"]
     dvc(author, "remote", "add", "-f", "-d", "team", str(remote))
     dvc(author, "push")

@@ -17,6 +17,7 @@ from cliffdata import schema
 from cliffdata.backends import AdapterView, Backend, Sampling
 from cliffdata.cliffs import CATEGORIES, find_cliffs
 from cliffdata.config import CliffsConfig, PromptConfig, RolloutsConfig
+from cliffdata.dpo.evaluate import same_adapters
 from cliffdata.rollouts import Checkpoint, max_drops_by_trace, run_rollouts
 from cliffdata.sampling import golds_by_problem, sample_traces
 from cliffdata.token_stats import compute_token_stats
@@ -40,7 +41,7 @@ def selected(torch_model, adapter: str | None):
 def count_cliffs(models: dict[str, str | None], backend: Backend, torch_model, tokenizer, problems: list[dict],
                  prompts: dict[str, PromptConfig], trace_sampling: Sampling, trace_seed: int, rollouts: RolloutsConfig,
                  rollout_sampling: Sampling, cliffs_cfg: CliffsConfig, top_k: int,
-                 checkpoint: Checkpoint) -> list[dict]:
+                 checkpoint: Checkpoint, digests: dict[str, str] | None = None) -> list[dict]:
     """CLIFF_COUNT rows of every model of `models` (name -> its adapter in `backend` and `torch_model`, the
     HF model for token statistics; None: the base).
 
@@ -49,7 +50,13 @@ def count_cliffs(models: dict[str, str | None], backend: Backend, torch_model, t
     problems times every model, so that each engine call packs prefixes of several models where the
     backend can serve them together (vLLM: every adapter in one call, the base apart). Inside the
     scheduler a trace is known as `<model>/<trace_id>`, which seeds its rollouts (each model its own
-    stream) and keys its checkpoint; the rows carry the plain trace id beside the model."""
+    stream) and keys its checkpoint; the rows carry the plain trace id beside the model.
+
+    `digests` (adapter model -> its weights' digest): a model whose adapter has the same weights as an
+    earlier model's (variants trained on the same pairs) is that model; it is measured once and its rows
+    are the earlier model's under its own name."""
+    same_as = same_adapters({m: d for m, d in (digests or {}).items() if m in models})
+    everything, models = models, {m: a for m, a in models.items() if same_as.get(m, m) == m}
     traces, max_drops, stats_of = {}, {}, {}
     for name, adapter in models.items():
         traces[name] = sample_traces(problems, prompts, tokenizer, AdapterView(backend, adapter), trace_sampling,
@@ -89,7 +96,7 @@ def count_cliffs(models: dict[str, str | None], backend: Backend, torch_model, t
                    "num_generated_tokens": tokens.get((name, s["trace_id"]), 0)}
             row.update({f"num_{c}": by_trace[(s["trace_id"], c)] for c in CATEGORIES})
             rows.append(row)
-    return rows
+    return [dict(r, model=m) for m in everything for r in rows if r["model"] == same_as.get(m, m)]
 
 
 def summarize(rows: list[dict]) -> dict[str, dict]:

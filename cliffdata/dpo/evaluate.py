@@ -36,18 +36,29 @@ def eval_problems(sources: Sequence[SourceConfig], training_problems: Sequence[d
     return kept, len(rows) - len(kept)
 
 
+def same_adapters(digests: dict[str, str]) -> dict[str, str]:
+    """Each model (name -> its adapter's weight digest, in order) -> the first model with the same digest:
+    itself unless an earlier one has the same weights (variants trained on the same pairs)."""
+    first: dict[str, str] = {}
+    return {m: first.setdefault(d, m) for m, d in digests.items()}
+
+
 def evaluate_models(backend: Backend, tokenizer, problems: list[dict], prompts: dict[str, PromptConfig],
                     models: Sequence[str], max_new_tokens: int, checkpoint: UnitCheckpoint | None = None,
                     adapter_digests: dict[str, str] | None = None) -> list[dict]:
     """One greedy response per problem and model (`base` or an adapter name of `backend`); DPO_EVAL rows,
     model by model in `models` order. Models that `backend.batch_key` lets share an engine call are
     sampled together (vLLM: every adapter in one call, the base apart), 64 problems per model per call.
-    With a `checkpoint`, each (model, problem) is a unit; `adapter_digests` key an adapter's units by its weights."""
+    With a `checkpoint`, each (model, problem) is a unit; `adapter_digests` key an adapter's units by its
+    weights, and adapters with equal digests (e.g. variants trained on the same pairs) are decoded once:
+    greedy decoding of the same weights gives the same rows."""
     greedy = Sampling(temperature=0.0, max_new_tokens=max_new_tokens)
     adapter_of = {m: None if m == BASE else m for m in models}
+    same_as = same_adapters({m: d for m, d in (adapter_digests or {}).items() if m in models and d})
     groups: dict[object, list[str]] = {}
     for model in models:
-        groups.setdefault(backend.batch_key(adapter_of[model]), []).append(model)
+        if same_as.get(model, model) == model:
+            groups.setdefault(backend.batch_key(adapter_of[model]), []).append(model)
     by_model: dict[str, list[dict]] = {}
     for group in groups.values():
         units = [(m, p) for m in group for p in problems]
@@ -60,7 +71,7 @@ def evaluate_models(backend: Backend, tokenizer, problems: list[dict], prompts: 
                 {"model": model, "problem_id": t["problem_id"], "response_ids": t["response_ids"],
                  "extracted_answer": t["extracted_answer"], "is_correct": t["is_correct"],
                  "num_tokens": t["num_tokens"]})
-    return [row for model in models for row in by_model.get(model, [])]
+    return [dict(row, model=model) for model in models for row in by_model.get(same_as.get(model, model), [])]
 
 
 def paired_bootstrap(base: np.ndarray, other: np.ndarray, num_resamples: int, seed: int,

@@ -151,7 +151,7 @@ def training_run(variant: str, root: str | Path, registered_name: str, top_k: in
         if found:
             return found[0].info.run_id
     summary = json.loads((root / f"metrics/dpo_train/{variant}.json").read_text())
-    tags = {"variant": variant, "stage": f"dpo_train@{variant}", "cliffdata.restored_from": record["run_id"],
+    tags = {"variant": variant, "stage": "dpo_train", "cliffdata.restored_from": record["run_id"],
             "num_train_pairs": str(summary["num_train_pairs"])}
     with tracking.start_run("cliff-dpo", f"dpo_train-{variant}", root=root, tags=tags,
                             params=section_dict(root / "params.yaml", "dpo_train", "dpo_pairs", "model")) as run:

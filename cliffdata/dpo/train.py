@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -157,7 +159,8 @@ def evaluate_pairs(model, rows: Sequence[dict], hp: DPOTrainConfig, eos_id: int 
 
 
 def train_dpo(model, rows: Sequence[dict], hp: DPOTrainConfig, eos_id: int | None, pad_id: int,
-              on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+              on_step: Callable[[int, dict[str, float]], None] | None = None,
+              desc: str = "dpo_train") -> list[dict[str, float]]:
     """Train the adapter of a PEFT `model` on pair rows (dicts with prompt_ids, chosen_id, rejected_id).
 
     AdamW on the trainable (LoRA) parameters, linear warmup then cosine decay, gradient clipping.
@@ -182,7 +185,7 @@ def train_dpo(model, rows: Sequence[dict], hp: DPOTrainConfig, eos_id: int | Non
     reference = reference_logprobs(model, rows, hp, eos_id, pad_id)
     history = []
     model.train()
-    bar = tqdm(batches, desc="dpo_train", unit="step")
+    bar = tqdm(batches, desc=desc, unit="step")
     for step, idx in enumerate(bar, start=1):
         loss, stats = pair_loss(model, [rows[i] for i in idx], hp, eos_id, pad_id, reference[torch.as_tensor(idx)])
         bar.set_postfix(loss=f"{stats['loss']:.4f}", acc=f"{stats['reward_accuracy']:.2f}")
@@ -215,3 +218,34 @@ def save_adapter(model, folder) -> None:
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def train_cost(train_rows: Sequence[dict], heldout_rows: Sequence[dict], hp: DPOTrainConfig) -> int:
+    """Context tokens one adapter's training reads (epochs over the training pairs, plus the held-out
+    pairs before and after): the order in which `dpo_train` hands variants to its workers, largest first."""
+    return hp.epochs * sum(len(r["prompt_ids"]) for r in train_rows) + 2 * sum(len(r["prompt_ids"]) for r in heldout_rows)
+
+
+def train_adapter(base: str | Path, train_rows: Sequence[dict], heldout_rows: Sequence[dict], hp: DPOTrainConfig,
+                  out: str | Path, desc: str = "dpo_train") -> dict:
+    """One adapter from the base model at `base`, saved to `out`: the held-out statistics before and
+    after training, the per-step history, the padding id and the seconds it took.
+
+    Self-contained (it loads the tokenizer and the model and sets `hp.threads` torch threads), so that
+    `dpo_train` can run it in worker processes; the result depends only on the pairs (in order), `hp` and
+    the thread count: the same inputs give the same adapter bytes in any process.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(hp.threads)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    pad_id = padding_id(tokenizer)
+    model = add_lora(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), hp.lora_r, hp.lora_alpha,
+                     hp.lora_dropout, hp.target_modules, hp.seed)
+    started = time.perf_counter()
+    before = evaluate_pairs(model, heldout_rows, hp, tokenizer.eos_token_id, pad_id)
+    history = train_dpo(model, train_rows, hp, tokenizer.eos_token_id, pad_id, desc=desc)
+    after = evaluate_pairs(model, heldout_rows, hp, tokenizer.eos_token_id, pad_id)
+    save_adapter(model, out)
+    return {"history": history, "before": before, "after": after, "pad_id": pad_id,
+            "seconds": time.perf_counter() - started}
