@@ -525,7 +525,7 @@ class DPOTrainConfig:
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")   # paper: + gate_proj, up_proj, down_proj
     seed: int = 0
     threads: int = 1                   # torch threads (1 on a shared CPU: oversubscription is 10x slower)
-    workers: int = 1                   # processes training variants side by side (each `threads` threads)
+    workers: int = 2                   # processes training variants side by side (each `threads` threads; 1: in-process)
     max_grad_norm: float = 1.0         # gradient clipping (the reference: 1.0)
 
     def __post_init__(self):
