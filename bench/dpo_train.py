@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,12 +36,7 @@ def run_arm(args) -> None:
     cfg = load_params().dpo_train
     variants = [args.one] if args.one else list(cfg.variants)
     pairs, source = read_pairs(variants)
-    if args.one:
-        source = {args.one: args.one}
-    results = train_all({v: pairs[v] for v in variants if source[v] == v}, cfg, args.workers, Path(args.out))
-    for variant in variants:
-        if source[variant] != variant:
-            shutil.copytree(Path(args.out) / f"{source[variant]}.tmp", Path(args.out) / f"{variant}.tmp")
+    results = train_all(pairs, source, cfg, args.workers, Path(args.out))
     print(json.dumps({v: round(r["seconds"], 1) for v, r in results.items()}))
 
 

@@ -49,10 +49,21 @@ def read_pairs(variants: list[str]) -> tuple[dict[str, tuple[list[dict], list[di
     return pairs, source
 
 
-def train_all(jobs: dict[str, tuple[list[dict], list[dict]]], cfg, workers: int,
+def train_all(pairs: dict[str, tuple[list[dict], list[dict]]], source: dict[str, str], cfg, workers: int,
               into: Path = Path("models/adapters")) -> dict[str, dict]:
-    """Train one adapter per job (variant -> (train, heldout)) into `into`/<variant>.tmp, `workers` processes
-    side by side (largest job first); 1: in this process."""
+    """Every variant's adapter in `into`/<variant>.tmp: the variants that are their own `source` trained,
+    `workers` processes side by side (largest first; 1: in this process), the others copies of their
+    source's. Returns the training results by trained variant."""
+    jobs = {v: pairs[v] for v in pairs if source[v] == v}
+    results = _train(jobs, cfg, workers, into)
+    for variant, trained in source.items():
+        if trained != variant:
+            shutil.rmtree(into / f"{variant}.tmp", ignore_errors=True)
+            shutil.copytree(into / f"{trained}.tmp", into / f"{variant}.tmp")
+    return results
+
+
+def _train(jobs: dict[str, tuple[list[dict], list[dict]]], cfg, workers: int, into: Path) -> dict[str, dict]:
     order = sorted(jobs, key=lambda v: -train_cost(*jobs[v], cfg))
     tmp = {v: into / f"{v}.tmp" for v in order}
     for path in tmp.values():
@@ -78,11 +89,7 @@ def main(variants: list[str] | None = None) -> None:
     shared = {v: s for v, s in source.items() if s != v}
     if shared:
         log.info("same pairs, trained once: %s", ", ".join(f"{v} = {s}" for v, s in shared.items()))
-    results = train_all({v: pairs[v] for v in variants if source[v] == v}, cfg, cfg.workers)
-    for variant, trained in shared.items():
-        staged = Path(f"models/adapters/{variant}.tmp")
-        shutil.rmtree(staged, ignore_errors=True)
-        shutil.copytree(Path(f"models/adapters/{trained}.tmp"), staged)
+    results = train_all(pairs, source, cfg, cfg.workers)
 
     from cliffdata.dpo import registry
 
