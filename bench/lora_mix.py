@@ -34,8 +34,7 @@ from transformers import AutoTokenizer
 from cliffdata import schema
 from cliffdata.backends import GenerationRequest, Sampling, open_backend
 from cliffdata.config import load_params
-from cliffdata.dpo.evaluate import eval_problems
-from cliffdata.dpo.registry import trained_variants
+from cliffdata.dpo.evaluate import eval_problems, trained_variants
 from cliffdata.prompts import encode_prompt
 from vllm import SamplingParams
 from vllm.inputs import TokensPrompt

@@ -22,8 +22,7 @@ from cliffdata.backends import open_backend
 from cliffdata.backends.hf import load_adapters
 from cliffdata.config import load_params
 from cliffdata.dpo.cliff_count import count_cliffs, summarize
-from cliffdata.dpo.evaluate import BASE, eval_problems, same_adapters
-from cliffdata.dpo.registry import trained_variants
+from cliffdata.dpo.evaluate import BASE, eval_problems, same_adapters, trained_variants
 from cliffdata.rollouts import Checkpoint, fingerprint
 
 

@@ -20,10 +20,9 @@ from cliffdata import duck, grading, schema, tracking
 from cliffdata.checkpoint import stage_checkpoint
 from cliffdata.backends import open_backend
 from cliffdata.config import load_params, section_dict
-from cliffdata.dpo.evaluate import BASE, accuracy_summary, eval_problems, evaluate_models
+from cliffdata.dpo.evaluate import BASE, accuracy_summary, eval_problems, evaluate_models, trained_variants
 from cliffdata.dpo.pairs import CONTROL_VARIANT
 from cliffdata.dpo import registry
-from cliffdata.dpo.registry import trained_variants
 from cliffdata.schema import tree_digest
 
 

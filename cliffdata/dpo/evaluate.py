@@ -7,7 +7,9 @@ of each adapter's accuracy difference to the base model (protocol §6).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -116,4 +118,15 @@ def accuracy_summary(rows: list[dict], baseline: str = BASE, num_resamples: int 
             diff, lo, hi = paired_bootstrap(reference, correct, num_resamples, seed)
             cell.update(diff_to_control=diff, control_ci_low=lo, control_ci_high=hi)
         out[model] = cell
+    return out
+
+
+def trained_variants(variants, root: str | Path = ".") -> dict[str, dict]:
+    """Run records (runs/dpo_train/<variant>.json) of the variants whose adapter saw at least one pair;
+    an adapter without pairs equals the base model and is not evaluated again."""
+    out = {}
+    for v in variants:
+        record = json.loads((Path(root) / f"runs/dpo_train/{v}.json").read_text())
+        if json.loads((Path(root) / f"metrics/dpo_train/{v}.json").read_text())["num_train_pairs"] > 0:
+            out[v] = record
     return out

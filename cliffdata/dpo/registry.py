@@ -210,14 +210,3 @@ def tag_version(registered_name: str, version: str | int, tags: dict[str, str], 
     client = client or mlflow.MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(registered_name, str(version), key, value)
-
-
-def trained_variants(variants, root: str | Path = ".") -> dict[str, dict]:
-    """Run records (runs/dpo_train/<variant>.json) of the variants whose adapter saw at least one pair;
-    an adapter without pairs equals the base model and is not evaluated again."""
-    out = {}
-    for v in variants:
-        record = json.loads((Path(root) / f"runs/dpo_train/{v}.json").read_text())
-        if json.loads((Path(root) / f"metrics/dpo_train/{v}.json").read_text())["num_train_pairs"] > 0:
-            out[v] = record
-    return out
