@@ -350,6 +350,92 @@ def make_fresh_curves(num_curves: int, seed: int) -> list[dict]:
     return curves
 
 
+# --- the session-14 held-out library: written before the session-14 tuning (which used the three libraries
+# above and the embedded real curves), never tuned on. Curves like real models' exhaustive runs taken as the
+# truth: long, seen through N = 64 or N = 48 rollouts, drifting levels, forks clustered in short regions,
+# one-token excursions both ways at mid potentials, late cliffs in long traces, drops near the threshold.
+
+def _s14_drift(rng, T):
+    # a logit random walk with rare jumps (mostly down), seen through N = 64 rollouts
+    steps = rng.normal(0.0, 0.05, size=T)
+    jumps = rng.random(T) < rng.uniform(0.002, 0.01)
+    steps[jumps] += rng.choice([-1.0, 1.0], size=int(jumps.sum()), p=[0.7, 0.3]) * rng.uniform(1.0, 3.0, size=int(jumps.sum()))
+    latent = 1.0 / (1.0 + np.exp(-(rng.normal(1.0, 1.5) + np.cumsum(steps))))
+    return rng.binomial(64, latent) / 64
+
+
+def _s14_solved_then_lost(rng, T):
+    # a high plateau (0.9-1.0), a cliff somewhere to 0.1-0.55, sometimes a second later to near 0; N = 48 truth
+    latent = np.full(T, rng.uniform(0.9, 1.0))
+    a = int(rng.integers(2, T - 2))
+    latent[a:] = rng.uniform(0.1, 0.55)
+    if rng.random() < 0.5 and a < T - 4:
+        latent[int(rng.integers(a + 2, T - 1)):] = rng.uniform(0.0, 0.08)
+    return rng.binomial(48, latent) / 48
+
+
+def _s14_fork_cluster(rng, T):
+    # a mid plateau (0.35-0.7) with 1-2 regions of 6-12 tokens holding 2-4 one-token excursions of 0.25-0.5,
+    # up or down, and a step of 0.3-0.5 leaving the last region
+    p = np.full(T, rng.uniform(0.35, 0.7))
+    for _ in range(int(rng.integers(1, 3))):
+        start = int(rng.integers(3, max(4, T - 15)))
+        for c in rng.choice(np.arange(start, start + int(rng.integers(6, 13))), size=int(rng.integers(2, 5)), replace=False):
+            p[min(c, T - 2)] += rng.choice([-1.0, 1.0]) * rng.uniform(0.25, 0.5)
+        end = min(T - 2, start + 13)
+    p[end:] -= rng.uniform(0.3, 0.5)
+    return p
+
+
+def _s14_late_cliff(rng, T):
+    # a cliff in the last quarter of a long trace, from 0.6-1.0 by 0.25-0.6, truth seen through N = 64
+    latent = np.full(T, rng.uniform(0.6, 1.0))
+    latent[int(rng.integers(3 * T // 4, T - 1)):] -= rng.uniform(0.25, 0.6)
+    return rng.binomial(64, np.clip(latent, 0, 1)) / 64
+
+
+def _s14_threshold_steps(rng, T):
+    # 2-5 steps down, each 0.9-1.3x the smallest fall the test detects at N = 64 from its level
+    p, level = np.empty(T), rng.uniform(0.55, 1.0)
+    cuts = [0, *sorted(rng.choice(np.arange(2, T - 2), size=int(rng.integers(2, 6)), replace=False).tolist()), T]
+    for j in range(len(cuts) - 1):
+        p[cuts[j]:cuts[j + 1]] = level
+        need = _min_drop_counts(int(round(EXHAUSTIVE_N * level)))
+        fall = (need / EXHAUSTIVE_N if need is not None else 0.3) * rng.uniform(0.9, 1.3)
+        level = max(0.0, level - fall)
+    return p
+
+
+def _s14_dip_recover(rng, T):
+    # a fall of 0.3-0.6, a linear recovery over 10-80 tokens, then a second fall; N = 64 truth
+    latent = np.full(T, rng.uniform(0.6, 1.0))
+    a = int(rng.integers(2, max(3, T // 2)))
+    low = max(0.0, latent[0] - rng.uniform(0.3, 0.6))
+    span = int(rng.integers(10, 81))
+    ramp = np.linspace(low, latent[0], span)
+    latent[a:a + span] = ramp[:max(0, min(span, T - a))]
+    b = int(rng.integers(min(T - 2, a + span), T - 1)) if a + span < T - 2 else T - 1
+    latent[b:] = max(0.0, latent[0] - rng.uniform(0.3, 0.6))
+    return rng.binomial(64, latent) / 64
+
+
+HELDOUT_S14: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "drift_n64": _s14_drift, "solved_then_lost_n48": _s14_solved_then_lost, "fork_cluster": _s14_fork_cluster,
+    "late_cliff_n64": _s14_late_cliff, "threshold_steps": _s14_threshold_steps, "dip_recover_n64": _s14_dip_recover}
+
+
+def make_s14_curves(num_curves: int, seed: int) -> list[dict]:
+    """The session-14 held-out library: kinds in rotation, lengths log-uniform in 117-1,500 (the issue's
+    real curves: 117-819 tokens)."""
+    rng = np.random.default_rng([seed, 32452843])
+    curves = []
+    for j in range(num_curves):
+        kind = list(HELDOUT_S14)[j % len(HELDOUT_S14)]
+        T = int(round(math.exp(rng.uniform(math.log(117), math.log(1500)))))
+        curves.append({"kind": kind, "p": np.clip(HELDOUT_S14[kind](rng, T), 0.0, 1.0)})
+    return curves
+
+
 # --- curves with sampler probabilities (the fork-aware search's setting) ---------------------------
 
 def make_identity_curves(num_curves: int, seed: int) -> list[dict]:
@@ -845,10 +931,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         # tuning: the library the adaptive search was tuned on (session 7); heldout: written apart, never
         # tuned on (session 7); heldout_s9: written in session 9 before any of its tuning, never tuned on;
+        # heldout_s14: written in session 14 before its tuning (on the three before it), never tuned on;
         # identity: curves with sampler probabilities (the fork-aware search's setting)
         libraries = {"tuning": lambda s: make_curves(args.num_curves, s),
                      "heldout": lambda s: make_heldout_curves(args.num_curves, s),
                      "heldout_s9": lambda s: make_fresh_curves(args.num_curves, s),
+                     "heldout_s14": lambda s: make_s14_curves(args.num_curves, s),
                      "identity": lambda s: make_identity_curves(max(args.num_curves // 3, 1), s)}
         runs = {name: run_seeds(of, seeds) for name, of in libraries.items()}
         report = {key: runs["heldout"][key] for key in RATIO_KEYS} | {
