@@ -26,7 +26,8 @@ Definitions (repeated in the Markdown output):
 - First-cliff agreement: share of traces whose first reported cliff is the first true cliff (no cliff
   reported where there is none counts as agreement).
 
-Top-level JSON keys, over the traces of length ≥ 200: `recall_ratio` = adaptive / exhaustive recall;
+Top-level JSON keys, over the traces of length ≥ 200 (of the newest held-out library, `heldout_s14`, without
+--curves; each library's own under `libraries`): `recall_ratio` = adaptive / exhaustive recall;
 `false_cliffs_ratio` = (adaptive + ε) / (exhaustive + ε) false cliffs per trace with ε = 0.01, since
 exhaustive can have none (raw values in `false_cliffs_per_trace`); `token_ratio` = adaptive /
 exhaustive generated tokens. Deterministic for a seed: the curve library and every (curve, method)
@@ -899,6 +900,51 @@ def export_curves(potentials_path: str | Path, out: str | Path) -> int:
     return len(curves)
 
 
+# --- the no-prior search's recall / token frontier --------------------------------------------------
+
+# (sweep_rollouts, flag_lr) settings of rollouts.adaptive, the rest from params.yaml: session 9's default
+# first, the params' own among them
+FRONTIER = ((6, 0.2), (8, 0.1), (12, 0.05), (12, 0.03), (6, 0.02), (16, 0.03))
+
+
+def run_frontier(libraries: dict[str, Callable[[int], list[dict]]], seeds: Sequence[int],
+                 settings: Sequence[tuple[int, float]] = FRONTIER) -> dict:
+    """Adaptive vs exhaustive on every library under each (sweep_rollouts, flag_lr): the mean ratios over
+    the seeds, traces >= 200 tokens (a library without such traces: all its traces)."""
+    global ADAPTIVE_CONFIG
+    params_config, out = ADAPTIVE_CONFIG, []
+    try:
+        for sweep, flag_lr in settings:
+            ADAPTIVE_CONFIG = dataclasses.replace(params_config, sweep_rollouts=sweep, flag_lr=flag_lr)
+            row = {"sweep_rollouts": sweep, "flag_lr": flag_lr, "params": ADAPTIVE_CONFIG == params_config,
+                   "libraries": {}}
+            for name, curves_of in libraries.items():
+                per_seed = []
+                for s in seeds:
+                    summary = run_sim(curves_of(s), s, ("exhaustive", "adaptive"))["summary"]
+                    per_seed.append(ratios(summary.get(f"length>={LONG_TRACE}") or summary["all"], "adaptive"))
+                row["libraries"][name] = {key: round(float(np.mean([r[key] for r in per_seed if r[key] is not None])), 4)
+                                          for key in RATIO_KEYS}
+            out.append(row)
+    finally:
+        ADAPTIVE_CONFIG = params_config
+    return {"seeds": list(seeds), "settings": out}
+
+
+def format_frontier(frontier: dict) -> str:
+    names = list(frontier["settings"][0]["libraries"])
+    lines = ["# The no-prior search's frontier: recall ratio / token ratio against exhaustive", "",
+             f"Means over seeds {frontier['seeds'][0]}–{frontier['seeds'][-1]}, N = {EXHAUSTIVE_N}, traces ≥ "
+             f"{LONG_TRACE} tokens (all traces where a library has none); `rollouts.adaptive` as in params.yaml "
+             "but for the two columns varied (bold: params.yaml's own).", "",
+             "| sweep_rollouts | flag_lr | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for row in frontier["settings"]:
+        b = "**" if row["params"] else ""
+        cells = [f"{b}{r['recall_ratio']:.3f} / {r['token_ratio']:.3f}{b}" for r in row["libraries"].values()]
+        lines.append(f"| {b}{row['sweep_rollouts']}{b} | {b}{row['flag_lr']}{b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0, help="first seed")
@@ -912,6 +958,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="the exhaustive rollout dataset that is the real-model reference")
     ap.add_argument("--max-traces", type=int, default=None, help="real model: this many traces, evenly spread over the reference")
     ap.add_argument("--json", type=Path, default=ROOT / "bench/results/adaptive.json")
+    ap.add_argument("--frontier", action="store_true",
+                    help="the no-prior search's recall / token frontier: rollouts.adaptive under each FRONTIER setting on "
+                         "every library (or --curves), adaptive and exhaustive only; writes <--json stem>_frontier.{json,md} "
+                         "beside --json")
     ap.add_argument("--export-curves", type=Path, default=None,
                     help="write the --potentials reference as a --curves file (with token_stats sampler probabilities) and exit")
     args = ap.parse_args(argv)
@@ -925,21 +975,30 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     seeds = list(range(args.seed, args.seed + args.seeds))
+    # tuning: the library the adaptive search was tuned on (session 7); heldout: written apart, never
+    # tuned on (session 7); heldout_s9: written in session 9 before any of its tuning, never tuned on;
+    # heldout_s14: written in session 14 before its tuning (on the three before it), never tuned on;
+    # identity: curves with sampler probabilities (the fork-aware search's setting)
+    libraries = {"tuning": lambda s: make_curves(args.num_curves, s),
+                 "heldout": lambda s: make_heldout_curves(args.num_curves, s),
+                 "heldout_s9": lambda s: make_fresh_curves(args.num_curves, s),
+                 "heldout_s14": lambda s: make_s14_curves(args.num_curves, s),
+                 "identity": lambda s: make_identity_curves(max(args.num_curves // 3, 1), s)}
+    if args.frontier:
+        frontier = run_frontier({str(args.curves): lambda s: curves} if args.curves else libraries, seeds)
+        out = args.json.with_name(f"{args.json.stem}_frontier.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(frontier, indent=1) + "\n")
+        out.with_suffix(".md").write_text(format_frontier(frontier))
+        print(format_frontier(frontier))
+        print(f"frontier: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        return
     if args.curves:
         report = run_seeds(lambda s: curves, seeds)
         markdown = format_definitions() + format_markdown(report, str(args.curves))
     else:
-        # tuning: the library the adaptive search was tuned on (session 7); heldout: written apart, never
-        # tuned on (session 7); heldout_s9: written in session 9 before any of its tuning, never tuned on;
-        # heldout_s14: written in session 14 before its tuning (on the three before it), never tuned on;
-        # identity: curves with sampler probabilities (the fork-aware search's setting)
-        libraries = {"tuning": lambda s: make_curves(args.num_curves, s),
-                     "heldout": lambda s: make_heldout_curves(args.num_curves, s),
-                     "heldout_s9": lambda s: make_fresh_curves(args.num_curves, s),
-                     "heldout_s14": lambda s: make_s14_curves(args.num_curves, s),
-                     "identity": lambda s: make_identity_curves(max(args.num_curves // 3, 1), s)}
         runs = {name: run_seeds(of, seeds) for name, of in libraries.items()}
-        report = {key: runs["heldout"][key] for key in RATIO_KEYS} | {
+        report = {key: runs["heldout_s14"][key] for key in RATIO_KEYS} | {
             "forks": runs["identity"]["forks"], "seeds": seeds,
             "libraries": {name: {k: v for k, v in r.items() if k != "traces"} for name, r in runs.items()}}
         markdown = format_definitions() + "".join(format_markdown(r, name) + "\n" for name, r in runs.items())

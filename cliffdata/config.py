@@ -291,8 +291,8 @@ class AdaptiveParams:
     initial_rollouts: int = 8
     grid_points: int = 16
     min_stride: int = 4
-    sweep_rollouts: int = 6
-    flag_lr: float = 0.2
+    sweep_rollouts: int = 12
+    flag_lr: float = 0.03
     refine_z: float = 1.0
 
     def __post_init__(self):

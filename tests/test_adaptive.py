@@ -56,9 +56,10 @@ def test_single_cliff_found_at_its_position_for_a_fraction_of_the_tokens():
     for seed in range(5):
         evaluated, cliffs, oracle = run(p, seed)
         hits += cliffs == [300]
-        # the screen of every swept position (dips and spikes against the plateau, ~0.27x at N = 64 in
-        # bench/adaptive.py) is most of it; exhaustive spends N everywhere
-        assert oracle.tokens < 0.35 * exhaustive_tokens(p)
+        # the screen of every swept position (12 rollouts each, then doubled while a dip or spike against
+        # the plateau stays 0.03 as likely as the level: 0.45-0.48x here, ~0.5x at N = 64 in bench/adaptive.py)
+        # is all of it; exhaustive spends N everywhere
+        assert oracle.tokens < 0.55 * exhaustive_tokens(p)
         for i in cliffs:                                   # every reported cliff was tested at full N
             assert evaluated[i - 1][0] == evaluated[i][0] == 64
     assert hits >= 4
@@ -129,8 +130,13 @@ def test_plateaus_at_zero_and_one_are_cheap_and_clean(level):
 
 
 def test_gradual_decline_is_not_a_cliff():
+    """No true drop anywhere: every reported cliff is the test firing on noise, which it does at N on
+    both sides in any mode: the search reports no more of them than exhaustive on the same seeds."""
     p = list(np.linspace(1, 0, 600))
-    assert sum(len(run(p, seed)[1]) for seed in range(3)) <= 1
+    false = sum(len(run(p, seed)[1]) for seed in range(10))
+    exhaustive = sum(len(cliffs_from_evaluated(exhaustive_search(BinomialOracle(p, seed), list(range(600)), N), TEST))
+                     for seed in range(10))
+    assert false <= exhaustive and false <= 10
 
 
 def test_positions_must_be_consecutive():

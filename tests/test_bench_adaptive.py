@@ -219,3 +219,50 @@ def test_forks_run_only_on_curves_with_sampler_probabilities(bench, tmp_path):
     bad.write_text(json.dumps([{"kind": "x", "p": [0.5, 0.4], "sampler_prob": [0.5]}]))
     with pytest.raises(ValueError, match="sampler_prob"):
         bench.load_curves(bad)
+
+
+def test_heldout_s14_library(bench):
+    curves = bench.make_s14_curves(18, seed=0)
+    assert [c["kind"] for c in curves[:6]] == list(bench.HELDOUT_S14)
+    lengths = np.array([len(c["p"]) for c in curves])
+    assert lengths.min() >= 117 and lengths.max() <= 1500
+    for c in curves:
+        assert ((c["p"] >= 0) & (c["p"] <= 1)).all(), c["kind"]
+    # truths seen through N rollouts are multiples of 1/N
+    for c in curves:
+        n = {"drift_n64": 64, "late_cliff_n64": 64, "dip_recover_n64": 64, "solved_then_lost_n48": 48}.get(c["kind"])
+        if n:
+            np.testing.assert_allclose(c["p"] * n, np.rint(c["p"] * n), atol=1e-9)
+    # steps near the threshold: every fall is 0.9-1.3x the smallest the test detects from its level
+    steps = [c for c in curves if c["kind"] == "threshold_steps"]
+    for c in steps:
+        falls = [(a, b) for a, b in zip(c["p"][:-1], c["p"][1:]) if b < a]
+        assert 2 <= len(falls) <= 5
+    assert [c["p"].tolist() for c in bench.make_s14_curves(18, seed=0)] == [c["p"].tolist() for c in curves]
+
+
+def test_frontier_varies_only_the_screen_and_restores_the_params(bench, tmp_path):
+    rng = np.random.default_rng(1)
+    curves = [{"kind": "dip", "p": np.array([0.9] * 150 + [0.3] + [0.9] * 149)},
+              {"kind": "step", "p": np.clip(0.8 - 0.5 * (np.arange(260) >= 130) + rng.uniform(-0.01, 0.01, 260), 0, 1)}]
+    params_config = bench.ADAPTIVE_CONFIG
+    settings = ((6, 0.2), (params_config.sweep_rollouts, params_config.flag_lr), (16, 0.01))
+    frontier = bench.run_frontier({"small": lambda s: curves}, [0, 1], settings)
+    assert bench.ADAPTIVE_CONFIG == params_config
+    rows = frontier["settings"]
+    assert [r["params"] for r in rows] == [False, True, False]
+    # the params' row is what the plain comparison reports for the same seeds
+    plain = bench.run_seeds(lambda s: curves, [0, 1], ("exhaustive", "adaptive"))
+    assert rows[1]["libraries"]["small"]["token_ratio"] == pytest.approx(plain["token_ratio"], abs=1e-4)
+    # a wider screen (more rollouts at every swept position, a lower flag bar) costs more
+    tokens = [r["libraries"]["small"]["token_ratio"] for r in rows]
+    assert tokens[0] < tokens[2] < 1
+    bench.main(["--frontier", "--curves", str(_write(tmp_path, curves)), "--seeds", "1", "--json", str(tmp_path / "a.json")])
+    assert "| sweep_rollouts | flag_lr |" in (tmp_path / "a_frontier.md").read_text()
+    assert json.loads((tmp_path / "a_frontier.json").read_text())["seeds"] == [0]
+
+
+def _write(tmp_path, curves):
+    path = tmp_path / "curves.json"
+    path.write_text(json.dumps([{"kind": c["kind"], "p": np.asarray(c["p"]).tolist()} for c in curves]))
+    return path
