@@ -264,15 +264,20 @@ HELDOUT: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "two_token_dip": _two_token_dip}
 
 
-def make_heldout_curves(num_curves: int, seed: int) -> list[dict]:
-    """The held-out library: kinds in rotation, lengths log-uniform in 120-1,500."""
-    rng = np.random.default_rng([seed, 7919])
+def _in_rotation(kinds: dict[str, Callable[[np.random.Generator, int], np.ndarray]], num_curves: int,
+                 rng: np.random.Generator, min_length: int, max_length: int) -> list[dict]:
+    """A held-out library: kinds in rotation, lengths log-uniform in [min_length, max_length]."""
     curves = []
     for j in range(num_curves):
-        kind = list(HELDOUT)[j % len(HELDOUT)]
-        T = int(round(math.exp(rng.uniform(math.log(120), math.log(1500)))))
-        curves.append({"kind": kind, "p": np.clip(HELDOUT[kind](rng, T), 0.0, 1.0)})
+        kind = list(kinds)[j % len(kinds)]
+        T = int(round(math.exp(rng.uniform(math.log(min_length), math.log(max_length)))))
+        curves.append({"kind": kind, "p": np.clip(kinds[kind](rng, T), 0.0, 1.0)})
     return curves
+
+
+def make_heldout_curves(num_curves: int, seed: int) -> list[dict]:
+    """The held-out library: kinds in rotation, lengths log-uniform in 120-1,500."""
+    return _in_rotation(HELDOUT, num_curves, np.random.default_rng([seed, 7919]), 120, 1500)
 
 
 # --- the session-9 held-out library: written before the session-9 tuning (which used the two above),
@@ -342,13 +347,7 @@ FRESH: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
 
 def make_fresh_curves(num_curves: int, seed: int) -> list[dict]:
     """The session-9 held-out library: kinds in rotation, lengths log-uniform in 200-2,500."""
-    rng = np.random.default_rng([seed, 15485863])
-    curves = []
-    for j in range(num_curves):
-        kind = list(FRESH)[j % len(FRESH)]
-        T = int(round(math.exp(rng.uniform(math.log(200), math.log(2500)))))
-        curves.append({"kind": kind, "p": np.clip(FRESH[kind](rng, T), 0.0, 1.0)})
-    return curves
+    return _in_rotation(FRESH, num_curves, np.random.default_rng([seed, 15485863]), 200, 2500)
 
 
 # --- the session-14 held-out library: written before the session-14 tuning (which used the three libraries
@@ -428,13 +427,7 @@ HELDOUT_S14: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
 def make_s14_curves(num_curves: int, seed: int) -> list[dict]:
     """The session-14 held-out library: kinds in rotation, lengths log-uniform in 117-1,500 (the issue's
     real curves: 117-819 tokens)."""
-    rng = np.random.default_rng([seed, 32452843])
-    curves = []
-    for j in range(num_curves):
-        kind = list(HELDOUT_S14)[j % len(HELDOUT_S14)]
-        T = int(round(math.exp(rng.uniform(math.log(117), math.log(1500)))))
-        curves.append({"kind": kind, "p": np.clip(HELDOUT_S14[kind](rng, T), 0.0, 1.0)})
-    return curves
+    return _in_rotation(HELDOUT_S14, num_curves, np.random.default_rng([seed, 32452843]), 117, 1500)
 
 
 # --- curves with sampler probabilities (the fork-aware search's setting) ---------------------------
