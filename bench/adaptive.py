@@ -2,7 +2,10 @@
 
     python bench/adaptive.py --sim-only [--seed 0] [--num-curves 126] [--curves PATH] [--json bench/results/adaptive.json]
 
-Writes the JSON report and a Markdown table next to it (`adaptive.md`), and prints the table.
+    python bench/adaptive.py --frontier [--curves PATH]    # recall / tokens over rollouts.adaptive's screen knobs
+
+Writes the JSON report and a Markdown table next to it (`adaptive.md`), and prints the table;
+`--frontier` writes `<--json stem>_frontier.{json,md}` instead.
 
 Simulation. Each ground-truth potential curve p (one value per response token, T tokens) is searched
 by every method through a binomial rollout oracle: a request (i, n) returns Binomial(n, p[i]) correct
