@@ -238,6 +238,10 @@ def test_heldout_s14_library(bench):
     for c in steps:
         falls = [(a, b) for a, b in zip(c["p"][:-1], c["p"][1:]) if b < a]
         assert 2 <= len(falls) <= 5
+        for a, b in falls:
+            need = bench._min_drop_counts(int(round(bench.EXHAUSTIVE_N * a)))
+            need = need / bench.EXHAUSTIVE_N if need is not None else 0.3
+            assert b == 0.0 or 0.9 * need - 1e-9 <= a - b <= 1.3 * need + 1e-9, (a, b, need)
     assert [c["p"].tolist() for c in bench.make_s14_curves(18, seed=0)] == [c["p"].tolist() for c in curves]
 
 
