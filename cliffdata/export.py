@@ -40,6 +40,12 @@ against this list.
 each: Cliff-DPO is single-token), from the `dpo_pairs` dataset's `prompt_ids`, `chosen_id`,
 `rejected_id`; other columns (trace_id, token_index, category, split, ...) ride along. Read back
 with `trl.trainer.dpo_trainer.DataCollatorForPreference`.
+
+**Where it writes** (`cliffdata.outputs`): never inside the repository's `data/`, `models/`, `study/`, a
+file git tracks, an output dvc.yaml declares, the export's own input, or through a symbolic link; an
+existing path is replaced only when it is exactly what an earlier export wrote (a manifest beside the file,
+`.<name>.cliffdata`, or inside the folder, `.cliffdata-export`, lists the sha256 of each file). Every
+export is written in a temporary sibling and renamed into place.
 """
 from __future__ import annotations
 
@@ -57,9 +63,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cliffdata import schema
+from cliffdata.outputs import write_file, write_folder
 from cliffdata.report.data import DECODE_WINDOW, token_texts
 
 log = logging.getLogger(__name__)
+
+#: who wrote an export, in its manifest (`cliffdata.outputs`): only such a file or folder is ever replaced
+WRITTEN_BY = "cliffdata export"
+#: the manifest inside an exported folder (the potentials dataset)
+FOLDER_MARKER = ".cliffdata-export"
 
 # --- PTS v2 --------------------------------------------------------------------------------------------
 
@@ -200,10 +212,13 @@ def best_alternatives(root: Path) -> dict[tuple[str, int], dict]:
 
 
 def write_jsonl(rows: list[dict], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+    """JSON lines, atomically, replacing only a file an earlier export wrote (`cliffdata.outputs`)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+
+    write_file(Path(out), write, WRITTEN_BY)
 
 
 # --- TRL preference pairs --------------------------------------------------------------------------------
@@ -232,9 +247,9 @@ def trl_pairs(pairs: pa.Table, split: str | None = None) -> pa.Table:
 
 
 def write_pairs(table: pa.Table, out: Path) -> None:
-    """JSONL or Parquet by the file suffix."""
+    """JSONL or Parquet by the file suffix, atomically, replacing only a file an earlier export wrote."""
     if out.suffix == ".parquet":
-        schema.write_table(table, out)
+        write_file(Path(out), lambda tmp: pq.write_table(table, tmp), WRITTEN_BY)
     elif out.suffix in (".jsonl", ".json"):
         write_jsonl(table.to_pylist(), out)
     else:
@@ -367,15 +382,18 @@ def export_potentials(root: Path, out: Path, title: str = "cliffdata token-level
 
     counts: dict = {}
     features = _features()
-    with tempfile.TemporaryDirectory(prefix="cliffdata-export-") as tmp:
-        arrow = Path(tmp) / "potentials.arrow"
-        with ArrowWriter(features=features, path=str(arrow), writer_batch_size=1000) as writer:
-            for row in potential_rows(Path(root), counts, problems_root):
-                writer.write(row)
-            writer.finalize()
-        ds = datasets.Dataset.from_file(str(arrow))
-        ds.save_to_disk(str(out))
-    (Path(out) / "README.md").write_text(CARD.format(title=title, **counts), encoding="utf-8")
+
+    def build(folder: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="cliffdata-export-") as tmp:
+            arrow = Path(tmp) / "potentials.arrow"
+            with ArrowWriter(features=features, path=str(arrow), writer_batch_size=1000) as writer:
+                for row in potential_rows(Path(root), counts, problems_root):
+                    writer.write(row)
+                writer.finalize()
+            datasets.Dataset.from_file(str(arrow)).save_to_disk(str(folder))
+        (folder / "README.md").write_text(CARD.format(title=title, **counts), encoding="utf-8")
+
+    write_folder(Path(out), build, FOLDER_MARKER, WRITTEN_BY)
     log.info("potentials: %d traces, %d labelled positions -> %s", counts["num_traces"], counts["num_labelled"], out)
     return counts
 

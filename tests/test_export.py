@@ -258,3 +258,101 @@ def test_cli_export_of_a_study_model(tmp_path, tiny_tokenizer, monkeypatch, caps
     assert main(["export", "pairs", "--model", "b", "--out", "x/p.jsonl"]) == 2
     err = capsys.readouterr().err
     assert "--model nope: study.models has no such model (known: b)" in err and "Cliff-DPO pairs" in err
+
+
+@pytest.fixture
+def repo(tmp_path, tiny_tokenizer, monkeypatch):
+    """A git repository with the datasets, a pipeline output (dvc.yaml), tracked files and a user's file."""
+    import subprocess
+
+    write_fixture(tmp_path, tiny_tokenizer, TEXTS)
+    tiny_tokenizer.save_pretrained(tmp_path / "models/base")
+    schema.write_table(pairs_table(), tmp_path / "data/dpo_pairs/all.parquet")
+    (tmp_path / "README.md").write_text("# the project\n")
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "dvc.yaml").write_text("stages:\n  summary:\n    cmd: echo\n    outs: [summary/]\n"
+                                       "    metrics: [{metrics/summary.json: {cache: false}}]\n")
+    (tmp_path / "notes.jsonl").write_text('{"mine": 1}\n')
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "README.md", "params.yaml", "dvc.yaml"], check=True)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".git/" not in str(p.relative_to(root)) + "/"}
+
+
+@pytest.mark.parametrize("what, out, refusal", [
+    ("potentials", ".", "is or contains the repository"),
+    ("potentials", "..", "is or contains the repository"),
+    ("pts", "params.yaml", "a file git tracks"),
+    ("pts", "README.md", "a file git tracks"),
+    ("pts", "data/cliffs/cliffs.parquet", "overlaps"),
+    ("pts", "data/new.jsonl", "overlaps"),
+    ("potentials", "models", "overlaps"),
+    ("pts", "metrics/summary.json", "an output of the pipeline"),
+    ("potentials", "summary/x", "an output of the pipeline"),
+    ("pts", "notes.jsonl", "not a file cliffdata export wrote"),
+    ("pairs", "data/dpo_pairs/all.parquet", "overlaps"),
+    ("pts", "link-to-cliffs.jsonl", "symbolic link"),
+    ("pts", "data-link/x.jsonl", "overlaps"),
+    ("pts", "x", "exists and is not a file"),
+])
+def test_export_refuses_what_it_must_not_replace(repo, capsys, what, out, refusal):
+    """`cliffdata export` never writes over the repository, its datasets, a tracked file, a pipeline output,
+    a file it did not write, or through a link; it exits 2 naming the path and changes nothing."""
+    (repo / "link-to-cliffs.jsonl").symlink_to(repo / "data/cliffs/cliffs.parquet")
+    (repo / "data-link").symlink_to(repo / "data")
+    (repo / "x").mkdir()
+    before = snapshot(repo)
+    assert main(["export", what, "--out", out, "--model-id", "m"] if what == "pts" else
+                ["export", what, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cliffdata export: ") and refusal in err, err
+    assert snapshot(repo) == before
+
+
+def test_export_pairs_refuses_its_own_input(repo, capsys):
+    mine = repo / "exports/pairs.parquet"
+    assert main(["export", "pairs", "--out", str(mine)]) == 0
+    before = mine.read_bytes()
+    assert main(["export", "pairs", "--pairs", str(mine), "--out", "exports/pairs.parquet"]) == 2
+    assert "own input" in capsys.readouterr().err and mine.read_bytes() == before
+
+
+def test_export_replaces_only_its_own_output_atomically(repo, capsys, monkeypatch):
+    """A second export replaces the first (files and folders); an export edited since, or a folder with
+    someone else's file in it, is refused; a write that fails leaves the previous export and no temporary."""
+    import datasets
+
+    for what, out in (("pts", "exports/cliffs.jsonl"), ("pairs", "exports/pairs.jsonl"),
+                      ("potentials", "exports/potentials")):
+        args = ["export", what, "--out", out] + (["--model-id", "m"] if what == "pts" else [])
+        assert main(args) == 0
+        assert main(args) == 0                                         # its own output: replaced
+    assert len(datasets.load_from_disk("exports/potentials")) == 2
+    assert (repo / "exports/.cliffs.jsonl.cliffdata").is_file()
+    with open(repo / "exports/pairs.jsonl", "a") as f:
+        f.write('{"hand": "edited"}\n')
+    assert main(["export", "pairs", "--out", "exports/pairs.jsonl"]) == 2
+    assert "hand" in (repo / "exports/pairs.jsonl").read_text()
+    (repo / "exports/potentials/my-analysis.ipynb").write_text("{}")
+    assert main(["export", "potentials", "--out", "exports/potentials"]) == 2
+    assert "my-analysis.ipynb was not written by it" in capsys.readouterr().err
+    (repo / "exports/potentials/my-analysis.ipynb").unlink()
+
+    before = {p: (repo / p).read_bytes() for p in ("exports/cliffs.jsonl", "exports/potentials/README.md")}
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(json, "dumps", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        main(["export", "pts", "--out", "exports/cliffs.jsonl", "--model-id", "m"])
+    monkeypatch.setattr(export, "potential_rows", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        main(["export", "potentials", "--out", "exports/potentials"])
+    assert {p: (repo / p).read_bytes() for p in before} == before
+    assert [p.name for p in (repo / "exports").iterdir() if ".tmp-" in p.name] == []

@@ -237,9 +237,10 @@ def test_report_never_deletes_what_it_did_not_create(root, tiny_tokenizer, tmp_p
     assert main(["report", "--root", str(root)]) == 0
     site = root / "reports"
     assert (site / "index.html").exists() and not (elsewhere / "reports").exists()
-    (site / "traces" / "stale.html").write_text("old")
+    page = next((site / "traces").iterdir())
+    page.unlink()
     assert main(["report", "--root", str(root)]) == 0
-    assert not (site / "traces" / "stale.html").exists() and (site / "index.html").exists()
+    assert page.exists() and (site / "index.html").exists()
     assert oct(site.stat().st_mode & 0o777) == "0o755"
     assert not [p for p in root.iterdir() if p.name.startswith(".reports.")], "temporary folders left behind"
 
@@ -311,3 +312,39 @@ def test_a_study_report_keeps_the_first_models_pages_and_adds_comparisons(tmp_pa
     index = (tmp_path / "site/index.html").read_text()
     assert index.count('data-model="b"') == 1 and index.count('data-model="a"') == 2
     assert index.count('class="cmp"') == 2
+
+
+def test_report_replaces_only_the_files_its_marker_lists(root, tiny_tokenizer, tmp_path):
+    """A marker names every file of the report with its sha256: a folder holding a copied or forged marker,
+    or a report with a file added or changed since, is refused, naming the file, and left as it was."""
+    data = load_report_data(root)
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / "thesis.tex").write_text("mine")
+    for marker, refusal in (("written by cliffdata report; this folder is replaced by the next report\n",
+                             "holds no previous report"), (b"\xff\xfe", "holds no previous report"),
+                            ('{"files": {}}', "thesis.tex was not written by it"),
+                            ('{"files": {"thesis.tex": "0"}}', "thesis.tex differs from what it wrote")):
+        (forged / ".cliffdata-report").write_bytes(marker if isinstance(marker, bytes) else marker.encode())
+        with pytest.raises(ValueError, match=refusal):
+            build_report(data, tiny_tokenizer, forged)
+        assert (forged / "thesis.tex").read_text() == "mine"
+    site = tmp_path / "site"
+    build_report(data, tiny_tokenizer, site)
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    (copied / "thesis.tex").write_text("mine")
+    (copied / ".cliffdata-report").write_bytes((site / ".cliffdata-report").read_bytes())
+    with pytest.raises(ValueError, match="thesis.tex was not written by it"):
+        build_report(data, tiny_tokenizer, copied)
+    (site / "traces" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt was not written by it"):
+        build_report(data, tiny_tokenizer, site)
+    (site / "traces" / "notes.txt").unlink()
+    (site / "index.html").write_text("changed")
+    with pytest.raises(ValueError, match="index.html differs from what it wrote"):
+        build_report(data, tiny_tokenizer, site)
+    assert (site / "index.html").read_text() == "changed"
+    (site / "index.html").unlink()
+    build_report(data, tiny_tokenizer, site)                   # a file removed from a report: still its own
+    assert (site / "index.html").exists() and (copied / "thesis.tex").read_text() == "mine"

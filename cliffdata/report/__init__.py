@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from cliffdata.outputs import check_replaceable_folder, check_target, write_folder
 from cliffdata.report.data import ReportData, index_row, load_report_data, trace_payload
 from cliffdata.report.pages import compare_page, index_page, page_name, trace_page, z_of
 from cliffdata.stats import wilson_interval
@@ -32,41 +30,21 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ReportData", "build_report", "check_out_dir", "load_report_data", "study_sites"]
 
-#: written into every report folder: only a folder holding it is ever replaced by `build_report`
+#: written into every report folder, listing its files and their sha256: only a folder holding exactly
+#: those files is ever replaced by `build_report`
 MARKER = ".cliffdata-report"
 
 
 def check_out_dir(out: Path, root: Path | None = None) -> None:
     """Refuse an output folder that `build_report` must not replace (ValueError naming it).
 
-    Allowed: a path that does not exist, an empty folder, or a previous report (it holds MARKER).
-    With `root`: never `root` itself, a folder above it, or its `data/` and `models/` (or anything in them).
+    Allowed: a path that does not exist, an empty folder, or a previous report: a folder holding exactly
+    the files its MARKER lists, byte for byte (`cliffdata.outputs`). With `root`: never `root` itself, a
+    folder above it, its `data/`, `models/`, `study/`, a file git tracks or another output of dvc.yaml.
     """
-    out = Path(out).resolve()
     if root is not None:
-        root = Path(root).resolve()
-        if out == root or out in root.parents:
-            raise ValueError(f"--out {out} is or contains --root {root}: the report would replace the repository")
-        for tracked in ("data", "models"):
-            folder = root / tracked
-            if out == folder or folder in out.parents or out in folder.parents:
-                raise ValueError(f"--out {out} overlaps {folder}: DVC-tracked data is never a report folder")
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise ValueError(f"report folder {out} exists and is not a folder: not replacing it")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise ValueError(f"report folder {out} is not empty and holds no previous report ({MARKER} missing): "
-                         f"not replacing it; choose an empty or new folder")
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Put the finished folder `tmp` at `out`, moving a previous report aside first and deleting it last."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.rename(out, old / out.name)
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old)
+        check_target(out, root, what="report", own=[Path(root) / "reports"])
+    check_replaceable_folder(Path(out).absolute(), MARKER, "report")
 
 
 def study_sites(root: Path, params) -> tuple[str, list[tuple[str, ReportData, object]]]:
@@ -119,18 +97,8 @@ def build_report(data: ReportData, tokenizer, out: str | Path, level: float = 0.
     run leaves the previous report as it was; `out` is replaced only if `check_out_dir` allows it.
     """
     out = Path(out).absolute()
-    check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        summary = _write_site(data, tokenizer, tmp, level, title, plots, num_plots, model, others)
-        (tmp / MARKER).write_text("written by cliffdata report; this folder is replaced by the next report\n")
-        os.chmod(tmp, 0o755)                                   # mkdtemp makes it 0700
-        check_out_dir(out)                                     # again: something may have appeared meanwhile
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    summary = write_folder(out, lambda tmp: _write_site(data, tokenizer, tmp, level, title, plots, num_plots,
+                                                        model, others), MARKER, "report")
     log.info("report: %d trace pages under %s, largest %s (%d bytes)", summary["num_pages"], out,
              summary["largest_page"], summary["largest_page_bytes"])
     return summary
