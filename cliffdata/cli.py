@@ -266,6 +266,7 @@ def add_export(commands: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from cliffdata import export, schema
+    from cliffdata.outputs import check_target
 
     try:
         data_root, source = args.root, None
@@ -280,9 +281,10 @@ def run_export(args: argparse.Namespace) -> int:
                 raise ValueError(f"--model {args.model}: study.models has no such model (known: "
                                  f"{', '.join(study) or 'none'})")
             data_root, source = args.root / study[args.model].root, study[args.model].source
+        pairs_path = args.pairs or args.root / schema.PATHS.get("dpo_pairs", "data/dpo_pairs/all.parquet")
+        check_target(args.out, args.root, inputs=[pairs_path] if args.what == "pairs" else [], what="export")
         if args.what == "pairs":
-            path = args.pairs or args.root / schema.PATHS.get("dpo_pairs", "data/dpo_pairs/all.parquet")
-            table = export.trl_pairs(export.read_pairs(path), args.split)
+            table = export.trl_pairs(export.read_pairs(pairs_path), args.split)
             export.write_pairs(table, args.out)
             print(f"{table.num_rows} preference pairs -> {args.out}")
         elif args.what == "potentials":
