@@ -223,9 +223,43 @@ def _referenced_datasets(sql: str) -> frozenset[str]:
     return frozenset(_parser().get_table_names(sql) & set(schema.PATHS))
 
 
+def _float_columns(name: str) -> list[tuple[str, bool]]:
+    """(column, is a list) for every floating-point column of dataset `name`."""
+    out = []
+    for field in schema.SCHEMAS[name]:
+        kind = field.type
+        is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+        if pa.types.is_floating(kind.value_type if is_list else kind):
+            out.append((field.name, is_list))
+    return out
+
+
+def finite_checks(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """One check per dataset view with floating-point columns (`finite_<dataset>`): the rows, by key, where
+    a value is NaN or infinite (a potential, probability, entropy or drop never is; null is no value). Each
+    row names the column and the value, so a bad number is caught where it is written, not later, where
+    it breaks a JSON writer or a comparison."""
+    checks = {}
+    for name in sorted(views(con) & set(schema.SCHEMAS)):
+        columns = _float_columns(name)
+        if not columns:
+            continue
+        keys = ", ".join(f'"{k}"' for k in schema.KEYS[name])
+        parts = []
+        for column, is_list in columns:
+            if is_list:
+                bad = f'list_bool_or(list_transform("{column}", lambda x: not isfinite(x)))'
+                value = f'cast(list_filter("{column}", lambda x: not isfinite(x))[1] as varchar)'
+            else:
+                bad, value = f'not isfinite("{column}")', f'cast("{column}" as varchar)'
+            parts.append(f"select {keys}, '{column}' as column_name, {value} as value from \"{name}\" where {bad}")
+        checks[f"finite_{name}"] = "\nunion all\n".join(parts)
+    return checks
+
+
 def _applicable_checks(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     present = views(con)
-    checks = {}
+    checks = finite_checks(con)
     for name, sql in check_files().items():
         missing = _referenced_datasets(sql) - present
         if missing:
@@ -254,7 +288,7 @@ def assert_checks(con: duckdb.DuckDBPyConnection, num_examples: int = 5, skip: I
     counts = run_checks(con, skip)
     failing = {name: n for name, n in counts.items() if n}
     if failing:
-        sqls = check_files()
+        sqls = {**check_files(), **finite_checks(con)}
         lines = [f"{len(failing)} of {len(counts)} data checks failed:"]
         for name, n in failing.items():
             rel = con.sql(sqls[name])

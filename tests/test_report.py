@@ -348,3 +348,56 @@ def test_report_replaces_only_the_files_its_marker_lists(root, tiny_tokenizer, t
     (site / "index.html").unlink()
     build_report(data, tiny_tokenizer, site)                   # a file removed from a report: still its own
     assert (site / "index.html").exists() and (copied / "thesis.tex").read_text() == "mine"
+
+
+@pytest.mark.parametrize("trace_id", ["../../etc/passwd#0", "..#0", ".hidden#0", "-rf#0", "/#0", "#0", "\u202e#0",
+                                      "a/b\\c#0", "A#0", "a#0", "\ud800#0"])
+def test_page_names_are_safe_and_unique(trace_id):
+    name = page_name(trace_id)
+    assert not name.startswith((".", "-")) and "/" not in name and "\\" not in name, name
+    assert re.fullmatch(r"[A-Za-z0-9_.-]+\.html", name), name
+    assert page_name(trace_id.upper() + "x") != name
+
+
+def test_page_names_of_colliding_safe_ids_differ(tiny_tokenizer, tmp_path):
+    """Ids that are equal once made filename-safe (or differ only in case) still get pages of their own."""
+    ids = ["p/1#0", "p_1#0", "p?1#0", "P/1#0", "../p/1#0"]
+    assert len({page_name(t).lower() for t in ids}) == len(ids)
+    write_fixture(tmp_path, tiny_tokenizer, {t: ("1 + 1 = 2.\n#### 2", True, None) for t in ids})
+    summary = build_report(load_report_data(tmp_path), tiny_tokenizer, tmp_path / "reports")
+    pages = sorted(p.name for p in (tmp_path / "reports/traces").iterdir())
+    assert summary["num_pages"] == len(pages) == len(ids) and not [p for p in pages if p.startswith(".")]
+
+
+def test_nan_and_inf_are_shown_as_missing_and_flagged_by_the_checks(root, tiny_tokenizer, tmp_path):
+    """A NaN or infinite float in any dataset is named by the data checks (dataset, key, column, value);
+    the explorer still builds and shows the value as missing."""
+    from cliffdata import duck
+
+    for name, column, value in (("potentials", "potential", float("nan")), ("token_stats", "entropy", float("inf")),
+                                ("cliffs", "p_prev", float("-inf"))):
+        path = root / schema.PATHS[name]
+        rows = schema.read(name, path).to_pylist()
+        rows[0][column] = value
+        schema.write(name, rows, path)
+    con = duck.connect(root)
+    counts = duck.run_checks(con)
+    assert counts["finite_potentials"] == counts["finite_token_stats"] == counts["finite_cliffs"] == 1
+    with pytest.raises(ValueError) as failed:
+        duck.assert_checks(con)
+    for expected in ("finite_potentials", "'potential', 'nan'", "finite_token_stats", "'entropy', 'inf'",
+                     "finite_cliffs", "'p_prev', '-inf'", "arith/a-0#0"):
+        assert expected in str(failed.value), expected
+    summary = build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports")
+    assert summary["num_pages"] == 3
+    pages = [page_data(p.read_text()) for p in (tmp_path / "reports/traces").iterdir()]
+    assert any(None in page["ent"] for page in pages)
+    assert script_json({"x": [1.5, float("nan"), {"y": float("-inf")}]}) == '{"x":[1.5,null,{"y":null}]}'
+
+
+def test_finite_checks_pass_on_finite_data_and_nulls(root):
+    from cliffdata import duck
+
+    counts = duck.run_checks(duck.connect(root))
+    finite = {name: n for name, n in counts.items() if name.startswith("finite_")}
+    assert {"finite_potentials", "finite_token_stats", "finite_cliffs"} <= set(finite) and set(finite.values()) == {0}

@@ -295,3 +295,35 @@ def test_study_report_filters_by_model_and_compares_curves(tmp_path, tiny_tokeni
     assert errors(driver) == []
     driver.get(rows[1].find_element(By.TAG_NAME, "a").get_attribute("href"))    # the table links the trace page
     assert driver.title.startswith("b: ")
+
+
+def test_a_direction_override_in_a_token_moves_no_other_token(tmp_path, driver):
+    """Each token is a bidi isolate: a right-to-left override (U+202E) or an Arabic letter inside one token
+    leaves every other token where it was, left to right; a NaN entropy shows as missing, not 0."""
+    import pyarrow.parquet as pq
+
+    from cliffdata import schema
+    from conftest import build_tokenizer
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    tokenizer = build_tokenizer("\u202e\u202b\u0627")
+    text = "ab\u202ecd\u202bef\u0627gh\n#### 3"
+    write_fixture(tmp_path, tokenizer, {"arith/rtl#0": (text, False, 3)})
+    path = tmp_path / schema.PATHS["token_stats"]
+    rows = pq.read_table(path).to_pylist()
+    for row in rows:
+        if row["token_index"] == 0:
+            row["entropy"] = float("nan")
+    schema.write("token_stats", rows, path)
+    build_report(load_report_data(tmp_path), tokenizer, tmp_path / "reports")
+    driver.get((tmp_path / "reports/traces" / page_name("arith/rtl#0")).as_uri())
+    spans = driver.find_elements(By.CSS_SELECTOR, "#tokens span")
+    assert "".join(s.get_attribute("textContent") for s in spans) == text
+    first_line = [s for s in spans if s.get_attribute("textContent") not in ("\n",)][:11]
+    xs = [driver.execute_script("return arguments[0].getBoundingClientRect().left", s) for s in first_line]
+    visible = [x for s, x in zip(first_line, xs) if s.get_attribute("textContent") not in ("\u202e", "\u202b")]
+    assert visible == sorted(visible) and len(set(visible)) == len(visible), xs
+    ActionChains(driver).move_to_element(spans[0]).perform()
+    assert "entropy – nats" in driver.find_element(By.ID, "tip").text
+    assert errors(driver) == []

@@ -119,7 +119,8 @@ def _write_site(data: ReportData, tokenizer, out: Path, level: float, title: str
             if multi:
                 payload["model"] = name_
             page = trace_page(payload, level)
-            (out / "traces" / name).write_text(page, encoding="utf-8")
+            with open(out / "traces" / name, "x", encoding="utf-8") as f:   # "x": two ids never share a page
+                f.write(page)
             hrefs[key] = f"traces/{name}"
             sizes[key] = len(page.encode("utf-8"))
             lengths[key] = len(d.traces[trace_id]["response_ids"])

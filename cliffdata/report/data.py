@@ -20,6 +20,7 @@ context (the text a token adds to the decoded prefix), so SentencePiece word sta
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -126,8 +127,9 @@ def pass_at_ks(num_rollouts: int, num_correct: int) -> dict[str, float]:
 
 
 def _milli(values) -> list[int]:
-    """Floats as integer thousandths (-0.004 -> -4): a third of the JSON of 3-decimal floats."""
-    return [int(round(float(x) * 1000)) for x in values]
+    """Floats as integer thousandths (-0.004 -> -4): a third of the JSON of 3-decimal floats; NaN or an
+    infinity (which the data checks flag) as None, shown as missing."""
+    return [int(round(float(x) * 1000)) if math.isfinite(float(x)) else None for x in values]
 
 
 class _Vocab:

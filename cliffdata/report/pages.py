@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 import re
 from functools import cache
 from importlib import resources
@@ -26,16 +27,33 @@ def asset(name: str) -> str:
 
 
 def page_name(trace_id: str) -> str:
-    """A file name for a trace's page: the id made filename-safe plus a short hash (ids may collide once made safe)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", trace_id)[:80]
-    return f"{safe}-{hashlib.sha1(trace_id.encode()).hexdigest()[:10]}.html"
+    """A file name for a trace's page: the id made filename-safe plus a hash of the whole id (ids may
+    collide once made safe). The name never starts with `.` or `-` (a hidden file, an option to a shell
+    command) and never holds a path separator, whatever the id."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", trace_id)[:80].lstrip(".-") or "trace"
+    return f"{safe}-{hashlib.sha256(trace_id.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}.html"
+
+
+def finite(data: object) -> object:
+    """`data` with every NaN or infinite float replaced by None: a value that is not a number is shown as
+    missing (the data checks flag it upstream, `duck.finite_checks`)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data
 
 
 def script_json(data: object) -> str:
     """Compact JSON safe inside <script>: every `<`, `>` and `&` is written as a `\\u` escape (the same
     string to a JSON parser), so no `</script>`, `<!--` or `<script` in the data can end the element or
     switch the HTML parser into a script-data escape state; U+2028/9 are escaped for older JS parsers."""
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:                                   # a NaN or inf somewhere: shown as missing
+        text = json.dumps(finite(data), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     for char, code in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(char, code)
     return text
@@ -84,6 +102,7 @@ def trace_page(payload: dict, level: float = 0.95) -> str:
 
 
 def _cell(value: object, text: str | None = None, cls: str = "") -> str:
+    value = finite(value)
     v = "" if value is None else html.escape(str(value), quote=True)
     shown = html.escape(text if text is not None else ("" if value is None else str(value)))
     return f'<td{f" class={chr(34)}{cls}{chr(34)}" if cls else ""} data-v="{v}">{shown}</td>'

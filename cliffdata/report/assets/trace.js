@@ -10,7 +10,7 @@
   if (P.i === undefined) P.i = P.n.map(function (_, j) { return P.start + j; });   // consecutive positions
   function text(v) { return D.vocab[v][0]; }
   function tid(v) { return D.vocab[v][1]; }
-  function milli(a, i) { return a[i] / 1000; }
+  function milli(a, i) { return a[i] === null || a[i] === undefined ? null : a[i] / 1000; }   // null: not a number
   P.i.forEach(function (i, j) { pos[i] = j; });
   D.cliffs.forEach(function (c) { cliffAt[c.i] = c; });
 
