@@ -24,6 +24,10 @@ DATASETS = ("arith", "gsm8k", "gsm1k", "math500", "aime")
 ANSWER_FORMATS = ("hash", "boxed")
 
 
+#: every integer setting fits a signed 64-bit integer: the datasets' columns, numpy and torch seeds hold no more
+INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
@@ -99,16 +103,26 @@ class SourceConfig:
         _check(self.subset is None or self.subset > 0, f"subset must be positive, got {self.subset}")
         _check(self.max_new_tokens is None or self.max_new_tokens > 0,
                f"max_new_tokens must be > 0, got {self.max_new_tokens}")
+        if self.families:
+            from cliffdata.problems import FAMILIES    # the generator's families and how many questions each has
+
+            for family, count in self.families.items():
+                _check(family in FAMILIES, f"families.{family}: no such arith family (known: {sorted(FAMILIES)})")
+                _check(0 <= count <= FAMILIES[family].capacity,
+                       f"families.{family} must be in [0, {FAMILIES[family].capacity}] (the family's distinct "
+                       f"questions), got {count!r}")
 
 
 @dataclass(frozen=True)
 class ProblemsConfig:
     sources: tuple[SourceConfig, ...]
     on_bad_row: str = "error"          # error | skip (counted in metrics/problems.json)
+    max_chars: int = 20000             # the longest question or gold answer, in characters; a longer one is a bad row
 
     def __post_init__(self):
         _check(self.on_bad_row in ("error", "skip"), f"problems.on_bad_row must be error|skip, got {self.on_bad_row!r}")
         _check(len(self.sources) > 0, "problems.sources is empty")
+        _range("problems.max_chars", self.max_chars, 1)
 
 
 BASE_MODEL = "base"                                 # the untrained model's name among evaluated models
@@ -688,6 +702,8 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         raise ValueError(f"{_path(where)}: expected {tp.__name__}, got {value!r}")    # true is not an int
     if tp is float and not math.isfinite(value):
         raise ValueError(f"{_path(where)}: must be a finite number, got {value!r}")
+    if tp is int and not INT_MIN <= value <= INT_MAX:
+        raise ValueError(f"{_path(where)}: must be in [{INT_MIN}, {INT_MAX}] (a 64-bit integer), got {value!r}")
     return value
 
 
@@ -735,13 +751,43 @@ def study_params(data: dict, name: str) -> Params:
         raise ValueError(f"{where}: {e}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives one key twice (DVC refuses such a params file, and
+    PyYAML alone would keep the last value without a word)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            if key in first:
+                raise ValueError(f"{key_node.start_mark.name}: key {key!r} appears twice, at lines {first[key]} and "
+                                 f"{line}: keep one")
+            first[key] = line
+        except TypeError:                              # an unhashable key: YAML's own error follows
+            continue
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(path: str | Path):
+    """A YAML file's data (safe types only); a key given twice in one mapping is a ValueError naming the
+    file, the key and both lines."""
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=_UniqueKeyLoader)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
-    with open(path) as f:
-        return parse_params(yaml.safe_load(f))
+    return parse_params(read_yaml(path))
 
 
 def section_dict(path: str | Path, *sections: str) -> dict:
     """The raw YAML of some sections (for fingerprints and MLflow params)."""
-    with open(path) as f:
-        data = yaml.safe_load(f)
+    data = read_yaml(path)
     return {s: data.get(s) for s in sections}

@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from cliffdata.config import parse_params
+from cliffdata.config import parse_params, read_yaml
 
 
 # Mappings whose keys are names the user chooses (not params): a preset may add entries to them.
@@ -74,8 +73,8 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args()
-    base = yaml.safe_load(args.params.read_text())
-    overlay = yaml.safe_load(args.preset.read_text())
+    base = read_yaml(args.params)
+    overlay = read_yaml(args.preset)
     parse_params(merge(base, overlay))                     # fail here, not after DVC started
     sets = overrides(base, overlay)
     if args.dry_run:

@@ -53,7 +53,7 @@ def load_problems(cfg: ProblemsConfig, root: Path = Path("."),
             src_rows = generate_arith(src, prompts)
             src_skipped, num_rows = [], len(src_rows)
         else:
-            src_rows, src_skipped, num_rows = _load_source(src, Path(root), cfg.on_bad_row, prompts)
+            src_rows, src_skipped, num_rows = _load_source(src, Path(root), cfg, prompts)
         if not src_rows:
             raise ValueError(f"problems.sources[{i}] ({_describe(src)}): no problems "
                              f"({num_rows} rows read, {len(src_skipped)} skipped as bad)")
@@ -100,9 +100,11 @@ class _Item:
     level: str | None = None
 
 
-def _load_source(src: SourceConfig, root: Path, on_bad_row: str,
+def _load_source(src: SourceConfig, root: Path, cfg: ProblemsConfig,
                  prompts: dict[str, PromptConfig]) -> tuple[list[dict], list[dict], int]:
-    """Rows of one file/hub source after its subset, the skipped bad rows, and the number of source rows."""
+    """Rows of one file/hub source after its subset, the skipped bad rows, and the number of source rows.
+    A row is bad (`cfg.on_bad_row`) when it does not parse or its question or answer is longer than
+    `cfg.max_chars`."""
     if src.families or src.family_prompts:
         raise ValueError(f"problems.sources: `families`/`family_prompts` are for dataset 'arith' only, "
                          f"got them on {src.dataset!r}")
@@ -113,10 +115,15 @@ def _load_source(src: SourceConfig, root: Path, on_bad_row: str,
     for index, where, raw in _read_rows(src, root):
         num_rows += 1
         try:
-            items.append((index, parse(_as_record(raw))))
+            item = parse(_as_record(raw))
+            for name in ("question", "answer"):
+                length = len(getattr(item, name))
+                if length > cfg.max_chars:
+                    raise _BadRow(name, f"{length:,} characters, more than problems.max_chars = {cfg.max_chars:,}")
+            items.append((index, item))
         except _BadRow as bad:
             field = f" field {bad.field!r}" if bad.field else ""
-            if on_bad_row == "error":
+            if cfg.on_bad_row == "error":
                 raise ValueError(f"{where}:{field} {bad.reason} (problems.on_bad_row: skip skips such rows)") from None
             log.warning("skipping %s:%s %s", where, field, bad.reason)
             skipped.append({"where": where, "field": bad.field, "reason": bad.reason})
@@ -369,10 +376,7 @@ def generate_arith(src: SourceConfig, prompts: dict[str, PromptConfig] | None = 
         raise ValueError(f"problems.sources: arith takes per-family counts in `families`, not subset {src.subset}")
     rows = []
     for family in sorted(src.families):
-        count, spec = src.families[family], FAMILIES[family]
-        if not 0 <= count <= spec.capacity:
-            raise ValueError(f"problems.sources: arith family {family!r} count must be in "
-                             f"[0, {spec.capacity}], got {count}")
+        count, spec = src.families[family], FAMILIES[family]       # in [0, capacity]: SourceConfig checks it
         rng = np.random.default_rng([src.seed, _stable_hash(family)])
         seen: set[str] = set()
         while len(seen) < count:

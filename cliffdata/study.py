@@ -20,10 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from cliffdata import schema
-from cliffdata.config import Params, parse_params, study_params
+from cliffdata.config import Params, parse_params, read_yaml, study_params
 
 STUDY_DIR = Path("study")
 
@@ -62,8 +61,7 @@ def enter(name: str | None, params_path: str | Path = "params.yaml") -> Params:
     (created if missing), with the shared problems' path made absolute first and a local model source
     resolved against the project.
     """
-    with open(params_path) as f:
-        data = yaml.safe_load(f)
+    data = read_yaml(params_path)
     params = parse_params(data)
     if name is None:
         return params

@@ -103,3 +103,43 @@ def test_missing_section_and_top_level_prompts(raw):
     del data["prompts"]
     with pytest.raises(ValueError, match=r"^prompts: missing \(required\)"):
         parse_params(data)
+
+
+@pytest.mark.parametrize("count", [-5, 65, 10 ** 20])
+def test_arith_family_counts_are_ranged_at_load_time(raw, count):
+    """A family count outside [0, the family's distinct questions] is refused when params load, naming the
+    source and family, not later by the generator."""
+    data = copy.deepcopy(raw)
+    data["problems"]["sources"][0]["families"] = {"add1": count}
+    data["problems"]["sources"][0]["family_prompts"] = {}
+    with pytest.raises(ValueError, match=rf"problems.sources\[0\]:? ?.?families.add1:? must be in \[.*got {count}"):
+        parse_params(data)
+    data["problems"]["sources"][0]["families"] = {"add9": 1}
+    with pytest.raises(ValueError, match=r"families.add9: no such arith family"):
+        parse_params(data)
+
+
+@pytest.mark.parametrize("path", [("sample", "num_samples"), ("rollouts", "seed"), ("cliffs", "min_rollouts"),
+                                  ("dpo_train", "batch_size"), ("report", "num_plot_traces")])
+def test_integers_past_64_bits_are_refused(raw, path):
+    with pytest.raises(ValueError, match=rf"{'.'.join(path)}: must be in \[-9223372036854775808, 9223372036854775807\]"):
+        parse_params(with_value(raw, path, 10 ** 20))
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys silently; DVC refuses the file. So does the loader, naming
+    the key and both lines, at any depth."""
+    from cliffdata.config import load_params, read_yaml
+
+    text = (ROOT / "params.yaml").read_text()
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  num_samples:"))
+    twice = "\n".join(lines[:at + 1] + ["  num_samples: 4"] + lines[at + 1:]) + "\n"
+    (tmp_path / "params.yaml").write_text(twice)
+    with pytest.raises(ValueError, match=rf"params.yaml: key 'num_samples' appears twice, at lines {at + 1} and {at + 2}"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "top.yaml").write_text("a: 1\nb: {c: 1, c: 2}\n")
+    with pytest.raises(ValueError, match="key 'c' appears twice, at lines 2 and 2"):
+        read_yaml(tmp_path / "top.yaml")
+    (tmp_path / "ok.yaml").write_text("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\nlist: [{x: 1}, {x: 2}]\n")
+    assert read_yaml(tmp_path / "ok.yaml")["other"] == {"x": 1, "y": 2}

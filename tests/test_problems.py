@@ -341,14 +341,14 @@ def test_arith_questions_unique_within_family():
     for family in ("add1", "mul21"):
         questions = [r["question"] for r in rows if r["family"] == family]
         assert len(questions) == len(set(questions))
-    with pytest.raises(ValueError, match=r"'add1' count must be in \[0, 64\], got 65"):
+    with pytest.raises(ValueError, match=r"families.add1 must be in \[0, 64\] \(the family's distinct questions\), got 65"):
         arith({"add1": 65})
 
 
 def test_arith_prompts_and_bad_families():
     rows = arith({"add2": 2, "word1": 2}, prompt="base", family_prompts={"word1": "w1"})
     assert {(r["family"], r["prompt"]) for r in rows} == {("add2", "base"), ("word1", "w1")}
-    with pytest.raises(ValueError, match=r"unknown arith families \['sub1'\]"):
+    with pytest.raises(ValueError, match=r"families.sub1: no such arith family"):
         arith({"sub1": 3})
     with pytest.raises(ValueError, match=r"family_prompts name families \['mul21'\]"):
         arith({"add1": 3}, family_prompts={"mul21": "x"})
@@ -396,3 +396,21 @@ def test_stage_writes_byte_stable_outputs(tmp_path, monkeypatch, capsys):
     stats = json.loads(metrics.read_text())
     assert stats["num_by_dataset"] == {"arith": 7, "gsm1k": 5}
     assert "12 problems" in capsys.readouterr().out
+
+
+def test_a_question_past_max_chars_is_a_bad_row(tmp_path):
+    """A 10 MB question is refused naming the file, line and field and the limit (`problems.max_chars`), or
+    skipped and counted with `on_bad_row: skip`; the limit is the param's."""
+    huge = "How many? " * 1_048_576
+    write_rows(tmp_path / "g.jsonl", [GSM8K[0], {"question": huge, "answer": "#### 1"}, GSM8K[2],
+                                      {"question": "Q?", "answer": "#### " + "9" * 30}])
+    src = SourceConfig(dataset="gsm8k", path="g.jsonl")
+    with pytest.raises(ValueError, match=r"g\.jsonl line 2: field 'question' 10,485,759 characters, more than "
+                                         r"problems.max_chars = 20,000"):
+        load(src, root=tmp_path)
+    rows, stats = load_problems(ProblemsConfig(sources=(src,), on_bad_row="skip", max_chars=20), root=tmp_path)
+    assert [r["source_index"] for r in rows] == [0, 2]
+    assert [(s["where"], s["field"]) for s in stats["skipped"]] == [("g.jsonl line 2", "question"),
+                                                                    ("g.jsonl line 4", "answer")]
+    with pytest.raises(ValueError, match=r"problems.max_chars must be in \[1, inf\), got 0"):
+        ProblemsConfig(sources=(src,), max_chars=0)

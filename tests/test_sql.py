@@ -342,7 +342,24 @@ def test_every_check_has_a_breaking_seed():
 def test_checks_pass_on_clean_seed(seed):
     con = duck.connect(seed)
     counts = duck.assert_checks(con)
-    assert counts == dict.fromkeys(BREAKS, 0)
+    finite = {f"finite_{name}": 0 for name in seed_rows() if duck._float_columns(name)}
+    assert counts == dict.fromkeys(BREAKS, 0) | finite
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("name", sorted(n for n in seed_rows() if duck._float_columns(n)))
+def test_a_non_finite_float_trips_its_datasets_check(tmp_path, name, value):
+    """Every float column (lists included) of every dataset: NaN or an infinity trips finite_<dataset>."""
+    for column, is_list in duck._float_columns(name):
+        rows = seed_rows()
+        if not rows[name]:
+            pytest.skip(f"the seed has no {name} rows")
+        row = next((r for r in rows[name] if r[column] is not None and (not is_list or r[column])), None)
+        if row is None:
+            continue
+        row[column] = [*row[column][:-1], value] if is_list else value
+        counts = duck.run_checks(duck.connect(write_seed(tmp_path, rows)))
+        assert counts[f"finite_{name}"] == 1, (column, counts)
 
 
 @pytest.mark.parametrize("check", sorted(BREAKS))
