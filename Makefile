@@ -14,6 +14,8 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export VLLM_CPU_KVCACHE_SPACE ?= 4
+# the interpreter of every stage command (pipeline/python): this venv's, activated or not
+export CLIFFDATA_PYTHON ?= $(abspath $(BIN))/python
 
 .PHONY: venv lock test test-fast browser repro repro-gpu remote push pull mlflow-ui clean-venv exps plots
 
@@ -95,7 +97,9 @@ clean-venv:
 # The experiments side by side on the numbers they are compared by (metrics/headline.json) and the
 # params that usually vary; `dvc exp show` alone has ~900 columns. EXPS_ARGS adds options (e.g. --md).
 EXPS_KEEP = ^headline\.|^(model\.source|rollouts\.(mode|num_rollouts)|cliffs\.(delta0|z|use|use_empty_prefix|entropy)|replicate\.num_rollouts|dpo_train\.(beta|learning_rate|epochs))$$
+# Not a terminal (a pipe, a file): every column, not cut to 80 (rich's width there, unless COLUMNS says otherwise).
 exps: venv
+	@[ -t 1 ] || export COLUMNS=$${COLUMNS:-100000}; \
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp show --no-pager --drop '.*' --keep 'Experiment|Created|$(EXPS_KEEP)' $(EXPS_ARGS)
 
 # `dvc plots show` as a page that draws offline (Vega inlined from vl-convert-python): plots/html/index.html

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from cliffdata.arith import FAMILIES as ARITH_FAMILIES
+
 BACKENDS = ("fake", "hf", "vllm")
 ENGINE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 ENGINE_LORA = ("auto", "native", "merged")
@@ -103,14 +105,11 @@ class SourceConfig:
         _check(self.subset is None or self.subset > 0, f"subset must be positive, got {self.subset}")
         _check(self.max_new_tokens is None or self.max_new_tokens > 0,
                f"max_new_tokens must be > 0, got {self.max_new_tokens}")
-        if self.families:
-            from cliffdata.problems import FAMILIES    # the generator's families and how many questions each has
-
-            for family, count in self.families.items():
-                _check(family in FAMILIES, f"families.{family}: no such arith family (known: {sorted(FAMILIES)})")
-                _check(0 <= count <= FAMILIES[family].capacity,
-                       f"families.{family} must be in [0, {FAMILIES[family].capacity}] (the family's distinct "
-                       f"questions), got {count!r}")
+        for family, count in self.families.items():           # the generator's families (cliffdata/arith.py)
+            _check(family in ARITH_FAMILIES, f"families.{family}: no such arith family (known: {sorted(ARITH_FAMILIES)})")
+            _check(0 <= count <= ARITH_FAMILIES[family].capacity,
+                   f"families.{family} must be in [0, {ARITH_FAMILIES[family].capacity}] (the family's distinct "
+                   f"questions), got {count!r}")
 
 
 @dataclass(frozen=True)

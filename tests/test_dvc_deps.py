@@ -36,7 +36,7 @@ def entrypoints(stage: dict) -> list[Path]:
     cmds = stage_body(stage)["cmd"]
     out = []
     for cmd in [cmds] if isinstance(cmds, str) else cmds:
-        m = re.match(r"python (pipeline/\w+\.py)", cmd)
+        m = re.match(r"pipeline/python (pipeline/\w+\.py)", cmd)
         assert m, f"cannot find the entrypoint in {cmd!r}"
         out.append(ROOT / m[1])
     return out

@@ -79,3 +79,89 @@ def test_environment_record():
     assert re.fullmatch(r"[0-9a-f]{64}", record["packages_sha256"]) and record["num_packages"] > 100
     assert record["versions"]["torch"] == metadata.version("torch")
     assert record["torch_cpu_capability"]
+
+
+def readme_commands() -> list[str]:
+    """Every command line of the README's shell blocks, comments removed, continuation lines joined."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = []
+    for block in re.findall(r"^```(?:bash|sh|shell|console)\n(.*?)^```", text, re.S | re.M):
+        for line in block.replace("\\\n", " ").splitlines():
+            command = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()
+            if command:
+                lines.append(command)
+    return lines
+
+
+def make_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text()
+    return {t for line in re.findall(r"^([\w .-]+):(?!=)", text, re.M) for t in line.split()}
+
+
+def test_every_command_the_readme_gives_exists():
+    """The README's make targets are the Makefile's, its scripts and modules exist, its `cliffdata`
+    subcommands are the CLI's: a command copied from the README runs as written."""
+    import importlib.util
+
+    from cliffdata.cli import build_parser
+
+    commands = readme_commands()
+    assert any(c.startswith("make test") for c in commands) and any("make repro" in c for c in commands)
+    subcommands = set(build_parser()._subparsers._group_actions[0].choices)
+    targets = make_targets()
+    missing = []
+    for command in commands:
+        missing += [f"make {t}" for t in re.findall(r"\bmake\s+([\w-]+)", command) if t not in targets]
+        missing += [p for p in re.findall(r"\bpython\s+([\w/.-]+\.py)\b", command) if not (ROOT / p).is_file()]
+        missing += [f"python -m {m}" for m in re.findall(r"\bpython\s+-m\s+([\w.]+)", command)
+                    if importlib.util.find_spec(m) is None]
+        missing += [f"cliffdata {c}" for c in re.findall(r"(?:^|[\s;&|(])cliffdata\s+([a-z][\w-]*)", command)
+                    if c not in subcommands]
+    assert missing == [], f"the README gives commands that do not exist: {missing}"
+
+
+def test_stages_run_the_projects_python(tmp_path):
+    """Every stage command goes through pipeline/python, which finds the project's virtualenv when none is
+    active and PATH's python is the system's (`.venv/bin/dvc repro` run as is), and names an interpreter
+    that cannot import the project instead of failing on an import halfway."""
+    import yaml
+
+    dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    cmds = []
+    for stage in dvc_yaml["stages"].values():
+        body = stage.get("do", stage)
+        cmds += [body["cmd"]] if isinstance(body["cmd"], str) else body["cmd"]
+    assert cmds and [c for c in cmds if not c.startswith("pipeline/python pipeline/")] == []
+
+    proj = tmp_path / "proj"
+    (proj / "pipeline").mkdir(parents=True)
+    launcher = proj / "pipeline/python"
+    launcher.write_bytes((ROOT / "pipeline/python").read_bytes())
+    launcher.chmod(0o755)
+    (proj / ".venv").symlink_to(Path(sys.prefix))
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    probe = ["pipeline/python", "-c", "import sys; print(sys.prefix)"]
+    out = subprocess.run(probe, cwd=proj, env=bare, capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(out).resolve() == Path(sys.prefix).resolve()
+
+    (proj / ".venv").unlink()
+    other = tmp_path / "no-project"
+    (other / "bin").mkdir(parents=True)
+    (other / "bin/python").write_text("#!/bin/sh\nexec /bin/false\n")
+    (other / "bin/python").chmod(0o755)
+    failed = subprocess.run(probe, cwd=proj, env={**bare, "CLIFFDATA_PYTHON": str(other / "bin/python")},
+                            capture_output=True, text=True)
+    assert failed.returncode == 3 and "cannot import cliffdata" in failed.stderr and "dvc checkout" in failed.stderr
+    chosen = subprocess.run(probe, cwd=proj, env={**bare, "CLIFFDATA_PYTHON": sys.executable}, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert Path(chosen).resolve() == Path(sys.prefix).resolve()
+
+
+def test_make_exps_keeps_every_column_in_a_pipe():
+    """`make exps | less` or `> exps.txt` shows every kept column: no table cut to 80 characters."""
+    out = subprocess.run(["make", "-s", "-o", ".venv/.installed", "exps"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env={k: v for k, v in __import__("os").environ.items() if k != "COLUMNS"})
+    assert out.returncode == 0, out.stderr
+    assert "…" not in out.stdout
+    for column in ("Experiment", "headline.", "rollouts.mode", "dpo_train.epochs"):
+        assert column in out.stdout, column
