@@ -3,27 +3,36 @@
     cliffdata sql "select category, count(*) from cliffs group by all order by all"
     cliffdata sql --file q.sql --root . --format csv
     cliffdata sql --schema                 # every view, its rows and columns
+    cliffdata sql --timeout 60 --format csv "select * from token_stats" > token_stats.csv
     cliffdata --version
 
 Each subcommand is an `add_<name>(commands)` that builds its parser and sets `run`, a function of the
 parsed arguments returning the exit status; add one to COMMANDS to add a subcommand.
-Exit status: 0 ok, 1 the query failed, 2 usage error or refused (not read-only) SQL.
+Exit status: 0 ok, 1 the query failed (or ran past its time limit), 2 usage error or refused (not
+read-only) SQL, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 141 the reader of stdout went away.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import TextIO
 
 import duckdb
 
 from cliffdata import duck, schema
+from cliffdata.config import AnalysisConfig
 
 
-def format_table(columns: list[str], rows: list[tuple]) -> str:
-    """An aligned text table: numbers right-aligned, floats to 6 significant digits, NULL for null."""
+def format_table(columns: list[str], rows: list[tuple], more: bool = False) -> str:
+    """An aligned text table: numbers right-aligned, floats to 6 significant digits, NULL for null.
+    `more`: the rows are the first of a longer result (said in the last line)."""
     def cell(value) -> str:
         if value is None:
             return "NULL"
@@ -45,7 +54,8 @@ def format_table(columns: list[str], rows: list[tuple]) -> str:
 
     lines = [line(columns), "  ".join("-" * w for w in widths)]
     lines += [line(row) for row in cells]
-    lines.append(f"({len(rows)} row{'' if len(rows) == 1 else 's'})")
+    lines.append(f"(first {len(rows)} row{'' if len(rows) == 1 else 's'}; more not shown)" if more
+                 else f"({len(rows)} row{'' if len(rows) == 1 else 's'})")
     return "\n".join(lines) + "\n"
 
 
@@ -60,19 +70,39 @@ def format_json(columns: list[str], rows: list[tuple]) -> str:
 FORMATS = {"table": format_table, "csv": format_csv, "json": format_json}
 
 
+def _at_least_zero(kind: type):
+    """An argparse type: a number of `kind` (int, float), 0 or more."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value >= 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        return value
+    return parse
+
+
 def add_sql(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "sql", help="run a read-only query over the datasets",
-        description="Run read-only SQL (SELECT, EXPLAIN) over views named after the datasets that exist: "
+        description="Run read-only SQL (SELECT, PIVOT, EXPLAIN) over views named after the datasets that exist: "
                     f"{', '.join(schema.PATHS)}, and the study's `study.<dataset>` (every model's rows with a "
                     f"`model` column, `study.models`) where --root has a params.yaml (`--schema` lists those "
-                    f"found, with their columns).")
+                    f"found, with their columns). Its `analysis` section (else the defaults) sets DuckDB's "
+                    f"threads, memory limit and spill folder cap, and the defaults of --timeout and --max-rows. "
+                    f"csv and json stream every row; Ctrl-C stops a query at once.")
     parser.add_argument("query", nargs="?", help="the SQL to run (or use --file); several statements print "
                                                  "one result each")
     parser.add_argument("--file", type=Path, help="read the SQL from this file")
     parser.add_argument("--schema", action="store_true", help="list the views (datasets found), rows and columns")
     parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
     parser.add_argument("--format", choices=sorted(FORMATS), default="table")
+    parser.add_argument("--timeout", type=_at_least_zero(float), metavar="SECONDS",
+                        help="stop a statement that computes for longer (default: analysis.sql_timeout; 0: no limit)")
+    parser.add_argument("--max-rows", type=_at_least_zero(int), metavar="N",
+                        help="--format table prints at most N rows (default: analysis.sql_max_rows; 0: all, held in "
+                             "memory); csv and json stream every row")
     parser.set_defaults(run=run_sql)
 
 
@@ -93,15 +123,89 @@ def print_schema(con: duckdb.DuckDBPyConnection) -> None:
     sys.stdout.write("\n".join(out) + "\n")
 
 
-def study_members(root: Path):
-    """The study's models when `root` has a params.yaml (the `study.<dataset>` views, with a `model` column);
-    None without one. A params.yaml that does not validate is an error naming its key."""
+def project_params(root: Path):
+    """`root`'s params.yaml (its `analysis` section and the study's models: the `study.<dataset>` views, with
+    a `model` column); None without one. A params.yaml that does not validate is an error naming its key."""
     if not (root / "params.yaml").exists():
         return None
     from cliffdata.config import load_params
-    from cliffdata.study import members
 
-    return members(load_params(root / "params.yaml"))
+    return load_params(root / "params.yaml")
+
+
+def write_json(out: TextIO, columns: list[str], batches: Iterator[list[tuple]], depth: int = 0) -> None:
+    """A list of records (one object per row), written batch by batch, laid out as `json.dumps(indent=2)`
+    lays out the whole list `depth` levels deep."""
+    pad = "  " * (depth + 1)
+    first = True
+    for rows in batches:
+        records = [json.dumps(dict(zip(columns, row)), indent=2, default=str).replace("\n", "\n" + pad)
+                   for row in rows]
+        if records:
+            out.write(("[\n" if first else ",\n") + pad + (",\n" + pad).join(records))
+            first = False
+    out.write("[]" if first else "\n" + "  " * depth + "]")
+
+
+def write_results(con: duckdb.DuckDBPyConnection, queries: list[str], fmt: str, timeout: float,
+                  max_rows: int) -> None:
+    """Run each read-only statement (`duck.stream`, under `timeout` seconds, 0: none) and print its result
+    as it comes: csv and json write every row batch by batch (memory bounded, whatever the size); table
+    measures its column widths, so it prints at most `max_rows` rows (0: all) and says on stderr how to
+    get the rest. Several statements: one result each (json: a list of them)."""
+    out = sys.stdout
+    several = fmt == "json" and len(queries) > 1
+    if several:
+        out.write("[\n")
+    for n, query in enumerate(queries):
+        batches = duck.stream(con, query, timeout)
+        try:
+            columns = next(batches)
+            if fmt == "json":
+                out.write((",\n" if n else "") + ("  " if several else ""))
+                write_json(out, columns, batches, depth=1 if several else 0)
+                continue
+            if n:
+                out.write("\n")
+            if fmt == "csv":
+                out.write(duck.format_csv(columns, []))
+                for rows in batches:
+                    out.write(duck.format_csv(columns, rows, header=False))
+                continue
+            rows, more = [], False
+            for batch in batches:
+                rows.extend(batch)
+                if max_rows and len(rows) > max_rows:
+                    rows, more = rows[:max_rows], True
+                    break
+            if columns == ["explain_key", "explain_value"]:
+                out.write("".join(f"{value}\n" for _, value in rows))   # a plan is a drawing: print it as is
+            else:
+                out.write(format_table(columns, rows, more))
+            if more:
+                out.flush()
+                print(f"cliffdata sql: more than {max_rows} rows, the rest not shown: --max-rows N prints N "
+                      f"(0: all), --format csv or json streams every row", file=sys.stderr)
+        finally:
+            batches.close()                  # a result left early is interrupted, not run to its end
+    out.write("\n]\n" if several else "\n" if fmt == "json" else "")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt, so that `cliffdata sql` cleans
+    up as it leaves (the query interrupted, the connection closed, its spill folder removed)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: its reader went away, and the interpreter's last flush would fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def run_sql(args: argparse.Namespace) -> int:
@@ -115,23 +219,67 @@ def run_sql(args: argparse.Namespace) -> int:
         return 2
     if args.file is not None:
         try:
-            sql = args.file.read_text()
+            sql = args.file.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            print(f"cliffdata sql: cannot read --file {args.file}: not UTF-8 text (byte {e.object[e.start]:#04x} "
+                  f"at offset {e.start})", file=sys.stderr)
+            return 2
         except OSError as e:
             print(f"cliffdata sql: cannot read --file: {e}", file=sys.stderr)
             return 2
     else:
         sql = args.query
+    # Ctrl-C raises KeyboardInterrupt in this thread, SIGTERM Terminated: both leave through the `finally`s
+    # below (query interrupted, spill folder removed). A signal handler can only be set in the main thread.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
-        con = duck.connect_sandbox(args.root, members=study_members(args.root))
-    except ValueError as e:              # no dataset, or a file that is not Parquet
+        return _sql(args, sql)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
+    except BrokenPipeError:              # `cliffdata sql … | head`: the reader has what it wanted
+        _drop_stdout()
+        return 141
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _sql(args: argparse.Namespace, sql: str) -> int:
+    try:
+        params = project_params(args.root)
+        cfg = params.analysis if params is not None else AnalysisConfig()
+        if params is not None:
+            from cliffdata.study import members
+
+            con = duck.connect_sandbox(args.root, cfg, members=members(params))
+        else:
+            con = duck.connect_sandbox(args.root, cfg)
+    except ValueError as e:              # no dataset, a file that is not Parquet or not the dataset's, a link
         hint = f"; {NO_DATASET_HINT}" if str(e).startswith("no dataset") else ""
         print(f"cliffdata sql: {e}{hint}", file=sys.stderr)
         return 2
+    timeout = cfg.sql_timeout if args.timeout is None else args.timeout
+    max_rows = cfg.sql_max_rows if args.max_rows is None else args.max_rows
     try:
         if args.schema:
             print_schema(con)
             return 0
-        results = duck.readonly_results(con, sql)
+        write_results(con, duck.readonly_statements(con, sql), args.format, timeout, max_rows)
+        return 0
+    except duck.TimeLimitExceeded as e:
+        print(f"error: {e} (analysis.sql_timeout): raise it with --timeout SECONDS, 0 for no limit",
+              file=sys.stderr)
+        return 1
+    except duckdb.OutOfMemoryException as e:
+        # DuckDB's advice (SET / PRAGMA) cannot apply here: the configuration is locked; the params can
+        print(f"error: {str(e).strip().splitlines()[0]} (analysis.memory_limit = {cfg.memory_limit}, "
+              f"analysis.max_temp_directory_size = {cfg.max_temp_directory_size})", file=sys.stderr)
+        return 1
     except duckdb.Error as e:
         # DuckDB's whole message: its suggestion ("Did you mean"), candidate bindings and the caret
         message = str(e).strip()
@@ -145,19 +293,7 @@ def run_sql(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 2
     finally:
-        con.close()
-    if args.format == "json":            # one list of records per statement when there are several
-        records = [json.loads(format_json(columns, rows)) for columns, rows in results]
-        sys.stdout.write(json.dumps(records if len(records) > 1 else records[0], indent=2) + "\n")
-        return 0
-    for n, (columns, rows) in enumerate(results):
-        if n:
-            sys.stdout.write("\n")
-        if args.format == "table" and columns == ["explain_key", "explain_value"]:
-            sys.stdout.write("".join(f"{value}\n" for _, value in rows))  # a plan is a drawing: print it as is
-        else:
-            sys.stdout.write(FORMATS[args.format](columns, rows))
-    return 0
+        duck.close(con)
 
 
 def add_report(commands: argparse._SubParsersAction) -> None:

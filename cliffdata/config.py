@@ -412,15 +412,25 @@ class CliffsConfig:
 class AnalysisConfig:
     """The out-of-core analysis: the cliffs scan (`threads` worker processes over trace ranges) and the
     in-process DuckDB of the metrics tables, checks and `cliffdata sql` (`threads`; past
-    `memory_limit` its sorts, joins and windows spill to `temp_directory` instead of failing)."""
+    `memory_limit` its sorts, joins and windows spill to `temp_directory` instead of failing, up to
+    `max_temp_directory_size`). `sql_timeout` and `sql_max_rows` are `cliffdata sql`'s defaults for
+    its `--timeout` and `--max-rows`."""
     threads: int = 2
     memory_limit: str = "3GB"          # DuckDB's size syntax: 512MB, 3GB, 80%
     temp_directory: str | None = None  # spill folder; None: a fresh folder in the system temp, removed afterwards
+    max_temp_directory_size: str = "10GB"  # the most the spill folder holds; past it a query fails (512MB, 10GB)
+    sql_timeout: float = 300.0         # seconds a `cliffdata sql` statement may compute; 0: no limit
+    sql_max_rows: int = 1000           # rows `cliffdata sql --format table` prints; 0: all (csv and json stream all)
 
     def __post_init__(self):
         _range("threads", self.threads, 1)
         _check(re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)\s*", self.memory_limit, re.I) is not None,
                f"memory_limit must be a size like 512MB, 3GB or 80%, got {self.memory_limit!r}")
+        _check(re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", self.max_temp_directory_size,
+                            re.I) is not None,
+               f"max_temp_directory_size must be a size like 512MB or 10GB, got {self.max_temp_directory_size!r}")
+        _range("sql_timeout", self.sql_timeout, 0)
+        _range("sql_max_rows", self.sql_max_rows, 0)
 
 
 @dataclass(frozen=True)

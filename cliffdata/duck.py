@@ -9,7 +9,8 @@
 SQL lives in `cliffdata/sql/<name>.sql` (one file per output table, a CTE chain ending in `final`)
 and `cliffdata/sql/checks/<name>.sql` (each returns the rows that violate one invariant). Views are
 named after the datasets of `schema.PATHS`. The connection is in-memory: nothing here writes a
-database file, and `readonly_query` refuses every statement that is not a read.
+database file, and `readonly_query` refuses every statement that is not a read. `stream` runs one read
+in a worker thread and hands its rows over in batches, under a time limit, interruptible at once.
 """
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ import functools
 import io
 import json
 import logging
+import os
+import queue
 import re
 import shutil
 import tempfile
+import threading
+import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -40,7 +45,6 @@ if TYPE_CHECKING:                                   # the study's models (cliffd
 
 log = logging.getLogger(__name__)
 
-READ_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 # Parameters each metrics query takes; write_metrics expects exactly their union.
 METRICS_PARAMS: dict[str, tuple[str, ...]] = {
     "occurrence": ("include_empty_prefix",),
@@ -56,22 +60,42 @@ NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensio
                  "allow_community_extensions": False, "allow_unsigned_extensions": False}
 
 
+# The spill folder `engine` made for a connection: removed by `close`, else when the connection is collected.
+_OWNED_TEMP: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def engine(cfg: AnalysisConfig = AnalysisConfig()) -> duckdb.DuckDBPyConnection:
     """A bare in-memory connection with the `analysis` params section's threads and memory limit, spilling
-    to its temp folder (by default a fresh one in the system temp, removed with the connection: an
-    in-memory DuckDB would otherwise spill into `./.tmp`), no extension loading, and the taxonomy's
-    macros (`high_entropy`, `category_of`, `token_category`)."""
+    to its temp folder (by default a fresh one in the system temp, removed by `close` or with the
+    connection: an in-memory DuckDB would otherwise spill into `./.tmp`) up to `max_temp_directory_size`,
+    no extension loading, and the taxonomy's macros (`high_entropy`, `category_of`, `token_category`)."""
     temp = cfg.temp_directory
     owned = None
     if temp is None:
         owned = temp = tempfile.mkdtemp(prefix="cliffdata-duckdb-")
-    con = duckdb.connect(":memory:", config={"threads": cfg.threads, "memory_limit": cfg.memory_limit,
-                                             "temp_directory": str(temp), **NO_EXTENSIONS})
+    try:
+        con = duckdb.connect(":memory:", config={"threads": cfg.threads, "temp_directory": str(temp), **NO_EXTENSIONS})
+    except BaseException:
+        if owned is not None:
+            shutil.rmtree(owned, ignore_errors=True)
+        raise
     if owned is not None:
-        weakref.finalize(con, shutil.rmtree, owned, ignore_errors=True)
+        _OWNED_TEMP[con] = weakref.finalize(con, shutil.rmtree, owned, ignore_errors=True)
+    # SET, not the connect config: DuckDB 2.0 shows a max_temp_directory_size given to connect() but spills
+    # past it (measured: 240 MB under a 1 MB cap). The sizes are validated (digits and a unit, AnalysisConfig).
+    con.execute(f"set memory_limit = '{cfg.memory_limit.strip()}'")
+    con.execute(f"set max_temp_directory_size = '{cfg.max_temp_directory_size.strip()}'")
     for statement in taxonomy.sql_macros():          # the token taxonomy, one definition (cliffdata/taxonomy.py)
         con.execute(statement)
     return con
+
+
+def close(con: duckdb.DuckDBPyConnection) -> None:
+    """Close a connection and remove the spill folder `engine` made for it now, not when it is collected."""
+    con.close()
+    finalizer = _OWNED_TEMP.pop(con, None)
+    if finalizer is not None:
+        finalizer()
 
 
 def connect(root: Path = Path("."), datasets: Iterable[str] | None = None,
@@ -88,8 +112,42 @@ def connect(root: Path = Path("."), datasets: Iterable[str] | None = None,
     return con
 
 
-def _create_views(con: duckdb.DuckDBPyConnection, root: Path, names: list[str]) -> list[str]:
-    """One view per dataset whose file (or folder of parts) exists; returns the files' absolute paths."""
+@functools.cache
+def _column_types(name: str) -> dict[str, str]:
+    """The DuckDB type of every column of dataset `name` (schema.SCHEMAS), by column name."""
+    rel = _parser().from_arrow(schema.SCHEMAS[name].empty_table())
+    return dict(zip(rel.columns, map(str, rel.types)))
+
+
+def _check_dataset(con: duckdb.DuckDBPyConnection, name: str, path: Path, what: str) -> None:
+    """Refuse the files of dataset `name` at `path` (`what` names it in messages) that are not what the
+    pipeline writes: a symbolic link (the path, or a part of its folder), wherever it points, or a file
+    whose columns are not the dataset's (schema.SCHEMAS; extra columns are fine), naming the file and
+    the column. A ValueError."""
+    parts = dataset_files(path)
+    for link in [p.absolute() for p in [path, *parts] if p.is_symlink()]:
+        raise ValueError(f"{link}: {what} is a symbolic link (to {os.readlink(link)}); the views read only "
+                         f"dataset files under the root, not links: put the file itself there")
+    expected = _column_types(name)
+    for part in [p.resolve() for p in parts]:
+        try:
+            rel = con.read_parquet(str(part))
+        except duckdb.Error as e:
+            raise ValueError(f"{part}: {what} is not a readable Parquet file "
+                             f"({str(e).strip().splitlines()[0]})") from None
+        found = dict(zip(rel.columns, map(str, rel.types)))
+        for column, kind in expected.items():
+            if column not in found:
+                raise ValueError(f"{part}: {what} has no column {column} ({kind}, cliffdata/schema.py): "
+                                 f"not a file the pipeline wrote; rebuild it (`dvc repro`) or `dvc pull` it")
+            if found[column] != kind:
+                raise ValueError(f"{part}: column {column} of {what} is {found[column]}, not {kind} "
+                                 f"(cliffdata/schema.py): rebuild it (`dvc repro`) or `dvc pull` it")
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, root: Path, names: list[str], checked: bool = False) -> list[str]:
+    """One view per dataset whose file (or folder of parts) exists; returns the files' absolute paths.
+    `checked`: `_check_dataset` first (no symbolic links, the schema's columns)."""
     files = []
     for name in names:
         path = root / schema.PATHS[name]
@@ -97,6 +155,8 @@ def _create_views(con: duckdb.DuckDBPyConnection, root: Path, names: list[str]) 
         if not parts:
             log.debug("no %s at %s: no view", name, path)
             continue
+        if checked:
+            _check_dataset(con, name, path, f"the {name} dataset")
         try:
             # A relation view takes the paths as values, so no path is ever spliced into SQL text.
             con.read_parquet(parts if path.is_dir() else parts[0]).create_view(name, replace=True)
@@ -113,11 +173,12 @@ STUDY_DATASETS = tuple(n for n in schema.PATHS if n not in ("problems", "study_c
 
 
 def create_study_views(con: duckdb.DuckDBPyConnection, members: Sequence[Member], root: Path = Path("."),
-                       names: Iterable[str] = STUDY_DATASETS) -> list[str]:
+                       names: Iterable[str] = STUDY_DATASETS, checked: bool = False) -> list[str]:
     """The study's models in one schema: `study.models` (model, family, size_b, source; in study order) and
     one view `study.<dataset>` per dataset, each model's rows with a leading `model` column, for every
     model whose dataset exists under `root / member.root` (cliffdata.study.members). Returns the files'
-    absolute paths."""
+    absolute paths. `checked`: `_check_dataset` each model's files first (no symbolic links, the schema's
+    columns)."""
     con.execute("create schema if not exists study")
     con.execute("create or replace table study.models (model_order integer, model varchar, family varchar, "
                 "size_b double, source varchar)")
@@ -131,6 +192,8 @@ def create_study_views(con: duckdb.DuckDBPyConnection, members: Sequence[Member]
             parts = [str(p.resolve()) for p in dataset_files(path)]
             if not parts:
                 continue
+            if checked:
+                _check_dataset(con, name, path, f"the {name} dataset of model {m.name}")
             try:
                 rel = con.read_parquet(parts if path.is_dir() else parts[0])
             except duckdb.Error as e:
@@ -159,15 +222,20 @@ def connect_sandbox(root: Path = Path("."), cfg: AnalysisConfig = AnalysisConfig
     After the views are made, file access is limited to the dataset files (`allowed_paths`), every
     other file, folder and URL is refused (`enable_external_access = false`: no read_csv('/etc/passwd'),
     glob, ATTACH, COPY, INSTALL), extensions are neither installed nor loaded, and the configuration
-    is locked so a query cannot `SET` any of it back. ValueError when `root` has no dataset at all.
+    is locked so a query cannot `SET` any of it back. ValueError when `root` has no dataset at all, or
+    when a dataset is a symbolic link or a file without its schema's columns (`_check_dataset`).
     `members` (the study's models, cliffdata.study.members) adds `study.models` and the `study.<dataset>` views.
     """
     con = engine(cfg)
-    files = _create_views(con, Path(root), list(schema.PATHS))
-    if members is not None:
-        files += create_study_views(con, members, Path(root))
+    try:
+        files = _create_views(con, Path(root), list(schema.PATHS), checked=True)
+        if members is not None:
+            files += create_study_views(con, members, Path(root), checked=True)
+    except BaseException:
+        close(con)
+        raise
     if not files:
-        con.close()
+        close(con)
         raise ValueError(f"no dataset found under {Path(root).resolve()} (looked for "
                          f"{', '.join(schema.PATHS[n] for n in ('problems', 'traces', 'potentials', 'cliffs'))}, …): "
                          f"run `dvc pull` or `dvc repro`, or pass --root")
@@ -252,7 +320,10 @@ def finite_checks(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
                 value = f'cast(list_filter("{column}", lambda x: not isfinite(x))[1] as varchar)'
             else:
                 bad, value = f'not isfinite("{column}")', f'cast("{column}" as varchar)'
-            parts.append(f"select {keys}, '{column}' as column_name, {value} as value from \"{name}\" where {bad}")
+            # `offset 0`: a scan the filter is not pushed into. Parquet's min/max statistics leave NaN out,
+            # and DuckDB skips row groups by them, so a pushed-down NaN filter finds nothing (measured)
+            parts.append(f"select {keys}, '{column}' as column_name, {value} as value "
+                         f"from (select * from \"{name}\" offset 0) where {bad}")
         checks[f"finite_{name}"] = "\nunion all\n".join(parts)
     return checks
 
@@ -324,10 +395,13 @@ def table_files(table: pa.Table, key: str) -> dict[str, str]:
             "md": format_markdown(table.column_names, rows)}
 
 
-def format_csv(columns: list[str], rows: list[list]) -> str:
+def format_csv(columns: list[str], rows: list[list], header: bool = True) -> str:
+    """CSV text: a header line (unless `header` is false: a later batch of the same table), then the rows
+    (null as empty, booleans as true / false)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
+    if header:
+        writer.writerow(columns)
     writer.writerows([_cell(v) for v in row] for row in rows)
     return out.getvalue()
 
@@ -389,36 +463,58 @@ def _snippet(sql: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _refuse_write(con: duckdb.DuckDBPyConnection, statement) -> None:
+def _write_kind(con: duckdb.DuckDBPyConnection, statement) -> str | None:
+    """None when the statement only reads; else the kind of statement to name in the refusal."""
     kind = statement.type
-    if kind == duckdb.StatementType.EXPLAIN:
+    if kind == duckdb.StatementType.SELECT:
+        return None
+    explained = kind in (duckdb.StatementType.EXPLAIN, duckdb.StatementType.MULTI)   # EXPLAIN of a PIVOT: MULTI
+    match = _EXPLAIN.match(statement.query) if explained else None
+    if match:
         # EXPLAIN ANALYZE runs its statement: only an explained read is a read.
-        match = _EXPLAIN.match(statement.query)
         try:
-            inner = con.extract_statements(match["inner"]) if match else []
+            inner = con.extract_statements(match["inner"])
         except duckdb.ParserException:
             inner = []
-        kinds = [s.type for s in inner]
-        if kinds and all(k == duckdb.StatementType.SELECT for k in kinds):
-            return
-        kind = next((k for k in kinds if k != duckdb.StatementType.SELECT), duckdb.StatementType.EXPLAIN)
-    elif kind in READ_STATEMENTS:
-        return
-    raise ValueError(f"refused: {_snippet(statement.query)!r} is a {kind.name} statement; "
-                     f"cliffdata sql is read-only")
+        kinds = [_write_kind(con, s) for s in inner]
+        if inner and all(k is None for k in kinds):
+            return None
+        return next((k for k in kinds if k is not None), "EXPLAIN")
+    if kind == duckdb.StatementType.MULTI:
+        # DuckDB parses a PIVOT whose values come from the data as several statements (an ENUM type of the
+        # values, then the query), and so any statement around one: `create table t as pivot …`,
+        # `copy (pivot …) to …`. It reads when its text is a query: one that parses as a subquery.
+        try:
+            if len(con.extract_statements(f"select * from (\n{statement.query}\n)")) == 1:
+                return None
+        except duckdb.ParserException:
+            pass
+        first = statement.query.split(None, 1)[0].upper() if statement.query.strip() else ""
+        return first if first in duckdb.StatementType.__members__ and first != "MULTI" else "MULTI"
+    return kind.name
 
 
-def readonly_results(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[list[str], list[tuple]]]:
-    """Run read-only SQL (SELECT and EXPLAIN statements only) and return the columns and rows of every
-    statement, in order. Any other statement refuses the whole input before anything runs."""
+def readonly_statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
+    """The statements of `sql`, in order, once every one is known to read: SELECT (PIVOT, UNPIVOT, DESCRIBE,
+    SUMMARIZE, ...) or an EXPLAIN of one. Any other statement refuses the whole input (a ValueError
+    `refused: …`) before anything runs."""
     statements = con.extract_statements(sql)
     if not statements:
         raise ValueError("refused: no statement to run")
     for statement in statements:
-        _refuse_write(con, statement)
+        kind = _write_kind(con, statement)
+        if kind is not None:
+            raise ValueError(f"refused: {_snippet(statement.query)!r} is a {kind} statement; "
+                             f"cliffdata sql is read-only")
+    return [statement.query for statement in statements]
+
+
+def readonly_results(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[list[str], list[tuple]]]:
+    """Run read-only SQL (`readonly_statements`) and return the columns and rows of every statement, in
+    order (all in memory: `stream` hands a large result over in batches)."""
     results = []
-    for statement in statements:
-        result = con.execute(statement.query)
+    for query in readonly_statements(con, sql):
+        result = con.execute(query)
         results.append(([d[0] for d in result.description], result.fetchall()))
     return results
 
@@ -426,3 +522,103 @@ def readonly_results(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[lis
 def readonly_query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
     """`readonly_results` of the last statement."""
     return readonly_results(con, sql)[-1]
+
+
+class TimeLimitExceeded(Exception):
+    """A statement computed for longer than its time limit, and was interrupted."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"the statement ran past its time limit of {seconds:g} s")
+        self.seconds = seconds
+
+
+BATCH_ROWS = 10_000              # rows `stream` hands over at a time (and the most it holds ahead: 2 batches)
+POLL_SECONDS = 0.1               # how often the waiting thread looks at the clock (and can take a signal)
+
+
+class _Producer(threading.Thread):
+    """Runs one query and fetches its rows, batch by batch, into a queue of at most two batches; stops
+    after the batch it holds when `stop` is set. `computing()`: the seconds it has spent in DuckDB, not
+    counting its waits for room in the queue."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, query: str, batch_rows: int):
+        super().__init__(name="cliffdata-sql", daemon=True)
+        self.con, self.query, self.batch_rows = con, query, batch_rows
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.stop = threading.Event()
+        self._spent = 0.0
+        self._since: float | None = None
+
+    def computing(self) -> float:
+        since = self._since
+        return self._spent + (time.monotonic() - since if since is not None else 0.0)
+
+    def _timed(self, call):
+        self._since = time.monotonic()
+        try:
+            return call()
+        finally:
+            self._spent += time.monotonic() - self._since
+            self._since = None
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        try:
+            self._timed(lambda: self.con.execute(self.query))
+            if not self._put(("columns", [d[0] for d in self.con.description])):
+                return
+            while True:
+                rows = self._timed(lambda: self.con.fetchmany(self.batch_rows))
+                if not rows:
+                    break
+                if not self._put(("rows", rows)):
+                    return
+            self._put(("done", None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consuming thread, which raises it
+            self._put(("error", e))
+
+
+def stream(con: duckdb.DuckDBPyConnection, query: str, time_limit: float = 0.0,
+           batch_rows: int = BATCH_ROWS) -> Iterator[list]:
+    """Run one read-only query (a statement of `readonly_statements`) and yield its column names, then its
+    rows in batches (lists of tuples) as DuckDB makes them: the whole result is never in memory, in Python
+    or in DuckDB (which holds to `memory_limit`, spilling past it).
+
+    DuckDB runs in a worker thread; this one only waits, `POLL_SECONDS` at a time, so a KeyboardInterrupt
+    (Ctrl-C) or a signal handler's exception is raised here at once. Leaving early (an exception, or the
+    generator closed before its end) interrupts the query and waits for the worker. `time_limit` > 0: the
+    seconds the query may compute (not counting its waits for the consumer, e.g. a slow pipe); past it,
+    it is interrupted and TimeLimitExceeded raised.
+    """
+    producer = _Producer(con, query, batch_rows)
+    producer.start()
+    timed_out = False
+    try:
+        while True:
+            if time_limit and producer.computing() > time_limit:
+                timed_out = True
+                con.interrupt()             # again at every poll: one that came between two fetches is lost
+            try:
+                kind, value = producer.queue.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if kind == "error":
+                if timed_out and isinstance(value, duckdb.InterruptException):
+                    raise TimeLimitExceeded(time_limit) from None
+                raise value
+            if kind == "done":
+                return
+            yield value
+    finally:
+        producer.stop.set()
+        while producer.is_alive():
+            con.interrupt()
+            producer.join(POLL_SECONDS)

@@ -421,3 +421,85 @@ def test_readonly_query_reads(seed):
     columns, rows = duck.readonly_query(con, "explain select * from cliffs")
     assert rows
     assert duck.readonly_query(con, "explain analyze select count(*) from cliffs")[1]
+
+
+# --- PIVOT, the spill cap, streaming, dataset checks ------------------------------------------------
+
+@pytest.mark.parametrize("sql", [
+    "pivot cliffs on category using count(*)",
+    "pivot cliffs on category in ('uncertain', 'deterministic') using count(*) group by trace_id",
+    "unpivot (select trace_id, rank, token_id from cliffs) on rank, token_id into name k value v",
+    "select * from (pivot cliffs on third using count(*)) order by all",
+    "with p as (pivot cliffs on category using count(*) group by trace_id) select count(*) from p",
+    "explain pivot cliffs on category using count(*)",
+])
+def test_readonly_query_reads_pivot(seed, sql):
+    """A PIVOT whose values come from the data parses as several statements: it reads all the same."""
+    con = duck.connect_sandbox(seed)
+    assert duck.readonly_statements(con, sql) == [sql]
+    assert duck.readonly_query(con, sql)[1]
+
+
+@pytest.mark.parametrize("sql, kind", [
+    ("create table t as pivot cliffs on category using count(*)", "CREATE"),
+    ("insert into cliffs pivot cliffs on category using count(*)", "INSERT"),
+    ("copy (pivot cliffs on category using count(*)) to 'x.csv'", "COPY"),
+    ("explain analyze copy (pivot cliffs on category using count(*)) to 'x.csv'", "COPY"),
+    ("explain analyze create table t as pivot cliffs on category using count(*)", "CREATE"),
+])
+def test_readonly_query_refuses_a_write_around_a_pivot(seed, monkeypatch, sql, kind):
+    monkeypatch.chdir(seed)
+    con = duck.connect_sandbox(seed)
+    with pytest.raises(ValueError, match=rf"^refused: .* is a {kind} statement; cliffdata sql is read-only$"):
+        duck.readonly_query(con, sql)
+    assert not (seed / "x.csv").exists() and "t" not in duck.views(con)
+
+
+def test_engine_caps_the_spill_folder(tmp_path, monkeypatch):
+    """Past memory_limit a query spills to its folder, up to max_temp_directory_size (set with SET: given to
+    duckdb.connect, DuckDB shows the cap and spills 240 MB past a 1 MB one); `close` removes the folder."""
+    import tempfile
+
+    import duckdb
+
+    from cliffdata.config import AnalysisConfig
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    spills = "select count(*) from (select md5(range::varchar) as s, range from range(2000000) order by s desc)"
+    con = duck.engine(AnalysisConfig(threads=1, memory_limit="40MB", max_temp_directory_size="1MB"))
+    assert con.sql("select current_setting('memory_limit'), current_setting('max_temp_directory_size')").fetchall() \
+        == [("38.1 MiB", "976.5 KiB")]
+    with pytest.raises(duckdb.OutOfMemoryException, match="max_temp_directory_size"):
+        con.execute(spills).fetchall()
+    assert len(list(tmp_path.glob("cliffdata-duckdb-*"))) == 1
+    duck.close(con)
+    assert list(tmp_path.glob("cliffdata-duckdb-*")) == []
+
+
+def test_stream_hands_over_batches_and_stops_early(seed):
+    import threading
+    import time
+
+    con = duck.connect_sandbox(seed)
+    batches = duck.stream(con, "select range as i from range(25)", batch_rows=10)
+    assert next(batches) == ["i"]
+    assert [len(b) for b in batches] == [10, 10, 5]
+    batches = duck.stream(con, "select range as i from range(1000000000000)", batch_rows=10)
+    assert next(batches) == ["i"] and next(batches)[0] == (0,)
+    batches.close()                                   # the rest is never computed; the worker is gone
+    assert not [t for t in threading.enumerate() if t.name == "cliffdata-sql"]
+    assert con.execute("select count(*) from cliffs").fetchall() == [(3,)]
+    never_ends = "with recursive r(n) as (select 1 union all select n + 1 from r) select count(*) from r"
+    start = time.monotonic()
+    with pytest.raises(duck.TimeLimitExceeded, match="time limit of 0.5 s"):
+        list(duck.stream(con, never_ends, time_limit=0.5))
+    assert time.monotonic() - start < 1.5
+    assert con.execute("select count(*) from cliffs").fetchall() == [(3,)]
+
+
+def test_sandbox_takes_every_dataset_the_pipeline_writes(tmp_path):
+    """Every dataset as schema.write writes it passes the sandbox's schema check (DuckDB's types of the
+    file are the schema's)."""
+    write_seed(tmp_path, {name: [] for name in schema.PATHS})
+    con = duck.connect_sandbox(tmp_path)
+    assert duck.views(con) == set(schema.PATHS)
