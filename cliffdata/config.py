@@ -262,6 +262,17 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class GradingConfig:
+    """The grader every grading stage shares (cliffdata/grading.py: `sample`, `rollouts`, `replicate`,
+    `ablation`, `candidates`, `dpo_eval`, `cliff_count`)."""
+    timeout_seconds: float = 5.0       # wall clock for math-verify's parse + verify of one answer (its own default);
+                                       # past it the answer is ungradable (None), counted as a grading timeout
+
+    def __post_init__(self):
+        _range("timeout_seconds", self.timeout_seconds, 0, lo_open=True)
+
+
+@dataclass(frozen=True)
 class SamplingConfig:
     temperature: float
     top_p: float = 1.0
@@ -621,6 +632,7 @@ class Params:
     prompts: dict[str, PromptConfig]
     model: ModelConfig = ModelConfig()
     engine: EngineConfig = EngineConfig()
+    grading: GradingConfig = GradingConfig()
     sample: SampleConfig = SampleConfig()
     token_stats: TokenStatsConfig = TokenStatsConfig()
     rollouts: RolloutsConfig = RolloutsConfig()

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from cliffdata import duck
+from cliffdata import duck, grading
 from cliffdata.backends import Backend, Sampling, request_seed
 from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.sampling import Gold, Resampled, resample, with_budget
@@ -51,7 +51,8 @@ def _resample_by_problem(requests: list[dict], traces: list[dict], golds: dict[s
     in request order. `prefix_of(request, response_ids)` gives the response prefix to continue.
 
     With a `checkpoint`, each problem is a unit keyed by its prompts, prefixes, seeds, N, sampling and
-    gold: a finished unit is read back instead of recomputed (a killed stage resumes)."""
+    gold: a finished unit is read back instead of recomputed (a killed stage resumes), and its grading
+    timeouts are added to this process's count (`grading.Grader.count_timeouts`) as if graded again."""
     by_trace = {t["trace_id"]: t for t in traces}
     groups: dict[str, list[int]] = defaultdict(list)
     for j, r in enumerate(requests):
@@ -72,10 +73,15 @@ def _resample_by_problem(requests: list[dict], traces: list[dict], golds: dict[s
         saved = checkpoint.get(key) if checkpoint is not None else None
         if saved is not None:
             results = [Resampled(*r) for r in saved]
+            grading.grader().count_timeouts(sum(r.num_grading_timeouts for r in results))
         else:
-            results = resample(backend, tokenizer, prefixes, n, budget, seeds, gold.answer, gold.answer_format)
+            labels = [f"{desc} {requests[j]['trace_id']}" + (f" token {requests[j]['token_index']}"
+                                                           if "token_index" in requests[j] else "") for j in idx]
+            results = resample(backend, tokenizer, prefixes, n, budget, seeds, gold.answer, gold.answer_format,
+                               labels=labels)
             if checkpoint is not None:
-                checkpoint.put(key, [[r.num_rollouts, r.num_correct, r.num_generated_tokens] for r in results])
+                checkpoint.put(key, [[r.num_rollouts, r.num_correct, r.num_generated_tokens, r.num_grading_timeouts]
+                                     for r in results])
         for j, res in zip(idx, results):
             out[j] = res
     return out

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from cliffdata.config import CliffsConfig, EngineConfig, RolloutsConfig
+from cliffdata.config import CliffsConfig, EngineConfig, GradingConfig, RolloutsConfig
 from cliffdata.rollouts import Checkpoint, unfinished_waves, wave_cost
 from cliffdata.sampling import Gold
 
@@ -26,11 +26,14 @@ from cliffdata.sampling import Gold
 class RolloutActor:
     """One backend replica: traces in (a JSON payload per row), potentials and cost rows out (JSON)."""
 
-    def __init__(self, model_path: str, engine: EngineConfig, cfg: RolloutsConfig, test: CliffsConfig):
+    def __init__(self, model_path: str, engine: EngineConfig, cfg: RolloutsConfig, test: CliffsConfig,
+                 grading_cfg: GradingConfig = GradingConfig()):
         from transformers import AutoTokenizer
 
+        from cliffdata import grading
         from cliffdata.backends import open_backend
 
+        grading.configure(grading_cfg)       # this actor's grader: the stage's limit (timeouts reach the cost rows)
         self.cfg, self.sampling, self.test = cfg, cfg.sampling, test
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.backend = open_backend(engine, model_path, seed=cfg.seed)
@@ -55,8 +58,10 @@ class RolloutActor:
 
 def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str, engine: EngineConfig,
                      cfg: RolloutsConfig, checkpoint: Checkpoint, test: CliffsConfig = CliffsConfig(),
-                     max_drops: dict[str, dict[int, float | None]] | None = None) -> tuple[pa.Table, list[dict]]:
-    """Like `rollouts.run_rollouts`, with the traces spread over `cfg.ray.num_actors` backend actors.
+                     max_drops: dict[str, dict[int, float | None]] | None = None,
+                     grading_cfg: GradingConfig = GradingConfig()) -> tuple[pa.Table, list[dict]]:
+    """Like `rollouts.run_rollouts`, with the traces spread over `cfg.ray.num_actors` backend actors, each
+    grading with `grading_cfg` (params `grading`).
 
     Joins the Ray instance already initialised in this process, else `ray.init(address=cfg.ray.address)`
     (None starts a local one, shut down again at the end).
@@ -80,7 +85,7 @@ def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str
                 RolloutActor, batch_size=1, batch_format="numpy",
                 fn_constructor_kwargs={"model_path": str(Path(model_path).resolve()) if Path(model_path).exists()
                                        else model_path, "engine": engine, "cfg": cfg,
-                                       "test": test},
+                                       "test": test, "grading_cfg": grading_cfg},
                 compute=ray.data.ActorPoolStrategy(size=cfg.ray.num_actors),
                 num_cpus=cfg.ray.num_cpus_per_actor, num_gpus=cfg.ray.num_gpus_per_actor or None)
             bar = tqdm(total=num_todo, desc="rollouts (ray)", unit="trace")

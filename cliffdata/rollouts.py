@@ -8,7 +8,8 @@ the rest of the trace is filled with p = 0 (`is_filled`, `num_rollouts = 0`).
 Every request carries a seed derived from (seed, trace_id, token_index[, round]), and a wave's
 searches always pack their requests into the same engine calls (`search_wave`), so a deterministic
 backend gives identical potentials whether a run was interrupted or not. A finished wave's traces are
-written to the checkpoint folder atomically; a re-run skips the waves found there whole.
+written to the checkpoint folder atomically; a re-run skips the waves found there whole, and searches
+again a wave with a trace whose files do not verify (`Checkpoint`).
 """
 from __future__ import annotations
 
@@ -16,18 +17,17 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from cliffdata import schema
+from cliffdata import grading, schema
 from cliffdata.adaptive import Evaluated, Search, adaptive_steps, exhaustive_steps, fork_steps
 from cliffdata.backends import Backend, Sampling, request_seed
+from cliffdata.checkpoint import CorruptUnit, remove_folder, seal, set_aside, unseal, write_atomic
 from cliffdata.config import CliffsConfig, RolloutsConfig
 from cliffdata.sampling import Gold, resample, with_budget
 
@@ -102,6 +102,7 @@ class _Job:
         self.adapter: str | None = trace.get("adapter")
         self.rounds: dict[int, int] = {}
         self.seconds = 0.0
+        self.timeouts = 0                 # rollouts whose answer ran out of grading time
         self.evaluated: Evaluated | None = None
         self.pending: list[tuple[int, int]] = []
         self.results: list[tuple[int, int] | None] = []
@@ -124,8 +125,9 @@ class _Job:
         self.rounds[i] = r + 1
         return request_seed(self.cfg.seed, self.trace["trace_id"], i, r)
 
-    def receive(self, item: int, result: tuple[int, int]) -> None:
+    def receive(self, item: int, result: tuple[int, int], timeouts: int = 0) -> None:
         self.results[item] = result
+        self.timeouts += timeouts
         if all(r is not None for r in self.results):
             self._advance(self.results)
 
@@ -144,7 +146,8 @@ class _Job:
         cost = {"trace_id": trace_id, "num_positions": len(self.evaluated),
                 "num_rollouts": sum(n for n, _, _ in self.evaluated.values()),
                 "num_generated_tokens": sum(tok for _, _, tok in self.evaluated.values()),
-                "wall_seconds": round(self.seconds, 3), "early_stop_index": early_stop}
+                "wall_seconds": round(self.seconds, 3), "early_stop_index": early_stop,
+                "num_grading_timeouts": self.timeouts}
         return rows, cost
 
 
@@ -202,12 +205,13 @@ def search_wave(traces: list[dict], golds: dict[str, Gold], backend: Backend, to
         results = resample(backend, tokenizer, prefixes, [j.pending[x][1] for j, x in batch], call_sampling,
                            [j.seed(j.pending[x][0]) for j, x in batch],
                            [j.gold.answer for j, _ in batch], [j.gold.answer_format for j, _ in batch],
-                           cfg.stop_at_answer, [j.adapter for j, _ in batch])
+                           cfg.stop_at_answer, [j.adapter for j, _ in batch],
+                           [f"{j.trace['trace_id']} position {j.pending[x][0]}" for j, x in batch])
         elapsed = time.perf_counter() - started
         total = max(sum(r.num_generated_tokens for r in results), 1)
         for (job, x), r in zip(batch, results):
             job.seconds += elapsed * r.num_generated_tokens / total     # the call's time, split by tokens
-            job.receive(x, (r.num_correct, r.num_generated_tokens))
+            job.receive(x, (r.num_correct, r.num_generated_tokens), r.num_grading_timeouts)
     return [j.output() for j in jobs]
 
 
@@ -266,11 +270,15 @@ def unfinished_waves(traces: list[dict], cfg: RolloutsConfig, checkpoint: "Check
 
 
 class Checkpoint:
-    """A folder of finished traces: `<key>.parquet` (potentials) then `<key>.json` (cost, the done mark).
+    """A folder of finished traces: `<key>.parquet` (potentials) then `<key>.json`, the done mark: the cost
+    row and the potentials file's sha256, `checkpoint.seal`ed (its own digest beside it).
 
     A trace's key covers its id *and* its exact prompt and response ids (and its `adapter`, where it has
     one), so a resumed run whose trace with the same id came out differently (cliff_count samples its
-    traces in the stage) recomputes it instead of attaching saved potentials to another trace.
+    traces in the stage) recomputes it instead of attaching saved potentials to another trace. A done
+    mark that does not parse or verify, or whose potentials file is missing or holds other bytes, is
+    set aside with that file (`checkpoint.set_aside`, logged with the path): the trace is not done,
+    and its wave is searched again.
     """
 
     def __init__(self, folder: str | Path):
@@ -287,27 +295,48 @@ class Checkpoint:
         return f"{safe}-{hashlib.sha256(content.encode()).hexdigest()[:16]}"
 
     def done(self) -> set[str]:
-        """Keys of the finished traces."""
-        return {p.stem for p in self.folder.glob("*.json")}
+        """Keys of the finished traces whose files verify (the others are set aside)."""
+        return {p.stem for p in sorted(self.folder.glob("*.json")) if self._cost(p.stem) is not None}
+
+    def _cost(self, name: str) -> dict | None:
+        """The cost row of finished trace `name`, or None: not finished, or its files set aside."""
+        mark, table = self.folder / f"{name}.json", self.folder / f"{name}.parquet"
+        try:
+            value = unseal(mark.read_bytes())
+            if not isinstance(value, dict) or set(value) != {"cost", "potentials_sha256"}:
+                raise CorruptUnit("is not a done mark")
+            if not table.exists() or schema.file_digest(table) != value["potentials_sha256"]:
+                raise CorruptUnit(f"names potentials that {table.name} does not hold")
+        except FileNotFoundError:
+            return None
+        except CorruptUnit as e:
+            set_aside(mark, str(e))
+            if table.exists():
+                set_aside(table, f"belongs to {mark.name}, which {e}")
+            return None
+        return value["cost"]
 
     def save(self, trace: dict, rows: list[dict], cost: dict) -> None:
         name = self.key(trace)
         schema.write("potentials", rows, self.folder / f"{name}.parquet")
-        tmp = self.folder / f".{name}.json.tmp"
-        tmp.write_text(json.dumps(cost, sort_keys=True))
-        os.replace(tmp, self.folder / f"{name}.json")
+        mark = {"cost": cost, "potentials_sha256": schema.file_digest(self.folder / f"{name}.parquet")}
+        write_atomic(self.folder / f"{name}.json", seal(mark))
 
     def load(self, traces: list[dict]) -> tuple[pa.Table, list[dict]]:
         tables, costs = [], []
         for trace in traces:
             name = self.key(trace)
+            cost = self._cost(name)
+            if cost is None:
+                raise RuntimeError(f"{self.folder / name}.json: trace {trace['trace_id']!r} is not in the checkpoint")
             tables.append(schema.read("potentials", self.folder / f"{name}.parquet"))
-            costs.append(json.loads((self.folder / f"{name}.json").read_text()))
+            costs.append(cost)
         table = pa.concat_tables(tables) if tables else schema.POTENTIALS.empty_table()
         return table, costs
 
     def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Delete the folder, but for files set aside (`checkpoint.remove_folder`)."""
+        remove_folder(self.folder)
 
 
 def fingerprint(*parts: object) -> str:
@@ -343,4 +372,8 @@ def run_rollouts(traces: list[dict], golds: dict[str, Gold], backend: Backend, t
         bar.update(len(wave))
     bar.close()
     table, costs = checkpoint.load(traces)
+    # the resumed traces' grading timeouts, so this process's count covers the whole result
+    computed = {t["trace_id"] for w in todo for t in w}
+    grading.grader().count_timeouts(sum(c.get("num_grading_timeouts") or 0 for c in costs
+                                        if c["trace_id"] not in computed))
     return table, costs

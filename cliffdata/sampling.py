@@ -79,11 +79,12 @@ def sample_traces(problems: list[dict], prompts: dict[str, PromptConfig], tokeni
         for p, ids, gen in zip(batch, prompt_ids, gens):
             for j, (resp, reason) in enumerate(zip(gen.token_ids, gen.finish_reasons)):
                 text = tokenizer.decode(list(resp), skip_special_tokens=True)
-                extracted, is_correct = grade(text, p["answer"], p["answer_format"])
+                trace_id = f"{p['problem_id']}#{j}"
+                graded = grade(text, p["answer"], p["answer_format"], where=f"{desc} {trace_id}")
                 rows.append({
-                    "trace_id": f"{p['problem_id']}#{j}", "problem_id": p["problem_id"], "sample_index": j,
+                    "trace_id": trace_id, "problem_id": p["problem_id"], "sample_index": j,
                     "prompt_ids": ids, "response_ids": list(resp), "response_text": text,
-                    "extracted_answer": extracted, "is_correct": is_correct, "finish_reason": reason,
+                    "extracted_answer": graded.extracted, "is_correct": graded.is_correct, "finish_reason": reason,
                     "num_tokens": len(resp),
                 })
         bar.update(len(batch))
@@ -96,6 +97,7 @@ class Resampled:
     num_rollouts: int
     num_correct: int
     num_generated_tokens: int
+    num_grading_timeouts: int = 0      # rollouts whose answer ran past grading.timeout_seconds (not correct)
 
 
 STOP_AT_ANSWER = ("never", "exact", "first_box")
@@ -115,14 +117,16 @@ def _stop_strings(text: str, answer_format: str, first_box: bool) -> tuple[str, 
 def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int], Sequence[int]]],
              n: int | Sequence[int], sampling: Sampling, seeds: Sequence[int], gold: str | Sequence[str],
              answer_format: str | Sequence[str], stop_at_answer: str = "never",
-             adapters: Sequence[str | None] | None = None) -> list[Resampled]:
+             adapters: Sequence[str | None] | None = None, labels: Sequence[str] | None = None) -> list[Resampled]:
     """N continuations from each (prompt_ids, response_prefix_ids), graded; results in input order.
 
     `n`, `gold` and `answer_format` are one value for every prefix or one per prefix (the rollout
     scheduler packs prefixes of several traces into one call). `adapters`: one per prefix, the adapter
     of `backend` that continues it (None: the base model); None: every prefix as `backend` sends it.
     Correctness is judged on decode(response_prefix + continuation): the answer may already be in
-    the prefix (protocol §1). Every generated token is counted.
+    the prefix (protocol §1). Every generated token is counted, and so is every rollout whose answer ran
+    out of grading time (`grading.Grader`), logged with the prefix's entry of `labels` (e.g. its trace
+    and position).
 
     `stop_at_answer` (`rollouts.stop_at_answer`): `exact` ends a hash-format rollout once its answer
     can no longer change (`grading.answer_end`: the newline after the first number after the first
@@ -144,6 +148,8 @@ def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int]
     if not len(ns) == len(golds) == len(formats) == len(seeds) == len(models) == count:
         raise ValueError(f"resample: {count} prefixes need as many n, golds, formats, seeds and adapters, "
                          f"got {len(ns)}, {len(golds)}, {len(formats)}, {len(seeds)}, {len(models)}")
+    if labels is not None and len(labels) != count:
+        raise ValueError(f"resample: {count} prefixes need as many labels, got {len(labels)}")
     if stop_at_answer == "never":
         requests = [GenerationRequest(tuple(prompt) + tuple(prefix), n=k, seed=s, adapter=a)
                     for (prompt, prefix), k, s, a in zip(prefixes, ns, seeds, models)]
@@ -152,12 +158,13 @@ def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int]
         conts = _stretches(backend, tokenizer, prefixes, ns, sampling, seeds, formats, stop_at_answer == "first_box",
                            models)
     out = []
-    for (_, prefix), cs, g, fmt, k in zip(prefixes, conts, golds, formats, ns):
-        correct = 0
+    for (_, prefix), cs, g, fmt, k, label in zip(prefixes, conts, golds, formats, ns, labels or ["resample"] * count):
+        correct = timeouts = 0
         for cont in cs:
-            text = tokenizer.decode(list(prefix) + list(cont), skip_special_tokens=True)
-            correct += grade(text, g, fmt).is_correct is True
-        out.append(Resampled(k, correct, sum(map(len, cs))))
+            graded = grade(tokenizer.decode(list(prefix) + list(cont), skip_special_tokens=True), g, fmt, where=label)
+            correct += graded.is_correct is True
+            timeouts += graded.timed_out
+        out.append(Resampled(k, correct, sum(map(len, cs)), timeouts))
     return out
 
 

@@ -79,6 +79,7 @@ ROLLOUT_TRACES = pa.schema([
     ("num_generated_tokens", pa.int64()),
     ("wall_seconds", pa.float64()),    # not byte-stable: kept out of potentials on purpose
     ("early_stop_index", pa.int32()),  # first filled position, null if none
+    ("num_grading_timeouts", pa.int64()),  # rollouts whose answer ran past grading.timeout_seconds (ungradable)
 ])
 
 CLIFFS = pa.schema([

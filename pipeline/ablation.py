@@ -26,6 +26,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params, _ = stage_params("ablation", doc=__doc__)
     cfg, engine = params.ablation, params.engine
+    grading.configure(params.grading)
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
     golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())
     requests = experiments.ablation_requests(traces, read_selected_cliffs(params.cliffs.use),
@@ -34,7 +35,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     # one unit per problem; a killed run resumes here (removed after the outputs are written)
     checkpoint = stage_checkpoint("ablation", dataclasses.asdict(engine.resolved()), tree_digest("models/base"),
-                                  file_digest(grading.__file__))
+                                  file_digest(grading.__file__), dataclasses.asdict(params.grading))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
         rows = experiments.run_ablation(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
                                         cfg.sampling, cfg.seed, checkpoint=checkpoint)
@@ -44,6 +45,7 @@ def main() -> None:
     schema.write("pass_at_k", curve, schema.PATHS["pass_at_k"])
 
     metrics = experiments.ablation_metrics(curve)
+    metrics["num_grading_timeouts"] = grading.grader().num_timeouts   # rollouts counted as not correct
     Path("metrics").mkdir(exist_ok=True)
     Path("plots").mkdir(exist_ok=True)
     Path("metrics/ablation.json").write_text(json.dumps(metrics, indent=2) + "\n")

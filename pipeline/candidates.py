@@ -33,6 +33,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params, _ = stage_params("candidates", doc=__doc__)
     cfg, engine = params.candidates, params.engine
+    grading.configure(params.grading)
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
     golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())
     cliffs = read_selected_cliffs(params.cliffs.use)
@@ -42,7 +43,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     # one unit per problem; a killed run resumes here (removed after the outputs are written)
     checkpoint = stage_checkpoint("candidates", dataclasses.asdict(engine.resolved()), tree_digest("models/base"),
-                                  file_digest(grading.__file__))
+                                  file_digest(grading.__file__), dataclasses.asdict(params.grading))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
         rows = experiments.run_candidates(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
                                           cfg.sampling, cfg.seed, params.cliffs.delta0, params.cliffs.z,
@@ -64,7 +65,10 @@ def main() -> None:
     cpm = duck.table_files(duck.run_sql_file(con, "cpm_by_category", {}), "category")
     Path("metrics").mkdir(exist_ok=True)
     Path("plots").mkdir(exist_ok=True)
-    Path("metrics/cpm.json").write_text(cpm["json"])
+    # rollouts whose answer ran out of grading time (counted as not correct), beside the categories
+    Path("metrics/cpm.json").write_text(json.dumps({**json.loads(cpm["json"]),
+                                                    "num_grading_timeouts": grading.grader().num_timeouts},
+                                                   indent=2) + "\n")
     Path("metrics/cpm.md").write_text(cpm["md"])
     Path("plots/cpm.csv").write_text(cpm["csv"])
     checkpoint.remove()

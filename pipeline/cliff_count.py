@@ -8,10 +8,10 @@ The rollouts of every model run in one scheduler (an engine call packs several m
 checkpoint by wave under .cache/cliff_count/<fingerprint>/rollouts/; a killed run resumes there.
 Writes data/cliff_count/cliff_count.parquet and metrics/cliff_count.json.
 """
+import contextlib
 import dataclasses
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
     cfg = params.cliff_count
+    grading.configure(params.grading)
     torch.set_num_threads(params.dpo_train.threads)
     training = schema.read("problems", schema.PATHS["problems"]).to_pylist()
     problems, _ = eval_problems(params.dpo_eval.sources, training, params.prompts)
@@ -39,7 +40,7 @@ def main() -> None:
     rollouts = dataclasses.replace(params.rollouts, num_rollouts=cfg.num_rollouts, seed=cfg.seed, early_stop_zeros=0)
     key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(rollouts), dataclasses.asdict(params.engine.resolved()),
                       dataclasses.asdict(params.sample), problems, schema.tree_digest("models/base"),
-                      schema.file_digest(grading.__file__),
+                      schema.file_digest(grading.__file__), dataclasses.asdict(params.grading),
                       {v: schema.file_digest(f"{p}/adapter_model.safetensors") for v, p in adapters.items()})
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     model = AutoModelForCausalLM.from_pretrained("models/base", dtype=torch.float32).eval()
@@ -60,10 +61,13 @@ def main() -> None:
            "models": {m: {k: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for k, v in cell.items()}
                       for m, cell in summary.items()},
            "skipped_no_training_pairs": sorted(set(params.dpo_train.variants) - set(adapters)),
-           "same_adapter_as": {m: src for m, src in same_as.items() if src != m}}
+           "same_adapter_as": {m: src for m, src in same_as.items() if src != m},
+           "num_grading_timeouts": grading.grader().num_timeouts}       # answers of traces and rollouts
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/cliff_count.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
-    shutil.rmtree(f".cache/cliff_count/{key}", ignore_errors=True)
+    checkpoint.remove()                          # files set aside as corrupt stay, and so does their folder
+    with contextlib.suppress(OSError):
+        Path(f".cache/cliff_count/{key}").rmdir()
     print(json.dumps({m: {"cliffs_per_trace": c["cliffs_per_trace"], "num_correct": c["num_correct"]}
                       for m, c in out["models"].items()}))
 

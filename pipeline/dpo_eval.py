@@ -32,6 +32,7 @@ def main() -> None:
     cfg = params.dpo_eval
     if cfg is None:
         raise SystemExit("dpo_eval: params.yaml has no dpo_eval section")
+    grading.configure(params.grading)
     training = schema.read("problems", schema.PATHS["problems"]).to_pylist()
     problems, num_overlap = eval_problems(cfg.sources, training, params.prompts)
     runs = trained_variants(params.dpo_train.variants)
@@ -67,7 +68,8 @@ def main() -> None:
            "lora": params.engine.resolved().lora if params.engine.backend == "vllm" else None,
            "models": {m: {k: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for k, v in cell.items()}
                       for m, cell in summary.items()},
-           "skipped_no_training_pairs": skipped}
+           "skipped_no_training_pairs": skipped,
+           "num_grading_timeouts": grading.grader().num_timeouts}         # responses graded ungradable (None) by time
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/dpo_eval.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     checkpoint.remove()

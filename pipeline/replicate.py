@@ -25,13 +25,14 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params, _ = stage_params("replicate", doc=__doc__)
     cfg, engine = params.replicate, params.engine
+    grading.configure(params.grading)
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
     golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())
     cliffs = schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist()
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     # one unit per problem; a killed run resumes here (removed after the outputs are written)
     checkpoint = stage_checkpoint("replicate", dataclasses.asdict(engine.resolved()), tree_digest("models/base"),
-                                  file_digest(grading.__file__))
+                                  file_digest(grading.__file__), dataclasses.asdict(params.grading))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
         rows = experiments.run_replicate(traces, cliffs, golds, backend, tokenizer, cfg.num_rollouts,
                                          params.rollouts.sampling, cfg.seed, params.cliffs.delta0,
@@ -43,7 +44,10 @@ def main() -> None:
     duck.assert_checks(con)
     files = duck.table_files(duck.run_sql_file(con, "replication", {}), "group")
     Path("metrics").mkdir(exist_ok=True)
-    Path("metrics/replicate.json").write_text(files["json"])
+    # rollouts whose answer ran out of grading time (counted as not correct), beside the groups
+    Path("metrics/replicate.json").write_text(json.dumps({**json.loads(files["json"]),
+                                                          "num_grading_timeouts": grading.grader().num_timeouts},
+                                                         indent=2) + "\n")
     Path("metrics/replicate.md").write_text(files["md"])
     checkpoint.remove()
     print(json.dumps({"num_cliffs": len(rows), "replication": json.loads(files["json"]).get("all", {})}))

@@ -45,6 +45,7 @@ def shard_index(text: str, shards: int) -> int:
 
 def run_shard(params, shard: int) -> None:
     cfg = params.rollouts
+    grading.configure(params.grading)
     # the adaptive search decides by the cliff test and its floor: these three cliffs keys (dvc.yaml
     # lists them, so cliffs.use or fdr_q re-run no rollouts)
     test = dataclasses.replace(CliffsConfig(), delta0=params.cliffs.delta0, z=params.cliffs.z,
@@ -60,8 +61,9 @@ def run_shard(params, shard: int) -> None:
     estimate = estimate_rollouts([len(t["response_ids"]) for t in traces], cfg, params.engine.backend, num_forks)
     print(format_estimate(estimate, len(traces), cfg, params.engine.backend), flush=True)
     # everything a finished trace's potentials depend on: params, traces, gold answers and budgets,
-    # the model's weights and tokenizer, and the grading code
+    # the model's weights and tokenizer, and the grading code and its time limit
     key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(params.engine.resolved()), dataclasses.asdict(test),
+                      dataclasses.asdict(params.grading),
                       file_digest(schema.PATHS["traces"]),
                       file_digest(schema.PATHS["problems"]), tree_digest("models/base"), file_digest(grading.__file__),
                       shard, file_digest(schema.PATHS["token_stats"]) if max_drops is not None else None)
@@ -69,7 +71,8 @@ def run_shard(params, shard: int) -> None:
     started = time.perf_counter()
     if cfg.engine == "ray":
         from cliffdata.ray_rollouts import run_rollouts_ray
-        table, costs = run_rollouts_ray(traces, golds, "models/base", params.engine, cfg, checkpoint, test, max_drops)
+        table, costs = run_rollouts_ray(traces, golds, "models/base", params.engine, cfg, checkpoint, test, max_drops,
+                                        params.grading)
     else:
         tokenizer = AutoTokenizer.from_pretrained("models/base")
         with open_backend(params.engine, "models/base", seed=cfg.seed) as backend:
@@ -80,6 +83,7 @@ def run_shard(params, shard: int) -> None:
     checkpoint.remove()
     print(json.dumps({"shard": shard, "num_traces": len(costs), "engine": cfg.engine,
                       "num_generated_tokens": sum(c["num_generated_tokens"] for c in costs),
+                      "num_grading_timeouts": sum(c["num_grading_timeouts"] or 0 for c in costs),
                       "wall_seconds": round(time.perf_counter() - started, 1)}))
 
 

@@ -28,6 +28,8 @@ def main() -> None:
     summary = {"num_traces": len(costs), "num_positions": sum(c["num_positions"] for c in costs),
                "num_rollouts": sum(c["num_rollouts"] for c in costs),
                "num_generated_tokens": sum(c["num_generated_tokens"] for c in costs),
+               # rollouts whose answer ran past grading.timeout_seconds (ungradable: not correct)
+               "num_grading_timeouts": sum(c["num_grading_timeouts"] or 0 for c in costs),
                "backend": params.engine.backend, "mode": params.rollouts.mode, **estimate}
     # the estimate's error, for calibrating the next run's budget
     summary["estimate_ratio"] = round(summary["num_generated_tokens"] / max(estimate["estimated_generated_tokens"], 1), 3)

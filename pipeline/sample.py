@@ -8,7 +8,7 @@ import logging
 
 from transformers import AutoTokenizer
 
-from cliffdata import schema
+from cliffdata import grading, schema
 from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
 from cliffdata.sampling import sample_traces
@@ -20,6 +20,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params, _ = stage_params("sample", doc=__doc__)
     cfg = params.sample
+    grading.configure(params.grading)
     problems = schema.read("problems", schema.PATHS["problems"]).to_pylist()
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     # one unit per problem, saved after each batch; a killed run resumes here (removed after the write)
@@ -34,6 +35,7 @@ def main() -> None:
                "num_ungradable": labels.count(None), "accuracy": round(labels.count(True) / max(len(rows), 1), 6),
                "mean_tokens": round(sum(r["num_tokens"] for r in rows) / max(len(rows), 1), 3),
                "num_truncated": sum(r["finish_reason"] == "length" for r in rows), "backend": params.engine.backend,
+               "num_grading_timeouts": grading.grader().num_timeouts,     # among num_ungradable
                "dtype": params.engine.resolved().dtype}
     with open("metrics/sample.json", "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)

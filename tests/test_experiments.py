@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import logging
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -723,3 +724,90 @@ def test_replicate_stage_on_the_world(tmp_path, monkeypatch, world, backend_fact
     assert directions["replicated"]["num_failed_cliffs"] == 1            # p1#0 token 3 (p2#0 is correct)
     assert (directions["replicated"]["del_pass_at_1"], directions["replicated"]["keep_pass_at_1"]) == (1.0, 0.0)
     assert directions["all"]["num_failed_cliffs"] == 1 and directions["all"]["cpm_uncertain"] is None
+
+
+# --- a damaged checkpoint unit and grading timeouts through the replicate stage -------------------------
+
+REPLICATE_PARAMS = ("dpo_pairs: {top_k: 3}\nreplicate: {num_rollouts: 8, seed: 5}\n"
+                    "rollouts: {sampling: {temperature: 0.6, top_p: 0.95, top_k: 0, max_new_tokens: 7}}\n")
+REPLICATED = [("p1#0", 3, 8, 0), ("p1#0", 6, 0, 0), ("p2#0", 4, 8, 0)]      # (trace, token, correct prev, correct)
+
+
+class Killed(Exception):
+    pass
+
+
+class KilledAfter(ExactBackend):
+    """An ExactBackend whose process is killed after `calls` engine calls (one problem's unit each)."""
+
+    def __init__(self, inner: ExactBackend, calls: int):
+        super().__init__(inner.correct_ids, inner.wrong_ids, inner.potential)
+        self.limit = calls
+
+    def generate(self, requests, sampling):
+        if len(self.calls) >= self.limit:
+            raise Killed("killed")
+        return super().generate(requests, sampling)
+
+
+def replicated(tmp_path) -> list[tuple]:
+    rows = pq.read_table(tmp_path / schema.PATHS["replicate"]).to_pylist()
+    return [(r["trace_id"], r["token_index"], r["num_correct_prev"], r["num_correct"]) for r in rows]
+
+
+def units(tmp_path) -> list[Path]:
+    return sorted((tmp_path / ".cache/replicate").glob("*/*.json"))
+
+
+DAMAGED = {"truncated": lambda data: data[: len(data) // 2],
+           "garbled": lambda data: data.replace(b'"value":[[8,8,', b'"value":[[8,7,'),
+           "empty": lambda data: b""}
+
+
+@pytest.mark.parametrize("damage", DAMAGED.values(), ids=DAMAGED.keys())
+def test_replicate_resume_recomputes_a_damaged_unit(tmp_path, monkeypatch, world, backend_factory, tokenizer, damage,
+                                                    caplog, capsys):
+    """A killed replicate run leaves one finished unit (problem p1); damaged, it is set aside with a warning
+    naming it and computed again, and the stage writes what an uninterrupted run does."""
+    write_world(tmp_path, world, {})
+    (tmp_path / "params.yaml").write_text(PARAMS + REPLICATE_PARAMS)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Killed):
+        run_stage("replicate", monkeypatch, KilledAfter(backend_factory("ablation"), calls=1), tokenizer)
+    [unit] = units(tmp_path)
+    data = unit.read_bytes()
+    assert damage(data) != data
+    unit.write_bytes(damage(data))
+
+    backend = backend_factory("ablation")
+    with caplog.at_level(logging.WARNING, logger="cliffdata.checkpoint"):
+        run_stage("replicate", monkeypatch, backend, tokenizer)
+    assert replicated(tmp_path) == REPLICATED
+    assert len(backend.calls) == 2                                  # both problems computed, p1 again
+    assert str(Path(".cache/replicate") / unit.parent.name / unit.name) in caplog.text
+    assert unit.with_name(f"{unit.name}.corrupt-1").read_bytes() == damage(data)     # set aside, kept
+    assert "replicate: 0 units resumed" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_grading_timeouts_reach_the_replicate_metrics(tmp_path, monkeypatch, world, tokenizer, enc, caplog):
+    """A wrong rollout that answers a factorial no grader finishes: each is ungradable within
+    grading.timeout_seconds, logged with its trace, and counted in metrics/replicate.json, the same after
+    a resume (a unit read back brings its count)."""
+    write_world(tmp_path, world, {})
+    (tmp_path / "params.yaml").write_text(PARAMS + REPLICATE_PARAMS + "grading: {timeout_seconds: 0.5}\n")
+    monkeypatch.chdir(tmp_path)
+    traps = {enc("X")[0], enc("Z")[0]}
+    make = lambda: ExactBackend(enc("#### 7"), enc(" so the answer is $99999999!$"),
+                                lambda ids: 0.0 if traps & set(ids) else 1.0)
+    with caplog.at_level(logging.WARNING, logger="cliffdata.grading"):
+        run_stage("replicate", monkeypatch, make(), tokenizer)
+    assert replicated(tmp_path) == REPLICATED                       # timeouts are not correct
+    wrong = sum(16 - prev - cur for _, _, prev, cur in REPLICATED)
+    assert json.loads((tmp_path / "metrics/replicate.json").read_text())["num_grading_timeouts"] == wrong == 32
+    assert "replicate p1#0 token 3: answer '99999999!'" in caplog.text
+
+    with pytest.raises(Killed):
+        run_stage("replicate", monkeypatch, KilledAfter(make(), calls=1), tokenizer)
+    run_stage("replicate", monkeypatch, make(), tokenizer)
+    assert json.loads((tmp_path / "metrics/replicate.json").read_text())["num_grading_timeouts"] == 32

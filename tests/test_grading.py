@@ -1,15 +1,23 @@
-"""Tests for cliffdata.grading as `(gold, pred_text, answer_format, expected)` tables (protocol §7).
+"""Tests for cliffdata.grading as `(gold, pred_text, answer_format, expected)` tables (protocol §7), and
+the grader's time limit on answers that keep sympy computing (`Grader`).
 
 Rows marked "real" are verbatim SmolLM2-135M-Instruct samples (models/base, one-shot or zero-shot
 prompts from params.yaml / notes, temperature 0.7); the test itself only uses these literal strings.
+Grading an answer that is not a plain number starts the grading process: those tests are `integration`.
 
     OMP_NUM_THREADS=1 .venv/bin/pytest -q tests/test_grading.py
 """
 from __future__ import annotations
 
+import logging
+import multiprocessing
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
-from cliffdata.grading import Grade, extract_answer, grade, verify_answer
+from cliffdata.config import GradingConfig
+from cliffdata.grading import Grade, Grader, extract_answer, grade, verify_answer
 
 # (gold, pred_text, answer_format, expected is_correct)
 GRADE_TABLE = [
@@ -145,6 +153,7 @@ GRADE_TABLE = [
 ]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("gold,pred_text,answer_format,expected", GRADE_TABLE)
 def test_grade_table(gold, pred_text, answer_format, expected):
     assert grade(pred_text, gold, answer_format).is_correct is expected
@@ -208,6 +217,7 @@ def test_extract_answer_table(pred_text, answer_format, expected):
     assert extract_answer(pred_text, answer_format) == expected
 
 
+@pytest.mark.integration
 def test_grade_returns_extracted_and_verdict():
     assert grade("so 20 + 23 = 43.\n#### 43", gold="43", answer_format="hash") == Grade("43", True)
     assert grade("no marker", gold="43", answer_format="hash") == Grade(None, False)
@@ -218,6 +228,7 @@ def test_grade_strips_gold():
     assert grade("#### 43", gold="  43\n", answer_format="hash").is_correct is True
 
 
+@pytest.mark.integration
 def test_verify_answer():
     assert verify_answer("2.50", "2.5") is True
     assert verify_answer("3", "2.5") is False
@@ -232,3 +243,121 @@ def test_unknown_answer_format_raises(answer_format):
         extract_answer("#### 43", answer_format)
     with pytest.raises(ValueError, match="answer_format"):
         grade("#### 43", "43", answer_format)
+
+
+# --- the time limit -----------------------------------------------------------------------------------------
+
+LIMIT = 1.0          # grading.timeout_seconds in these tests (params: 5 s)
+SLACK = 0.5          # killing the worker and answering the caller
+
+# Answers a model can write that keep sympy computing for minutes to hours (a power tower, a factorial of a
+# huge number, an expansion, LaTeX nested thousands deep): each must come back ungradable within the limit.
+EXPLOSIVE = {
+    "tower_of_9s": "9^{9^{9^{9^{9}}}}",
+    "tower_of_2s": "2^{2^{2^{2^{2^{2^{2}}}}}}",
+    "huge_power": "10^{10^{10}}",
+    "factorial_of_a_googol": "(10^{100})!",
+    "factorial_of_a_big_integer": "99999999!",
+    "expanded_polynomial": "(x+1)^{1000000}",
+    "tower_of_radicals": "\\sqrt{2}^{\\sqrt{2}^{\\sqrt{2}^{\\sqrt{2}^{100}}}}",
+    "nested_fractions": "\\frac{1}{" * 300 + "2" + "}" * 300,
+    "nested_braces": "{" * 3000 + "1" + "}" * 3000,
+    "enormous_integer": "1" + "0" * 20000,
+}
+
+
+@pytest.fixture(scope="module")
+def limited():
+    """A grader with a 1 s limit whose grading process is already up (its start-up is not the answer's time)."""
+    with Grader(GradingConfig(timeout_seconds=LIMIT)) as g:
+        assert g.verify("x + 1", "1 + x") == (True, False)
+        yield g
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("answer", EXPLOSIVE.values(), ids=EXPLOSIVE.keys())
+def test_explosive_answer_is_ungradable_within_the_limit(limited, answer, caplog):
+    started = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="cliffdata.grading"):
+        graded = limited.grade(f"So the answer is \\boxed{{{answer}}}.", "42", "boxed", where="sample p7#0")
+    elapsed = time.perf_counter() - started
+    assert graded.extracted == answer and graded.is_correct is None
+    assert elapsed < LIMIT + SLACK, f"{elapsed:.2f} s"
+    if graded.timed_out:                           # (an enormous integer does not parse: None at once)
+        assert "sample p7#0" in caplog.text and answer[:20] in caplog.text and "timeout_seconds" in caplog.text
+    # the next ordinary answer is graded by a fresh worker, at once
+    started = time.perf_counter()
+    assert limited.grade("\\boxed{\\dfrac{\\sqrt{3}}{2}}", "\\frac{\\sqrt{3}}{2}", "boxed").is_correct is True
+    assert time.perf_counter() - started < SLACK
+
+
+@pytest.mark.integration
+def test_a_timeout_is_counted_each_time_and_costs_the_limit_once(limited, caplog):
+    before = limited.num_timeouts
+    text = "so the answer is $3^{3^{3^{3^{3}}}}$."
+    started = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="cliffdata.grading"):
+        first = limited.grade(text, "7", "hash", where="rollout p1#0 position 4")
+        again = limited.grade(text, "7", "hash", where="rollout p1#0 position 5")
+    assert first == again == Grade("3^{3^{3^{3^{3}}}}", None, True)
+    assert LIMIT <= time.perf_counter() - started < LIMIT + SLACK        # the second verdict is the cached one
+    assert limited.num_timeouts == before + 2
+    # logged once (a trace's answer recurs in every rollout after it), counted each time
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["rollout p1#0 position 4"]
+    limited.count_timeouts(3)                      # a resumed unit's timeouts
+    assert limited.num_timeouts == before + 5
+
+
+@pytest.mark.integration
+def test_ordinary_answers_grade_as_before_under_a_small_limit(limited):
+    """The limit costs nothing to answers that are not explosive: the whole table grades the same."""
+    started = time.perf_counter()
+    for gold, text, answer_format, expected in GRADE_TABLE:
+        graded = limited.grade(text, gold, answer_format)
+        assert graded.is_correct is expected and not graded.timed_out, (gold, text)
+    assert time.perf_counter() - started < 10
+
+
+@pytest.mark.integration
+def test_worker_threads_grade_with_the_limit(limited):
+    """No SIGALRM: a thread that is not the main one gets the limit too, and the others are not stuck."""
+    jobs = [("\\boxed{4^{4^{4^{4}}}}", "16"), ("\\boxed{\\frac{1}{2}}", "0.5"), ("#### 12", "12")]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(3) as pool:
+        grades = list(pool.map(lambda job: limited.grade(job[0], job[1], "boxed", where="thread"), jobs))
+    assert [(g.is_correct, g.timed_out) for g in grades] == [(None, True), (True, False), (True, False)]
+    assert time.perf_counter() - started < LIMIT + SLACK
+
+
+def _grade_in_child(grader: Grader, queue) -> None:
+    grader.verify("y + 1", "1 + y")                # this process's own grading process starts here
+    started = time.perf_counter()
+    graded = grader.grade("\\boxed{5^{5^{5^{5}}}}", "25", "boxed", where="child")
+    queue.put((graded.is_correct, graded.timed_out, time.perf_counter() - started))
+
+
+@pytest.mark.integration
+def test_a_daemonic_child_process_grades_with_the_limit(limited):
+    """A forked (daemonic, as in a worker pool) copy of a process whose grader is running starts its own
+    grading process (a subprocess: daemonic processes may have those) and gets the limit too."""
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_grade_in_child, args=(limited, queue), daemon=True)
+    child.start()
+    is_correct, timed_out, elapsed = queue.get(timeout=60)
+    child.join(10)
+    assert (is_correct, timed_out) == (None, True) and elapsed < LIMIT + SLACK
+    assert limited.grade("\\boxed{2^{10}}", "1024", "boxed").is_correct is True     # the parent's own still works
+
+
+def test_plain_numbers_start_no_grading_process():
+    """`####` answers (plain numbers) are graded in process: a unit test may grade them."""
+    with Grader(GradingConfig(timeout_seconds=LIMIT)) as g:
+        assert [g.verify(p, gold) for p, gold in [("43", "43"), ("1/2", "0.5"), ("\\frac{3}{4}", "0.75"),
+                                                   ("-5", "5")]] == [(True, False)] * 3 + [(False, False)]
+        assert g._proc is None
+
+
+def test_timeout_seconds_must_be_positive():
+    with pytest.raises(ValueError, match="timeout_seconds"):
+        GradingConfig(timeout_seconds=0)
