@@ -17,7 +17,7 @@ export VLLM_CPU_KVCACHE_SPACE ?= 4
 # the interpreter of every stage command (pipeline/python): this venv's, activated or not
 export CLIFFDATA_PYTHON ?= $(abspath $(BIN))/python
 
-.PHONY: venv lock test test-fast browser repro repro-gpu remote push pull mlflow-ui clean-venv exps plots
+.PHONY: venv lock test test-fast test-unit test-integration test-slow browser repro repro-gpu remote push pull mlflow-ui clean-venv exps plots
 
 venv: $(VENV)/.installed
 
@@ -60,11 +60,23 @@ browser:
 	    { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }; \
 	  else echo "chromium not installed and apt-get not usable: the browser test will be skipped"; fi; }
 
+# The test tiers (markers, tests/conftest.py): unit (in process), integration (stage entrypoints, subprocesses,
+# git), slow (vLLM, Chromium, Ray, training, SIGKILL, dvc repro). test-fast = unit + integration, the
+# edit-test loop; test = all three, what CI runs.
 test: venv browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-unit: venv
+	$(BIN)/python -m pytest -q -m unit
+
+test-integration: venv
+	$(BIN)/python -m pytest -q -m integration
+
+test-slow: venv browser
+	$(BIN)/python -m pytest -q -m slow
 
 remote: venv
 	@if [ -z "$$($(BIN)/dvc remote list)" ]; then \

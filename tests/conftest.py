@@ -1,8 +1,17 @@
-"""Hermetic fixtures: a tiny Llama and a character-level ChatML tokenizer built in-process."""
+"""Hermetic fixtures (a tiny Llama and a character-level ChatML tokenizer built in-process, the session's
+one tiny `dvc repro`) and the test tiers with their time guards.
+
+Tiers: every test is `unit` (in process: no subprocess, no dvc), `integration` (stage entrypoints,
+subprocesses, git) or `slow` (vLLM, Chromium, Ray, training, SIGKILL, dvc repro). A module or test says
+`integration` or `slow` with a marker; the rest is `unit`, and a unit test that starts a process fails,
+naming the command. A test not marked slow fails past `unmarked_test_ceiling_seconds` (pyproject.toml),
+and a whole run of the slow tier past `slow_tier_budget_seconds`: both keep `make test` in minutes.
+"""
 from __future__ import annotations
 
 import os
 import string
+import subprocess
 
 import pytest
 
@@ -74,7 +83,7 @@ def tiny_pipeline(tmp_path_factory, tiny_model_dir):
     """The tiny pipeline (tests/test_pipeline.py's params) reproduced once by `dvc repro` in a temp git +
     DVC project, logging to the project's own MLflow store (mlflow.db in it). Tests that change the
     project copy it first (tests/test_lineage.py clones it) or run after those that do not."""
-    from test_pipeline import dvc, make_project
+    from helpers import dvc, make_project
 
     proj = make_project(tmp_path_factory.mktemp("tiny_pipeline"), tiny_model_dir, num_problems=3)
     dvc(proj, "repro", MLFLOW_TRACKING_URI=None)
@@ -88,3 +97,86 @@ def stage_argv(monkeypatch):
     import sys
 
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+
+
+# --- tiers and time guards ---------------------------------------------------------------------------------
+
+TIERS = ("unit", "integration", "slow")
+
+
+def pytest_addoption(parser):
+    parser.addini("unmarked_test_ceiling_seconds", "seconds a test not marked slow may take (its call phase)")
+    parser.addini("slow_tier_budget_seconds", "seconds the whole slow tier may take, fixtures included")
+
+
+def tier(item) -> str:
+    marked = [name for name in ("slow", "integration") if item.get_closest_marker(name)]
+    return marked[0] if marked else "unit"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if tier(item) == "unit":
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_no_process(request, monkeypatch):
+    """A unit test runs in process: starting a subprocess (dvc, git, a CLI) makes it an integration test."""
+    if tier(request.node) != "unit":
+        return
+
+    class NoProcess(subprocess.Popen):
+        def __init__(self, args, *rest, **kwargs):
+            if any("cliffdata.grading" in str(a) for a in (args if isinstance(args, (list, tuple)) else [args])):
+                super().__init__(args, *rest, **kwargs)        # the grader's own worker: part of grading an answer
+                return
+            raise RuntimeError(f"a unit test starts no process (mark it integration or slow): {args!r}")
+
+    monkeypatch.setattr(subprocess, "Popen", NoProcess)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.passed or tier(item) == "slow":
+        return
+    ceiling = float(item.config.getini("unmarked_test_ceiling_seconds"))
+    if report.duration > ceiling:
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} took {report.duration:.1f} s, past the {ceiling:.0f} s a test not marked "
+                           f"slow may take (pyproject.toml unmarked_test_ceiling_seconds): share a session fixture, "
+                           f"make it cheaper, or mark it slow")
+
+
+_SLOW_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    if "slow" in report.keywords:
+        _SLOW_SECONDS[report.nodeid] = _SLOW_SECONDS.get(report.nodeid, 0.0) + report.duration
+
+
+def _whole_slow_tier(session) -> bool:
+    """True when this run is the whole suite or tier: no paths, no -k, no -m but the tier's own."""
+    config = session.config
+    return (config.args_source == pytest.Config.ArgsSource.TESTPATHS and not config.option.keyword
+            and config.option.markexpr in ("", "slow"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    total = sum(_SLOW_SECONDS.values())
+    budget = float(session.config.getini("slow_tier_budget_seconds"))
+    if not _SLOW_SECONDS or session.shouldstop:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    line = f"slow tier: {total:.0f} s of its {budget:.0f} s budget ({len(_SLOW_SECONDS)} tests)"
+    if reporter is not None:
+        reporter.write_sep("-", line)
+    if total > budget and _whole_slow_tier(session):
+        if reporter is not None:
+            slowest = sorted(_SLOW_SECONDS.items(), key=lambda kv: -kv[1])[:5]
+            reporter.write_line("the slow tier is past its budget (pyproject.toml slow_tier_budget_seconds); slowest: "
+                                + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in slowest))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -165,6 +165,7 @@ def test_usage_errors_exit_2(root, capsys, argv):
     assert capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_console_script(root):
     exe = Path(sys.executable).with_name("cliffdata")
     if not exe.exists():
@@ -204,6 +205,7 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.integration
 def test_sql_sandbox_fuzz(root, tmp_path):
     """In one fresh process with a temporary HOME: every hostile statement exits 2 with one line on stderr,
     nothing is written under the root, and ~/.duckdb (extension downloads) is never created."""
@@ -315,6 +317,7 @@ def test_sql_timeout_defaults_to_params_yaml(root, capsys):
 
 @pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"),
                                                (signal.SIGTERM, 143, "terminated")])
+@pytest.mark.integration
 def test_sql_signal_stops_the_query_and_removes_the_spill_folder(root, tmp_path, signum, code, word):
     """Ctrl-C (SIGINT) and SIGTERM stop a running query within a second: exit 130 / 143, one line, and
     the spill folder the command made is gone."""
@@ -367,6 +370,7 @@ def peak_rss_mib(root: Path, sql: str) -> float:
     return int(done.stdout.split()[-1]) / 1024
 
 
+@pytest.mark.integration
 def test_sql_csv_streams_a_large_result_in_bounded_memory(root):
     """2 million rows as CSV take no more memory than 10 rows: the rows go out in batches as DuckDB makes
     them (all of them in Python at once took 485 MB more here, 3.8 GB at 18.5 million rows, measured)."""
@@ -390,6 +394,7 @@ def test_sql_csv_and_json_write_every_row_of_several_batches(root, capsys):
     assert capsys.readouterr().out == "[]\n"
 
 
+@pytest.mark.integration
 def test_sql_stops_quietly_when_the_reader_goes_away(root):
     """`cliffdata sql … | head -1`: the command stops (the rest is never computed) without a traceback."""
     proc = subprocess.Popen([sys.executable, "-m", "cliffdata.cli", "sql", "--format", "csv",

@@ -62,6 +62,7 @@ def test_scan_equals_the_reference(study, name):
         assert 0 < sum(want[0]["fdr_significant"].to_pylist()) < want[0].num_rows
 
 
+@pytest.mark.integration
 def test_two_workers_and_folders_of_parts_give_the_same_tables(study, tmp_path):
     root, _ = study
     cfg = CONFIGS["loose"]

@@ -56,6 +56,7 @@ def test_makefile_installs_the_lock_with_hashes():
     assert "--require-hashes -r requirements/lock-cpu.txt" in makefile
 
 
+@pytest.mark.integration
 def test_installed_environment_is_the_lock():
     if not (Path(sys.prefix) / ".installed").exists():
         pytest.skip("this Python was not installed by `make venv`")
@@ -120,6 +121,7 @@ def test_every_command_the_readme_gives_exists():
     assert missing == [], f"the README gives commands that do not exist: {missing}"
 
 
+@pytest.mark.integration
 def test_stages_run_the_projects_python(tmp_path):
     """Every stage command goes through pipeline/python, which finds the project's virtualenv when none is
     active and PATH's python is the system's (`.venv/bin/dvc repro` run as is), and names an interpreter
@@ -157,6 +159,7 @@ def test_stages_run_the_projects_python(tmp_path):
     assert Path(chosen).resolve() == Path(sys.prefix).resolve()
 
 
+@pytest.mark.integration
 def test_make_exps_keeps_every_column_in_a_pipe():
     """`make exps | less` or `> exps.txt` shows every kept column: no table cut to 80 characters."""
     out = subprocess.run(["make", "-s", "-o", ".venv/.installed", "exps"], cwd=ROOT, capture_output=True, text=True,

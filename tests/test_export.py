@@ -214,6 +214,7 @@ def test_pairs_split_and_missing_columns():
         export.write_pairs(export.trl_pairs(pairs_table()), Path("pairs.csv"))
 
 
+@pytest.mark.integration
 def test_cli_export(tmp_path, tiny_tokenizer, monkeypatch, capsys):
     import datasets
 
@@ -233,6 +234,7 @@ def test_cli_export(tmp_path, tiny_tokenizer, monkeypatch, capsys):
     assert "1 PTS v2 pivotal-token events" in out.out and "no pairs at nowhere.parquet" in out.err
 
 
+@pytest.mark.integration
 def test_cli_export_of_a_study_model(tmp_path, tiny_tokenizer, monkeypatch, capsys):
     """[L] item 4: `--model NAME` exports a study model's datasets (under study/NAME/, the project's problems)
     with its own source as the PTS model id and its name on the dataset card."""
@@ -300,6 +302,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
     ("pts", "data-link/x.jsonl", "overlaps"),
     ("pts", "x", "exists and is not a file"),
 ])
+@pytest.mark.integration
 def test_export_refuses_what_it_must_not_replace(repo, capsys, what, out, refusal):
     """`cliffdata export` never writes over the repository, its datasets, a tracked file, a pipeline output,
     a file it did not write, or through a link; it exits 2 naming the path and changes nothing."""
@@ -314,6 +317,7 @@ def test_export_refuses_what_it_must_not_replace(repo, capsys, what, out, refusa
     assert snapshot(repo) == before
 
 
+@pytest.mark.integration
 def test_export_pairs_refuses_its_own_input(repo, capsys):
     mine = repo / "exports/pairs.parquet"
     assert main(["export", "pairs", "--out", str(mine)]) == 0
@@ -322,6 +326,7 @@ def test_export_pairs_refuses_its_own_input(repo, capsys):
     assert "own input" in capsys.readouterr().err and mine.read_bytes() == before
 
 
+@pytest.mark.integration
 def test_export_replaces_only_its_own_output_atomically(repo, capsys, monkeypatch):
     """A second export replaces the first (files and folders); an export edited since, or a folder with
     someone else's file in it, is refused; a write that fails leaves the previous export and no temporary."""

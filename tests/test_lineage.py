@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from test_pipeline import dvc, run
+from helpers import dvc, run
 
 pytestmark = pytest.mark.slow
 VARIANT_OUTPUTS = ("metrics/dpo_eval.json", "data/dpo_eval/dpo_eval.parquet", "metrics/cpm_shift.json",

@@ -1,6 +1,6 @@
 """[N] Paper mode rehearsed on CPU: the real `params-gpu.yaml` overlay, its problem subsets and answer
 formats on GSM1K / MATH500 / AIME fixture files in the real formats, per-dataset token budgets in every
-stage that generates, and `dvc repro` of the whole pipeline (problems -> ... -> summary).
+stage that generates, and `dvc repro` of the preset through the cliffs and the Cliff-DPO pairs.
 
 What a GPU run would change is the model and the engine only: the end-to-end test takes the preset as it
 is (N = 64, ks to 64, sampling settings, budgets, `use_empty_prefix: false`, exhaustive rollouts, early
@@ -376,8 +376,10 @@ def test_paper_mode_rehearsal_end_to_end(tmp_path, monkeypatch):
     assert backend.budgets == set(BUDGETS.values())                 # each dataset sampled at its own budget
     run([dvc, "commit", "-f", "sample"], proj)
 
-    out = run([dvc, "repro"], proj)
-    assert "Running stage 'summary'" in out and "Running stage 'sample'" not in out
+    # the preset through the cliffs and the stages the Cliff-DPO pairs need (replicate, candidates): the
+    # stages after them read the same datasets at every setting and are covered by tests/test_pipeline.py
+    out = run([dvc, "repro", "dpo_pairs"], proj)
+    assert "Running stage 'dpo_pairs'" in out and "Running stage 'sample'" not in out
 
     traces = {t["problem_id"]: t for t in pq.read_table(proj / "data/sample/traces.parquet").to_pylist()}
     by_question = {p["question"]: p for p in problems}
@@ -400,8 +402,6 @@ def test_paper_mode_rehearsal_end_to_end(tmp_path, monkeypatch):
     assert expected and found == expected, (expected, found)       # and none in a correct trace
     assert {c["p_prev"] for c in cliffs} == {1.0} and {c["potential"] for c in cliffs} == {0.0}
 
-    pass_at_k = pq.read_table(proj / "data/ablation/pass_at_k.parquet").to_pylist()
-    assert max(r["k"] for r in pass_at_k) == 64
     candidates = pq.read_table(proj / "data/candidates/candidates.parquet").to_pylist()
     assert {c["num_rollouts"] for c in candidates if not c["is_cliff_token"]} == {64}
     assert {(c["trace_id"], c["token_index"]) for c in candidates} == expected
@@ -413,7 +413,5 @@ def test_paper_mode_rehearsal_end_to_end(tmp_path, monkeypatch):
     pairs = pq.read_table(proj / "data/dpo_pairs/all.parquet").to_pylist()
     assert {(p["trace_id"], p["token_index"]) for p in pairs} == {c for c in expected if stats[c] <= 10}
     assert {p["rejected_id"] for p in pairs} <= {tokenizer.convert_tokens_to_ids("}")}
-    summary = (proj / "metrics/summary.md").read_text()
-    assert "cliff" in summary.lower()
     occurrence = json.loads((proj / "metrics/occurrence.json").read_text())
     assert occurrence["all"]["num_traces"] == len(problems)

@@ -152,6 +152,7 @@ def test_pass_at_ks_matches_stats():
     assert list(pass_at_ks(5, 0)) == ["1", "2", "4"]
 
 
+@pytest.mark.integration
 def test_cli_report(root, tiny_tokenizer, tmp_path, monkeypatch, capsys):
     tiny_tokenizer.save_pretrained(root / "models/base")
     params = {"problems": {"sources": [{"dataset": "arith", "families": {"add1": 1}, "prompt": "p"}]},
@@ -166,6 +167,7 @@ def test_cli_report(root, tiny_tokenizer, tmp_path, monkeypatch, capsys):
     assert data["level"] == 0.9 and data["z"] == pytest.approx(1.644854, abs=1e-6)
 
 
+@pytest.mark.integration
 def test_potential_plots_for_dvc(root, tiny_tokenizer, tmp_path):
     import csv
     import subprocess
@@ -210,6 +212,7 @@ def test_trace_without_potentials_or_stats_still_gets_a_page(root, tiny_tokenize
     assert '<td class="num" data-v=""></td>' in (tmp_path / "reports/index.html").read_text()   # no p[-1]
 
 
+@pytest.mark.integration
 def test_report_never_deletes_what_it_did_not_create(root, tiny_tokenizer, tmp_path, monkeypatch, capsys):
     """[K] 1: `--out` pointed at the repository, data/, or a folder of someone else's files is refused,
     and nothing under it changes; a previous report is replaced whole."""

@@ -47,6 +47,7 @@ def test_hash_answer_end_is_where_the_first_reader_is_decided(text, end):
             assert grade(text[:end] + tail, "7", "hash") == grade(text[:end], "7", "hash")
 
 
+@pytest.mark.integration
 def test_first_box_is_an_opt_in_approximation():
     text = "so \\boxed{\\frac{1}{2}} wait, \\boxed{3}"
     assert answer_end(text, "boxed") is None

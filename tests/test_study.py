@@ -352,7 +352,7 @@ def ran(out: str) -> set[str]:
 
 @pytest.mark.slow
 def test_dvc_repro_of_a_study_adds_a_model_without_re_running_others(tiny_pipeline, other_model_dirs, tmp_path):
-    from test_pipeline import dvc
+    from helpers import dvc
 
     proj = tmp_path / "proj"
     shutil.copytree(tiny_pipeline, proj, symlinks=True)

@@ -1,0 +1,84 @@
+"""What several test modules share: the tiny pipeline project (params, a temp git + DVC project) and
+running its commands (`run`, `dvc`) in the stages' environment."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_params(model_dir: Path, num_problems: int) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["problems"]["sources"] = [{"dataset": "arith", "seed": 0, "families": {"add1": num_problems},
+                                      "family_prompts": {"add1": "add2_oneshot"}, "prompt": "add2_oneshot",
+                                      "answer_format": "hash"}]
+    params["model"] = {"source": str(model_dir)}
+    params["engine"].update(backend="hf", dtype="float32", hf_max_batch=64)
+    params["sample"]["sampling"].update(temperature=1.0, max_new_tokens=10)
+    params["rollouts"].update(num_rollouts=4, positions_per_batch=3, early_stop_zeros=0, traces_per_wave=2)
+    params["rollouts"]["sampling"].update(max_new_tokens=4)
+    params["rollouts"]["adaptive"].update(initial_rollouts=2, grid_points=4)
+    params["ablation"].update(num_rollouts=4, ks=[1, 2, 4])
+    params["ablation"]["sampling"].update(max_new_tokens=4)
+    params["candidates"].update(top_k=3, num_rollouts=4)
+    params["candidates"]["sampling"].update(max_new_tokens=4)
+    params["dpo_pairs"].update(top_k=3)
+    # the category variants are one code path: keep one, the empty one, and the [G] replicated / random ones
+    params["dpo_train"].update(batch_size=4, epochs=1, lora_r=4, lora_alpha=8,
+                               variants=["all", "deterministic", "replicated", "random"])
+    params["cpm_shift"]["fallback"] = "adapter:all"              # a trained variant (the default's is not here)
+    params["dpo_eval"]["sources"] = [{"dataset": "arith", "seed": 1, "families": {"add1": 4},
+                                      "prompt": "add2_oneshot", "answer_format": "hash"}]
+    params["dpo_eval"].update(max_new_tokens=6, bootstrap_resamples=200)
+    params["cliff_count"].update(num_problems=2, num_rollouts=4)
+    return params
+
+
+def make_project(tmp: Path, model_dir: Path, num_problems: int, mode: str = "forks") -> Path:
+    proj = tmp / "proj"
+    proj.mkdir()
+    # champion.json: nothing promoted yet; study/README.md: the study's folder (a dep of its cross-model stages)
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "runs/champion.json", "study/README.md"):
+        (proj / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, proj / name)
+    for folder in ("pipeline", "cliffdata"):
+        shutil.copytree(ROOT / folder, proj / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    params = tiny_params(model_dir, num_problems)
+    params["rollouts"]["mode"] = mode
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (proj / "metrics").mkdir()
+    run(["git", "init", "-q"], proj)
+    run([str(Path(sys.executable).parent / "dvc"), "init", "-q"], proj)
+    return proj
+
+
+def env(**overrides: str | None) -> dict:
+    """The stages' environment; an override of None removes the variable (MLFLOW_TRACKING_URI=None: the
+    project's own store, mlflow.db in the folder the command runs in)."""
+    out = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    for key, value in overrides.items():
+        out.pop(key, None) if value is None else out.__setitem__(key, value)
+    return out
+
+
+def run(cmd: list[str], cwd: Path, **overrides: str | None) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env(**overrides), capture_output=True, text=True)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def dvc(proj: Path, *args: str, **overrides: str | None) -> str:
+    return run([str(Path(sys.executable).parent / "dvc"), *args], proj, **overrides)
+
+
+def out_hashes(proj: Path) -> dict:
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])
+            if not o["path"].endswith("rollout_traces.parquet") and not o["path"].startswith("runs/")}
