@@ -17,7 +17,7 @@ export VLLM_CPU_KVCACHE_SPACE ?= 4
 # the interpreter of every stage command (pipeline/python): this venv's, activated or not
 export CLIFFDATA_PYTHON ?= $(abspath $(BIN))/python
 
-.PHONY: venv lock test test-fast test-unit test-integration test-slow browser repro repro-gpu remote push pull mlflow-ui clean-venv exps plots
+.PHONY: venv lock test test-fast test-unit test-integration test-slow coverage browser repro repro-gpu remote push pull mlflow-ui clean-venv exps plots
 
 venv: $(VENV)/.installed
 
@@ -77,6 +77,10 @@ test-integration: venv
 
 test-slow: venv browser
 	$(BIN)/python -m pytest -q -m slow
+
+# Line coverage of cliffdata/ and pipeline/ per module, of the tests that run in process (TIER=-m "not slow" etc.)
+coverage: venv
+	$(BIN)/python -m pytest -q $(TIER) --cov=cliffdata --cov=pipeline --cov-report=term --cov-report=json:.cache/coverage.json
 
 remote: venv
 	@if [ -z "$$($(BIN)/dvc remote list)" ]; then \
