@@ -14,14 +14,8 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from cliffdata import duck, schema
 from cliffdata.config import load_params
-from cliffdata.cpm_shift import check_same_tokenizer, cpm_shift_rows, source_inputs
-from cliffdata.dpo import registry
-from cliffdata.dpo.train import padding_id
 
 log = logging.getLogger("cpm_shift")
 
@@ -31,6 +25,8 @@ def resolve(spec: str, fallback: str) -> tuple[str, str]:
     recorded in runs/champion.json (git-tracked: the same in every clone, whatever its MLflow store)."""
     if spec != "champion":
         return spec, spec
+    from cliffdata.dpo import registry
+
     variant = registry.champion(Path("."))
     if variant is None:
         log.warning("no champion promoted yet (%s): using %s (run `cliffdata promote`)", registry.CHAMPION_RECORD,
@@ -41,6 +37,11 @@ def resolve(spec: str, fallback: str) -> tuple[str, str]:
 
 def load_eval_model(spec: str, source_tokenizer):
     """The eval model of a resolved spec, in fp32, after the tokenizer check."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cliffdata.cpm_shift import check_same_tokenizer
+
     base_dir = "models/base"
     if spec == "base" or spec.startswith("adapter:"):
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
@@ -59,6 +60,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
     cfg = params.cpm_shift
+    # torch and transformers: every eval model is loaded (cpm_shift.eval_models is never empty)
+    import torch
+    from transformers import AutoTokenizer
+
+    from cliffdata.cpm_shift import cpm_shift_rows, source_inputs
+    from cliffdata.dpo.train import padding_id
+
     torch.set_num_threads(params.dpo_train.threads)
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     pad_id = padding_id(tokenizer)

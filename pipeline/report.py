@@ -10,10 +10,9 @@ import json
 import logging
 from pathlib import Path
 
-from transformers import AutoTokenizer
-
 from cliffdata.config import load_params
 from cliffdata.report import build_report, load_report_data, study_sites
+from cliffdata.report.tokenizer import load_tokenizer
 
 
 def main() -> None:
@@ -22,7 +21,7 @@ def main() -> None:
     cfg = params.report
     data = load_report_data(Path("."), params.cliffs)
     model, others = study_sites(Path("."), params)          # a study's other models: under study/<name>/
-    summary = build_report(data, AutoTokenizer.from_pretrained("models/base"), "reports", cfg.level, cfg.title,
+    summary = build_report(data, load_tokenizer("models/base"), "reports", cfg.level, cfg.title,
                            cfg.plot_traces, cfg.num_plot_traces, model, others)
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/report.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -51,15 +51,14 @@ def study_sites(root: Path, params) -> tuple[str, list[tuple[str, ReportData, ob
     """The first model's name and every other model of the study (`study.models`, cliffdata/study.py) as
     (name, its datasets under root/study/<name>/, its tokenizer), for `build_report`. With no study
     models: ("", []), and the report is the single model's, page for page."""
-    from transformers import AutoTokenizer
-
+    from cliffdata.report.tokenizer import load_tokenizer
     from cliffdata.study import members
 
     study = members(params)
     if len(study) == 1:
         return "", []
     others = [(m.name, load_report_data(Path(root) / m.root, params.cliffs, problems_root=Path(root)),
-               AutoTokenizer.from_pretrained(Path(root) / m.path("models/base"))) for m in study[1:]]
+               load_tokenizer(Path(root) / m.path("models/base"))) for m in study[1:]]
     return study[0].name, others
 
 
