@@ -17,7 +17,6 @@ A command that writes where its user points it must never destroy what it did no
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,16 +25,11 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from cliffdata.checkpoint import write_atomic
+from cliffdata.schema import file_digest
+
 #: folders of the repository no command output may touch
 PROTECTED_FOLDERS = ("data", "models", "study", ".git", ".dvc", ".venv")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -145,7 +139,7 @@ def check_replaceable_file(out: Path, what: str) -> None:
         raise ValueError(f"{out} exists and is not a file: not replacing it")
     manifest = _read_manifest(file_manifest(out))
     digests = manifest["files"].get(out.name) if manifest else None
-    if digests is None or sha256_file(out) not in _accepted(digests):
+    if digests is None or file_digest(out) not in _accepted(digests):
         raise ValueError(f"{out} exists and is not a file {what} wrote (no manifest "
                          f"{file_manifest(out).name} lists its bytes): not replacing it; choose a new path or "
                          f"remove it yourself")
@@ -158,7 +152,7 @@ def _listing(folder: Path, marker: str) -> dict[str, str]:
             path = Path(dirpath, name)
             rel = path.relative_to(folder).as_posix()
             if rel != marker:
-                files[rel] = "symlink" if path.is_symlink() else sha256_file(path)
+                files[rel] = "symlink" if path.is_symlink() else file_digest(path)
     return files
 
 
@@ -187,6 +181,11 @@ def _manifest_text(what: str, files: dict) -> str:
     return json.dumps({"written_by": what, "files": files}, indent=1, sort_keys=True) + "\n"
 
 
+def _write_manifest(path: Path, text: str) -> None:
+    write_atomic(path, text.encode("utf-8"))
+    os.chmod(path, 0o644)                                      # mkstemp's 0600 would hide it from colleagues
+
+
 def write_file(out: Path, write: Callable[[Path], None], what: str) -> None:
     """Write one file atomically: `write(tmp)` fills a temporary sibling, renamed onto `out` once whole,
     its manifest beside it. `check_replaceable_file` must allow `out` (checked again just before the rename)."""
@@ -200,14 +199,14 @@ def write_file(out: Path, write: Callable[[Path], None], what: str) -> None:
     try:
         write(tmp)
         os.chmod(tmp, 0o644)                                   # mkstemp makes it 0600
-        digest = sha256_file(tmp)
+        digest = file_digest(tmp)
         check_replaceable_file(out, what)
         previous = _read_manifest(manifest)
         old = previous["files"].get(out.name) if previous else None
         # both digests while the rename is pending: an interruption between the two leaves a replaceable file
-        _atomic_text(manifest, _manifest_text(what, {out.name: sorted(_accepted(old) | {digest}) if old else digest}))
+        _write_manifest(manifest, _manifest_text(what, {out.name: sorted(_accepted(old) | {digest}) if old else digest}))
         os.replace(tmp, out)
-        _atomic_text(manifest, _manifest_text(what, {out.name: digest}))
+        _write_manifest(manifest, _manifest_text(what, {out.name: digest}))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -237,15 +236,3 @@ def write_folder(out: Path, build: Callable[[Path], object], marker: str, what: 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return result
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(name, 0o644)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
