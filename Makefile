@@ -60,27 +60,34 @@ browser:
 	    { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }; \
 	  else echo "chromium not installed and apt-get not usable: the browser test will be skipped"; fi; }
 
+# Test workers (pytest-xdist): the tests are single-threaded (one torch thread, one stage process at a time),
+# so one worker per core, at most two (each vLLM test holds a 4 GiB KV cache); TEST_WORKERS=0 runs in one
+# process. --dist loadgroup: the tests that share `tiny_pipeline` (a session fixture: one tiny `dvc repro`)
+# run on one worker, which builds it once.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 2 ] && n=2; echo $$n)
+XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup,-p no:xdist)
+
 # The test tiers (markers, tests/conftest.py): unit (in process), integration (stage entrypoints, subprocesses,
 # git), slow (vLLM, Chromium, Ray, training, SIGKILL, dvc repro). test-fast = unit + integration, the
 # edit-test loop; test = all three, what CI runs.
 test: venv browser
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 test-unit: venv
-	$(BIN)/python -m pytest -q -m unit
+	$(BIN)/python -m pytest -q $(XDIST) -m unit
 
 test-integration: venv
-	$(BIN)/python -m pytest -q -m integration
+	$(BIN)/python -m pytest -q $(XDIST) -m integration
 
 test-slow: venv browser
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q $(XDIST) -m slow
 
 # Line coverage of cliffdata/ and pipeline/ per module, of the tests that run in process (TIER=-m "not slow" etc.)
 coverage: venv
-	$(BIN)/python -m pytest -q $(TIER) --cov=cliffdata --cov=pipeline --cov-report=term --cov-report=json:.cache/coverage.json
+	$(BIN)/python -m pytest -q $(XDIST) $(TIER) --cov=cliffdata --cov=pipeline --cov-report=term --cov-report=json:.cache/coverage.json
 
 remote: venv
 	@if [ -z "$$($(BIN)/dvc remote list)" ]; then \
@@ -112,7 +119,7 @@ clean-venv:
 
 # The experiments side by side on the numbers they are compared by (metrics/headline.json) and the
 # params that usually vary; `dvc exp show` alone has ~900 columns. EXPS_ARGS adds options (e.g. --md).
-EXPS_KEEP = ^headline\.|^(model\.source|rollouts\.(mode|num_rollouts)|cliffs\.(delta0|z|use|use_empty_prefix|entropy)|replicate\.num_rollouts|dpo_train\.(beta|learning_rate|epochs))$$
+EXPS_KEEP = ^headline\.|^(model\.source|rollouts\.(mode|num_rollouts)|cliffs\.(test\.(delta0|z)|use|include_empty_prefix|entropy)|replicate\.num_rollouts|dpo_train\.(beta|learning_rate|epochs))$$
 # Not a terminal (a pipe, a file): every column, not cut to 80 (rich's width there, unless COLUMNS says otherwise).
 exps: venv
 	@[ -t 1 ] || export COLUMNS=$${COLUMNS:-100000}; \

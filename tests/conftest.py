@@ -1,5 +1,5 @@
-"""Hermetic fixtures (a tiny Llama and a character-level ChatML tokenizer built in-process, the session's
-one tiny `dvc repro`) and the test tiers with their time guards.
+"""Hermetic fixtures (a tiny Llama and a character-level ChatML tokenizer built in-process; one tiny
+`dvc repro`, a session fixture) and the test tiers with their time guards.
 
 Tiers: every test is `unit` (in process: no subprocess, no dvc), `integration` (stage entrypoints,
 subprocesses, git) or `slow` (vLLM, Chromium, Ray, training, SIGKILL, dvc repro). A module or test says
@@ -80,13 +80,19 @@ def tiny_model(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory, tiny_model_dir):
-    """The tiny pipeline (tests/test_pipeline.py's params) reproduced once by `dvc repro` in a temp git +
-    DVC project, logging to the project's own MLflow store (mlflow.db in it). Tests that change the
-    project copy it first (tests/test_lineage.py clones it) or run after those that do not."""
-    from helpers import dvc, make_project
+    """The tiny pipeline (helpers.tiny_params) reproduced once by `dvc repro` in a temp git + DVC project,
+    logging to the project's own MLflow store (mlflow.db in it). The tiny run finds no cliff (N = 4 is
+    below `cliffs.test.min_rollouts`: no pair is tested), so the `all` variant is given six preference
+    pairs after dpo_pairs (helpers.seed_pairs): its adapter is trained, evaluated and registered like a
+    real one. Every consumer copies the project before it
+    changes anything; the tests that use it share one xdist worker, so it is built once."""
+    from helpers import dvc, make_project, seed_pairs
 
     proj = make_project(tmp_path_factory.mktemp("tiny_pipeline"), tiny_model_dir, num_problems=3)
-    dvc(proj, "repro", MLFLOW_TRACKING_URI=None)
+    dvc(proj, "repro", "dpo_pairs", MLFLOW_TRACKING_URI=None)
+    seed_pairs(proj)
+    out = dvc(proj, "repro", MLFLOW_TRACKING_URI=None)
+    assert "Running stage 'dpo_train'" in out and "Running stage 'dpo_eval'" in out
     return proj
 
 
@@ -114,10 +120,33 @@ def tier(item) -> str:
     return marked[0] if marked else "unit"
 
 
+# The modules whose tests use `tiny_pipeline`: under xdist they run on one worker, which builds it once.
+SHARED_REPRO_MODULES = ("tests/test_pipeline.py", "tests/test_lineage.py", "tests/test_study.py")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if tier(item) == "unit":
             item.add_marker(pytest.mark.unit)
+        if "tiny_pipeline" in getattr(item, "fixturenames", ()) and item.nodeid.split("::")[0] not in SHARED_REPRO_MODULES:
+            raise pytest.UsageError(f"{item.nodeid} uses tiny_pipeline: add its module to SHARED_REPRO_MODULES "
+                                    f"(tests/conftest.py) so that one xdist worker runs every test that shares it")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` (the Makefile's): every test of SHARED_REPRO_MODULES is one work unit, sent first
+    (the largest unit leads), and every other test is a unit of its own. xdist's own grouping by the
+    `xdist_group` mark rewrites node ids, which pytest 9.2 no longer honours (pytest-xdist#1386)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRepro(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "tiny_pipeline" if nodeid.split("::")[0] in SHARED_REPRO_MODULES else nodeid
+
+    return SharedRepro(config, log)
 
 
 @pytest.fixture(autouse=True)
@@ -166,6 +195,8 @@ def _whole_slow_tier(session) -> bool:
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if hasattr(session.config, "workerinput"):               # an xdist worker: the controller sums every worker's
+        return
     total = sum(_SLOW_SECONDS.values())
     budget = float(session.config.getini("slow_tier_budget_seconds"))
     if not _SLOW_SECONDS or session.shouldstop:

@@ -1,5 +1,6 @@
-"""What several test modules share: the tiny pipeline project (params, a temp git + DVC project) and
-running its commands (`run`, `dvc`) in the stages' environment."""
+"""What several test modules share: the tiny pipeline project (params, a temp git + DVC project, the
+preference pairs its training stages learn from) and running its commands (`run`, `dvc`) in the stages'
+environment."""
 from __future__ import annotations
 
 import os
@@ -29,7 +30,7 @@ def tiny_params(model_dir: Path, num_problems: int) -> dict:
     params["candidates"].update(top_k=3, num_rollouts=4)
     params["candidates"]["sampling"].update(max_new_tokens=4)
     params["dpo_pairs"].update(top_k=3)
-    # the category variants are one code path: keep one, the empty one, and the [G] replicated / random ones
+    # the category variants are one code path: keep one, the empty one, and the noise-audit ones, replicated / random
     params["dpo_train"].update(batch_size=4, epochs=1, lora_r=4, lora_alpha=8,
                                variants=["all", "deterministic", "replicated", "random"])
     params["cpm_shift"]["fallback"] = "adapter:all"              # a trained variant (the default's is not here)
@@ -56,6 +57,26 @@ def make_project(tmp: Path, model_dir: Path, num_problems: int, mode: str = "for
     run(["git", "init", "-q"], proj)
     run([str(Path(sys.executable).parent / "dvc"), "init", "-q"], proj)
     return proj
+
+
+def seed_pairs(proj: Path) -> None:
+    """Give the `all` variant six preference pairs at the longest trace's first tokens, as if its dpo_pairs
+    stage had found them (the tiny run finds no cliff: its N = 4 is below `cliffs.test.min_rollouts`, so no
+    pair is tested and no variant would train), and accept them with `dvc commit`: the stages after
+    dpo_pairs then train, evaluate and register a real adapter."""
+    from cliffdata import schema
+    from cliffdata.dpo.pairs import to_trl
+
+    trace = max(schema.read("traces", proj / schema.PATHS["traces"]).to_pylist(), key=lambda t: len(t["response_ids"]))
+    rows = [{"trace_id": trace["trace_id"], "problem_id": trace["problem_id"], "token_index": i, "category": "uncertain",
+             "variant": "all", "strategy": "cliff_1N", "is_correct": trace["is_correct"],
+             "prompt_ids": trace["prompt_ids"] + trace["response_ids"][:i], "chosen_id": 40 + i,
+             "rejected_id": trace["response_ids"][i], "chosen_rank": 2, "rejected_rank": 1, "chosen_prob": 0.2,
+             "rejected_prob": 0.5, "chosen_potential": 1.0, "rejected_potential": 0.0, "p_prev": 1.0,
+             "split": "train" if i < 3 else "heldout"} for i in range(min(6, len(trace["response_ids"])))]
+    schema.write("dpo_pairs", rows, proj / "data/dpo_pairs/all.parquet")
+    schema.write("dpo_trl", to_trl(rows), proj / "data/dpo_pairs/all.trl.parquet")
+    dvc(proj, "commit", "-f", "dpo_pairs")
 
 
 def env(**overrides: str | None) -> dict:

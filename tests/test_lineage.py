@@ -1,7 +1,7 @@
-"""[I] 4: lineage that survives a colleague's clone. The author reproduces the tiny pipeline (its MLflow
-store is its own mlflow.db), commits and `dvc push`es; a colleague clones, `dvc pull`s and, with an
-empty store, re-runs the stages that touch MLflow and promotes a champion; then the team path: both on
-one shared store named by MLFLOW_TRACKING_URI."""
+"""Lineage that survives a colleague's clone. The author has reproduced the tiny pipeline with a trained
+adapter (`tiny_pipeline`, a session fixture whose MLflow store is its own mlflow.db), commits and `dvc push`es;
+a colleague clones, `dvc pull`s and, with an empty store, re-runs the stages that touch MLflow and promotes
+a champion; then the team path: both on one shared store named by MLFLOW_TRACKING_URI."""
 from __future__ import annotations
 
 import json
@@ -39,32 +39,10 @@ def registry_state(uri: str, name: str) -> dict:
             "champion": champion.tags.get("variant") if champion else None}
 
 
-def seed_pairs(proj: Path) -> None:
-    """The tiny model finds no cliff, so no variant trains: give `all` six preference pairs (as if its
-    dpo_pairs stage had found them), accept them (`dvc commit`) and let `dvc repro` train, evaluate and
-    register its adapter."""
-    from cliffdata import schema
-    from cliffdata.dpo.pairs import to_trl
-
-    trace = max(schema.read("traces", proj / schema.PATHS["traces"]).to_pylist(), key=lambda t: len(t["response_ids"]))
-    rows = [{"trace_id": trace["trace_id"], "problem_id": trace["problem_id"], "token_index": i, "category": "uncertain",
-             "variant": "all", "strategy": "cliff_1N", "is_correct": trace["is_correct"],
-             "prompt_ids": trace["prompt_ids"] + trace["response_ids"][:i], "chosen_id": 40 + i,
-             "rejected_id": trace["response_ids"][i], "chosen_rank": 2, "rejected_rank": 1, "chosen_prob": 0.2,
-             "rejected_prob": 0.5, "chosen_potential": 1.0, "rejected_potential": 0.0, "p_prev": 1.0,
-             "split": "train" if i < 3 else "heldout"} for i in range(min(6, len(trace["response_ids"])))]
-    schema.write("dpo_pairs", rows, proj / "data/dpo_pairs/all.parquet")
-    schema.write("dpo_trl", to_trl(rows), proj / "data/dpo_pairs/all.trl.parquet")
-    dvc(proj, "commit", "-f", "dpo_pairs")
-
-
 def test_a_clone_with_an_empty_store_and_a_team_store(tiny_pipeline, tmp_path):
-    author = tmp_path / "author"                                         # a copy: the fixture stays as it is
+    author = tmp_path / "author"              # a copy of the session fixture's run, `all` trained: the fixture stays as it is
     shutil.copytree(tiny_pipeline, author, symlinks=True)
-    seed_pairs(author)
     remote = tmp_path / "dvc-remote"
-    out = dvc(author, "repro", MLFLOW_TRACKING_URI=None)
-    assert "Running stage 'dpo_train'" in out and "Running stage 'dpo_eval'" in out
     assert "all" in json.loads((author / "metrics/dpo_eval.json").read_text())["models"]
     dvc(author, "remote", "add", "-f", "-d", "team", str(remote))
     dvc(author, "push")
