@@ -14,7 +14,7 @@ The curves are a seeded library (kinds in `KINDS`, lengths 50–2,000, most ≥ 
 (`--curves`: a JSON list of {"kind": str, "p": [float, ...]}). Methods:
 
 - exhaustive: every position with N = 64 rollouts (paper mode), cliffs by the protocol test (§2);
-- adaptive: `cliffdata.adaptive.adaptive_search` with the pipeline's `rollouts.adaptive` and `cliffs`
+- adaptive: `cliffdata.adaptive.adaptive_search` with the pipeline's `rollouts.adaptive` and `cliffs.test`
   params (params.yaml, the same objects the `rollouts` stage passes) at N = 64; cliffs by the
   protocol test between adjacent evaluated positions, each side with its own N;
 - pts: pivotal-token-search-style bisection (Phi-4, Abdin et al. 2024, arXiv 2412.08905): N = 20 at
@@ -29,8 +29,8 @@ Definitions (repeated in the Markdown output):
 - First-cliff agreement: share of traces whose first reported cliff is the first true cliff (no cliff
   reported where there is none counts as agreement).
 
-Top-level JSON keys, over the traces of length ≥ 200 (of the newest held-out library, `heldout_s14`, without
---curves; each library's own under `libraries`): `recall_ratio` = adaptive / exhaustive recall;
+Top-level JSON keys, over the traces of length ≥ 200 (of `heldout_model_like`, the library never tuned on,
+without --curves; each library's own under `libraries`): `recall_ratio` = adaptive / exhaustive recall;
 `false_cliffs_ratio` = (adaptive + ε) / (exhaustive + ε) false cliffs per trace with ε = 0.01, since
 exhaustive can have none (raw values in `false_cliffs_per_trace`); `token_ratio` = adaptive /
 exhaustive generated tokens. Deterministic for a seed: the curve library and every (curve, method)
@@ -63,7 +63,7 @@ EXHAUSTIVE_N = 64                     # the simulation's N (paper mode); the pip
 PARAMS = load_params(ROOT / "params.yaml")
 ADAPTIVE_CONFIG = PARAMS.rollouts.adaptive
 FORKS_CONFIG = PARAMS.rollouts.forks
-TEST = PARAMS.cliffs
+TEST = PARAMS.cliffs.test
 PTS_N = 20
 PTS_THRESHOLD = 0.2
 FALSE_CLIFFS_EPS = 0.01
@@ -85,7 +85,7 @@ DEFINITIONS = {
 
 def _min_drop_counts(k_prev: int) -> int | None:
     """Smallest drop in counts out of 64 that is a cliff from k_prev (None if none is)."""
-    down = needed_moves(EXHAUSTIVE_N, TEST.delta0, TEST.z)[0][k_prev]
+    down = needed_moves(EXHAUSTIVE_N, TEST)[0][k_prev]
     return int(round(down * EXHAUSTIVE_N)) if np.isfinite(down) else None
 
 
@@ -208,7 +208,7 @@ def make_curves(num_curves: int, seed: int) -> list[dict]:
     return curves
 
 
-# --- the held-out library (written apart from the one above, never tuned on) ----------------------
+# --- the held-out library (written apart from the one above) --------------------------------------
 
 def _latent(rng, T):
     """A piecewise-constant potential: 0-3 jumps, levels near 1, mid or near 0."""
@@ -283,11 +283,11 @@ def make_heldout_curves(num_curves: int, seed: int) -> list[dict]:
     return _in_rotation(HELDOUT, num_curves, np.random.default_rng([seed, 7919]), 120, 1500)
 
 
-# --- the session-9 held-out library: written before the session-9 tuning (which used the two above),
-# never tuned on. Other shapes, noise and levels than both: mid-level dips, wider dips, up-spikes,
-# cliffs at the ends, noisier truths (N = 32), dense dips, jittered staircases.
+# --- the varied held-out library, written apart from the two above. Other shapes, noise and levels
+# than both: mid-level dips, wider dips, up-spikes, cliffs at the ends, noisier truths (N = 32), dense
+# dips, jittered staircases.
 
-def _fresh_real_n32(rng, T):
+def _varied_real_n32(rng, T):
     # a latent with 0-4 steps and linear ramps, seen through N = 32 rollouts (noisier than N = 64)
     latent = np.full(T, rng.uniform(0.2, 1.0))
     for c in np.sort(rng.choice(np.arange(2, T - 2), size=int(rng.integers(0, 5)), replace=False)):
@@ -300,7 +300,7 @@ def _fresh_real_n32(rng, T):
     return rng.binomial(32, np.clip(latent, 0, 1)) / 32
 
 
-def _fresh_mid_dips(rng, T):
+def _varied_mid_dips(rng, T):
     # 1-3 dips 1-3 tokens wide, 0.2-0.5 deep, on a plateau at mid potential
     p = np.full(T, rng.uniform(0.35, 0.8))
     for c in rng.choice(np.arange(3, T - 5), size=int(rng.integers(1, 4)), replace=False):
@@ -308,7 +308,7 @@ def _fresh_mid_dips(rng, T):
     return p
 
 
-def _fresh_up_spikes(rng, T):
+def _varied_up_spikes(rng, T):
     # one-token rises of 0.2-0.45 above a plateau (the drop after each is the cliff)
     p = np.full(T, rng.uniform(0.2, 0.6))
     for c in rng.choice(np.arange(3, T - 3), size=int(rng.integers(1, 4)), replace=False):
@@ -316,7 +316,7 @@ def _fresh_up_spikes(rng, T):
     return p
 
 
-def _fresh_edge_cliffs(rng, T):
+def _varied_edge_cliffs(rng, T):
     # a cliff in the first 3% and one in the last 3% of the trace
     p = np.full(T, rng.uniform(0.75, 1.0))
     a, b = int(rng.integers(1, max(2, T * 3 // 100))), int(rng.integers(T - max(2, T * 3 // 100), T - 1))
@@ -325,7 +325,7 @@ def _fresh_edge_cliffs(rng, T):
     return p
 
 
-def _fresh_dense_dips(rng, T):
+def _varied_dense_dips(rng, T):
     # 5-10 one-token dips of mixed depth (0.2-0.6) on a plateau 0.6-1.0
     p = np.full(T, rng.uniform(0.6, 1.0))
     for c in rng.choice(np.arange(2, T - 2), size=min(T // 8, int(rng.integers(5, 11))), replace=False):
@@ -333,7 +333,7 @@ def _fresh_dense_dips(rng, T):
     return p
 
 
-def _fresh_jitter_steps(rng, T):
+def _varied_jitter_steps(rng, T):
     # 2-4 steps down of 0.2-0.5 and up of 0.1-0.3, with ±0.04 jitter at every token
     p, level = np.empty(T), rng.uniform(0.7, 1.0)
     cuts = [0, *sorted(rng.choice(np.arange(3, T - 3), size=int(rng.integers(2, 5)), replace=False).tolist()), T]
@@ -343,22 +343,22 @@ def _fresh_jitter_steps(rng, T):
     return p + rng.uniform(-0.04, 0.04, size=T)
 
 
-FRESH: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
-    "real_n32": _fresh_real_n32, "mid_dips": _fresh_mid_dips, "up_spikes": _fresh_up_spikes,
-    "edge_cliffs": _fresh_edge_cliffs, "dense_dips": _fresh_dense_dips, "jitter_steps": _fresh_jitter_steps}
+HELDOUT_VARIED: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "real_n32": _varied_real_n32, "mid_dips": _varied_mid_dips, "up_spikes": _varied_up_spikes,
+    "edge_cliffs": _varied_edge_cliffs, "dense_dips": _varied_dense_dips, "jitter_steps": _varied_jitter_steps}
 
 
-def make_fresh_curves(num_curves: int, seed: int) -> list[dict]:
-    """The session-9 held-out library: kinds in rotation, lengths log-uniform in 200-2,500."""
-    return _in_rotation(FRESH, num_curves, np.random.default_rng([seed, 15485863]), 200, 2500)
+def make_varied_curves(num_curves: int, seed: int) -> list[dict]:
+    """The varied held-out library: kinds in rotation, lengths log-uniform in 200-2,500."""
+    return _in_rotation(HELDOUT_VARIED, num_curves, np.random.default_rng([seed, 15485863]), 200, 2500)
 
 
-# --- the session-14 held-out library: written before the session-14 tuning (which used the three libraries
-# above and the embedded real curves), never tuned on. Curves like real models' exhaustive runs taken as the
+# --- the model-like held-out library: never tuned on (rollouts.adaptive's screen knobs were chosen on the
+# three libraries above and the embedded real curves). Curves like real models' exhaustive runs taken as the
 # truth: long, seen through N = 64 or N = 48 rollouts, drifting levels, forks clustered in short regions,
 # one-token excursions both ways at mid potentials, late cliffs in long traces, drops near the threshold.
 
-def _s14_drift(rng, T):
+def _model_like_drift(rng, T):
     # a logit random walk with rare jumps (mostly down), seen through N = 64 rollouts
     steps = rng.normal(0.0, 0.05, size=T)
     jumps = rng.random(T) < rng.uniform(0.002, 0.01)
@@ -367,7 +367,7 @@ def _s14_drift(rng, T):
     return rng.binomial(64, latent) / 64
 
 
-def _s14_solved_then_lost(rng, T):
+def _model_like_solved_then_lost(rng, T):
     # a high plateau (0.9-1.0), a cliff somewhere to 0.1-0.55, sometimes a second later to near 0; N = 48 truth
     latent = np.full(T, rng.uniform(0.9, 1.0))
     a = int(rng.integers(2, T - 2))
@@ -377,7 +377,7 @@ def _s14_solved_then_lost(rng, T):
     return rng.binomial(48, latent) / 48
 
 
-def _s14_fork_cluster(rng, T):
+def _model_like_fork_cluster(rng, T):
     # a mid plateau (0.35-0.7) with 1-2 regions of 6-12 tokens holding 2-4 one-token excursions of 0.25-0.5,
     # up or down, and a step of 0.3-0.5 leaving the last region
     p = np.full(T, rng.uniform(0.35, 0.7))
@@ -390,14 +390,14 @@ def _s14_fork_cluster(rng, T):
     return p
 
 
-def _s14_late_cliff(rng, T):
+def _model_like_late_cliff(rng, T):
     # a cliff in the last quarter of a long trace, from 0.6-1.0 by 0.25-0.6, truth seen through N = 64
     latent = np.full(T, rng.uniform(0.6, 1.0))
     latent[int(rng.integers(3 * T // 4, T - 1)):] -= rng.uniform(0.25, 0.6)
     return rng.binomial(64, np.clip(latent, 0, 1)) / 64
 
 
-def _s14_threshold_steps(rng, T):
+def _model_like_threshold_steps(rng, T):
     # 2-5 steps down, each 0.9-1.3x the smallest fall the test detects at N = 64 from its level
     p, level = np.empty(T), rng.uniform(0.55, 1.0)
     cuts = [0, *sorted(rng.choice(np.arange(2, T - 2), size=int(rng.integers(2, 6)), replace=False).tolist()), T]
@@ -409,7 +409,7 @@ def _s14_threshold_steps(rng, T):
     return p
 
 
-def _s14_dip_recover(rng, T):
+def _model_like_dip_recover(rng, T):
     # a fall of 0.3-0.6, a linear recovery over 10-80 tokens, then a second fall; N = 64 truth
     latent = np.full(T, rng.uniform(0.6, 1.0))
     a = int(rng.integers(2, max(3, T // 2)))
@@ -422,15 +422,16 @@ def _s14_dip_recover(rng, T):
     return rng.binomial(64, latent) / 64
 
 
-HELDOUT_S14: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
-    "drift_n64": _s14_drift, "solved_then_lost_n48": _s14_solved_then_lost, "fork_cluster": _s14_fork_cluster,
-    "late_cliff_n64": _s14_late_cliff, "threshold_steps": _s14_threshold_steps, "dip_recover_n64": _s14_dip_recover}
+HELDOUT_MODEL_LIKE: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "drift_n64": _model_like_drift, "solved_then_lost_n48": _model_like_solved_then_lost,
+    "fork_cluster": _model_like_fork_cluster, "late_cliff_n64": _model_like_late_cliff,
+    "threshold_steps": _model_like_threshold_steps, "dip_recover_n64": _model_like_dip_recover}
 
 
-def make_s14_curves(num_curves: int, seed: int) -> list[dict]:
-    """The session-14 held-out library: kinds in rotation, lengths log-uniform in 117-1,500 (the issue's
-    real curves: 117-819 tokens)."""
-    return _in_rotation(HELDOUT_S14, num_curves, np.random.default_rng([seed, 32452843]), 117, 1500)
+def make_model_like_curves(num_curves: int, seed: int) -> list[dict]:
+    """The model-like held-out library: kinds in rotation, lengths log-uniform in 117-1,500 (real
+    models' curves run 117-819 tokens)."""
+    return _in_rotation(HELDOUT_MODEL_LIKE, num_curves, np.random.default_rng([seed, 32452843]), 117, 1500)
 
 
 # --- curves with sampler probabilities (the fork-aware search's setting) ---------------------------
@@ -442,7 +443,7 @@ def make_identity_curves(num_curves: int, seed: int) -> list[dict]:
     5-20% of positions; elsewhere max_drop < 0.9·δ_min (mostly ~0.01): no true cliff off a fork. At a
     fork the alternatives are better than average half of the time (a drop), else anywhere."""
     rng = np.random.default_rng([seed, 104729])
-    delta_min = min_detectable_drop(EXHAUSTIVE_N, EXHAUSTIVE_N, TEST.delta0, TEST.z)
+    delta_min = min_detectable_drop(EXHAUSTIVE_N, EXHAUSTIVE_N, TEST)
     curves = []
     for j in range(num_curves):
         T = int(round(math.exp(rng.uniform(math.log(200), math.log(2000)))))
@@ -503,7 +504,7 @@ def load_curves(path: str | Path) -> list[dict]:
 def true_cliffs(p: np.ndarray) -> list[int]:
     """Positions where the cliff test fires at N = 64 on the expected counts round(64·p)."""
     k = np.rint(EXHAUSTIVE_N * np.asarray(p, dtype=np.float64)).astype(np.int64)
-    flags = is_cliff(k[:-1], EXHAUSTIVE_N, k[1:], EXHAUSTIVE_N, TEST.delta0, TEST.z)
+    flags = is_cliff(k[:-1], EXHAUSTIVE_N, k[1:], EXHAUSTIVE_N, TEST)
     return (np.flatnonzero(flags) + 1).tolist()
 
 
@@ -774,8 +775,8 @@ def _evaluated_by_trace(rows: list[dict]) -> dict[str, Evaluated]:
     return by_trace
 
 
-def _cliff_sets(rows: list[dict], min_rollouts: int) -> dict[str, list[int]]:
-    return {t: cliffs_from_evaluated(ev, TEST, min_rollouts) for t, ev in _evaluated_by_trace(rows).items()}
+def _cliff_sets(rows: list[dict]) -> dict[str, list[int]]:
+    return {t: cliffs_from_evaluated(ev, TEST) for t, ev in _evaluated_by_trace(rows).items()}
 
 
 def compare_runs(reference: dict[str, list[int]], other: dict[str, list[int]]) -> dict:
@@ -835,14 +836,13 @@ def run_real(potentials_path: str, max_traces: int | None, seed: int) -> dict:
                     rows[name] += r
             seconds[name] = round(time.perf_counter() - started, 1)
     reference_rows = [r for r in reference_rows if r["trace_id"] in set(wanted)]
-    min_n = TEST.min_rollouts
-    ref = _cliff_sets(reference_rows, min_n)
+    ref = _cliff_sets(reference_rows)
     tokens = {"exhaustive": sum(r["num_generated_tokens"] for r in reference_rows)}
     report = {"reference": str(potentials_path), "num_rollouts": n, "num_traces": len(traces),
               "engine": PARAMS.engine.backend, "wall_seconds": seconds, "methods": {}}
     for name, r in rows.items():
         tokens[name] = sum(x["num_generated_tokens"] for x in r)
-        found = _cliff_sets(r, min_n) if name != "pts" else {
+        found = _cliff_sets(r) if name != "pts" else {
             t: pts_cliffs(ev) for t, ev in _evaluated_by_trace(r).items()}
         report["methods"][name] = {**compare_runs(ref, found),
                                    "generated_tokens": tokens[name],
@@ -898,8 +898,8 @@ def export_curves(potentials_path: str | Path, out: str | Path) -> int:
 
 # --- the no-prior search's recall / token frontier --------------------------------------------------
 
-# (sweep_rollouts, flag_lr) settings of rollouts.adaptive, the rest from params.yaml: session 9's default
-# first, the params' own among them
+# (sweep_rollouts, flag_lr) settings of rollouts.adaptive, the rest from params.yaml: the cheapest screen
+# (6, 0.2: the setting of the real-model arms in bench/results/adaptive.json) first, the params' own among them
 FRONTIER = ((6, 0.2), (8, 0.1), (12, 0.05), (12, 0.03), (6, 0.02), (16, 0.03))
 
 
@@ -971,14 +971,14 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     seeds = list(range(args.seed, args.seed + args.seeds))
-    # tuning: the library the adaptive search was tuned on (session 7); heldout: written apart, never
-    # tuned on (session 7); heldout_s9: written in session 9 before any of its tuning, never tuned on;
-    # heldout_s14: written in session 14 before its tuning (on the three before it), never tuned on;
+    # tuning: the library the adaptive search was designed on; heldout, heldout_varied: written apart from
+    # it (rollouts.adaptive's screen knobs were chosen on these three and the embedded real curves);
+    # heldout_model_like: written apart from all three and never tuned on, the top-level ratios' library;
     # identity: curves with sampler probabilities (the fork-aware search's setting)
     libraries = {"tuning": lambda s: make_curves(args.num_curves, s),
                  "heldout": lambda s: make_heldout_curves(args.num_curves, s),
-                 "heldout_s9": lambda s: make_fresh_curves(args.num_curves, s),
-                 "heldout_s14": lambda s: make_s14_curves(args.num_curves, s),
+                 "heldout_varied": lambda s: make_varied_curves(args.num_curves, s),
+                 "heldout_model_like": lambda s: make_model_like_curves(args.num_curves, s),
                  "identity": lambda s: make_identity_curves(max(args.num_curves // 3, 1), s)}
     if args.frontier:
         frontier = run_frontier({str(args.curves): lambda s: curves} if args.curves else libraries, seeds)
@@ -994,7 +994,7 @@ def main(argv: list[str] | None = None) -> None:
         markdown = format_definitions() + format_markdown(report, str(args.curves))
     else:
         runs = {name: run_seeds(of, seeds) for name, of in libraries.items()}
-        report = {key: runs["heldout_s14"][key] for key in RATIO_KEYS} | {
+        report = {key: runs["heldout_model_like"][key] for key in RATIO_KEYS} | {
             "forks": runs["identity"]["forks"], "seeds": seeds,
             "libraries": {name: {k: v for k, v in r.items() if k != "traces"} for name, r in runs.items()}}
         markdown = format_definitions() + "".join(format_markdown(r, name) + "\n" for name, r in runs.items())

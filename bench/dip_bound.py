@@ -5,7 +5,7 @@
 Without token probabilities a one-token dip can sit at any position, so every position must be
 screened with rollouts of its own. This bench gives the screen every advantage a real search lacks
 and measures what it still costs, at the simulation's N = 64 and the pipeline's cliff test
-(params.yaml `cliffs`, the same object `bench/adaptive.py` uses):
+(params.yaml `cliffs.test`, the same object `bench/adaptive.py` uses):
 
 - the plateau level L of each position is known exactly (a real search estimates it);
 - the distribution of dip depths is known exactly (the population's own);
@@ -15,7 +15,7 @@ and measures what it still costs, at the simulation's N = 64 and the pipeline's 
 
 Populations: single dips that are true cliffs (the test fires at N = 64 on the expected counts), with
 L and the depth uniform in the ranges below (`high`: the held-out `dips` kind of bench/adaptive.py;
-`mid`: its session-9 `mid_dips` kind). Recall ratio = P(screen reaches N and the test fires) /
+`mid`: the `mid_dips` kind of its varied held-out library). Recall ratio = P(screen reaches N and the test fires) /
 P(exhaustive's test fires), each with its own draws; cost = mean rollouts at a plateau (null) position
 / N, which is the token ratio of screening every position (dips are rare). Writes
 bench/results/dip_bound.{json,md}.
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from cliffdata.config import load_params  # noqa: E402
 from cliffdata.stats import is_cliff  # noqa: E402
 
-TEST = load_params(ROOT / "params.yaml").cliffs
+TEST = load_params(ROOT / "params.yaml").cliffs.test
 N = 64
 POPULATIONS = {"high": {"plateau": (0.8, 1.0), "depth": (0.25, 0.7)},
                "mid": {"plateau": (0.35, 0.8), "depth": (0.2, 0.5)}}
@@ -54,7 +54,7 @@ def population(name: str, samples: int, rng: np.random.Generator) -> tuple[np.nd
     spec = POPULATIONS[name]
     level = rng.uniform(*spec["plateau"], samples)
     dip = np.maximum(level - rng.uniform(*spec["depth"], samples), 0.0)
-    true = is_cliff(np.rint(N * level), N, np.rint(N * dip), N, TEST.delta0, TEST.z)
+    true = is_cliff(np.rint(N * level), N, np.rint(N * dip), N, TEST)
     return level[true], dip[true]
 
 
@@ -79,7 +79,7 @@ def screen(level, dip, stages, c, depth, rng) -> tuple[float, float]:
         open_null &= likelihood_ratio(at_null[:, s], ns[s], level, depth) >= c
     cost += np.where(open_null, stages[-1], 0)
     plateau = rng.binomial(N, level)
-    fired = open_dip & is_cliff(plateau, N, at_dip[:, -1], N, TEST.delta0, TEST.z)
+    fired = open_dip & is_cliff(plateau, N, at_dip[:, -1], N, TEST)
     return float(cost.mean() / N), float(fired.mean())
 
 
@@ -88,7 +88,7 @@ def run(samples: int, seed: int) -> dict:
     for pname, spec in POPULATIONS.items():
         rng = np.random.default_rng([seed, list(POPULATIONS).index(pname)])
         level, dip = population(pname, samples, rng)
-        exhaustive = float(is_cliff(rng.binomial(N, level), N, rng.binomial(N, dip), N, TEST.delta0, TEST.z).mean())
+        exhaustive = float(is_cliff(rng.binomial(N, level), N, rng.binomial(N, dip), N, TEST).mean())
         rows = []
         for sname, stages in SCHEDULES.items():
             for c in THRESHOLDS:

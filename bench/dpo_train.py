@@ -1,15 +1,15 @@
-"""How long does training every Cliff-DPO adapter take, one process per variant (the `dpo_train@<variant>`
-stages before session 13) against one process for all (the `dpo_train` stage)? The pipeline's own
+"""How long does training every Cliff-DPO adapter take, one process per variant (a `dpo_train@<variant>`
+foreach stage) against one process for all (the `dpo_train` stage)? The pipeline's own
 params.yaml (`dpo_train`) and data/dpo_pairs, three arms one after the other, each from a fresh
 interpreter so that its imports count:
 
     python bench/dpo_train.py --json bench/results/dpo_train.json
 
-  per_process  one process per variant, each trains its adapter (what the seven stages did)
+  per_process  one process per variant, each trains its adapter (a stage per variant)
   one_process  one process, variants with the same pairs trained once (workers 1)
   workers      the stage's setting: one process, same-pairs variants once, `dpo_train.workers` side by side
 
-MLflow is left out of every arm (the stage logs the same runs either way; the old stages imported mlflow
+MLflow is left out of every arm (the stage logs the same runs either way; a stage per variant imports mlflow
 seven times). Reports each arm's wall seconds (from its process start to its last adapter saved), the
 training seconds per variant, and whether every arm's adapter of every variant has the same bytes.
 """

@@ -4,17 +4,17 @@
 
     python bench/lora_mix.py --json bench/results/lora_mix.json
 
-  alone   one call per model (base, then each adapter): what dpo_eval and cliff_count do now
+  alone   one call per model (base, then each adapter): the baseline
   mixed   one call with every adapter's requests (vLLM: one lora_request per prompt)
   base+1  one call mixing base rows with one adapter's rows (the case backends/vllm.py splits because it
           applied the adapter to the base rows)
   merged  no LoRA kernels: each adapter's weights merged into the base and swapped into the engine before its
-          call (engine.lora: merged, what dpo_eval and cliff_count do on a CPU since session 12)
+          call (engine.lora: merged, what dpo_eval and cliff_count do on a CPU)
 
 Reports, per adapter, how many of the problems' greedy tokens equal between alone and mixed and between alone
 and merged, the base rows that stay equal when mixed with an adapter, and the wall seconds of each arm. The prefix cache is emptied
-before each arm: the first version of this bench did not, and its mixed arm (run second) found every
-(prompt, adapter) prefill cached by the alone arm, which made it look 1.8x faster.
+before each arm: otherwise the mixed arm (run second) finds every (prompt, adapter) prefill cached by the
+alone arm and measures 1.8x faster than alone, not 1.19x.
 """
 import argparse
 import dataclasses

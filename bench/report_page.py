@@ -23,11 +23,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from transformers import AutoTokenizer  # noqa: E402
 
+from cliffdata.config import load_params  # noqa: E402
 from cliffdata.model import embedded_gguf_path  # noqa: E402
 from cliffdata.report import build_report, load_report_data  # noqa: E402
 from report_fixtures import write_fixture  # noqa: E402
 from test_report_browser import chromium_driver  # noqa: E402
 
+CLIFFS = load_params(ROOT / "params.yaml").cliffs      # the pipeline's cliffs section: the fixture's cliff test
 SENTENCES = ("Let me compute the total number of apples. First, 31 + 28 = 59, and then we multiply by 4 to get 236. "
              "Wait, the problem says each box holds 12 apples, so 236 / 12 = 19.67, which is not an integer. "
              "Let's re-read: there are 7 boxes with 13 apples each, 7 * 13 = 91.\n")
@@ -63,7 +65,7 @@ def main() -> None:
         write_fixture(root, FixedIds(tokenizer, ids), {"gsm1k/long-0#0": (tokenizer.decode(ids), False, args.tokens * 5 // 8)},
                       mode=mode)
         started = time.perf_counter()
-        summary = build_report(load_report_data(root), tokenizer, root / "reports")
+        summary = build_report(load_report_data(root, CLIFFS), tokenizer, root / "reports")
         build = time.perf_counter() - started
         driver, loads = chromium_driver(), []
         try:

@@ -1,8 +1,8 @@
 """Potential searches: the cliffs of the exhaustive protocol for a fraction of the rollouts.
 
-    evaluated = adaptive_search(oracle, positions, params.rollouts.adaptive, params.rollouts.num_rollouts, params.cliffs)
-    evaluated = fork_search(oracle, positions, max_drop, params.rollouts.forks, params.rollouts.num_rollouts, params.cliffs)
-    cliffs = cliffs_from_evaluated(evaluated, params.cliffs)
+    evaluated = adaptive_search(oracle, positions, params.rollouts.adaptive, params.rollouts.num_rollouts, params.cliffs.test)
+    evaluated = fork_search(oracle, positions, max_drop, params.rollouts.forks, params.rollouts.num_rollouts, params.cliffs.test)
+    cliffs = cliffs_from_evaluated(evaluated, params.cliffs.test)
 
 Every search is a generator (`Search`): it yields the rollouts it needs next, (token_index, n) pairs,
 and is sent back (num_correct, generated tokens) for each. `run_search` drives one with an oracle
@@ -26,6 +26,7 @@ comes from independent rollouts started at prefix i, which is what the two-propo
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Generator, Mapping, Sequence
 from functools import lru_cache
@@ -33,7 +34,7 @@ from typing import Protocol
 
 import numpy as np
 
-from cliffdata.config import AdaptiveParams, CliffsConfig, ForksParams
+from cliffdata.config import AdaptiveParams, CliffTest, ForksParams
 from cliffdata.stats import cliff_matrix, is_cliff, min_detectable_drop
 
 
@@ -114,10 +115,10 @@ def _plausible_drop(c: _Counts, a: int, b: int, delta_min: float, z: float, num_
 
 
 @lru_cache(maxsize=64)
-def needed_moves(num_rollouts: int, delta0: float, z: float) -> tuple[np.ndarray, np.ndarray]:
+def needed_moves(num_rollouts: int, test: CliffTest) -> tuple[np.ndarray, np.ndarray]:
     """(down[k], up[k]) for a level of k / N: the smallest fall below it, and the smallest rise above it
     that then falls back to it, that the test detects at N on both sides (inf: none), as potentials."""
-    m = cliff_matrix(num_rollouts, num_rollouts, delta0, z)
+    m = cliff_matrix(num_rollouts, num_rollouts, test)
     down = np.full(num_rollouts + 1, np.inf)
     up = np.full(num_rollouts + 1, np.inf)
     for k in range(num_rollouts + 1):
@@ -132,12 +133,12 @@ _DEPTHS = 16            # points of the depth average
 
 
 @lru_cache(maxsize=4096)
-def _lr_row(level_count: int, n: int, num_rollouts: int, delta0: float, z: float, direction: int) -> np.ndarray:
+def _lr_row(level_count: int, n: int, num_rollouts: int, test: CliffTest, direction: int) -> np.ndarray:
     """Likelihood ratio, for k = 0 … n successes of n rollouts, of "the potential sits a detectable
     distance below (direction −1) or above (+1) the level" (averaged over every such distance, uniformly)
     to "it is at the level" (level = level_count / N, kept off 0 and 1). Zeros where no move is detectable."""
     N = num_rollouts
-    down, up = needed_moves(N, delta0, z)
+    down, up = needed_moves(N, test)
     level = min(max(level_count / N, 0.5 / N), 1 - 0.5 / N)
     need = (down if direction < 0 else up)[level_count]
     room = level if direction < 0 else 1.0 - level
@@ -151,11 +152,11 @@ def _lr_row(level_count: int, n: int, num_rollouts: int, delta0: float, z: float
     return np.exp(np.minimum(top[:, 0] + np.log(np.exp(log_lr - top).mean(axis=1)), 700.0))
 
 
-def _screen_lr(k: int, n: int, level: float, num_rollouts: int, test: CliffsConfig, direction: int) -> float:
-    return float(_lr_row(int(round(level * num_rollouts)), n, num_rollouts, test.delta0, test.z, direction)[k])
+def _screen_lr(k: int, n: int, level: float, num_rollouts: int, test: CliffTest, direction: int) -> float:
+    return float(_lr_row(int(round(level * num_rollouts)), n, num_rollouts, test, direction)[k])
 
 
-def _flag_moves(c: _Counts, inner: list[int], level: float, num_rollouts: int, test: CliffsConfig,
+def _flag_moves(c: _Counts, inner: list[int], level: float, num_rollouts: int, test: CliffTest,
                 min_lr: float) -> list[tuple[int, int]]:
     """Sweep positions inside an interval that may sit a detectable distance below (a dip: −1) or above
     (a spike: +1) the interval's level: windows of 1–3 positions whose pooled counts give a
@@ -173,7 +174,7 @@ def _flag_moves(c: _Counts, inner: list[int], level: float, num_rollouts: int, t
             lr = np.empty(len(k))
             for size in np.unique(n):             # one cached row per window size (mostly one)
                 at = n == size
-                lr[at] = _lr_row(level_count, int(size), num_rollouts, test.delta0, test.z, direction)[k[at]]
+                lr[at] = _lr_row(level_count, int(size), num_rollouts, test, direction)[k[at]]
             for s in np.flatnonzero(lr >= min_lr):
                 flagged.update((i, direction) for i in inner[s:s + w])
     return sorted(flagged)
@@ -187,17 +188,19 @@ def _check_positions(positions: Sequence[int]) -> list[int]:
     return positions
 
 
-def _confirm_at_full_n(c: _Counts, test: CliffsConfig, num_rollouts: int, min_rollouts: int):
-    """A cliff is only reported at full N on both sides: top up every pair that fires below N."""
+def _confirm_at_full_n(c: _Counts, test: CliffTest, num_rollouts: int, n0: int):
+    """A cliff is only reported at full N on both sides: top up every pair that fires below N. Pairs are
+    screened from the search's starting n `n0` up (or the test's own floor, where lower)."""
+    screen = dataclasses.replace(test, min_rollouts=min(n0, test.min_rollouts))
     while True:
-        short = {x for i in cliffs_from_evaluated(c.evaluated(), test, min_rollouts)
+        short = {x for i in cliffs_from_evaluated(c.evaluated(), screen)
                  for x in (i - 1, i) if c.n[x] < num_rollouts}
         if not short:
             return c.evaluated()
         yield from c.top_up(short, num_rollouts)
 
 
-def adaptive_steps(positions: Sequence[int], cfg: AdaptiveParams, num_rollouts: int, test: CliffsConfig) -> Search:
+def adaptive_steps(positions: Sequence[int], cfg: AdaptiveParams, num_rollouts: int, test: CliffTest) -> Search:
     """The adaptive search (module docstring) as a `Search` generator."""
     positions = _check_positions(positions)
     if not positions:
@@ -205,7 +208,7 @@ def adaptive_steps(positions: Sequence[int], cfg: AdaptiveParams, num_rollouts: 
     if not 1 <= cfg.initial_rollouts <= num_rollouts:
         raise ValueError(f"need 1 <= initial_rollouts <= num_rollouts, got {cfg.initial_rollouts}, {num_rollouts}")
     N, n0 = num_rollouts, cfg.initial_rollouts
-    delta_min = min_detectable_drop(N, N, test.delta0, test.z)
+    delta_min = min_detectable_drop(N, N, test)
     c = _Counts()
     stride = max(cfg.min_stride, math.ceil(len(positions) / cfg.grid_points))
     anchors = set(positions[::stride]) | {positions[-1]}
@@ -258,23 +261,23 @@ def adaptive_steps(positions: Sequence[int], cfg: AdaptiveParams, num_rollouts: 
             yield from c.top_up(fresh, n0)
             anchors.update(fresh)
             changed = True
-    return (yield from _confirm_at_full_n(c, test, N, min(n0, test.min_rollouts)))
+    return (yield from _confirm_at_full_n(c, test, N, n0))
 
 
 def adaptive_search(oracle: Oracle, positions: Sequence[int], cfg: AdaptiveParams, num_rollouts: int,
-                    test: CliffsConfig) -> Evaluated:
+                    test: CliffTest) -> Evaluated:
     """Evaluate potentials where cliffs can be; returns token_index → (num_rollouts, num_correct, tokens).
 
     `cfg`: params `rollouts.adaptive`; `num_rollouts`: N of every tested pair (`rollouts.num_rollouts`);
-    `test`: params `cliffs`, whose test (δ0, z) and floor (`min_rollouts`) the search decides by."""
+    `test`: params `cliffs.test`, whose test (δ0, z) and floor (`min_rollouts`) the search decides by."""
     return run_search(adaptive_steps(positions, cfg, num_rollouts, test), oracle)
 
 
 def fork_positions(positions: Sequence[int], max_drop: Mapping[int, float | None], num_rollouts: int,
-                   test: CliffsConfig) -> list[int]:
+                   test: CliffTest) -> list[int]:
     """Positions i (with i − 1 also scored) whose token can carry a drop the test detects at N:
     max_drop[i] = 1 − π_s(token i) >= δ_min(N). A missing or None max_drop counts as a fork."""
-    delta_min = min_detectable_drop(num_rollouts, num_rollouts, test.delta0, test.z)
+    delta_min = min_detectable_drop(num_rollouts, num_rollouts, test)
     scored = set(positions)
     out = []
     for i in positions:
@@ -296,7 +299,7 @@ def _identity_allows(c: _Counts, i: int, max_drop: float | None, delta_min: floa
 
 
 def fork_steps(positions: Sequence[int], max_drop: Mapping[int, float | None], cfg: ForksParams,
-               num_rollouts: int, test: CliffsConfig) -> Search:
+               num_rollouts: int, test: CliffTest) -> Search:
     """The fork-aware search: rollouts only on both sides of the forks (`fork_positions`), each pair
     topped up sequentially (doubling from `cfg.initial_rollouts`) while a detectable drop is plausible
     (observed drop + `cfg.z`·SE > δ_min(N), SE of the drop the final test at N will see: `_plausible_drop`)
@@ -305,7 +308,7 @@ def fork_steps(positions: Sequence[int], max_drop: Mapping[int, float | None], c
     tested and gets no rollouts unless it is a fork's other side."""
     positions = _check_positions(positions)
     N, n0 = num_rollouts, min(cfg.initial_rollouts, num_rollouts)
-    delta_min = min_detectable_drop(N, N, test.delta0, test.z)
+    delta_min = min_detectable_drop(N, N, test)
     forks = fork_positions(positions, max_drop, N, test)
     c = _Counts()
     yield from c.draw({x: n0 for i in forks for x in (i - 1, i)})
@@ -315,11 +318,11 @@ def fork_steps(positions: Sequence[int], max_drop: Mapping[int, float | None], c
                       and _plausible_drop(c, i - 1, i, delta_min, cfg.z, N)
                       and _identity_allows(c, i, max_drop.get(i), delta_min, cfg.z)]
         yield from c.double({x for i in open_pairs for x in (i - 1, i) if c.n[x] < N}, N)
-    return (yield from _confirm_at_full_n(c, test, N, min(n0, test.min_rollouts)))
+    return (yield from _confirm_at_full_n(c, test, N, n0))
 
 
 def fork_search(oracle: Oracle, positions: Sequence[int], max_drop: Mapping[int, float | None],
-                cfg: ForksParams, num_rollouts: int, test: CliffsConfig) -> Evaluated:
+                cfg: ForksParams, num_rollouts: int, test: CliffTest) -> Evaluated:
     """`fork_steps` driven by one oracle; returns token_index → (num_rollouts, num_correct, tokens)."""
     return run_search(fork_steps(positions, max_drop, cfg, num_rollouts, test), oracle)
 
@@ -351,16 +354,14 @@ def exhaustive_search(oracle: Oracle, positions: Sequence[int], n: int) -> Evalu
     return run_search(exhaustive_steps(positions, n), oracle)
 
 
-def cliffs_from_evaluated(evaluated: dict[int, tuple[int, int, int]], test: CliffsConfig,
-                          min_rollouts: int | None = None) -> list[int]:
-    """Token indices i with both i−1 and i evaluated (>= min_rollouts each, default `test.min_rollouts`)
-    where the test (`test.delta0`, `test.z`) fires, with each side's own N."""
-    min_rollouts = test.min_rollouts if min_rollouts is None else min_rollouts
+def cliffs_from_evaluated(evaluated: dict[int, tuple[int, int, int]], test: CliffTest) -> list[int]:
+    """Token indices i with both i−1 and i evaluated (>= `test.min_rollouts` rollouts each) where the
+    test (`test.delta0`, `test.z`) fires, with each side's own N."""
     index = [i for i in sorted(evaluated) if i - 1 in evaluated]
     if not index:
         return []
     prev = np.array([evaluated[i - 1][:2] for i in index])       # (num_rollouts, num_correct) per side
     curr = np.array([evaluated[i][:2] for i in index])
-    fires = ((np.minimum(prev[:, 0], curr[:, 0]) >= max(min_rollouts, 1))
-             & is_cliff(prev[:, 1], prev[:, 0], curr[:, 1], curr[:, 0], test.delta0, test.z))
+    fires = ((np.minimum(prev[:, 0], curr[:, 0]) >= max(test.min_rollouts, 1))
+             & is_cliff(prev[:, 1], prev[:, 0], curr[:, 1], curr[:, 0], test))
     return [i for i, f in zip(index, fires.tolist()) if f]

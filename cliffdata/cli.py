@@ -305,8 +305,9 @@ def add_report(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: ROOT/reports); replaced only if it is new, empty or a previous "
                              "report; never ROOT, a folder above it, or ROOT/data, ROOT/models")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params file for the `report` and `cliffs` sections (defaults where missing)")
+    parser.add_argument("--params", type=Path, default=None,
+                        help="params file for the `report` and `cliffs` sections (default: ROOT/params.yaml); "
+                             "needed: the cliff test (`cliffs.test`) has no default")
     parser.add_argument("--tokenizer", default="models/base", help="tokenizer folder or id (default: models/base)")
     parser.set_defaults(run=run_report)
 
@@ -314,16 +315,22 @@ def add_report(commands: argparse._SubParsersAction) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
-    from cliffdata.config import CliffsConfig, ReportConfig, load_params
+    from cliffdata.config import load_params
     from cliffdata.report import build_report, check_out_dir, load_report_data, study_sites
 
     out = args.out if args.out is not None else args.root / "reports"
-    params = load_params(args.params) if args.params.exists() else None
-    report_cfg, cliffs_cfg = (params.report, params.cliffs) if params else (ReportConfig(), CliffsConfig())
+    params_path = args.params if args.params is not None else args.root / "params.yaml"
+    if not params_path.exists():
+        print(f"cliffdata report: {params_path} not found: the report reads the cliff test the cliffs stage ran "
+              f"with (`cliffs.test`) and the `report` section from the project's params; pass --params",
+              file=sys.stderr)
+        return 2
     try:
+        params = load_params(params_path)
+        report_cfg = params.report
         check_out_dir(out, args.root)
-        data = load_report_data(args.root, cliffs_cfg)
-        model, others = study_sites(args.root, params) if params else ("", [])
+        data = load_report_data(args.root, params.cliffs)
+        model, others = study_sites(args.root, params)
     except ValueError as e:
         print(f"cliffdata report: {e}", file=sys.stderr)
         return 2

@@ -2,17 +2,18 @@
 critical token and the taxonomy of §4.
 
 A cliff at token i compares p[i-1] (before the token) with p[i] (after it); the cliff token is
-response_ids[i]. Positions are 0-based; p[-1] is the empty prefix. With `use_empty_prefix: false`
-(paper) token 0 is never tested.
+response_ids[i]. Positions are 0-based; p[-1] is the empty prefix. With `include_empty_prefix: false`
+(paper) token 0 is never tested. The test is `cliffs.test` (a CliffTest: δ0, z and the floor
+`min_rollouts`), the one the rollouts searches, replicate and candidates decide by.
 
-Evidence per cliff and per trace (issue [G]): each cliff carries its one-sided `p_value`, the
+Evidence per cliff and per trace (the noise audit): each cliff carries its one-sided `p_value`, the
 `max_drop` its token allows (1 − π_s, from token_stats) and whether that bound lets a drop the test
 can detect at the pair's N exist (`feasible`: max_drop >= δ_min(N_prev, N_curr)); each trace carries
 `expected_false_cliffs` = Σ over its tested pairs of the probability that the test fires when both
 sides share one true potential, given the pair's total correct (`stats.null_fire_conditional`: an
 unbiased estimate of `null_fire_probability` at the unknown shared potential, where plugging in the
 pooled estimate undercounts by 7.5% at N = 16, p = 0.5), and that count's variance Σ q(1 − q). A token
-without a recorded sampler probability (token_stats from before [G]) has max_drop and feasible null.
+without a recorded sampler probability (token_stats without `sampler_prob`) has max_drop and feasible null.
 With
 `fdr_q` set, Benjamini-Hochberg over the p-values of every tested pair of a dataset marks
 `fdr_significant`.
@@ -31,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from cliffdata import schema
-from cliffdata.config import CliffsConfig
+from cliffdata.config import CliffsConfig, CliffTest
 from cliffdata.stats import (benjamini_hochberg_cutoff, cliff_p_value, is_cliff, min_detectable_drop,
                              null_fire_conditional)
 # the taxonomy is cliffdata.taxonomy's (re-exported here for the stages that read it with the cliffs)
@@ -68,8 +69,8 @@ class CliffLookup:
     rounding to a double happens once. The test has one definition, in cliffdata.stats; 10^8 pairs
     cost a lookup each."""
 
-    def __init__(self, delta0: float, z: float):
-        self.delta0, self.z = float(delta0), float(z)
+    def __init__(self, test: CliffTest):
+        self.test = test
         self._index = np.full(1, -1, dtype=np.int64)        # N -> dense id
         self._values: list[int] = []
         self._offsets = np.zeros(0, dtype=np.int64)          # dense pair id (a * S + b) -> first cell
@@ -104,10 +105,10 @@ class CliffLookup:
     def _cells(self, a: int, b: int) -> dict:
         kp, kc = (g.ravel() for g in np.meshgrid(np.arange(a + 1), np.arange(b + 1), indexing="ij"))
         na, nb = np.full(len(kp), a), np.full(len(kp), b)
-        q = null_fire_conditional(kp, na, kc, nb, self.delta0, self.z)
-        return {"order": len(self._parts), "fires": is_cliff(kp, na, kc, nb, self.delta0, self.z),
-                "p_value": cliff_p_value(kp, na, kc, nb, self.delta0), "q": q,
-                "delta_min": np.full(len(kp), min_detectable_drop(a, b, self.delta0, self.z)),
+        q = null_fire_conditional(kp, na, kc, nb, self.test)
+        return {"order": len(self._parts), "fires": is_cliff(kp, na, kc, nb, self.test),
+                "p_value": cliff_p_value(kp, na, kc, nb, self.test), "q": q,
+                "delta_min": np.full(len(kp), min_detectable_drop(a, b, self.test)),
                 "q_limbs": _limbs(q), "var_limbs": _limbs(q * (1 - q))}
 
     def cells(self, n_prev: np.ndarray, n_curr: np.ndarray, k_prev: np.ndarray, k_curr: np.ndarray) -> np.ndarray:
@@ -185,15 +186,15 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
                   "end_trace": coder.trace_id(part[1]) if part[1] < len(coder) else None}
     pots = KeyedStream(source_batches(potentials, POTENTIAL_COLUMNS, **bounds), coder, "potentials", part)
     stats = KeyedStream(source_batches(token_stats, [*STAT_COLUMNS, entropy_col], **bounds), coder, "token_stats", part)
-    lookup = CliffLookup(cfg.delta0, cfg.z)
+    lookup = CliffLookup(cfg.test)
     threshold = entropy_threshold(cfg)
-    min_rollouts = max(cfg.min_rollouts, 1)
+    min_rollouts = max(cfg.test.min_rollouts, 1)
     fdr_counts: dict[int, np.ndarray] = {}
 
     for chunk in pots.chunks(chunk_rows):
         table, codes = chunk.table, chunk.codes
         idx = _np(table["token_index"]).astype(np.int64)
-        if not cfg.use_empty_prefix:
+        if not cfg.include_empty_prefix:
             keep = idx >= 0
             table, codes, idx = table.filter(pa.array(keep)), codes[keep], idx[keep]
         st = stats.take_until(chunk.last_code)

@@ -396,27 +396,43 @@ CLIFF_SELECTIONS = ("all", "feasible", "replicated")
 
 
 @dataclass(frozen=True)
+class CliffTest:
+    """`cliffs.test`: the cliff test of protocol §2, one object for every stage that decides a cliff (the
+    rollouts searches, the cliffs scan, replicate, candidates, cliff_count, the report and the bench).
+
+    A drop Δ = p_prev − p_curr is a cliff iff Δ > δ0 and Δ > δ0 + z·SE (`cliffdata.stats.is_cliff`); a pair
+    with a side of fewer than `min_rollouts` rollouts is never tested (the cliffs scan, and the searches'
+    confirmation at full N). No field has a default: the only definition is params.yaml, so a caller that
+    forgets the test fails instead of deciding by other values.
+    """
+    delta0: float                      # offset δ0
+    z: float                           # critical value of the one-sided test (1.645: 95%)
+    min_rollouts: int                  # a pair with a side of fewer rollouts is never tested (searches' screening points)
+
+    def __post_init__(self):
+        _range("cliffs.test.delta0", self.delta0, 0, 1, hi_open=True)
+        _range("cliffs.test.z", self.z, 0, lo_open=True)
+        _range("cliffs.test.min_rollouts", self.min_rollouts, 1)
+
+
+@dataclass(frozen=True)
 class CliffsConfig:
-    delta0: float = 0.1                # offset δ0 (protocol §2)
-    z: float = 1.645                   # one-sided 95%
+    test: CliffTest                    # the cliff test; required (params.yaml `cliffs.test`)
     entropy: str = "top20"             # top20 (paper) | full: which entropy the taxonomy uses
     entropy_boundary_p: float = 0.99   # H* = H_b(0.99) = 0.0560 nats
-    use_empty_prefix: bool = True      # test token 0 against p[-1] (paper: false)
+    include_empty_prefix: bool = True  # test token 0 against p[-1] (paper: false); the SQL files' $include_empty_prefix
     critical_threshold: float = 0.05   # critical token: p == 0 and every later p < this
-    min_rollouts: int = 8              # a side with fewer rollouts is never tested (adaptive sweep points)
     fdr_q: float | None = None         # Benjamini-Hochberg level over a dataset's tested pairs; None: off
     use: str = "all"                   # the cliffs ablation / candidates / dpo_pairs work on: all | feasible | replicated
 
     def __post_init__(self):
+        _check(isinstance(self.test, CliffTest), f"cliffs.test must be a CliffTest, got {self.test!r}")
         _check(self.use in CLIFF_SELECTIONS, f"cliffs.use must be one of {'|'.join(CLIFF_SELECTIONS)}, got {self.use!r}")
         if self.fdr_q is not None:
             _range("fdr_q", self.fdr_q, 0, 1, lo_open=True, hi_open=True)
         _check(self.entropy in ("top20", "full"), f"cliffs.entropy must be top20|full, got {self.entropy!r}")
         _check(0.5 < self.entropy_boundary_p < 1, f"cliffs.entropy_boundary_p must be in (0.5, 1), got {self.entropy_boundary_p}")
-        _range("delta0", self.delta0, 0, 1, hi_open=True)
-        _range("z", self.z, 0, lo_open=True)
         _range("critical_threshold", self.critical_threshold, 0, 1, lo_open=True)
-        _range("min_rollouts", self.min_rollouts, 1)
 
 
 @dataclass(frozen=True)
@@ -448,7 +464,7 @@ class AnalysisConfig:
 class ReplicateConfig:
     """`replicate`: fresh rollouts on both sides of every cliff, with the rollouts stage's sampler
     (`rollouts.sampling`) and another seed stream; `replicated` = the cliff test passes again."""
-    num_rollouts: int = 16             # N per side (the rollouts stage's N; paper 64)
+    num_rollouts: int = 16             # N per side (keep it = rollouts.num_rollouts: the test again at its N; paper 64)
     seed: int = 0
 
     def __post_init__(self):
@@ -601,7 +617,7 @@ class DPOEvalConfig:
 class CliffCountConfig:
     """`cliff_count`: cliffs per trace before and after Cliff-DPO (one trace per problem, no early stop)."""
     num_problems: int = 8              # the first n dpo_eval problems (paper: all)
-    num_rollouts: int = 16             # paper 64; the other rollout settings come from `rollouts`
+    num_rollouts: int = 16             # paper 64; the other rollout settings come from `rollouts` (>= its search's initial n)
     seed: int = 0
 
     def __post_init__(self):
@@ -636,7 +652,7 @@ class Params:
     sample: SampleConfig = SampleConfig()
     token_stats: TokenStatsConfig = TokenStatsConfig()
     rollouts: RolloutsConfig = RolloutsConfig()
-    cliffs: CliffsConfig = CliffsConfig()
+    cliffs: CliffsConfig = field(kw_only=True)     # required: its `test` has no default (params.yaml only)
     replicate: ReplicateConfig = ReplicateConfig()
     ablation: AblationConfig = AblationConfig()
     candidates: CandidatesConfig = CandidatesConfig()
@@ -668,6 +684,15 @@ class Params:
                f"dpo_pairs.top_k must be <= candidates.top_k = {self.candidates.top_k}, got {self.dpo_pairs.top_k}")
         _check(self.cpm_shift.top_k <= self.token_stats.top_k,
                f"cpm_shift.top_k must be <= token_stats.top_k = {self.token_stats.top_k}, got {self.cpm_shift.top_k}")
+        # cliff_count runs the rollouts search (rollouts.mode and its settings) at its own N: the search's
+        # starting n must fit in it, as RolloutsConfig asks of rollouts.num_rollouts
+        start = {"forks": ("rollouts.forks.initial_rollouts", self.rollouts.forks.initial_rollouts),
+                 "adaptive": ("rollouts.adaptive.initial_rollouts", self.rollouts.adaptive.initial_rollouts)}
+        if self.rollouts.mode in start:
+            key, n0 = start[self.rollouts.mode]
+            _check(n0 <= self.cliff_count.num_rollouts,
+                   f"cliff_count.num_rollouts must be >= {key} = {n0} (cliff_count runs the rollouts.mode "
+                   f"{self.rollouts.mode} search at its own N), got {self.cliff_count.num_rollouts}")
         sections = [("problems.sources", self.problems.sources)]
         sections += [("dpo_eval.sources", self.dpo_eval.sources)] if self.dpo_eval else []
         for where, sources in sections:

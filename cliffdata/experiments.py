@@ -13,7 +13,7 @@ Prefixes, as response token ids of the trace (protocol §1; positions 0-based):
     candidate c   response_ids[:i] + [c]
     replicate     response_ids[:i] and response_ids[:i+1]: p[i-1] and p[i] again, fresh seeds
     control j     response_ids[:j], response_ids[:j+1] and response_ids[:j] + [c]: a random non-cliff
-                  position j of the same trace (the Cliff-DPO control, issue [G])
+                  position j of the same trace (the Cliff-DPO control)
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from cliffdata import duck, grading
 from cliffdata.backends import Backend, Sampling, request_seed
 from cliffdata.checkpoint import UnitCheckpoint
+from cliffdata.config import CliffTest
 from cliffdata.sampling import Gold, Resampled, resample, with_budget
 from cliffdata.stats import cliff_p_value, is_cliff, pass_at_k
 
@@ -87,17 +88,17 @@ def _resample_by_problem(requests: list[dict], traces: list[dict], golds: dict[s
     return out
 
 
-# --- replication (issue [G]) ----------------------------------------------------------------------------
+# --- replication ------------------------------------------------------------------------------------
 
 REPLICATE_SIDES = {"prev": 0, "curr": 1}          # side -> response tokens kept beyond token_index
 
 
 def run_replicate(traces: list[dict], cliffs: list[dict], golds: dict[str, Gold], backend: Backend, tokenizer,
-                  n: int, sampling: Sampling, seed: int, delta0: float, z: float,
+                  n: int, sampling: Sampling, seed: int, test: CliffTest,
                   checkpoint: UnitCheckpoint | None = None) -> list[dict]:
     """Fresh N rollouts on both sides of every cliff (p[i-1] from `response_ids[:i]`, p[i] from
-    `response_ids[:i+1]`, as the rollouts stage scores them) and the cliff test on the fresh counts;
-    rows of REPLICATE. Seeds: request_seed(seed, "replicate", trace_id, side, token_index), a stream
+    `response_ids[:i+1]`, as the rollouts stage scores them) and the cliff test `test` (params
+    `cliffs.test`, the cliffs stage's) on the fresh counts; rows of REPLICATE. Seeds: request_seed(seed, "replicate", trace_id, side, token_index), a stream
     disjoint from the rollouts stage's request_seed(seed, trace_id, position)."""
     cliffs = sorted(cliffs, key=lambda c: (c["trace_id"], c["token_index"]))
     requests = [{"trace_id": c["trace_id"], "problem_id": c["problem_id"], "token_index": c["token_index"],
@@ -119,7 +120,7 @@ def run_replicate(traces: list[dict], cliffs: list[dict], golds: dict[str, Gold]
                        "num_rollouts": curr.num_rollouts, "num_correct": curr.num_correct,
                        "p_prev": prev.num_correct / prev.num_rollouts, "potential": curr.num_correct / curr.num_rollouts,
                        "delta": prev.num_correct / prev.num_rollouts - curr.num_correct / curr.num_rollouts,
-                       "p_value": float(cliff_p_value(*args, delta0)), "replicated": bool(is_cliff(*args, delta0, z)),
+                       "p_value": float(cliff_p_value(*args, test)), "replicated": bool(is_cliff(*args, test)),
                        "num_generated_tokens": prev.num_generated_tokens + curr.num_generated_tokens})
     return rows
 
@@ -288,13 +289,13 @@ def candidate_rows(traces: list[dict], cliffs: list[dict], token_stats: pa.Table
 
 
 def run_candidates(requests: list[dict], traces: list[dict], golds: dict[str, Gold], backend: Backend,
-                   tokenizer, n: int, sampling: Sampling, seed: int, delta0: float, z: float,
+                   tokenizer, n: int, sampling: Sampling, seed: int, test: CliffTest,
                    checkpoint: UnitCheckpoint | None = None) -> list[dict]:
     """N fresh rollouts from `response_ids[:i] + [c]` for every candidate but the cliff token (which
     reuses the main rollout's counts, as the paper does); rows of CANDIDATES.
 
-    A candidate is a cliff iff the cliff test (protocol §2, each side's own N) fires between p_prev and
-    its potential; the cliff token is a cliff by definition. Seeds: request_seed(seed, "candidates",
+    A candidate is a cliff iff the cliff test `test` (params `cliffs.test`; protocol §2, each side's own N)
+    fires between p_prev and its potential; the cliff token is a cliff by definition. Seeds: request_seed(seed, "candidates",
     trace_id, token_index, candidate_id).
     """
     todo = [r for r in requests if not r["is_cliff_token"]]
@@ -311,14 +312,14 @@ def run_candidates(requests: list[dict], traces: list[dict], golds: dict[str, Go
         else:
             res = next(fresh)
             num_rollouts, num_correct, num_tokens = res.num_rollouts, res.num_correct, res.num_generated_tokens
-            cliff = bool(is_cliff(r["num_correct_prev"], r["num_rollouts_prev"], num_correct, num_rollouts, delta0, z))
+            cliff = bool(is_cliff(r["num_correct_prev"], r["num_rollouts_prev"], num_correct, num_rollouts, test))
         rows.append({**{key: value for key, value in r.items() if key != "problem_id"},
                      "num_rollouts": num_rollouts, "num_correct": num_correct,
                      "potential": num_correct / num_rollouts, "is_cliff": cliff, "num_generated_tokens": num_tokens})
     return rows
 
 
-# --- the random-position control of Cliff-DPO (issue [G]) -------------------------------------------------
+# --- the random-position control of Cliff-DPO -------------------------------------------------------
 
 def control_requests(traces: list[dict], cliffs: list[dict], pairs_per_cliff: dict[tuple[str, int], int],
                      token_stats: pa.Table, all_cliff_keys: set[tuple[str, int]], top_k: int, seed: int) -> list[dict]:

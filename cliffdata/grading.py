@@ -3,7 +3,7 @@
     grade("... so 20 + 23 = 43.\\n#### 43", gold="43", answer_format="hash")          # -> Grade("43", True)
     grade("... so she has \\boxed{84} bananas.", gold="84", answer_format="boxed")  # -> Grade("84", True)
 
-Answer rules (protocol §7; README "Grading"). Each format reads the response with three readers, in
+Answer rules (protocol §7, docs/protocol.md). Each format reads the response with three readers, in
 its own order, and takes the first that finds an answer:
 
 | format | 1st | 2nd | 3rd |
@@ -88,7 +88,7 @@ def last_boxed(text: str) -> str | None:
 
 def _hash_number(text: str) -> str | None:
     """The first number after the first `####` (a small model often repeats `####` lines, so the first
-    one is the answer; protocol notes §3). Commas and `$` are dropped."""
+    one is the answer). Commas and `$` are dropped."""
     _, sep, tail = text.partition(ANSWER_MARKER)
     if not sep:
         return None

@@ -28,7 +28,7 @@ def environment_record() -> dict:
     """What, besides params and data, decides the bytes this environment computes: Python, the platform,
     every installed distribution (name==version, digested), the CPU kernel path torch dispatches to,
     its thread count and the dtype `engine.dtype: auto` runs here. Written by the `model` stage to
-    metrics/environment.json (README "Reproducibility")."""
+    metrics/environment.json (docs/operations.md, "The locked environment")."""
     import platform
     from importlib import metadata
 

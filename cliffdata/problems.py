@@ -292,7 +292,7 @@ def _row(src: SourceConfig, index: int, item: _Item, prompts: dict[str, PromptCo
 
 def answer_format(src: SourceConfig, prompt: str, prompts: dict[str, PromptConfig]) -> str:
     """How a problem's responses are graded: the source's format, else what its prompt asks for, else
-    the dataset's default (a `\\boxed{}` prompt is never graded by `####` first; README "Grading")."""
+    the dataset's default (a `\\boxed{}` prompt is never graded by `####` first; docs/protocol.md §7)."""
     asks = prompts[prompt].asks_for if prompt in prompts else None
     return src.answer_format or asks or DEFAULT_ANSWER_FORMATS[src.dataset]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from cliffdata.config import CliffsConfig, EngineConfig, GradingConfig, RolloutsConfig
+from cliffdata.config import CliffTest, EngineConfig, GradingConfig, RolloutsConfig
 from cliffdata.rollouts import Checkpoint, unfinished_waves, wave_cost
 from cliffdata.sampling import Gold
 
@@ -26,7 +26,7 @@ from cliffdata.sampling import Gold
 class RolloutActor:
     """One backend replica: traces in (a JSON payload per row), potentials and cost rows out (JSON)."""
 
-    def __init__(self, model_path: str, engine: EngineConfig, cfg: RolloutsConfig, test: CliffsConfig,
+    def __init__(self, model_path: str, engine: EngineConfig, cfg: RolloutsConfig, test: CliffTest,
                  grading_cfg: GradingConfig = GradingConfig()):
         from transformers import AutoTokenizer
 
@@ -57,11 +57,11 @@ class RolloutActor:
 
 
 def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str, engine: EngineConfig,
-                     cfg: RolloutsConfig, checkpoint: Checkpoint, test: CliffsConfig = CliffsConfig(),
+                     cfg: RolloutsConfig, checkpoint: Checkpoint, test: CliffTest,
                      max_drops: dict[str, dict[int, float | None]] | None = None,
                      grading_cfg: GradingConfig = GradingConfig()) -> tuple[pa.Table, list[dict]]:
     """Like `rollouts.run_rollouts`, with the traces spread over `cfg.ray.num_actors` backend actors, each
-    grading with `grading_cfg` (params `grading`).
+    searching with `test` (params `cliffs.test`) and grading with `grading_cfg` (params `grading`).
 
     Joins the Ray instance already initialised in this process, else `ray.init(address=cfg.ray.address)`
     (None starts a local one, shut down again at the end).

@@ -28,7 +28,7 @@ from cliffdata import grading, schema
 from cliffdata.adaptive import Evaluated, Search, adaptive_steps, exhaustive_steps, fork_steps
 from cliffdata.backends import Backend, Sampling, request_seed
 from cliffdata.checkpoint import CorruptUnit, remove_folder, seal, set_aside, unseal, write_atomic
-from cliffdata.config import CliffsConfig, RolloutsConfig
+from cliffdata.config import CliffTest, RolloutsConfig
 from cliffdata.sampling import Gold, resample, with_budget
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class _Job:
         return rows, cost
 
 
-def trace_search(trace: dict, cfg: RolloutsConfig, test: CliffsConfig,
+def trace_search(trace: dict, cfg: RolloutsConfig, test: CliffTest,
                  max_drop: dict[int, float | None] | None = None) -> Search:
     """The search `rollouts.mode` runs on one trace (cliffdata/adaptive.py)."""
     positions = scored_positions(len(trace["response_ids"]), cfg.score_empty_prefix)
@@ -165,7 +165,7 @@ def trace_search(trace: dict, cfg: RolloutsConfig, test: CliffsConfig,
 
 
 def search_wave(traces: list[dict], golds: dict[str, Gold], backend: Backend, tokenizer, cfg: RolloutsConfig,
-                sampling: Sampling, test: CliffsConfig = CliffsConfig(),
+                sampling: Sampling, test: CliffTest,
                 max_drops: dict[str, dict[int, float | None]] | None = None,
                 searches: list[Search] | None = None) -> list[tuple[list[dict], dict]]:
     """The searches of several traces advanced together (one scheduler): every engine call packs up to
@@ -177,8 +177,9 @@ def search_wave(traces: list[dict], golds: dict[str, Gold], backend: Backend, to
     traces share calls wherever the backend can serve them together (`Backend.batch_key`).
 
     For a fixed list of traces the engine calls are fixed too (a trace's requests go out in order,
-    traces in list order), so a deterministic backend gives the same bytes on every run. `searches`:
-    one per trace instead of `rollouts.mode`'s (a benchmark's own search, e.g. PTS bisection)."""
+    traces in list order), so a deterministic backend gives the same bytes on every run. `test`: params
+    `cliffs.test`, the test the adaptive and fork searches decide by. `searches`: one per trace instead of
+    `rollouts.mode`'s (a benchmark's own search, e.g. PTS bisection)."""
     max_drops = max_drops or {}
     batch_key = getattr(backend, "batch_key", lambda adapter: adapter)     # a duck-typed backend: one adapter per call
     jobs = []
@@ -216,10 +217,10 @@ def search_wave(traces: list[dict], golds: dict[str, Gold], backend: Backend, to
 
 
 def estimate_potentials(trace: dict, gold: str, answer_format: str, backend: Backend, tokenizer,
-                        cfg: RolloutsConfig, sampling: Sampling, test: CliffsConfig = CliffsConfig(),
+                        cfg: RolloutsConfig, sampling: Sampling, test: CliffTest,
                         max_drop: dict[int, float | None] | None = None) -> tuple[list[dict], dict]:
     """Potentials of one trace (rows of `schema.POTENTIALS`) and its cost row (`schema.ROLLOUT_TRACES`).
-    `test`: params `cliffs`, whose test the adaptive and fork searches decide by; `max_drop`: the
+    `test`: params `cliffs.test`, the test the adaptive and fork searches decide by; `max_drop`: the
     trace's token_stats max_drop by token_index (mode forks)."""
     golds = {trace["problem_id"]: Gold(gold, answer_format, None)}
     return search_wave([trace], golds, backend, tokenizer, cfg, sampling, test,
@@ -345,11 +346,11 @@ def fingerprint(*parts: object) -> str:
 
 
 def run_rollouts(traces: list[dict], golds: dict[str, Gold], backend: Backend, tokenizer,
-                 cfg: RolloutsConfig, sampling: Sampling, checkpoint: Checkpoint,
-                 desc: str = "rollouts", test: CliffsConfig = CliffsConfig(),
+                 cfg: RolloutsConfig, sampling: Sampling, checkpoint: Checkpoint, test: CliffTest,
+                 desc: str = "rollouts",
                  max_drops: dict[str, dict[int, float | None]] | None = None) -> tuple[pa.Table, list[dict]]:
     """Estimate potentials for every trace, resuming from `checkpoint`; returns (potentials, costs).
-    `desc` labels the progress bar; `test` is params `cliffs` (the searches' test); `max_drops`:
+    `test` is params `cliffs.test` (the searches' test); `desc` labels the progress bar; `max_drops`:
     trace_id -> token_index -> token_stats max_drop (mode forks).
 
     Traces go in fixed waves (`waves`) whose searches share engine calls (`search_wave`); a wave's

@@ -4,7 +4,7 @@ Protocol §2: cliff at token i iff, with Δ = p_prev − p_curr,
     Δ > δ0  and  Δ > δ0 + z·sqrt(p_prev(1−p_prev)/N_prev + p_curr(1−p_curr)/N_curr)
 (one-sided unpooled two-proportion z-test with an offset; strict inequalities; SE = 0 allowed).
 
-The evidence beside each test (issue [G]): `cliff_p_value` (the same z as a one-sided p-value),
+The evidence beside each test (the noise audit): `cliff_p_value` (the same z as a one-sided p-value),
 `null_fire_probability` (how often the test fires when both sides share one true potential: the
 noise floor, exact from the binomials and the cliff matrix), `null_fire_conditional` (its unbiased
 estimate per tested pair, from the pair's total), `min_detectable_drop` (the smallest Δ
@@ -19,11 +19,12 @@ import numpy as np
 from scipy import special
 from scipy import stats as sps
 
-from cliffdata.config import CliffsConfig
+from cliffdata.config import CliffTest
 
-# The test's defaults are the `cliffs` params section's (CliffsConfig, equal to params.yaml by
-# tests/test_params_defaults.py); the stages pass their params explicitly.
-_TEST = CliffsConfig()
+# Every function that decides a cliff takes the test whole (`test`: params `cliffs.test`, a CliffTest);
+# none has a default, so a caller that forgets it fails instead of deciding by other values. The
+# floor `test.min_rollouts` is the callers' choice of pairs (the cliffs scan, the searches): these
+# functions test every pair they are given, each side with its own N.
 
 
 def binary_entropy(p: float) -> float:
@@ -42,35 +43,33 @@ def _unpooled(k_prev, n_prev, k_curr, n_curr) -> tuple[np.ndarray, np.ndarray]:
     return p_prev - p_curr, np.sqrt(var)
 
 
-def is_cliff(k_prev, n_prev, k_curr, n_curr, delta0: float = _TEST.delta0, z: float = _TEST.z):
-    """The cliff test on counts (scalars or broadcastable arrays). n = 0 sides are never cliffs."""
+def is_cliff(k_prev, n_prev, k_curr, n_curr, test: CliffTest):
+    """The cliff test (`test.delta0`, `test.z`) on counts (scalars or broadcastable arrays). n = 0 sides
+    are never cliffs."""
     delta, se = _unpooled(k_prev, n_prev, k_curr, n_curr)
-    return (delta > delta0) & (delta > delta0 + z * se)
+    return (delta > test.delta0) & (delta > test.delta0 + test.z * se)
 
 
 @lru_cache(maxsize=64)
-def _cliff_matrix(n_prev: int, n_curr: int, delta0: float, z: float) -> np.ndarray:
+def _cliff_matrix(n_prev: int, n_curr: int, test: CliffTest) -> np.ndarray:
     k_prev = np.arange(n_prev + 1)[:, None]
     k_curr = np.arange(n_curr + 1)[None, :]
-    m = is_cliff(k_prev, n_prev, k_curr, n_curr, delta0, z)
+    m = is_cliff(k_prev, n_prev, k_curr, n_curr, test)
     m.setflags(write=False)
     return m
 
 
-def cliff_matrix(n_prev: int, n_curr: int | None = None, delta0: float = _TEST.delta0, z: float = _TEST.z) -> np.ndarray:
+def cliff_matrix(n_prev: int, n_curr: int, test: CliffTest) -> np.ndarray:
     """Boolean (n_prev+1, n_curr+1) matrix: entry [k_prev, k_curr] says whether the drop is a cliff.
 
-    For N = 64 on both sides exactly 1283 of the 65×65 cells are cliffs (protocol §2).
+    For N = 64 on both sides exactly 1283 of the 65×65 cells are cliffs (protocol §2: δ0 = 0.1, z = 1.645).
     """
-    if n_curr is None:
-        n_curr = n_prev
     if n_prev < 1 or n_curr < 1:
         raise ValueError(f"cliff_matrix needs n >= 1 on both sides, got {n_prev}, {n_curr}")
-    return _cliff_matrix(int(n_prev), int(n_curr), float(delta0), float(z))
+    return _cliff_matrix(int(n_prev), int(n_curr), test)
 
 
-def detect_cliffs(num_correct: np.ndarray, num_rollouts: np.ndarray,
-                  delta0: float = _TEST.delta0, z: float = _TEST.z) -> np.ndarray:
+def detect_cliffs(num_correct: np.ndarray, num_rollouts: np.ndarray, test: CliffTest) -> np.ndarray:
     """Cliff flags between adjacent scored positions of one trace.
 
     Inputs are per-position counts in position order; returns a bool array of the same length where
@@ -87,34 +86,34 @@ def detect_cliffs(num_correct: np.ndarray, num_rollouts: np.ndarray,
     same = scored & (np_ == nc)
     for n_val in np.unique(np_[same]):
         sel = same & (np_ == n_val)
-        out[1:][sel] = cliff_matrix(int(n_val), delta0=delta0, z=z)[kp[sel], kc[sel]]
+        out[1:][sel] = cliff_matrix(int(n_val), int(n_val), test)[kp[sel], kc[sel]]
     other = scored & ~same
     if other.any():
-        out[1:][other] = is_cliff(kp[other], np_[other], kc[other], nc[other], delta0, z)
+        out[1:][other] = is_cliff(kp[other], np_[other], kc[other], nc[other], test)
     return out
 
 
-def cliff_p_value(k_prev, n_prev, k_curr, n_curr, delta0: float = _TEST.delta0):
-    """One-sided p-value of H0: Δ ≤ δ0 with the protocol's unpooled z, each side's own N.
+def cliff_p_value(k_prev, n_prev, k_curr, n_curr, test: CliffTest):
+    """One-sided p-value of H0: Δ ≤ δ0 (`test.delta0`) with the protocol's unpooled z, each side's own N.
 
     p = 1 − Φ((Δ − δ0) / SE); with SE = 0 it is 0 when Δ > δ0, else 1. The test fires iff
     p < 1 − Φ(z) (for z > 0): `is_cliff` and this p-value are one decision. n = 0 sides give 1.
     """
     delta, se = _unpooled(k_prev, n_prev, k_curr, n_curr)
     scored = np.isfinite(se)
-    excess = delta - delta0
+    excess = delta - test.delta0
     with np.errstate(divide="ignore", invalid="ignore"):
         zstat = np.where(se > 0, excess / se, np.where(excess > 0, np.inf, -np.inf))
     return np.where(scored, sps.norm.sf(zstat), 1.0)
 
 
-def null_fire_probability(p, n_prev: int, n_curr: int, delta0: float = _TEST.delta0, z: float = _TEST.z) -> np.ndarray | float:
+def null_fire_probability(p, n_prev: int, n_curr: int, test: CliffTest) -> np.ndarray | float:
     """P(the test fires) when both sides share the true potential p: Σ Bin(k_prev; n_prev, p) ·
     Bin(k_curr; n_curr, p) · M[k_prev, k_curr] over the cliff matrix M of the pair's two N.
 
     `p` is a scalar or an array (the result has its shape). At N = 64 and p = 0.5 it is 0.30%.
     """
-    m = cliff_matrix(int(n_prev), int(n_curr), delta0, z).astype(np.float64)
+    m = cliff_matrix(int(n_prev), int(n_curr), test).astype(np.float64)
     pa_ = np.asarray(p, dtype=np.float64)
     flat = pa_.reshape(-1, 1)
     prev = sps.binom.pmf(np.arange(n_prev + 1)[None, :], n_prev, flat)       # (P, n_prev+1)
@@ -124,10 +123,10 @@ def null_fire_probability(p, n_prev: int, n_curr: int, delta0: float = _TEST.del
 
 
 @lru_cache(maxsize=256)
-def _conditional_fire_table(n_prev: int, n_curr: int, delta0: float, z: float) -> np.ndarray:
+def _conditional_fire_table(n_prev: int, n_curr: int, test: CliffTest) -> np.ndarray:
     """Entry K: P(the test fires | k_prev + k_curr = K) when both sides share one potential, i.e. the
     hypergeometric split of K correct rollouts among n_prev + n_curr (it does not depend on p)."""
-    m = cliff_matrix(n_prev, n_curr, delta0, z)
+    m = cliff_matrix(n_prev, n_curr, test)
     total = n_prev + n_curr
     a = np.arange(n_prev + 1)[:, None]
     b = np.arange(n_curr + 1)[None, :]
@@ -141,7 +140,7 @@ def _conditional_fire_table(n_prev: int, n_curr: int, delta0: float, z: float) -
     return q
 
 
-def null_fire_conditional(k_prev, n_prev, k_curr, n_curr, delta0: float = _TEST.delta0, z: float = _TEST.z) -> np.ndarray:
+def null_fire_conditional(k_prev, n_prev, k_curr, n_curr, test: CliffTest) -> np.ndarray:
     """Per tested pair: P(the test fires | the pair's total correct) when both sides share one true
     potential: the expected number of false cliffs the pair contributes.
 
@@ -157,16 +156,15 @@ def null_fire_conditional(k_prev, n_prev, k_curr, n_curr, delta0: float = _TEST.
     pairs = np.unique(np.stack([n_prev[scored], n_curr[scored]], axis=-1).reshape(-1, 2), axis=0)
     for a, b in pairs:
         sel = scored & (n_prev == a) & (n_curr == b)
-        out[sel] = _conditional_fire_table(int(a), int(b), float(delta0), float(z))[(k_prev + k_curr)[sel]]
+        out[sel] = _conditional_fire_table(int(a), int(b), test)[(k_prev + k_curr)[sel]]
     return out
 
 
 @lru_cache(maxsize=256)
-def min_detectable_drop(n_prev: int, n_curr: int | None = None, delta0: float = _TEST.delta0, z: float = _TEST.z) -> float:
+def min_detectable_drop(n_prev: int, n_curr: int, test: CliffTest) -> float:
     """δ_min(N): the smallest observed Δ = k_prev/n_prev − k_curr/n_curr the test reports as a cliff
-    (0.1875 at N = 64, 0.3125 at N = 16); inf when no cell of the cliff matrix fires."""
-    n_curr = n_prev if n_curr is None else n_curr
-    m = cliff_matrix(n_prev, n_curr, delta0, z)
+    (0.1875 at N = 64, 0.3125 at N = 16 for δ0 = 0.1, z = 1.645); inf when no cell of the cliff matrix fires."""
+    m = cliff_matrix(n_prev, n_curr, test)
     if not m.any():
         return math.inf
     kp, kc = np.nonzero(m)

@@ -186,7 +186,7 @@ def _direction(values: list) -> str:
 
 
 def noise_audit(m: dict[str, dict]) -> list[str]:
-    """The [G] section: observed vs expected cliffs, feasibility by category, replication, and the
+    """The noise audit section: observed vs expected cliffs, feasibility by category, replication, and the
     directions on all / feasible / replicated cliffs."""
     occ, tax, rep, dirs = (m.get(k) or {} for k in ("occurrence", "taxonomy", "replicate", "directions"))
     if "expected_false_cliffs" not in occ.get("all", {}) and not rep:

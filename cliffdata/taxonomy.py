@@ -66,8 +66,9 @@ def categorize(entropy: float, is_greedy: bool, threshold: float) -> str:
 
 
 def sql_params(cfg: CliffsConfig) -> dict:
-    """The taxonomy parameters of the SQL files: include_empty_prefix, entropy_threshold, use_full_entropy."""
-    return {"include_empty_prefix": cfg.use_empty_prefix, "entropy_threshold": entropy_threshold(cfg),
+    """The taxonomy parameters of the SQL files: include_empty_prefix (`cliffs.include_empty_prefix`, the same
+    name), entropy_threshold, use_full_entropy."""
+    return {"include_empty_prefix": cfg.include_empty_prefix, "entropy_threshold": entropy_threshold(cfg),
             "use_full_entropy": entropy_column(cfg) == "entropy_full"}
 
 

@@ -5,7 +5,7 @@ analysis is the `entropy` stage (SQL only: its bins do not re-run these rollouts
 
     python pipeline/candidates.py
 
-Also the Cliff-DPO control (issue [G]): for each cliff, a random non-cliff position of the same trace
+Also the Cliff-DPO control: for each cliff, a random non-cliff position of the same trace
 with as many random top-k alternatives as the cliff gives pairs, each and the trace's token there
 with N rollouts (data/candidates/control.parquet; `dpo_pairs` makes the `random` variant from it).
 
@@ -46,8 +46,7 @@ def main() -> None:
                                   file_digest(grading.__file__), dataclasses.asdict(params.grading))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
         rows = experiments.run_candidates(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
-                                          cfg.sampling, cfg.seed, params.cliffs.delta0, params.cliffs.z,
-                                          checkpoint=checkpoint)
+                                          cfg.sampling, cfg.seed, params.cliffs.test, checkpoint=checkpoint)
         # the Cliff-DPO control: as many pairs as each cliff gives, at a random non-cliff position of its trace
         top_k = params.dpo_pairs.top_k
         per_cliff = pairs_per_cliff(build_pairs(rows, cliffs, traces, params.dpo_pairs.strategy, top_k))

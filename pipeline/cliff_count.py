@@ -38,7 +38,9 @@ def main() -> None:
     variants = trained_variants(params.dpo_train.variants)
     adapters = {v: f"models/adapters/{v}" for v in variants}
     rollouts = dataclasses.replace(params.rollouts, num_rollouts=cfg.num_rollouts, seed=cfg.seed, early_stop_zeros=0)
-    key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(rollouts), dataclasses.asdict(params.engine.resolved()),
+    # the searches decide by the cliff test: a resumed run must have searched with the same one
+    key = fingerprint(dataclasses.asdict(cfg), dataclasses.asdict(rollouts), dataclasses.asdict(params.cliffs.test),
+                      dataclasses.asdict(params.engine.resolved()),
                       dataclasses.asdict(params.sample), problems, schema.tree_digest("models/base"),
                       schema.file_digest(grading.__file__), dataclasses.asdict(params.grading),
                       {v: schema.file_digest(f"{p}/adapter_model.safetensors") for v, p in adapters.items()})

@@ -1,6 +1,6 @@
 """Stage `replicate`: fresh rollouts on both sides of every cliff with the rollouts stage's sampler
 and a disjoint seed stream, the cliff test on the fresh counts, and the replication rate by category,
-feasibility and correctness with Wilson intervals (issue [G]).
+feasibility and correctness with Wilson intervals: do the cliffs hold up beyond noise?
 
     python pipeline/replicate.py
 
@@ -35,8 +35,8 @@ def main() -> None:
                                   file_digest(grading.__file__), dataclasses.asdict(params.grading))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
         rows = experiments.run_replicate(traces, cliffs, golds, backend, tokenizer, cfg.num_rollouts,
-                                         params.rollouts.sampling, cfg.seed, params.cliffs.delta0,
-                                         params.cliffs.z, checkpoint=checkpoint)
+                                         params.rollouts.sampling, cfg.seed, params.cliffs.test,
+                                         checkpoint=checkpoint)
     print(checkpoint.report("replicate"), flush=True)
     schema.write("replicate", rows, schema.PATHS["replicate"])
 

@@ -17,7 +17,6 @@ from transformers import AutoTokenizer
 
 from cliffdata import grading, schema
 from cliffdata.backends import open_backend
-from cliffdata.config import CliffsConfig
 from cliffdata.adaptive import fork_positions
 from cliffdata.rollouts import (Checkpoint, estimate_rollouts, fingerprint, format_estimate, max_drops_of, run_rollouts,
                                scored_positions)
@@ -46,10 +45,9 @@ def shard_index(text: str, shards: int) -> int:
 def run_shard(params, shard: int) -> None:
     cfg = params.rollouts
     grading.configure(params.grading)
-    # the adaptive search decides by the cliff test and its floor: these three cliffs keys (dvc.yaml
-    # lists them, so cliffs.use or fdr_q re-run no rollouts)
-    test = dataclasses.replace(CliffsConfig(), delta0=params.cliffs.delta0, z=params.cliffs.z,
-                               min_rollouts=params.cliffs.min_rollouts)
+    # the adaptive and fork searches decide by the cliff test and its floor: cliffs.test only (dvc.yaml
+    # lists it, so cliffs.use or fdr_q re-run no rollouts)
+    test = params.cliffs.test
     traces = select_shard(schema.read("traces", schema.PATHS["traces"]).to_pylist(), shard, cfg)
     # mode forks: the bound each token puts on its drop (token_stats max_drop = 1 - sampler_prob)
     max_drops = max_drops_of(schema.PATHS["token_stats"], {t["trace_id"] for t in traces}) if cfg.mode == "forks" else None
@@ -76,8 +74,8 @@ def run_shard(params, shard: int) -> None:
     else:
         tokenizer = AutoTokenizer.from_pretrained("models/base")
         with open_backend(params.engine, "models/base", seed=cfg.seed) as backend:
-            table, costs = run_rollouts(traces, golds, backend, tokenizer, cfg, cfg.sampling, checkpoint,
-                                        test=test, max_drops=max_drops)
+            table, costs = run_rollouts(traces, golds, backend, tokenizer, cfg, cfg.sampling, checkpoint, test,
+                                        max_drops=max_drops)
     schema.write("potentials", table, shard_dir(shard) / "potentials.parquet")
     schema.write("rollout_traces", costs, shard_dir(shard) / "rollout_traces.parquet")
     checkpoint.remove()

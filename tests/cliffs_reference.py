@@ -1,7 +1,7 @@
-"""The cliffs stage as it was computed before issue [J] (pandas, a Python loop per trace), kept as the
-reference the DuckDB implementation (`cliffdata.cliffs.cliff_tables`) is checked against. The per-trace
-sums of q are math.fsum here (correctly rounded); the streaming version sums q rounded to 2^-120
-exactly, so the two agree to within a pair count times 2^-121."""
+"""The cliffs stage computed the plain way (pandas, a Python loop per trace): the reference the DuckDB
+implementation (`cliffdata.cliffs.cliff_tables`) is checked against. The per-trace sums of q are
+math.fsum here (correctly rounded); the streaming version sums q rounded to 2^-120 exactly, so the two
+agree to within a pair count times 2^-121."""
 from __future__ import annotations
 
 import math
@@ -32,25 +32,25 @@ def find_cliffs_reference(traces: pa.Table, potentials: pa.Table, token_stats: p
             raise ValueError(f"potentials name trace {trace_id!r}, which is not in the traces dataset")
         trace = by_trace[trace_id]
         num_tokens = len(trace["response_ids"])
-        if not cfg.use_empty_prefix:
+        if not cfg.include_empty_prefix:
             group = group[group.token_index >= 0]
         idx = group.token_index.to_numpy()
         k, n = group.num_correct.to_numpy(), group.num_rollouts.to_numpy()
         # Only adjacent positions are tested (adaptive mode leaves gaps), each side with enough rollouts.
         testable = np.zeros(len(idx), dtype=bool)
-        testable[1:] = (np.diff(idx) == 1) & (np.minimum(n[:-1], n[1:]) >= max(cfg.min_rollouts, 1))
-        flags = detect_cliffs(k, n, cfg.delta0, cfg.z) & testable
+        testable[1:] = (np.diff(idx) == 1) & (np.minimum(n[:-1], n[1:]) >= max(cfg.test.min_rollouts, 1))
+        flags = detect_cliffs(k, n, cfg.test) & testable
         pot = group.potential.to_numpy()
         max_drop = group.max_drop.to_numpy(dtype=np.float64, na_value=np.nan)   # NaN: no sampler_prob recorded
         pvals = np.ones(len(idx))
-        pvals[1:] = cliff_p_value(k[:-1], n[:-1], k[1:], n[1:], cfg.delta0)
+        pvals[1:] = cliff_p_value(k[:-1], n[:-1], k[1:], n[1:], cfg.test)
         q = np.zeros(len(idx))
-        q[1:] = null_fire_conditional(k[:-1], n[:-1], k[1:], n[1:], cfg.delta0, cfg.z)
+        q[1:] = null_fire_conditional(k[:-1], n[:-1], k[1:], n[1:], cfg.test)
         q = np.where(testable, q, 0.0)
         tested_p.setdefault(dataset_of(trace["problem_id"]), []).append(pvals[testable])
         feasible = np.zeros(len(idx), dtype=bool)
         for j in np.flatnonzero(testable):
-            feasible[j] = max_drop[j] >= min_detectable_drop(int(n[j - 1]), int(n[j]), cfg.delta0, cfg.z)
+            feasible[j] = max_drop[j] >= min_detectable_drop(int(n[j - 1]), int(n[j]), cfg.test)
         positions = np.flatnonzero(flags)
         for rank_in_trace, j in enumerate(positions):
             i = int(idx[j])

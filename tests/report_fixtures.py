@@ -1,8 +1,9 @@
 """Hand-made pipeline datasets for the report and export tests: a few traces with a known cliff each,
 potentials (exhaustive or adaptive), token stats, and optionally ablation and candidates rows.
 
-The cliffs and per-trace summaries come from the real `cliffs.find_cliffs`, so the fixture is
-consistent with the pipeline's own definitions.
+The cliffs and per-trace summaries come from the real `cliffs.find_cliffs` with the project's `cliffs`
+params (params.yaml), so the fixture is consistent with the pipeline's own definitions; read them back
+with the same section: `load_report_data(root, CLIFFS)`.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from cliffdata import schema
 from cliffdata.cliffs import find_cliffs
-from cliffdata.config import CliffsConfig
+from project_cliffs import CLIFFS
 
 N = 16
 
@@ -73,7 +74,7 @@ def write_fixture(root: Path, tokenizer, texts: dict[str, tuple[str, bool | None
     schema.write("token_stats", stats, paths["token_stats"])
     pot_table = schema.write("potentials", pots, paths["potentials"])
     cliffs, summaries = find_cliffs(schema.to_table("traces", traces), pot_table,
-                                    schema.to_table("token_stats", stats), CliffsConfig())
+                                    schema.to_table("token_stats", stats), CLIFFS)
     schema.write("cliffs", cliffs, paths["cliffs"])
     schema.write("trace_cliffs", summaries, paths["trace_cliffs"])
     if optional:

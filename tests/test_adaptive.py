@@ -6,10 +6,10 @@ import pytest
 
 from cliffdata.adaptive import adaptive_search, cliffs_from_evaluated, exhaustive_search, fork_positions, fork_search
 from cliffdata.backends import Sampling, make_backend
-from cliffdata.config import AdaptiveParams, CliffsConfig, ForksParams, RolloutsConfig, SamplingConfig
+from cliffdata.config import AdaptiveParams, ForksParams, RolloutsConfig, SamplingConfig
 from cliffdata.stats import min_detectable_drop
+from project_cliffs import TEST
 
-TEST = CliffsConfig()
 # The setting these curves are searched at: paper N = 64, 16 rollouts at grid points.
 SEARCH, N = AdaptiveParams(initial_rollouts=16), 64
 FORKS = ForksParams()
@@ -47,7 +47,7 @@ def exhaustive_tokens(p, n=64):
 
 
 def test_min_detectable_drop_matches_protocol():
-    assert min_detectable_drop(64) == 0.1875 and min_detectable_drop(16) == 0.3125
+    assert min_detectable_drop(64, 64, TEST) == 0.1875 and min_detectable_drop(16, 16, TEST) == 0.3125
 
 
 def test_single_cliff_found_at_its_position_for_a_fraction_of_the_tokens():
@@ -77,7 +77,7 @@ def test_a_one_token_spike_is_found_where_bisection_and_a_dip_screen_are_blind(l
     """A single token far above a mid-level plateau: the cliff is the fall right after it. The grid's
     ends agree and nothing dips, so only the screen's upward alternative sees it."""
     p = [level] * 250 + [spike] + [level] * 349
-    assert min_detectable_drop(64) < spike - level
+    assert min_detectable_drop(64, 64, TEST) < spike - level
     found = sum(251 in run(p, seed)[1] for seed in range(5))
     exhaustive = sum(251 in cliffs_from_evaluated(exhaustive_search(BinomialOracle(p, seed), list(range(600)), N), TEST)
                      for seed in range(5))
@@ -94,18 +94,18 @@ def test_screen_likelihood_ratio_is_the_depth_average_of_binomial_ratios(level_c
     from cliffdata.adaptive import _DEPTHS, _lr_row, needed_moves
     from cliffdata.stats import is_cliff
 
-    down, up = needed_moves(N, TEST.delta0, TEST.z)
+    down, up = needed_moves(N, TEST)
     for k in range(N + 1):                       # the needed moves are the cliff matrix's smallest cells
         if np.isfinite(down[k]):
             d = round(down[k] * N)
-            assert is_cliff(k, N, k - d, N, TEST.delta0, TEST.z) and not is_cliff(k, N, k - d + 1, N, TEST.delta0, TEST.z)
+            assert is_cliff(k, N, k - d, N, TEST) and not is_cliff(k, N, k - d + 1, N, TEST)
         if np.isfinite(up[k]):
             u = round(up[k] * N)
-            assert is_cliff(k + u, N, k, N, TEST.delta0, TEST.z) and not is_cliff(k + u - 1, N, k, N, TEST.delta0, TEST.z)
+            assert is_cliff(k + u, N, k, N, TEST) and not is_cliff(k + u - 1, N, k, N, TEST)
     level = min(max(level_count / N, 0.5 / N), 1 - 0.5 / N)
     need = (down if direction < 0 else up)[level_count]
     room = level if direction < 0 else 1 - level
-    row = _lr_row(level_count, n, N, TEST.delta0, TEST.z, direction)
+    row = _lr_row(level_count, n, N, TEST, direction)
     if not need < room:
         assert not row.any()
         return
@@ -157,8 +157,8 @@ def test_adaptive_mode_through_the_rollout_path(tiny_tokenizer):
     cfg = RolloutsConfig(mode="adaptive", num_rollouts=64, adaptive=AdaptiveParams(grid_points=8),
                          sampling=SamplingConfig(temperature=0.7, max_new_tokens=8))
     sampling = Sampling(temperature=0.7, max_new_tokens=8)
-    rows, cost = estimate_potentials(trace, "7", "hash", be, tiny_tokenizer, cfg, sampling)
-    again, _ = estimate_potentials(trace, "7", "hash", be, tiny_tokenizer, cfg, sampling)
+    rows, cost = estimate_potentials(trace, "7", "hash", be, tiny_tokenizer, cfg, sampling, TEST)
+    again, _ = estimate_potentials(trace, "7", "hash", be, tiny_tokenizer, cfg, sampling, TEST)
     assert rows == again                                       # seeds per (trace, position, round)
     assert {r["mode"] for r in rows} == {"adaptive"}
     evaluated = {r["token_index"]: (r["num_rollouts"], r["num_correct"], r["num_generated_tokens"]) for r in rows}
@@ -167,10 +167,10 @@ def test_adaptive_mode_through_the_rollout_path(tiny_tokenizer):
     assert cost["num_generated_tokens"] == sum(r["num_generated_tokens"] for r in rows)
 
 
-# --- the fork-aware search ([H]) ------------------------------------------------------------------
+# --- the fork-aware search ------------------------------------------------------------------------
 
 def test_fork_positions_are_the_tokens_that_can_carry_a_detectable_drop():
-    delta_min = min_detectable_drop(N, N, TEST.delta0, TEST.z)              # 0.1875 at N = 64
+    delta_min = min_detectable_drop(N, N, TEST)              # 0.1875 at N = 64
     max_drop = {0: 0.9, 1: delta_min, 2: delta_min - 1e-9, 3: None, 4: float("nan"), 5: 0.0}
     # 0 has no scored predecessor here; 1 is exactly detectable; 2 is not; None/NaN have no bound
     assert fork_positions(range(0, 7), max_drop, N, TEST) == [1, 3, 4, 6]
@@ -272,7 +272,7 @@ def test_plausible_drop_with_n_uses_the_spread_of_the_final_tests_drop():
         c.n, c.k, c.tokens = {0: na, 1: nb}, {0: ka, 1: kb}, {0: 0, 1: 0}
         return c
 
-    dmin = min_detectable_drop(16)                       # 0.3125
+    dmin = min_detectable_drop(16, 16, TEST)             # 0.3125
     level = counts(6, 8, 6, 8)                           # no drop seen, half of N drawn
     qa, va = level.smoothed(0)
     assert 1.5 * np.sqrt(2 * va) > dmin                  # the estimate's SE alone keeps it open ...

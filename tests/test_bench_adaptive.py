@@ -62,7 +62,7 @@ def test_true_cliffs_by_hand(bench, p, expected):
 def test_true_cliffs_match_a_loop_over_the_test(bench):
     p = np.random.default_rng(2).uniform(size=300)
     loop = [i for i in range(1, len(p))
-            if is_cliff(round(64 * p[i - 1]), 64, round(64 * p[i]), 64)]
+            if is_cliff(round(64 * p[i - 1]), 64, round(64 * p[i]), 64, bench.TEST)]
     assert bench.true_cliffs(p) == loop
 
 
@@ -192,7 +192,7 @@ def test_identity_curves_obey_the_sampler_identity(bench):
     cliff only at a fork."""
     from cliffdata.stats import min_detectable_drop
 
-    delta_min = min_detectable_drop(64, 64, bench.TEST.delta0, bench.TEST.z)
+    delta_min = min_detectable_drop(64, 64, bench.TEST)
     curves = bench.make_identity_curves(12, seed=2)
     for c in curves:
         p, max_drop = c["p"], 1.0 - c["sampler_prob"]
@@ -221,9 +221,9 @@ def test_forks_run_only_on_curves_with_sampler_probabilities(bench, tmp_path):
         bench.load_curves(bad)
 
 
-def test_heldout_s14_library(bench):
-    curves = bench.make_s14_curves(18, seed=0)
-    assert [c["kind"] for c in curves[:6]] == list(bench.HELDOUT_S14)
+def test_model_like_heldout_library(bench):
+    curves = bench.make_model_like_curves(18, seed=0)
+    assert [c["kind"] for c in curves[:6]] == list(bench.HELDOUT_MODEL_LIKE)
     lengths = np.array([len(c["p"]) for c in curves])
     assert lengths.min() >= 117 and lengths.max() <= 1500
     for c in curves:
@@ -242,7 +242,7 @@ def test_heldout_s14_library(bench):
             need = bench._min_drop_counts(int(round(bench.EXHAUSTIVE_N * a)))
             need = need / bench.EXHAUSTIVE_N if need is not None else 0.3
             assert b == 0.0 or 0.9 * need - 1e-9 <= a - b <= 1.3 * need + 1e-9, (a, b, need)
-    assert [c["p"].tolist() for c in bench.make_s14_curves(18, seed=0)] == [c["p"].tolist() for c in curves]
+    assert [c["p"].tolist() for c in bench.make_model_like_curves(18, seed=0)] == [c["p"].tolist() for c in curves]
 
 
 def test_frontier_varies_only_the_screen_and_restores_the_params(bench, tmp_path):

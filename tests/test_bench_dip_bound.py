@@ -30,7 +30,7 @@ def test_populations_are_true_cliffs_in_their_ranges(bound, name):
     assert ((level >= spec["plateau"][0]) & (level <= spec["plateau"][1])).all()
     depth = level - dip
     assert (depth <= spec["depth"][1] + 1e-12).all() and (dip >= 0).all()
-    assert is_cliff(np.rint(64 * level), 64, np.rint(64 * dip), 64, bound.TEST.delta0, bound.TEST.z).all()
+    assert is_cliff(np.rint(64 * level), 64, np.rint(64 * dip), 64, bound.TEST).all()
 
 
 def test_likelihood_ratio_is_the_depth_average_of_binomial_ratios(bound):
@@ -51,6 +51,6 @@ def test_screen_limits(bound):
     assert cost == stages[0] / 64 and fired == 0.0
     # threshold 0 never closes: N rollouts everywhere, and the detection rate is exhaustive's (same law)
     cost, fired = bound.screen(level, dip, stages, 0.0, bound.POPULATIONS["high"]["depth"], rng)
-    exhaustive = is_cliff(rng.binomial(64, level), 64, rng.binomial(64, dip), 64, bound.TEST.delta0, bound.TEST.z).mean()
+    exhaustive = is_cliff(rng.binomial(64, level), 64, rng.binomial(64, dip), 64, bound.TEST).mean()
     assert cost == 1.0
     assert abs(fired - exhaustive) < 4 * np.sqrt(exhaustive * (1 - exhaustive) / len(level)) + 1e-9

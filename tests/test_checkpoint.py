@@ -12,6 +12,7 @@ from cliffdata.backends import Sampling, make_backend
 from cliffdata.checkpoint import CorruptUnit, UnitCheckpoint, seal, unseal
 from cliffdata.config import RolloutsConfig, SamplingConfig
 from cliffdata.rollouts import Checkpoint, run_rollouts
+from project_cliffs import TEST
 
 UNIT = [[16, 3, 120, 0], [16, 16, 96, 0]]          # an experiment unit: (n, correct, tokens, timeouts) per prefix
 
@@ -116,7 +117,7 @@ POTENTIALS_DAMAGE = {"truncated": truncate, "garbled": lambda data: data[:-40] +
                          ids=[f"mark_{k}" for k in MARK_DAMAGE] + [f"potentials_{k}" for k in POTENTIALS_DAMAGE])
 def test_rollouts_resume_searches_a_damaged_trace_again(tmp_path, tiny_tokenizer, world, part, damage, caplog):
     be, traces, golds, config = world
-    full, full_costs = run_rollouts(traces, golds, be, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "a"))
+    full, full_costs = run_rollouts(traces, golds, be, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "a"), TEST)
     ckpt = Checkpoint(tmp_path / "a")
     assert len(ckpt.done()) == len(traces)
     name = Checkpoint.key(traces[3])                              # the last wave's second trace
@@ -126,7 +127,7 @@ def test_rollouts_resume_searches_a_damaged_trace_again(tmp_path, tiny_tokenizer
     calls, generate = [], be.generate
     be.generate = lambda requests, sampling: calls.append(requests) or generate(requests, sampling)
     with caplog.at_level(logging.WARNING, logger="cliffdata.checkpoint"):
-        table, costs = run_rollouts(traces, golds, be, tiny_tokenizer, config, SAMPLING, ckpt)
+        table, costs = run_rollouts(traces, golds, be, tiny_tokenizer, config, SAMPLING, ckpt, TEST)
     assert table.equals(full)
     assert [{k: v for k, v in c.items() if k != "wall_seconds"} for c in costs] == \
         [{k: v for k, v in c.items() if k != "wall_seconds"} for c in full_costs]

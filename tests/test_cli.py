@@ -113,7 +113,7 @@ def test_sql_errors_exit_1(root, capsys, sql):
 
 
 def test_sql_errors_keep_duckdbs_help(root, capsys):
-    """[M] 4: DuckDB's suggestion, candidate bindings and caret are printed, not only its first line."""
+    """DuckDB's suggestion, candidate bindings and caret are printed, not only its first line."""
     assert main(["sql", "select * from clifs"]) == 1
     err = capsys.readouterr().err
     assert 'Did you mean "cliffs"' in err and "LINE 1:" in err and "^" in err
@@ -186,7 +186,7 @@ def test_console_script(root):
     assert done.returncode == 2 and done.stderr.startswith("refused: 'delete from cliffs' is a DELETE statement")
 
 
-# [K] 2: the sandbox. Each statement tries to write, attach, install, load, set, export, copy, reach a URL
+# The sandbox. Each statement tries to write, attach, install, load, set, export, copy, reach a URL
 # or read outside the datasets; each must be refused with exit 2 and one line, touching nothing.
 HOSTILE = [
     "delete from cliffs", "insert into cliffs select * from cliffs", "update cliffs set rank = 2",

@@ -6,8 +6,8 @@ import pytest
 
 from cliffdata import schema
 from cliffdata.cliffs import categorize, find_cliffs, third
-from cliffdata.config import CliffsConfig
 from cliffdata.stats import binary_entropy
+from project_cliffs import CLIFFS, cliffs_config
 
 H_STAR = binary_entropy(0.99)
 
@@ -51,7 +51,7 @@ def test_find_cliffs_first_critical_and_taxonomy():
     stats = {"a#0": [(0.0, 1), (0.9, 2), (0.01, 1), (0.5, 1), (0.0, 1), (0.0, 1), (0.0, 1)],
              "b#0": [(0.2, 1), (0.0, 1), (0.0, 1), (0.0, 1)]}
     traces, potentials, token_stats = tables(pots, stats, {"a#0": False, "b#0": True})
-    cliffs, summary = find_cliffs(traces, potentials, token_stats, CliffsConfig())
+    cliffs, summary = find_cliffs(traces, potentials, token_stats, CLIFFS)
     got = [(c["trace_id"], c["token_index"], c["is_first"], c["category"]) for c in cliffs]
     assert got == [("a#0", 1, True, "sampled_off"), ("a#0", 3, False, "uncertain"), ("b#0", 0, True, "uncertain")]
     a = next(c for c in cliffs if c["token_index"] == 1)
@@ -62,7 +62,7 @@ def test_find_cliffs_first_critical_and_taxonomy():
     assert summ["a#0"]["critical_index"] == 3 and summ["a#0"]["num_scored"] == 6
     assert summ["b#0"]["critical_index"] is None and summ["b#0"]["first_cliff_index"] == 0
 
-    paper = CliffsConfig(use_empty_prefix=False)       # token 0 is not tested against p[-1]
+    paper = cliffs_config(include_empty_prefix=False)       # token 0 is not tested against p[-1]
     cliffs, summary = find_cliffs(traces, potentials, token_stats, paper)
     assert [(c["trace_id"], c["token_index"]) for c in cliffs] == [("a#0", 1), ("a#0", 3)]
     assert {s["trace_id"]: s["num_cliffs"] for s in summary} == {"a#0": 2, "b#0": 0}
@@ -72,8 +72,8 @@ def test_full_entropy_option_changes_the_category():
     pots = {"a#0": [(64, 64), (64, 64), (0, 64)]}
     stats = {"a#0": [(0.0, 1), (0.0, 1), (0.0, 1)]}
     traces, potentials, token_stats = tables(pots, stats, {"a#0": False})
-    (top20,), _ = find_cliffs(traces, potentials, token_stats, CliffsConfig())
-    (full,), _ = find_cliffs(traces, potentials, token_stats, CliffsConfig(entropy="full"))
+    (top20,), _ = find_cliffs(traces, potentials, token_stats, CLIFFS)
+    (full,), _ = find_cliffs(traces, potentials, token_stats, cliffs_config(entropy="full"))
     assert (top20["category"], full["category"]) == ("deterministic", "uncertain")
 
 
@@ -82,7 +82,7 @@ def test_filled_positions_are_never_cliffs_and_unequal_n_uses_each_side():
             "b#0": [(3, 16), (0, 64), (0, 64)]}               # 3/16 → 0/64: SE uses N=16 on the left: no cliff
     stats = {"a#0": [(0.0, 1)] * 4, "b#0": [(0.0, 1)] * 3}
     traces, potentials, token_stats = tables(pots, stats, {"a#0": False, "b#0": False})
-    cliffs, _ = find_cliffs(traces, potentials, token_stats, CliffsConfig())
+    cliffs, _ = find_cliffs(traces, potentials, token_stats, CLIFFS)
     assert [(c["trace_id"], c["token_index"]) for c in cliffs] == [("a#0", 0)]
 
 
@@ -94,10 +94,10 @@ def test_only_adjacent_pairs_with_enough_rollouts_are_tested():
     traces, potentials, token_stats = tables(pots, stats, {"a#0": False, "b#0": False})
     gappy = potentials.filter([t != "a#0" or i != 0 for t, i in zip(potentials.column("trace_id").to_pylist(),
                                                                       potentials.column("token_index").to_pylist())])
-    cliffs, summary = find_cliffs(traces, gappy, token_stats, CliffsConfig())
+    cliffs, summary = find_cliffs(traces, gappy, token_stats, CLIFFS)
     assert [(c["trace_id"], c["token_index"]) for c in cliffs] == [("a#0", 2)]      # 1 vs -1 is not adjacent
     assert {s["trace_id"]: s["num_scored"] for s in summary} == {"a#0": 1, "b#0": 0}
-    cliffs, _ = find_cliffs(traces, gappy, token_stats, CliffsConfig(min_rollouts=1))
+    cliffs, _ = find_cliffs(traces, gappy, token_stats, cliffs_config(test={"min_rollouts": 1}))
     assert ("b#0", 0) in [(c["trace_id"], c["token_index"]) for c in cliffs]
 
 
@@ -109,13 +109,13 @@ def test_a_searched_trace_without_potentials_keeps_its_summary_row():
     stats = {t: [(0.0, 1)] * len(p) for t, p in pots.items()}
     traces, potentials, token_stats = tables(pots, stats, {"a#0": False, "b#0": None, "c#0": True})
     potentials = potentials.filter(pa.array([t != "b#0" for t in potentials["trace_id"].to_pylist()]))
-    _, plain = find_cliffs(traces, potentials, token_stats, CliffsConfig())
+    _, plain = find_cliffs(traces, potentials, token_stats, CLIFFS)
     assert [s["trace_id"] for s in plain] == ["a#0", "c#0"]
-    cliffs, summary = find_cliffs(traces, potentials, token_stats, CliffsConfig(), searched=["a#0", "b#0", "c#0"])
+    cliffs, summary = find_cliffs(traces, potentials, token_stats, CLIFFS, searched=["a#0", "b#0", "c#0"])
     assert [s["trace_id"] for s in summary] == ["a#0", "b#0", "c#0"] and [c["trace_id"] for c in cliffs] == ["a#0"]
     assert summary[1] == {"trace_id": "b#0", "problem_id": "b", "is_correct": None, "num_tokens": 2, "num_scored": 0,
                           "num_cliffs": 0, "first_cliff_index": None, "critical_index": None, "num_feasible": 0,
                           "expected_false_cliffs": 0.0, "false_cliffs_variance": 0.0}
     assert [s for s in summary if s["trace_id"] != "b#0"] == plain
     with pytest.raises(ValueError, match="'z#0'"):
-        find_cliffs(traces, potentials, token_stats, CliffsConfig(), searched=["z#0"])
+        find_cliffs(traces, potentials, token_stats, CLIFFS, searched=["z#0"])

@@ -1,4 +1,4 @@
-"""The streaming cliffs scan (issue [J]) against the pandas reference it replaced, on seeded synthetic
+"""The streaming cliffs scan against the pandas reference (tests/cliffs_reference.py), on seeded synthetic
 studies with many row groups, small chunks, folders of parts and two worker processes; and the
 errors a file out of key order, a repeated key or an unknown trace give."""
 from __future__ import annotations
@@ -12,14 +12,14 @@ import pytest
 
 from cliffdata import schema
 from cliffdata.cliffs import _parts, cliff_tables
-from cliffdata.config import CliffsConfig
 from cliffdata.synthetic import write_study
 from cliffs_reference import find_cliffs_reference
+from project_cliffs import CLIFFS, TEST, cliffs_config
 
 CONFIGS = {
-    "default": CliffsConfig(),
-    "paper_fdr_full": CliffsConfig(use_empty_prefix=False, fdr_q=0.05, entropy="full", min_rollouts=16),
-    "loose": CliffsConfig(min_rollouts=1, fdr_q=0.2, delta0=0.05, z=1.0, critical_threshold=0.2),
+    "default": CLIFFS,
+    "paper_fdr_full": cliffs_config(test={"min_rollouts": 16}, include_empty_prefix=False, fdr_q=0.05, entropy="full"),
+    "loose": cliffs_config(test={"min_rollouts": 1, "delta0": 0.05, "z": 1.0}, fdr_q=0.2, critical_threshold=0.2),
 }
 SUMS = ("expected_false_cliffs", "false_cliffs_variance")
 
@@ -98,8 +98,8 @@ def test_exact_sums_match_fsum_on_the_embedded_shape():
         {"trace_id": "t#0", "token_index": i, "token_id": i, "logprob": -0.1, "rank": 1, "entropy": 0.5,
          "entropy_full": 0.5, "greedy_token_id": i, "is_greedy": True, "top_ids": [], "top_probs": [],
          "sampler_prob": 0.5, "max_drop": 0.5} for i in range(10)])
-    _, summaries = cliff_tables(traces, potentials, stats, CliffsConfig(min_rollouts=1))
-    q = null_fire_conditional(k[:-1], n[:-1], k[1:], n[1:])
+    _, summaries = cliff_tables(traces, potentials, stats, cliffs_config(test={"min_rollouts": 1}))
+    q = null_fire_conditional(k[:-1], n[:-1], k[1:], n[1:], TEST)
     assert summaries["expected_false_cliffs"][0].as_py() == math.fsum(q)
     assert summaries["false_cliffs_variance"][0].as_py() == math.fsum(q * (1 - q))
 
@@ -118,16 +118,16 @@ def test_out_of_order_repeated_and_unknown_rows_are_named(study, tmp_path):
     first = table.slice(0, 1).to_pylist()[0]
     with pytest.raises(ValueError, match=rf"potentials: row \('{first['trace_id']}', token_index {first['token_index']}\)"
                                          r" repeats or comes before the row above it"):
-        cliff_tables(traces, bad, stats, CliffsConfig())
+        cliff_tables(traces, bad, stats, CLIFFS)
     _rewrite(bad, pa.concat_tables([table.slice(0, 5), table.slice(4)]))
     with pytest.raises(ValueError, match="repeats or comes before"):
-        cliff_tables(traces, bad, stats, CliffsConfig())
+        cliff_tables(traces, bad, stats, CLIFFS)
     unknown = table.slice(0, 3).to_pylist()
     for row in unknown:
         row["trace_id"] = "zzz/unknown#0"
     _rewrite(bad, pa.concat_tables([table, schema.to_table("potentials", unknown).cast(table.schema)]))
     with pytest.raises(ValueError, match="potentials names trace 'zzz/unknown#0', which is not in the traces dataset"):
-        cliff_tables(traces, bad, stats, CliffsConfig())
+        cliff_tables(traces, bad, stats, CLIFFS)
 
 
 def test_synthetic_study_is_deterministic(tmp_path):
@@ -169,7 +169,7 @@ def test_traces_without_a_tested_pair():
     potentials = schema.to_table("potentials", [
         {"trace_id": t, "token_index": i, "mode": "adaptive", "num_rollouts": 8, "num_correct": 0, "potential": 0.0,
          "is_filled": False, "num_generated_tokens": 0} for t, i in (("t#0", 1), ("t#1", 0), ("t#1", 2))])
-    cliffs, summaries = cliff_tables(traces, potentials, schema.TOKEN_STATS.empty_table(), CliffsConfig(fdr_q=0.1))
+    cliffs, summaries = cliff_tables(traces, potentials, schema.TOKEN_STATS.empty_table(), cliffs_config(fdr_q=0.1))
     assert cliffs.num_rows == 0
     assert summaries["num_scored"].to_pylist() == [0, 0] and summaries["expected_false_cliffs"].to_pylist() == [0.0, 0.0]
     assert summaries["critical_index"].to_pylist() == [1, 0]

@@ -20,7 +20,7 @@ def raw():
 def test_shipped_params_parse(raw):
     p = parse_params(raw)
     assert p.rollouts.early_stop_zeros == 20
-    assert p.cliffs.delta0 == 0.1 and p.cliffs.z == 1.645
+    assert p.cliffs.test.delta0 == 0.1 and p.cliffs.test.z == 1.645
     assert p.token_stats.top_k == 20
 
 
@@ -55,7 +55,7 @@ def test_unknown_prompt_name_is_an_error(raw):
         parse_params(data)
 
 
-# [K] 4: every field has a type and a range; every error names `section.key` and the bad value, at load time.
+# Every field has a type and a range; every error names `section.key` and the bad value, at load time.
 @pytest.mark.parametrize("path,value,match", [
     (("rollouts", "num_rollouts"), True, r"rollouts.num_rollouts: expected int, got True"),
     (("sample", "num_samples"), False, r"sample.num_samples: expected int, got False"),
@@ -63,10 +63,10 @@ def test_unknown_prompt_name_is_an_error(raw):
     (("ablation", "sampling", "temperature"), float("nan"), r"ablation.sampling.temperature: must be a finite number, got nan"),
     (("ablation", "sampling", "temperature"), -1.0, r"ablation.sampling.temperature must be in \[0, 100\], got -1.0"),
     (("candidates", "sampling", "max_new_tokens"), 0, r"candidates.sampling.max_new_tokens must be in \[1, inf\), got 0"),
-    (("cliffs", "delta0"), -0.5, r"cliffs.delta0 must be in \[0, 1\), got -0.5"),
-    (("cliffs", "z"), -3, r"cliffs.z must be in \(0, inf\), got -3.0"),
+    (("cliffs", "test", "delta0"), -0.5, r"cliffs.test.delta0 must be in \[0, 1\), got -0.5"),
+    (("cliffs", "test", "z"), -3, r"cliffs.test.z must be in \(0, inf\), got -3.0"),
     (("cliffs", "critical_threshold"), 5, r"cliffs.critical_threshold must be in \(0, 1\], got 5.0"),
-    (("cliffs", "min_rollouts"), 0, r"cliffs.min_rollouts must be in \[1, inf\), got 0"),
+    (("cliffs", "test", "min_rollouts"), 0, r"cliffs.test.min_rollouts must be in \[1, inf\), got 0"),
     (("engine", "max_model_len"), 0, r"engine.max_model_len must be in \[1, inf\), got 0"),
     (("engine", "dtype"), "fp8", r"engine.dtype must be one of \('auto', 'float32', 'bfloat16', 'float16'\), got 'fp8'"),
     (("engine", "gpu_memory_utilization"), 5, r"engine.gpu_memory_utilization must be in \(0, 1\], got 5.0"),
@@ -119,7 +119,7 @@ def test_arith_family_counts_are_ranged_at_load_time(raw, count):
         parse_params(data)
 
 
-@pytest.mark.parametrize("path", [("sample", "num_samples"), ("rollouts", "seed"), ("cliffs", "min_rollouts"),
+@pytest.mark.parametrize("path", [("sample", "num_samples"), ("rollouts", "seed"), ("cliffs", "test", "min_rollouts"),
                                   ("dpo_train", "batch_size"), ("report", "num_plot_traces")])
 def test_integers_past_64_bits_are_refused(raw, path):
     with pytest.raises(ValueError, match=rf"{'.'.join(path)}: must be in \[-9223372036854775808, 9223372036854775807\]"):

@@ -242,9 +242,10 @@ def test_cliff_count_runs_every_model_in_one_scheduler_as_each_alone(tmp_path, t
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cliffdata.backends.hf import load_adapters
-    from cliffdata.config import CliffsConfig, PromptConfig, RolloutsConfig
+    from cliffdata.config import PromptConfig, RolloutsConfig
     from cliffdata.dpo.cliff_count import count_cliffs
     from cliffdata.rollouts import Checkpoint
+    from project_cliffs import CLIFFS
 
     adapters = {"uncertain": str(trained_adapter)}
     be = make_backend("hf", str(tiny_model_dir), dtype="float32", adapters=adapters)
@@ -255,7 +256,7 @@ def test_cliff_count_runs_every_model_in_one_scheduler_as_each_alone(tmp_path, t
     rollouts = RolloutsConfig(mode="forks", num_rollouts=4, positions_per_batch=4, traces_per_wave=2,
                               sampling=Sampling(temperature=1.0, max_new_tokens=4))
     args = (model, tok, problems, {"p": PromptConfig()}, Sampling(temperature=1.0, max_new_tokens=6), 0, rollouts,
-            rollouts.sampling, CliffsConfig(), 5)
+            rollouts.sampling, CLIFFS, 5)
     together = count_cliffs({"base": None, "uncertain": "uncertain"}, be, *args, Checkpoint(tmp_path / "both"))
     alone = (count_cliffs({"base": None}, be, *args, Checkpoint(tmp_path / "base"))
              + count_cliffs({"uncertain": "uncertain"}, be, *args, Checkpoint(tmp_path / "u")))
@@ -501,6 +502,7 @@ def test_vllm_serves_adapters_by_lora_request(tiny_model_dir, trained_adapter):
 STAGE_PARAMS = """
 problems: {sources: [{dataset: arith, seed: 0, families: {add1: 3}, prompt: p, answer_format: hash}]}
 prompts: {p: {instruction: "", shots: []}}
+cliffs: {test: {delta0: 0.1, z: 1.645, min_rollouts: 8}}
 model: {source: embedded}
 engine: {backend: hf, dtype: float32, hf_max_batch: 16}
 dpo_train: {variants: [all, deterministic], beta: 0.5, learning_rate: 0.05, warmup_ratio: 0.0, batch_size: 4,
@@ -558,7 +560,7 @@ def test_train_eval_promote_stages(tmp_path, monkeypatch, tiny_model_dir):
     assert len(run.data.tags["pairs_md5"]) == 32
     assert len(client.get_metric_history(record["run_id"], "train/loss")) == 6
     assert record["registered_model"] == "cliff-dpo-smollm2-135m-instruct"
-    # [M] 5: the model version has a signature; the variant without pairs is tracked but not registered
+    # the model version has a signature; the variant without pairs is tracked but not registered
     from mlflow.models import get_model_info
     info = get_model_info(record["model_uri"])
     assert [c["name"] for c in info.signature.inputs.to_dict()] == ["prompt_ids", "token_ids"]

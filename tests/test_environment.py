@@ -1,4 +1,4 @@
-"""[K] 7: the environment is a complete lock. requirements/lock-cpu.txt pins every package with its sha256,
+"""The environment is a complete lock. requirements/lock-cpu.txt pins every package with its sha256,
 satisfies pyproject's dependencies, is what `make venv` installs on CPU machines (and, where the venv came
 from it, exactly what is installed), and the `model` stage records the environment beside the model."""
 from __future__ import annotations

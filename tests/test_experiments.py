@@ -27,8 +27,9 @@ import pytest
 
 from cliffdata import duck, experiments, schema
 from cliffdata.backends import Backend, Generation, Sampling, request_seed
-from cliffdata.config import AblationConfig, CandidatesConfig, CliffsConfig, _build
+from cliffdata.config import AblationConfig, CandidatesConfig, _build
 from cliffdata.stats import cliff_p_value, is_cliff, min_detectable_drop, pass_at_k, wilson_interval
+from project_cliffs import TEST
 from test_sql import seed_rows, write_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,8 +149,8 @@ def world(tok, enc) -> dict[str, list[dict]]:
             delta=(prev - cur) / N_MAIN, is_first=i == min(j for t, j, *_ in CLIFFS if t == trace_id),
             relative_position=i / len(text), third="mid", entropy=st["entropy"], rank=st["rank"],
             is_greedy=st["is_greedy"], category=category,
-            p_value=float(cliff_p_value(prev, N_MAIN, cur, N_MAIN)), max_drop=st["max_drop"],
-            feasible=st["max_drop"] >= min_detectable_drop(N_MAIN), fdr_significant=None))
+            p_value=float(cliff_p_value(prev, N_MAIN, cur, N_MAIN, TEST)), max_drop=st["max_drop"],
+            feasible=st["max_drop"] >= min_detectable_drop(N_MAIN, N_MAIN, TEST), fdr_significant=None))
     return rows
 
 
@@ -306,8 +307,7 @@ def test_config_validates():
 def run_world_candidates(world, golds, backend, tokenizer, k=5, n=16):
     requests = experiments.candidate_rows(world["traces"], world["cliffs"], table("token_stats", world["token_stats"]),
                                           table("potentials", world["potentials"]), k)
-    rows = experiments.run_candidates(requests, world["traces"], golds, backend, tokenizer, n, SAMPLING, SEED,
-                                      CliffsConfig().delta0, CliffsConfig().z)
+    rows = experiments.run_candidates(requests, world["traces"], golds, backend, tokenizer, n, SAMPLING, SEED, TEST)
     return requests, rows
 
 
@@ -383,7 +383,7 @@ def test_is_cliff_uses_each_sides_n(world, golds, backend_factory, tokenizer, to
         for r in rows:
             if not r["is_cliff_token"]:
                 assert r["is_cliff"] == bool(is_cliff(r["num_correct_prev"], r["num_rollouts_prev"],
-                                                      r["num_correct"], r["num_rollouts"]))
+                                                      r["num_correct"], r["num_rollouts"], TEST))
         g = next(r for r in rows if r["trace_id"] == "p1#0" and r["candidate_id"] == tok("G"))
         # p_prev 48/64 = 0.75 vs G at 0.5: a drop of 0.25 is a cliff only with 64 rollouts on G's side too
         assert (g["num_rollouts_prev"], g["potential"], g["is_cliff"]) == (64, 0.5, expected_g)
@@ -590,8 +590,8 @@ PARAMS = """
 problems: {sources: [{dataset: arith, families: {add1: 1}, prompt: p}]}
 prompts: {p: {instruction: "", shots: []}}
 engine: {backend: vllm}
-cliffs: {delta0: 0.1, z: 1.645, entropy: top20, entropy_boundary_p: 0.99, use_empty_prefix: true,
-         critical_threshold: 0.05}
+cliffs: {test: {delta0: 0.1, z: 1.645, min_rollouts: 8}, entropy: top20, entropy_boundary_p: 0.99,
+         include_empty_prefix: true, critical_threshold: 0.05}
 ablation:
   num_rollouts: 4
   seed: 0
@@ -679,7 +679,7 @@ def test_dpo_pairs_stage_on_the_world_and_its_fake_backend_refusal(tmp_path, mon
         load_stage("dpo_pairs").main()
 
 
-# --- replication and cliffs.use (issue [G]) --------------------------------------------------------------
+# --- replication and cliffs.use -----------------------------------------------------------------------
 
 def test_replicate_stage_on_the_world(tmp_path, monkeypatch, world, backend_factory, tokenizer):
     """Fresh rollouts on both sides of each cliff with the rollouts sampler: the scripted potential is 0 once

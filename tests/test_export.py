@@ -236,7 +236,7 @@ def test_cli_export(tmp_path, tiny_tokenizer, monkeypatch, capsys):
 
 @pytest.mark.integration
 def test_cli_export_of_a_study_model(tmp_path, tiny_tokenizer, monkeypatch, capsys):
-    """[L] item 4: `--model NAME` exports a study model's datasets (under study/NAME/, the project's problems)
+    """`--model NAME` exports a study model's datasets (under study/NAME/, the project's problems)
     with its own source as the PTS model id and its name on the dataset card."""
     import datasets
     import yaml

@@ -85,7 +85,7 @@ GRADE_TABLE = [
     ("43", "Emma has 20 stickers and gets 23 more stickers, so 20 + 23 = 43 stickers.", "hash", False),
     ("3", "#### three", "hash", False),
     ("3", "####", "hash", False),
-    ("43", "\\boxed{43}", "hash", True),           # no marker: hash falls back to the last box ([N])
+    ("43", "\\boxed{43}", "hash", True),           # no marker: hash falls back to the last box
     ("84", "... so she has \\boxed{84} bananas.", "hash", True),
     ("84", "#### 83\n\\boxed{84}", "hash", False),     # ...but the marker, when present, wins
     ("84", "Adding them up, the answer is 84.", "hash", True),   # then "the answer is"
@@ -118,7 +118,7 @@ GRADE_TABLE = [
     ("\\text{}", "#### 3", "hash", None),
     ("???", "\\boxed{???}", "boxed", None),
     ("3", "\\boxed{???}", "boxed", None),
-    # --- [N] zero-shot `\\boxed{}` outputs of the kind real instruct models write (Qwen3 / Llama
+    # --- zero-shot `\\boxed{}` outputs of the kind real instruct models write (Qwen3 / Llama
     #     style, GSM and MATH prompts "put your final answer within \\boxed{}"), on both formats
     ("84", "Maria starts with 60 bananas and buys 24 more, so she has 60 + 24 = 84.\n\nTherefore, Maria "
            "has \\boxed{84} bananas.", "boxed", True),

@@ -1,4 +1,4 @@
-"""The noise floor of the cliff test (issue [G]): p-values, the null firing probability against brute
+"""The noise floor of the cliff test: p-values, the null firing probability against brute
 force and scipy, the smallest detectable drop, Benjamini-Hochberg, and the per-trace expected false
 cliffs against simulated flat curves."""
 from __future__ import annotations
@@ -12,19 +12,19 @@ from scipy import stats as sps
 
 from cliffdata import schema
 from cliffdata.cliffs import find_cliffs, select_cliffs
-from cliffdata.config import CliffsConfig
 from cliffdata.stats import (benjamini_hochberg, cliff_matrix, cliff_p_value, detect_cliffs, is_cliff,
                              min_detectable_drop, null_fire_conditional, null_fire_probability)
+from project_cliffs import CLIFFS, TEST, cliffs_config
 from test_cliffs import tables
 
-DELTA0, Z = CliffsConfig().delta0, CliffsConfig().z     # the cliffs params section's test
+DELTA0, Z = TEST.delta0, TEST.z     # the cliffs params section's test (params.yaml cliffs.test)
 
 
 @pytest.mark.parametrize("n_prev, n_curr", [(16, 16), (64, 64), (8, 16), (64, 12)])
 def test_p_value_and_the_test_are_one_decision(n_prev, n_curr):
     kp, kc = np.meshgrid(np.arange(n_prev + 1), np.arange(n_curr + 1), indexing="ij")
-    p = cliff_p_value(kp, n_prev, kc, n_curr)
-    fires = is_cliff(kp, n_prev, kc, n_curr)
+    p = cliff_p_value(kp, n_prev, kc, n_curr, TEST)
+    fires = is_cliff(kp, n_prev, kc, n_curr, TEST)
     alpha = sps.norm.sf(Z)
     # away from the boundary (floating point at p == alpha), fires <=> p < 1 - Phi(z)
     clear = np.abs(p - alpha) > 1e-9
@@ -35,14 +35,14 @@ def test_p_value_and_the_test_are_one_decision(n_prev, n_curr):
 def test_p_value_closed_cases():
     # 16/16 -> 11/16: delta 5/16, SE sqrt(11/16 * 5/16 / 16)
     se = math.sqrt(11 / 16 * 5 / 16 / 16)
-    assert cliff_p_value(16, 16, 11, 16) == pytest.approx(sps.norm.sf((5 / 16 - 0.1) / se), abs=1e-15)
-    assert cliff_p_value(16, 16, 0, 16) == 0.0          # SE = 0 and delta > delta0
-    assert cliff_p_value(16, 16, 16, 16) == 1.0         # SE = 0 and delta <= delta0
-    assert cliff_p_value(3, 0, 0, 16) == 1.0            # an unscored side
+    assert cliff_p_value(16, 16, 11, 16, TEST) == pytest.approx(sps.norm.sf((5 / 16 - 0.1) / se), abs=1e-15)
+    assert cliff_p_value(16, 16, 0, 16, TEST) == 0.0          # SE = 0 and delta > delta0
+    assert cliff_p_value(16, 16, 16, 16, TEST) == 1.0         # SE = 0 and delta <= delta0
+    assert cliff_p_value(3, 0, 0, 16, TEST) == 1.0            # an unscored side
 
 
 def brute_null_fire(p: float, n_prev: int, n_curr: int) -> float:
-    m = cliff_matrix(n_prev, n_curr)
+    m = cliff_matrix(n_prev, n_curr, TEST)
     return sum(math.comb(n_prev, a) * p ** a * (1 - p) ** (n_prev - a)
                * math.comb(n_curr, b) * p ** b * (1 - p) ** (n_curr - b)
                for a in range(n_prev + 1) for b in range(n_curr + 1) if m[a, b])
@@ -51,19 +51,19 @@ def brute_null_fire(p: float, n_prev: int, n_curr: int) -> float:
 @pytest.mark.parametrize("n_prev, n_curr", [(64, 64), (16, 16), (8, 16), (64, 12)])
 def test_null_fire_probability_equals_brute_force_and_scipy(n_prev, n_curr):
     levels = [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0]
-    got = null_fire_probability(levels, n_prev, n_curr)
-    m = cliff_matrix(n_prev, n_curr)
+    got = null_fire_probability(levels, n_prev, n_curr, TEST)
+    m = cliff_matrix(n_prev, n_curr, TEST)
     for p, q in zip(levels, got):
         assert q == pytest.approx(brute_null_fire(p, n_prev, n_curr), abs=1e-12)
         scipy_sum = float((np.outer(sps.binom(n_prev, p).pmf(np.arange(n_prev + 1)),
                                     sps.binom(n_curr, p).pmf(np.arange(n_curr + 1))) * m).sum())
         assert q == pytest.approx(scipy_sum, abs=1e-12)
-    assert null_fire_probability(0.5, n_prev, n_curr) == pytest.approx(got[5], abs=0)     # scalar in, scalar out
+    assert null_fire_probability(0.5, n_prev, n_curr, TEST) == pytest.approx(got[5], abs=0)     # scalar in, scalar out
 
 
-def test_null_fire_probability_the_issue_figures():
-    # issue [G]: at N = 64, 0.30% at p = 0.5, 0.23% at 0.3/0.7, 0.12% at 0.2/0.8 (0.1145%), 0.02% at 0.1/0.9
-    q = null_fire_probability([0.5, 0.3, 0.7, 0.2, 0.8, 0.1, 0.9], 64, 64)
+def test_null_fire_probability_at_n64():
+    # N = 64 on both sides: 0.30% at p = 0.5, 0.23% at 0.3/0.7, 0.11% at 0.2/0.8 (0.1145%), 0.02% at 0.1/0.9
+    q = null_fire_probability([0.5, 0.3, 0.7, 0.2, 0.8, 0.1, 0.9], 64, 64, TEST)
     assert np.round(100 * q, 2).tolist() == [0.30, 0.23, 0.23, 0.11, 0.11, 0.02, 0.02]
 
 
@@ -72,29 +72,29 @@ def test_null_fire_conditional_is_the_hypergeometric_split_and_unbiased():
     n_prev = rng.choice([8, 16, 64], 100)
     n_curr = rng.choice([8, 16, 64], 100)
     k_prev, k_curr = rng.binomial(n_prev, 0.4), rng.binomial(n_curr, 0.4)
-    got = null_fire_conditional(k_prev, n_prev, k_curr, n_curr)
+    got = null_fire_conditional(k_prev, n_prev, k_curr, n_curr, TEST)
     for j in range(100):                   # brute force: every split of the total, hypergeometric weights
         a_, b_, total = int(n_prev[j]), int(n_curr[j]), int(k_prev[j] + k_curr[j])
-        m = cliff_matrix(a_, b_)
+        m = cliff_matrix(a_, b_, TEST)
         want = sum(sps.hypergeom(a_ + b_, a_, total).pmf(x) for x in range(max(0, total - b_), min(a_, total) + 1)
                    if m[x, total - x])
         assert got[j] == pytest.approx(want, abs=1e-12)
     # unbiased: averaged over the total K ~ Bin(n_prev + n_curr, p), it is null_fire_probability(p)
     for n_a, n_b in [(16, 16), (64, 64), (8, 16)]:
         totals = np.arange(n_a + n_b + 1)
-        table = null_fire_conditional(np.minimum(totals, n_a), n_a, totals - np.minimum(totals, n_a), n_b)
+        table = null_fire_conditional(np.minimum(totals, n_a), n_a, totals - np.minimum(totals, n_a), n_b, TEST)
         for p in (0.1, 0.5, 0.77):
             assert sps.binom(n_a + n_b, p).pmf(totals) @ table == pytest.approx(
-                null_fire_probability(p, n_a, n_b), abs=1e-12)
-    assert null_fire_conditional([3], [0], [2], [16]).tolist() == [0.0]      # unscored pairs contribute nothing
+                null_fire_probability(p, n_a, n_b, TEST), abs=1e-12)
+    assert null_fire_conditional([3], [0], [2], [16], TEST).tolist() == [0.0]      # unscored pairs contribute nothing
 
 
 def test_min_detectable_drop():
-    assert min_detectable_drop(64) == 0.1875 and min_detectable_drop(16) == 0.3125
+    assert min_detectable_drop(64, 64, TEST) == 0.1875 and min_detectable_drop(16, 16, TEST) == 0.3125
     # brute force: the smallest observed drop among the cells that fire, for unequal N too
     for a, b in [(8, 16), (64, 12), (2, 2)]:
-        cells = [x / a - y / b for x in range(a + 1) for y in range(b + 1) if is_cliff(x, a, y, b)]
-        assert min_detectable_drop(a, b) == (min(cells) if cells else math.inf)
+        cells = [x / a - y / b for x in range(a + 1) for y in range(b + 1) if is_cliff(x, a, y, b, TEST)]
+        assert min_detectable_drop(a, b, TEST) == (min(cells) if cells else math.inf)
 
 
 def test_benjamini_hochberg_against_the_definition():
@@ -137,13 +137,13 @@ def test_expected_false_cliffs_match_simulated_flat_curves(level, n):
     (± 1.96 · sqrt(Σ q(1 − q)) over all pairs, per trace)."""
     num_traces, num_tokens = 400, 200
     cliffs, summaries = find_cliffs(*flat_tables(level, n, num_traces, num_tokens, seed=int(100 * level) + n),
-                                    CliffsConfig())
+                                    CLIFFS)
     observed = sum(s["num_cliffs"] for s in summaries) / num_traces
     expected = sum(s["expected_false_cliffs"] for s in summaries) / num_traces
     half = 1.96 * math.sqrt(sum(s["false_cliffs_variance"] for s in summaries)) / num_traces
     assert abs(observed - expected) <= half, (observed, expected, half)
     # and the estimate is close to the truth: the expected count at the true level
-    truth = num_tokens * null_fire_probability(level, n, n)
+    truth = num_tokens * null_fire_probability(level, n, n, TEST)
     assert expected == pytest.approx(truth, rel=0.15)
     assert len(cliffs) == sum(s["num_cliffs"] for s in summaries)
 
@@ -155,26 +155,26 @@ def test_find_cliffs_carries_the_evidence():
     stats = (stats.drop_columns(["sampler_prob", "max_drop"])
              .append_column("sampler_prob", pa.array(probs, pa.float64()))
              .append_column("max_drop", pa.array([1 - p for p in probs], pa.float64())))
-    cliffs, (summary,) = find_cliffs(traces, potentials, stats, CliffsConfig())
+    cliffs, (summary,) = find_cliffs(traces, potentials, stats, CLIFFS)
     assert [c["token_index"] for c in cliffs] == [1, 4]
     first, second = cliffs
-    assert first["p_value"] == cliff_p_value(16, 16, 2, 16)
+    assert first["p_value"] == cliff_p_value(16, 16, 2, 16, TEST)
     assert first["max_drop"] == pytest.approx(0.8) and first["feasible"] is True
     assert second["max_drop"] == pytest.approx(0.3) and second["feasible"] is False     # < delta_min(16) = 0.3125
     assert summary["num_feasible"] == 2                    # tested tokens 0 … 4; max_drop >= 0.3125: tokens 1 and 3
-    q = [float(null_fire_conditional(a, 16, b, 16)) for (a, _), (b, _) in zip(counts[:-1], counts[1:])]
+    q = [float(null_fire_conditional(a, 16, b, 16, TEST)) for (a, _), (b, _) in zip(counts[:-1], counts[1:])]
     assert summary["expected_false_cliffs"] == pytest.approx(sum(q), abs=1e-15)
     assert summary["false_cliffs_variance"] == pytest.approx(sum(x * (1 - x) for x in q), abs=1e-15)
     assert first["fdr_significant"] is None                 # FDR off by default
     # FDR over the dataset's 5 tested pairs
-    on, _ = find_cliffs(traces, potentials, stats, CliffsConfig(fdr_q=0.05))
+    on, _ = find_cliffs(traces, potentials, stats, cliffs_config(fdr_q=0.05))
     k = np.array([a for a, _ in counts])
-    expected = benjamini_hochberg(cliff_p_value(k[:-1], 16, k[1:], 16), 0.05)
+    expected = benjamini_hochberg(cliff_p_value(k[:-1], 16, k[1:], 16, TEST), 0.05)
     assert [c["fdr_significant"] for c in on] == [bool(expected[1]), bool(expected[4])]
-    # token_stats without sampler_prob (from before [G]): evidence unknown, not made up
+    # token_stats without sampler_prob: evidence unknown, not made up
     old = stats.drop_columns(["sampler_prob", "max_drop"])
     old = old.append_column("sampler_prob", pa.nulls(6, pa.float64())).append_column("max_drop", pa.nulls(6, pa.float64()))
-    unknown, (summary,) = find_cliffs(traces, potentials, old, CliffsConfig())
+    unknown, (summary,) = find_cliffs(traces, potentials, old, CLIFFS)
     assert [(c["max_drop"], c["feasible"]) for c in unknown] == [(None, None)] * 2 and summary["num_feasible"] == 0
 
 
@@ -195,7 +195,7 @@ def test_select_cliffs():
 
 def test_config_validates_the_new_keys():
     with pytest.raises(ValueError, match="cliffs.use"):
-        CliffsConfig(use="some")
+        cliffs_config(use="some")
     with pytest.raises(ValueError, match="fdr_q"):
-        CliffsConfig(fdr_q=1.5)
-    assert detect_cliffs([16, 2], [16, 16]).tolist() == [False, True]
+        cliffs_config(fdr_q=1.5)
+    assert detect_cliffs([16, 2], [16, 16], TEST).tolist() == [False, True]

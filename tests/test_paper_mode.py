@@ -1,9 +1,9 @@
-"""[N] Paper mode rehearsed on CPU: the real `params-gpu.yaml` overlay, its problem subsets and answer
+"""Paper mode rehearsed on CPU: the real `params-gpu.yaml` overlay, its problem subsets and answer
 formats on GSM1K / MATH500 / AIME fixture files in the real formats, per-dataset token budgets in every
 stage that generates, and `dvc repro` of the preset through the cliffs and the Cliff-DPO pairs.
 
 What a GPU run would change is the model and the engine only: the end-to-end test takes the preset as it
-is (N = 64, ks to 64, sampling settings, budgets, `use_empty_prefix: false`, exhaustive rollouts, early
+is (N = 64, ks to 64, sampling settings, budgets, `include_empty_prefix: false`, exhaustive rollouts, early
 stop 20) and overrides `model.source` (a tiny in-process Llama), `engine.backend: hf`, and the size of
 the problem subsets (the subset sizes and seeds of the preset itself are checked on full-size files by
 `test_preset_problems_subsets_formats_and_budgets`). The tiny model cannot write `\\boxed{}` answers, so
@@ -36,6 +36,7 @@ from cliffdata.config import parse_params
 from cliffdata.grading import grade
 from cliffdata.preset import merge
 from cliffdata.problems import load_problems, stratified_sample
+from project_cliffs import TEST
 
 ROOT = Path(__file__).resolve().parents[1]
 LATEX = "\\{}^_[]'"          # characters of boxed answers the default tiny tokenizer lacks
@@ -153,7 +154,7 @@ def test_preset_protocol_settings():
     assert params.rollouts.early_stop_zeros == 20
     assert params.ablation.num_rollouts == 64 and list(params.ablation.ks) == [1, 2, 4, 8, 16, 32, 64]
     assert params.candidates.num_rollouts == 64
-    assert params.cliffs.use_empty_prefix is False and (params.cliffs.delta0, params.cliffs.z) == (0.1, 1.645)
+    assert params.cliffs.include_empty_prefix is False and (params.cliffs.test.delta0, params.cliffs.test.z) == (0.1, 1.645)
     assert params.sample.sampling.temperature == 0.6            # traces at 0.6, rollouts at the model's 0.7
     for section in (params.rollouts, params.ablation, params.candidates):
         s = section.sampling
@@ -189,8 +190,8 @@ def test_preset_problems_subsets_formats_and_budgets(tmp_path):
 
 
 def test_boxed_gsm1k_answer_graded_right_through_the_loader(tmp_path):
-    """[N] acceptance: a GSM1K problem loaded by the project's loader with the preset's prompt grades a
-    `\\boxed{84}` response right (it was "no answer" under the hash format)."""
+    """A GSM1K problem loaded by the project's loader with the preset's prompt grades a
+    `\\boxed{84}` response right (the hash format finds no answer in it)."""
     write_jsonl(tmp_path / "data/raw/gsm1k.jsonl", [{"question": "Maria has 60 bananas and buys 24 more.", "answer": "84"}])
     params = parse_params(preset_params())
     gsm = next(s for s in params.problems.sources if s.dataset == "gsm1k")
@@ -252,7 +253,7 @@ def test_budget_per_problem_in_sample_rollouts_and_experiments(tiny_tokenizer):
     import tempfile
     with tempfile.TemporaryDirectory() as folder:
         run_rollouts(traces, golds, backend, tiny_tokenizer, RolloutsConfig(mode="exhaustive", num_rollouts=2, early_stop_zeros=0),
-                     Sampling(0.7, max_new_tokens=9), Checkpoint(folder))
+                     Sampling(0.7, max_new_tokens=9), Checkpoint(folder), TEST)
     assert {b for _, b in backend.budgets} == {9, 1024, 2048}
 
     backend.budgets.clear()
@@ -391,7 +392,7 @@ def test_paper_mode_rehearsal_end_to_end(tmp_path, monkeypatch):
     pots = pq.read_table(proj / "data/rollouts/potentials.parquet").to_pylist()
     assert {p["num_rollouts"] for p in pots if not p["is_filled"]} == {64}
     cliffs = pq.read_table(proj / "data/cliffs/cliffs.parquet").to_pylist()
-    assert all(c["token_index"] >= 1 for c in cliffs)                # use_empty_prefix: false
+    assert all(c["token_index"] >= 1 for c in cliffs)                # include_empty_prefix: false
     found = {(c["trace_id"], c["token_index"]) for c in cliffs}
     expected = set()
     for question, (response, is_correct, wrong) in script.items():

@@ -1,7 +1,7 @@
-"""[I] 1: every setting is defined once. A config dataclass default is what the code falls back on when a
+"""Every setting is defined once. A config dataclass default is what the code falls back on when a
 key is left out of params.yaml; where params.yaml sets the key, the two must agree, or the code and the
-pipeline describe different settings (as `dpo_train.beta` 0.05 / 0.1 and `adaptive.initial_rollouts`
-16 / 8 once did). Also: no second dataclass or module constant for a params key in the library."""
+pipeline describe different settings (say `dpo_train.beta` 0.05 in the dataclass and 0.1 in
+params.yaml). Also: no second dataclass or module constant for a params key in the library."""
 from __future__ import annotations
 
 import dataclasses
@@ -32,6 +32,9 @@ def mismatches(tp, default, value, where: str) -> list[str]:
             fallback = f.default
         elif f.default_factory is not dataclasses.MISSING:
             fallback = f.default_factory()
+        elif dataclasses.is_dataclass(hints[f.name]):  # a required section: its own keys may still have defaults
+            out += mismatches(hints[f.name], None, value[f.name], f"{where}.{f.name}".lstrip("."))
+            continue
         else:
             continue                                 # required: params.yaml is the only definition
         path = f"{where}.{f.name}".lstrip(".")
@@ -59,8 +62,10 @@ def test_the_check_finds_a_second_default(monkeypatch):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["dpo_train"]["beta"] = 0.05
     params["rollouts"]["sampling"]["max_new_tokens"] = 1024
+    params["cliffs"]["entropy"] = "full"                 # inside a required section (cliffs: its test has no default)
     assert mismatches(config.Params, None, params, "") == [
-        "rollouts.sampling.max_new_tokens: code 96, params.yaml 1024", "dpo_train.beta: code 0.1, params.yaml 0.05"]
+        "rollouts.sampling.max_new_tokens: code 96, params.yaml 1024", "cliffs.entropy: code 'top20', params.yaml 'full'",
+        "dpo_train.beta: code 0.1, params.yaml 0.05"]
 
 
 @pytest.mark.parametrize("pattern", [

@@ -1,6 +1,6 @@
-"""End to end: `dvc repro` of the whole pipeline on a tiny config in a temp project (the session's
-`tiny_pipeline`), a no-op re-run, byte-stable outputs of the stages that sample, two rollout shards that
-merge to the same bytes, and a SIGKILLed rollouts stage that resumes."""
+"""End to end: `dvc repro` of the whole pipeline on a tiny config in a temp project (`tiny_pipeline`,
+a session fixture), a no-op re-run, byte-stable outputs of the stages that sample, two rollout shards
+that merge to the same bytes, and a SIGKILLed rollouts stage that resumes."""
 from __future__ import annotations
 
 import json
@@ -27,7 +27,7 @@ def mlflow_store(tmp_path, monkeypatch):
 
 
 def test_dvc_repro_end_to_end(tiny_pipeline, tmp_path):
-    outputs = tiny_pipeline                 # the session's dvc repro, as it left it (shared, never changed)
+    outputs = tiny_pipeline                 # the session fixture's dvc repro, as it left it (shared, never changed)
     for path in ("data/problems/problems.parquet", "data/sample/traces.parquet", "data/token_stats/token_stats.parquet",
                  "data/rollouts/potentials.parquet", "data/cliffs/cliffs.parquet", "data/cliffs/trace_cliffs.parquet",
                  "metrics/occurrence.json", "metrics/taxonomy.json", "metrics/occurrence.md",
@@ -39,7 +39,7 @@ def test_dvc_repro_end_to_end(tiny_pipeline, tmp_path):
     assert pots.num_rows == sum(len(r) for r in traces.column("response_ids").to_pylist())   # -1 … T-2 per trace
     occurrence = json.loads((outputs / "metrics/occurrence.json").read_text())
     assert occurrence["all"]["num_traces"] == 3
-    rollouts = json.loads((outputs / "metrics/rollouts.json").read_text())       # estimate vs actual ([E])
+    rollouts = json.loads((outputs / "metrics/rollouts.json").read_text())       # estimate vs actual
     assert rollouts["estimated_generated_tokens"] > 0 and rollouts["estimate_ratio"] > 0
     report = json.loads((outputs / "metrics/report.json").read_text())
     assert report["num_pages"] == 3 and (outputs / "reports/index.html").exists()
@@ -76,7 +76,7 @@ def test_dvc_repro_end_to_end(tiny_pipeline, tmp_path):
 
 @pytest.mark.parametrize("mode", ["exhaustive", "adaptive", "forks"])
 def test_sigkilled_rollouts_resume_to_identical_potentials(tiny_pipeline, tmp_path, mode):
-    """From the session's upstream outputs (traces, token stats), with the search mode and one trace per
+    """From the session fixture's upstream outputs (traces, token stats), with the search mode and one trace per
     wave set: a full run gives the reference; a run killed after its first saved trace resumes from the
     checkpoint to the same potentials, and leaves no checkpoint behind."""
     proj = tmp_path / "proj"

@@ -1,5 +1,5 @@
 """`make plots`: `dvc plots show` with the offline template draws every plot of dvc.yaml in headless
-Chromium with the network off ([M] item 2), and a plot without data is caught.
+Chromium with the network off, and a plot without data is caught.
 
 On the embedded run some plots are empty by the data (no cliff in a correct trace: pass@k on correct
 traces; no deterministic cliff). The test fills empty cells so that a blank plot means a broken plot

@@ -1,6 +1,7 @@
 """cliffdata.problems and the `problems` stage, on tiny files written here (no network, no hub)."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
@@ -15,6 +16,7 @@ import yaml
 from cliffdata import schema
 from cliffdata.config import ProblemsConfig, SourceConfig
 from cliffdata.problems import generate_arith, load_problems, stratified_sample
+from project_cliffs import TEST
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -203,7 +205,7 @@ def test_duplicate_ids_across_sources(tmp_path):
 
 
 def test_duplicate_id_within_one_source_names_both_rows(tmp_path):
-    """[K] 5: the error named the same source twice and no row."""
+    """The error names the source and both rows, not the same source twice."""
     rows = [MATH500[0], MATH500[1], {**MATH500[1], "unique_id": MATH500[0]["unique_id"]}]
     write_rows(tmp_path / "m.jsonl", rows)
     with pytest.raises(ValueError, match=r"duplicate problem_id 'math500/test/algebra/1\.json': problems.sources\[0\] "
@@ -212,7 +214,7 @@ def test_duplicate_id_within_one_source_names_both_rows(tmp_path):
 
 
 def test_empty_or_all_skipped_source_is_an_error(tmp_path):
-    """[K] 5: a problems file with zero rows, or with every row skipped, no longer succeeds silently."""
+    """A problems file with zero rows, or with every row skipped, is an error, not a silent success."""
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(ValueError, match=r"problems.sources\[0\] \(gsm8k 'empty.jsonl'\): no problems \(0 rows read"):
         load(SourceConfig(dataset="gsm8k", path="empty.jsonl"), root=tmp_path)
@@ -381,6 +383,7 @@ def test_stage_writes_byte_stable_outputs(tmp_path, monkeypatch, capsys):
         "prompts": {"oneshot": {"instruction": "Answer after ####.",
                                 "shots": [{"question": "What is 1 + 1?", "answer": "#### 2"}]},
                     "plain": {"instruction": "Answer after ####."}},
+        "cliffs": {"test": dataclasses.asdict(TEST)},          # every params file holds the cliff test
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out, metrics = tmp_path / "data/problems/problems.parquet", tmp_path / "metrics/problems.json"

@@ -2,8 +2,10 @@
 8,000-token page, self-containment, and the `cliffdata report` command."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,9 @@ from cliffdata.report import build_report, load_report_data
 from cliffdata.report.data import pass_at_ks, token_texts
 from cliffdata.report.pages import page_name, script_json
 from cliffdata.stats import cliff_p_value, pass_at_k
-from report_fixtures import long_text, write_fixture
+from report_fixtures import CLIFFS, long_text, write_fixture
 
+ROOT = Path(__file__).resolve().parents[1]
 TEXTS = {
     "arith/a-0#0": ("Tom has 31 marbles and gets 28 more, so 31 - 28 = 3.\n#### 3", False, 24),
     "arith/a-1#0": ("23 + 48 = 71.\n#### 71", True, None),
@@ -37,7 +40,7 @@ def root(tmp_path, tiny_tokenizer) -> Path:
 
 
 def test_pages_carry_curve_cliffs_and_token_details(root, tiny_tokenizer, tmp_path):
-    summary = build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports")
+    summary = build_report(load_report_data(root, CLIFFS), tiny_tokenizer, tmp_path / "reports")
     assert summary["num_pages"] == 3
     index = (tmp_path / "reports/index.html").read_text()
     for trace_id, (text, is_correct, cliff_at) in TEXTS.items():
@@ -64,8 +67,8 @@ def test_pages_carry_curve_cliffs_and_token_details(root, tiny_tokenizer, tmp_pa
         assert [c[5] for c in cliff["cand"]] == [False, True, False]             # the sampled token is marked
         assert cliff["abl"]["del"]["pass"]["1"] == pytest.approx(12 / 16, abs=1e-4)
         assert cliff["abl"]["keep"]["pass"]["16"] == 1.0
-        # the evidence of issue [G]: p-value, the sampler's bound, feasibility, replication
-        assert cliff["pv"] == float(f"{cliff_p_value(14, 16, 1, 16):.3g}") and cliff["md"] == 0.7 and cliff["feas"] is True
+        # the cliff's evidence: p-value, the sampler's bound, feasibility, replication
+        assert cliff["pv"] == float(f"{cliff_p_value(14, 16, 1, 16, CLIFFS.test):.3g}") and cliff["md"] == 0.7 and cliff["feas"] is True
         assert set(cliff["rep"]) == {"ok", "kp", "np", "k", "n"} and cliff["rep"]["np"] == 16
     # the index: one row per trace, with its first-cliff category and position
     rows = re.findall(r"<tr data-dataset=\"(\w+)\" data-correct=\"(\w+)\" data-cats=\"([\w ]*)\">", index)
@@ -76,7 +79,7 @@ def test_pages_carry_curve_cliffs_and_token_details(root, tiny_tokenizer, tmp_pa
 def test_optional_datasets_absent(root, tiny_tokenizer, tmp_path):
     for name in ("ablation", "candidates", "replicate"):
         (root / schema.PATHS[name]).unlink()
-    build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports")
+    build_report(load_report_data(root, CLIFFS), tiny_tokenizer, tmp_path / "reports")
     data = page_data((tmp_path / "reports/traces" / page_name("arith/a-0#0")).read_text())
     (cliff,) = data["cliffs"]
     assert "cand" not in cliff and "abl" not in cliff and "rep" not in cliff
@@ -85,12 +88,12 @@ def test_optional_datasets_absent(root, tiny_tokenizer, tmp_path):
 def test_required_dataset_missing_is_an_error(root):
     (root / schema.PATHS["token_stats"]).unlink()
     with pytest.raises(ValueError, match="token_stats.parquet"):
-        load_report_data(root)
+        load_report_data(root, CLIFFS)
 
 
 def test_adaptive_positions(tmp_path, tiny_tokenizer):
     write_fixture(tmp_path, tiny_tokenizer, TEXTS, mode="adaptive")
-    build_report(load_report_data(tmp_path), tiny_tokenizer, tmp_path / "reports")
+    build_report(load_report_data(tmp_path, CLIFFS), tiny_tokenizer, tmp_path / "reports")
     data = page_data((tmp_path / "reports/traces" / page_name("arith/a-0#0")).read_text())
     assert data["mode"] == "adaptive"
     num_tokens = len(data["tok"])
@@ -99,7 +102,7 @@ def test_adaptive_positions(tmp_path, tiny_tokenizer):
 
 
 def test_page_is_self_contained_and_escaped(root, tiny_tokenizer, tmp_path):
-    build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports")
+    build_report(load_report_data(root, CLIFFS), tiny_tokenizer, tmp_path / "reports")
     for page in [tmp_path / "reports/index.html", *sorted((tmp_path / "reports/traces").glob("*.html"))]:
         text = page.read_text()
         assert not re.search(r"<(link|img|iframe)\b|\bsrc=|url\(", text), f"{page} references an external resource"
@@ -112,20 +115,20 @@ def test_page_is_self_contained_and_escaped(root, tiny_tokenizer, tmp_path):
 
 @pytest.mark.parametrize("value", ["<!--<script>", "</script>", "<script>", "a & b > c", "<\u2028>", "</SCRIPT >"])
 def test_script_json_has_no_markup(value):
-    """[K] 3: `<!--<script>` in inline JSON switches the HTML parser into a state where the next
-    `</script>` no longer ends the element (the page went blank): no `<`, `>` or `&` is written raw."""
+    """`<!--<script>` in inline JSON switches the HTML parser into a state where the next
+    `</script>` does not end the element (the page goes blank): no `<`, `>` or `&` is written raw."""
     text = script_json({"tok": value, value: [value]})
     assert not set(text) & set("<>&\u2028\u2029")
     assert json.loads(text) == {"tok": value, value: [value]}
 
 
 def test_index_escapes_categories(tmp_path, tiny_tokenizer):
-    """[K] 3: a cliff category reaches attributes and text of the index escaped."""
+    """A cliff category reaches attributes and text of the index escaped."""
     hostile = 'x"><img src=x onerror=alert(1)><!--'
     write_fixture(tmp_path, tiny_tokenizer, TEXTS)
     cliffs = schema.read("cliffs", tmp_path / schema.PATHS["cliffs"]).to_pylist()
     schema.write("cliffs", [{**c, "category": hostile} for c in cliffs], tmp_path / schema.PATHS["cliffs"])
-    build_report(load_report_data(tmp_path), tiny_tokenizer, tmp_path / "reports")
+    build_report(load_report_data(tmp_path, CLIFFS), tiny_tokenizer, tmp_path / "reports")
     index = (tmp_path / "reports/index.html").read_text()
     assert "<img" not in index and "<!--" not in index
     assert 'data-cats="x&quot;&gt;&lt;img src=x onerror=alert(1)&gt;&lt;!--"' in index
@@ -134,7 +137,7 @@ def test_index_escapes_categories(tmp_path, tiny_tokenizer):
 def test_large_trace_page_is_small(tmp_path, tiny_tokenizer):
     text = long_text(8000)
     write_fixture(tmp_path, tiny_tokenizer, {"arith/long-0#0": (text, False, 5000)}, mode="exhaustive")
-    summary = build_report(load_report_data(tmp_path), tiny_tokenizer, tmp_path / "reports")
+    summary = build_report(load_report_data(tmp_path, CLIFFS), tiny_tokenizer, tmp_path / "reports")
     assert summary["largest_page_tokens"] == 8000
     size = summary["largest_page_bytes"]
     assert size == (tmp_path / "reports" / summary["largest_page"]).stat().st_size
@@ -156,7 +159,8 @@ def test_pass_at_ks_matches_stats():
 def test_cli_report(root, tiny_tokenizer, tmp_path, monkeypatch, capsys):
     tiny_tokenizer.save_pretrained(root / "models/base")
     params = {"problems": {"sources": [{"dataset": "arith", "families": {"add1": 1}, "prompt": "p"}]},
-              "prompts": {"p": {"instruction": ""}}, "report": {"level": 0.9, "title": "my run"}}
+              "prompts": {"p": {"instruction": ""}}, "report": {"level": 0.9, "title": "my run"},
+              "cliffs": {"test": dataclasses.asdict(CLIFFS.test)}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(root)
     assert main(["report", "--out", str(tmp_path / "site")]) == 0
@@ -175,7 +179,7 @@ def test_potential_plots_for_dvc(root, tiny_tokenizer, tmp_path):
 
     from cliffdata.stats import wilson_interval
 
-    summary = build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports")
+    summary = build_report(load_report_data(root, CLIFFS), tiny_tokenizer, tmp_path / "reports")
     files = sorted((tmp_path / "reports/potentials").glob("*.csv"))
     assert summary["num_plotted_traces"] == 2                          # the traces with a cliff
     assert [f.name for f in files] == sorted(page_name(t).replace(".html", ".csv") for t in ("arith/a-0#0", "gsm1k/b-2#0"))
@@ -184,13 +188,13 @@ def test_potential_plots_for_dvc(root, tiny_tokenizer, tmp_path):
     lo, hi = wilson_interval(1, 16, 1.959964)
     assert (float(rows[25]["lower"]), float(rows[25]["upper"])) == pytest.approx((lo, hi), abs=1e-5)
 
-    build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports", plots=["arith/a-1#0"])
+    build_report(load_report_data(root, CLIFFS), tiny_tokenizer, tmp_path / "reports", plots=["arith/a-1#0"])
     assert [f.name for f in (tmp_path / "reports/potentials").glob("*.csv")] == [page_name("arith/a-1#0").replace(".html", ".csv")]
     with pytest.raises(ValueError, match="nope"):
-        build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports", plots=["nope"])
+        build_report(load_report_data(root, CLIFFS), tiny_tokenizer, tmp_path / "reports", plots=["nope"])
 
     # `dvc plots show` reads them through the repository's plot definition
-    build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports")
+    build_report(load_report_data(root, CLIFFS), tiny_tokenizer, tmp_path / "reports")
     definition = [p for p in yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["plots"]
                   if "reports/potentials" in p]
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"plots": definition}))
@@ -203,7 +207,7 @@ def test_potential_plots_for_dvc(root, tiny_tokenizer, tmp_path):
 
 
 def test_trace_without_potentials_or_stats_still_gets_a_page(root, tiny_tokenizer, tmp_path):
-    data = load_report_data(root)
+    data = load_report_data(root, CLIFFS)
     data.potentials = {t: data.potentials[t] for t in data.potentials if t != "arith/a-1#0"}
     data.token_stats = {t: data.token_stats[t] for t in data.token_stats if t != "arith/a-1#0"}
     build_report(data, tiny_tokenizer, tmp_path / "reports")
@@ -214,9 +218,10 @@ def test_trace_without_potentials_or_stats_still_gets_a_page(root, tiny_tokenize
 
 @pytest.mark.integration
 def test_report_never_deletes_what_it_did_not_create(root, tiny_tokenizer, tmp_path, monkeypatch, capsys):
-    """[K] 1: `--out` pointed at the repository, data/, or a folder of someone else's files is refused,
+    """`--out` pointed at the repository, data/, or a folder of someone else's files is refused,
     and nothing under it changes; a previous report is replaced whole."""
     tiny_tokenizer.save_pretrained(root / "models/base")
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")        # the cliff test the report reads: the project's
     monkeypatch.chdir(root)
     theirs = tmp_path / "theirs"
     theirs.mkdir()
@@ -228,10 +233,10 @@ def test_report_never_deletes_what_it_did_not_create(root, tiny_tokenizer, tmp_p
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
     assert (theirs / "notes.txt").read_text() == "mine"
     with pytest.raises(ValueError, match="not empty and holds no previous report"):
-        build_report(load_report_data(root), tiny_tokenizer, theirs)
+        build_report(load_report_data(root, CLIFFS), tiny_tokenizer, theirs)
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(ValueError, match="not a folder"):
-        build_report(load_report_data(root), tiny_tokenizer, tmp_path / "a-file")
+        build_report(load_report_data(root, CLIFFS), tiny_tokenizer, tmp_path / "a-file")
 
     # The default is ROOT/reports, not ./reports; a second run replaces its own report.
     elsewhere = tmp_path / "elsewhere"
@@ -250,7 +255,7 @@ def test_report_never_deletes_what_it_did_not_create(root, tiny_tokenizer, tmp_p
 
 def test_failed_report_keeps_the_previous_one(root, tiny_tokenizer, tmp_path, monkeypatch):
     out = tmp_path / "site"
-    build_report(load_report_data(root), tiny_tokenizer, out)
+    build_report(load_report_data(root, CLIFFS), tiny_tokenizer, out)
     index = (out / "index.html").read_text()
 
     def boom(*args, **kwargs):
@@ -258,13 +263,13 @@ def test_failed_report_keeps_the_previous_one(root, tiny_tokenizer, tmp_path, mo
 
     monkeypatch.setattr("cliffdata.report.index_page", boom)
     with pytest.raises(RuntimeError, match="killed halfway"):
-        build_report(load_report_data(root), tiny_tokenizer, out)
+        build_report(load_report_data(root, CLIFFS), tiny_tokenizer, out)
     assert (out / "index.html").read_text() == index
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".site.")) == []
 
 
 def test_trace_rows_reads_a_trace_at_a_time(tmp_path, monkeypatch):
-    """[J] 2: the report reads potentials / token_stats a trace at a time from their row groups (a trace
+    """The report reads potentials / token_stats a trace at a time from their row groups (a trace
     may span two), equal to the rows of a full read, from a file or a folder of parts."""
     import pyarrow.parquet as pq
 
@@ -293,10 +298,9 @@ def test_trace_rows_reads_a_trace_at_a_time(tmp_path, monkeypatch):
 
 
 def test_a_study_report_keeps_the_first_models_pages_and_adds_comparisons(tmp_path, tiny_tokenizer):
-    """[L] item 4: with other models the first model's trace pages keep their names; each model's trace of
+    """With other models the first model's trace pages keep their names; each model's trace of
     one problem is listed with its model, and problems traced by two models get a comparison page. Without
-    other models the index has no model column (the single-model report is unchanged)."""
-    from cliffdata.config import CliffsConfig
+    other models the index has no model column, as in the single-model report."""
     from cliffdata.report import build_report, load_report_data
     from cliffdata.report.pages import page_name
     from report_fixtures import write_fixture
@@ -304,10 +308,10 @@ def test_a_study_report_keeps_the_first_models_pages_and_adds_comparisons(tmp_pa
     texts = {"arith/add2-1#0": ("23 + 48 = 61.\n#### 61", False, 6), "arith/add2-2#0": ("1 + 1 = 2.\n#### 2", True, None)}
     write_fixture(tmp_path, tiny_tokenizer, texts)
     write_fixture(tmp_path / "study/b", tiny_tokenizer, {"arith/add2-1#0": texts["arith/add2-1#0"]})
-    single = build_report(load_report_data(tmp_path), tiny_tokenizer, tmp_path / "single")
+    single = build_report(load_report_data(tmp_path, CLIFFS), tiny_tokenizer, tmp_path / "single")
     assert 'id="f-model"' not in (tmp_path / "single/index.html").read_text() and "num_models" not in single
-    data_b = load_report_data(tmp_path / "study/b", CliffsConfig(), problems_root=tmp_path)
-    summary = build_report(load_report_data(tmp_path), tiny_tokenizer, tmp_path / "site", model="a",
+    data_b = load_report_data(tmp_path / "study/b", CLIFFS, problems_root=tmp_path)
+    summary = build_report(load_report_data(tmp_path, CLIFFS), tiny_tokenizer, tmp_path / "site", model="a",
                            others=[("b", data_b, tiny_tokenizer)])
     assert summary["num_pages"] == 3 and summary["num_models"] == 2 and summary["num_compare_pages"] == 1
     assert (tmp_path / "site/traces" / page_name("arith/add2-1#0")).read_bytes() != b""
@@ -320,7 +324,7 @@ def test_a_study_report_keeps_the_first_models_pages_and_adds_comparisons(tmp_pa
 def test_report_replaces_only_the_files_its_marker_lists(root, tiny_tokenizer, tmp_path):
     """A marker names every file of the report with its sha256: a folder holding a copied or forged marker,
     or a report with a file added or changed since, is refused, naming the file, and left as it was."""
-    data = load_report_data(root)
+    data = load_report_data(root, CLIFFS)
     forged = tmp_path / "forged"
     forged.mkdir()
     (forged / "thesis.tex").write_text("mine")
@@ -367,7 +371,7 @@ def test_page_names_of_colliding_safe_ids_differ(tiny_tokenizer, tmp_path):
     ids = ["p/1#0", "p_1#0", "p?1#0", "P/1#0", "../p/1#0"]
     assert len({page_name(t).lower() for t in ids}) == len(ids)
     write_fixture(tmp_path, tiny_tokenizer, {t: ("1 + 1 = 2.\n#### 2", True, None) for t in ids})
-    summary = build_report(load_report_data(tmp_path), tiny_tokenizer, tmp_path / "reports")
+    summary = build_report(load_report_data(tmp_path, CLIFFS), tiny_tokenizer, tmp_path / "reports")
     pages = sorted(p.name for p in (tmp_path / "reports/traces").iterdir())
     assert summary["num_pages"] == len(pages) == len(ids) and not [p for p in pages if p.startswith(".")]
 
@@ -391,7 +395,7 @@ def test_nan_and_inf_are_shown_as_missing_and_flagged_by_the_checks(root, tiny_t
     for expected in ("finite_potentials", "'potential', 'nan'", "finite_token_stats", "'entropy', 'inf'",
                      "finite_cliffs", "'p_prev', '-inf'", "arith/a-0#0"):
         assert expected in str(failed.value), expected
-    summary = build_report(load_report_data(root), tiny_tokenizer, tmp_path / "reports")
+    summary = build_report(load_report_data(root, CLIFFS), tiny_tokenizer, tmp_path / "reports")
     assert summary["num_pages"] == 3
     pages = [page_data(p.read_text()) for p in (tmp_path / "reports/traces").iterdir()]
     assert any(None in page["ent"] for page in pages)

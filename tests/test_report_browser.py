@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cliffdata.report import build_report, load_report_data  # noqa: E402
 from cliffdata.report.pages import page_name  # noqa: E402
 from cliffdata.stats import wilson_interval  # noqa: E402
-from report_fixtures import long_text, write_fixture  # noqa: E402
+from report_fixtures import CLIFFS, long_text, write_fixture  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def chromium_driver():
 
 def build_site(root: Path, tokenizer) -> Path:
     write_fixture(root, tokenizer, TEXTS, mode="adaptive", questions=QUESTIONS, sweep=True)
-    build_report(load_report_data(root), tokenizer, root / "reports", title="cliffdata report (fixture)")
+    build_report(load_report_data(root, CLIFFS), tokenizer, root / "reports", title="cliffdata report (fixture)")
     return root / "reports"
 
 
@@ -99,7 +99,7 @@ def test_index_and_trace_page_render(tmp_path, tiny_tokenizer, driver):
     assert curve.get_attribute("d").count("L") > 10
     assert driver.find_element(By.CSS_SELECTOR, "#plot path.band").get_attribute("d").endswith("Z")
     assert driver.find_element(By.ID, "evaluated").get_attribute("d").count("M") > 5        # adaptive positions
-    # [M] 6: 2-rollout screening points are drawn apart (hollow, titled) and never joined into the line
+    # 2-rollout screening points are drawn apart (hollow, titled) and never joined into the line
     screens = driver.find_elements(By.CSS_SELECTOR, "#plot circle.screen")
     points = driver.find_elements(By.CSS_SELECTOR, "#plot circle.pt")
     assert len(screens) > 5 and len(points) > 5
@@ -154,7 +154,7 @@ def test_index_and_trace_page_render(tmp_path, tiny_tokenizer, driver):
     assert errors(driver) == []
 
 
-# [K] 3: hostile strings through every field the pages show. Each tries to run script (a counter on
+# Hostile strings through every field the pages show. Each tries to run script (a counter on
 # window), to end the data <script> element, or to blank the page with an unterminated comment.
 XSS = "window.__xss=(window.__xss||0)+1"
 HOSTILE = {
@@ -182,7 +182,7 @@ def build_hostile_site(root: Path) -> tuple[Path, str, object]:
         for row in table:
             row[column] = HOSTILE["category"] if column in ("category", "mode") else HOSTILE["answer"]
         schema.write(name, table, root / schema.PATHS[name])
-    build_report(load_report_data(root), tokenizer, root / "reports", title=f"report {HOSTILE['question']}")
+    build_report(load_report_data(root, CLIFFS), tokenizer, root / "reports", title=f"report {HOSTILE['question']}")
     return root / "reports", trace_id, tokenizer
 
 
@@ -242,7 +242,7 @@ if __name__ == "__main__":
     print(f"wrote {out / 'report_index.png'} and {out / 'report_trace.png'}")
 
 
-# --- a study's report ([L] item 4): filter by model, one problem's curves of two models on one plot ----
+# --- a study's report: filter by model, one problem's curves of two models on one plot -----------------
 
 HOSTILE_MODEL = '<img src=x onerror="window.pwned=1">&amp;"model\''
 
@@ -250,13 +250,12 @@ HOSTILE_MODEL = '<img src=x onerror="window.pwned=1">&amp;"model\''
 def build_study_site(root: Path, tokenizer) -> Path:
     """The first model's traces (named HOSTILE_MODEL) and model `b`'s traces of two of the same problems,
     with the cliff elsewhere."""
-    from cliffdata.config import CliffsConfig
 
     write_fixture(root, tokenizer, TEXTS, mode="adaptive", questions=QUESTIONS, sweep=True)
     other = {"arith/word1-3#0": (WORD1, True, None), "arith/add2-1#0": ("23 + 48 = 71.\n#### 71", False, 3)}
     write_fixture(root / "study/b", tokenizer, other, questions=QUESTIONS)
-    data_b = load_report_data(root / "study/b", CliffsConfig(), problems_root=root)
-    build_report(load_report_data(root), tokenizer, root / "reports", title="study report (fixture)",
+    data_b = load_report_data(root / "study/b", CLIFFS, problems_root=root)
+    build_report(load_report_data(root, CLIFFS), tokenizer, root / "reports", title="study report (fixture)",
                  model=HOSTILE_MODEL, others=[("b", data_b, tokenizer)])
     return root / "reports"
 
@@ -316,7 +315,7 @@ def test_a_direction_override_in_a_token_moves_no_other_token(tmp_path, driver):
         if row["token_index"] == 0:
             row["entropy"] = float("nan")
     schema.write("token_stats", rows, path)
-    build_report(load_report_data(tmp_path), tokenizer, tmp_path / "reports")
+    build_report(load_report_data(tmp_path, CLIFFS), tokenizer, tmp_path / "reports")
     driver.get((tmp_path / "reports/traces" / page_name("arith/rtl#0")).as_uri())
     spans = driver.find_elements(By.CSS_SELECTOR, "#tokens span")
     assert "".join(s.get_attribute("textContent") for s in spans) == text

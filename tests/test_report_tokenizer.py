@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cliffdata.config import CliffsConfig
 from cliffdata.report import build_report, load_report_data
 from cliffdata.report.data import token_texts
 from cliffdata.report.tokenizer import PLAIN_MODEL_TYPES, Decoder, load_tokenizer, plain_backend
-from report_fixtures import long_text, write_fixture
+from report_fixtures import CLIFFS, long_text, write_fixture
 
 TEXTS = {
     "arith/a-0#0": ("Tom has 31 marbles and gets 28 more, so 31 - 28 = 3.\n#### 3", False, 24),
@@ -52,8 +51,8 @@ def test_report_pages_are_the_same_with_either_tokenizer(tmp_path, tiny_tokenize
 
     write_fixture(tmp_path / "root", tiny_tokenizer, TEXTS, questions={"gsm1k/b-2": "What is 5 + 5? </script>"})
     write_fixture(tmp_path / "root/study/b", tiny_tokenizer, {"arith/a-1#0": TEXTS["arith/a-1#0"]})
-    data = load_report_data(tmp_path / "root")
-    other = load_report_data(tmp_path / "root/study/b", CliffsConfig(), problems_root=tmp_path / "root")
+    data = load_report_data(tmp_path / "root", CLIFFS)
+    other = load_report_data(tmp_path / "root/study/b", CLIFFS, problems_root=tmp_path / "root")
     sites = {}
     for name, tok in (("transformers", AutoTokenizer.from_pretrained(tiny_model_dir)),
                       ("tokenizers", load_tokenizer(tiny_model_dir))):

@@ -1,4 +1,4 @@
-"""[K] 6: long stages checkpoint per unit and resume. `sample`, `replicate`, `ablation`, `candidates` and
+"""Long stages checkpoint per unit and resume. `sample`, `replicate`, `ablation`, `candidates` and
 `dpo_eval` keep each finished unit under .cache/<stage>/<fingerprint>/; a SIGKILLed `replicate`,
 `ablation` or `candidates` re-run gives byte-identical outputs and recomputes no finished unit."""
 from __future__ import annotations

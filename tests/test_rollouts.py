@@ -8,6 +8,7 @@ import pytest
 from cliffdata.backends import Sampling, make_backend
 from cliffdata.config import RolloutsConfig, SamplingConfig
 from cliffdata.rollouts import Checkpoint, estimate_potentials, expected_tokens, run_rollouts, scored_positions
+from project_cliffs import TEST
 
 TRAP = 70          # a token id that, once in the prefix, makes the fake model answer wrong
 SAMPLING = Sampling(temperature=0.7, max_new_tokens=8)
@@ -39,7 +40,7 @@ def test_positions_cover_empty_prefix_and_all_but_last():
 
 def test_cliff_at_trap_token_and_counts(fake, tiny_tokenizer):
     response = [40, 41, 42, TRAP, 43, 44, 2]
-    rows, cost = estimate_potentials(trace("t", response), "7", "hash", fake, tiny_tokenizer, cfg(), SAMPLING)
+    rows, cost = estimate_potentials(trace("t", response), "7", "hash", fake, tiny_tokenizer, cfg(), SAMPLING, TEST)
     by_pos = {r["token_index"]: r for r in rows}
     assert sorted(by_pos) == list(range(-1, len(response) - 1))
     assert all(by_pos[i]["potential"] > 0.7 for i in (-1, 0, 1, 2))
@@ -59,7 +60,7 @@ def test_answer_in_prefix_counts_as_correct(tiny_tokenizer):
     enc = lambda s: tiny_tokenizer.encode(s, add_special_tokens=False)
     be = make_backend("fake", correct_ids=[2], wrong_ids=[2], eos_token_id=2, potential=lambda ids: 1.0)
     response = enc("so #### 7") + [2]
-    rows, _ = estimate_potentials(trace("t", response), "7", "hash", be, tiny_tokenizer, cfg(num_rollouts=4), SAMPLING)
+    rows, _ = estimate_potentials(trace("t", response), "7", "hash", be, tiny_tokenizer, cfg(num_rollouts=4), SAMPLING, TEST)
     by_pos = {r["token_index"]: r["num_correct"] for r in rows}
     assert by_pos[len(response) - 2] == 4          # "... #### 7" is in the prefix
     assert by_pos[0] == 0
@@ -68,7 +69,7 @@ def test_answer_in_prefix_counts_as_correct(tiny_tokenizer):
 def test_early_termination_after_exactly_n_zeros(fake, tiny_tokenizer):
     response = [TRAP] + [40] * 40 + [2]
     rows, cost = estimate_potentials(trace("t", response), "7", "hash", fake, tiny_tokenizer,
-                                     cfg(early_stop_zeros=20, positions_per_batch=8), SAMPLING)
+                                     cfg(early_stop_zeros=20, positions_per_batch=8), SAMPLING, TEST)
     evaluated = [r["token_index"] for r in rows if not r["is_filled"]]
     assert evaluated == list(range(-1, 20))        # p[-1] > 0, then positions 0 … 19 are the 20 zeros
     filled = [r for r in rows if r["is_filled"]]
@@ -80,7 +81,7 @@ def test_early_termination_after_exactly_n_zeros(fake, tiny_tokenizer):
 def test_no_early_termination_when_disabled(fake, tiny_tokenizer):
     response = [TRAP] + [40] * 30 + [2]
     rows, cost = estimate_potentials(trace("t", response), "7", "hash", fake, tiny_tokenizer,
-                                     cfg(early_stop_zeros=0), SAMPLING)
+                                     cfg(early_stop_zeros=0), SAMPLING, TEST)
     assert not any(r["is_filled"] for r in rows) and cost["early_stop_index"] is None
 
 
@@ -99,7 +100,7 @@ class CrashAfter:
     def calls_of(traces, config, be, tokenizer, golds, tmp_path) -> int:
         """Engine calls of an uninterrupted run from scratch."""
         counter = CrashAfter(be, limit=10**9)
-        run_rollouts(traces, golds, counter, tokenizer, config, SAMPLING, Checkpoint(tmp_path / "count"))
+        run_rollouts(traces, golds, counter, tokenizer, config, SAMPLING, Checkpoint(tmp_path / "count"), TEST)
         return counter.calls
 
     def generate(self, requests, sampling):
@@ -116,35 +117,35 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_tokenizer):
     traces = [trace(f"p/{k}#0", [40 + k, 41, TRAP, 42, 43, 2] if k % 2 else [40 + k, 41, 42, 2]) for k in range(6)]
     golds = {"p": ("7", "hash")}
     config = cfg(num_rollouts=16, positions_per_batch=2, traces_per_wave=2)
-    full, full_costs = run_rollouts(traces, golds, be, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "a"))
+    full, full_costs = run_rollouts(traces, golds, be, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "a"), TEST)
 
     ckpt = Checkpoint(tmp_path / "b")
     crashing = CrashAfter(be, limit=7)
     with pytest.raises(Crash):
-        run_rollouts(traces, golds, crashing, tiny_tokenizer, config, SAMPLING, ckpt)
+        run_rollouts(traces, golds, crashing, tiny_tokenizer, config, SAMPLING, ckpt, TEST)
     finished = ckpt.done()
     assert 0 < len(finished) < len(traces)
 
     counting = CrashAfter(be, limit=10**9)
-    resumed, costs = run_rollouts(traces, golds, counting, tiny_tokenizer, config, SAMPLING, ckpt)
+    resumed, costs = run_rollouts(traces, golds, counting, tiny_tokenizer, config, SAMPLING, ckpt, TEST)
     assert resumed.equals(full)
     assert [c["trace_id"] for c in costs] == [t["trace_id"] for t in traces]
     # finished waves were not recomputed: the calls of the unfinished waves only
     todo = [t for t in traces if Checkpoint.key(t) not in finished]
     assert len(todo) % 2 == 0 and todo == traces[-len(todo):]      # whole waves, the last ones
     alone = CrashAfter(be, limit=10**9)
-    run_rollouts(todo, golds, alone, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "c"))
+    run_rollouts(todo, golds, alone, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "c"), TEST)
     assert counting.calls == alone.calls < CrashAfter.calls_of(traces, config, be, tiny_tokenizer, golds, tmp_path)
     keys = list(zip(resumed.column("trace_id").to_pylist(), resumed.column("token_index").to_pylist()))
     assert len(keys) == len(set(keys)) == sum(len(t["response_ids"]) for t in traces)
 
-    # [K] 5: a resumed run whose trace came out differently under the same id (cliff_count samples its
+    # a resumed run whose trace came out differently under the same id (cliff_count samples its
     # traces in the stage) recomputes it: saved potentials never attach to another trace.
     changed = [dict(t, response_ids=[39] + t["response_ids"]) if i == 0 else t for i, t in enumerate(traces)]
     counting = CrashAfter(be, limit=10**9)
-    again, _ = run_rollouts(changed, golds, counting, tiny_tokenizer, config, SAMPLING, ckpt)
+    again, _ = run_rollouts(changed, golds, counting, tiny_tokenizer, config, SAMPLING, ckpt, TEST)
     alone = CrashAfter(be, limit=10**9)       # the changed trace's wave, searched again whole
-    run_rollouts(changed[:2], golds, alone, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "d"))
+    run_rollouts(changed[:2], golds, alone, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "d"), TEST)
     assert counting.calls == alone.calls
     first = [r for r in again.to_pylist() if r["trace_id"] == changed[0]["trace_id"]]
     assert len(first) == len(changed[0]["response_ids"])
@@ -203,11 +204,11 @@ def test_one_scheduler_across_models_packs_adapters_by_the_backends_batch_key(tm
     golds = {"p": ("7", "hash")}
     config = cfg(num_rollouts=4, positions_per_batch=6, traces_per_wave=6)
     be = Lumping()
-    together = search_wave(traces, golds, be, tiny_tokenizer, config, SAMPLING)
+    together = search_wave(traces, golds, be, tiny_tokenizer, config, SAMPLING, TEST)
     assert all(c == {None} or None not in c for c in be.calls)          # the base never shares a call
     assert any(c == {"a", "b"} for c in be.calls)                       # the adapters do
     timeless = lambda out: (out[0], {k: v for k, v in out[1].items() if k != "wall_seconds"})
     for t, out in zip(traces, together):
-        assert timeless(out) == timeless(search_wave([t], golds, Lumping(), tiny_tokenizer, config, SAMPLING)[0])
+        assert timeless(out) == timeless(search_wave([t], golds, Lumping(), tiny_tokenizer, config, SAMPLING, TEST)[0])
     plain = {k: v for k, v in traces[1].items() if k != "adapter"}
     assert len({Checkpoint.key(traces[1]), Checkpoint.key(dict(traces[1], adapter="b")), Checkpoint.key(plain)}) == 3

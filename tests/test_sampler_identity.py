@@ -1,4 +1,4 @@
-"""The sampler identity of issue [G]: p[i-1] = Σ_v π_s(v | prefix) · p(prefix + v), with π_s the
+"""The sampler identity: p[i-1] = Σ_v π_s(v | prefix) · p(prefix + v), with π_s the
 rollout sampler's distribution as `token_stats` computes it (`sampler_prob`), and π_s against what
 the engines really sample (first-token frequencies, chi-square).
 

@@ -1,4 +1,4 @@
-"""Dataset writes ([K] 5): the file mode follows the umask (not mkstemp's 0600), the data and the rename
+"""Dataset writes: the file mode follows the umask (not mkstemp's 0600), the data and the rename
 are fsynced, and a failed write leaves neither a temp file nor a half-written dataset."""
 from __future__ import annotations
 

@@ -138,7 +138,7 @@ def test_run_sql_file_rejects_unknown_names(seed):
 # --- occurrence -------------------------------------------------------------------------------------
 
 def noise(pairs: int, expected: float, cliffs: int, variance: float, share_cliffs_feasible, share_pairs_feasible) -> dict:
-    """The [G] columns of an occurrence row: excess = cliffs − expected ± 1.96 · sqrt(variance)."""
+    """The noise-audit columns of an occurrence row: excess = cliffs − expected ± 1.96 · sqrt(variance)."""
     half = 1.96 * variance ** 0.5
     return dict(num_tested_pairs=pairs, expected_false_cliffs=expected, excess_cliffs=cliffs - expected,
                 excess_cliffs_lo=cliffs - expected - half, excess_cliffs_hi=cliffs - expected + half,

@@ -5,6 +5,7 @@ against enumeration, the critical token, H_b and the Wilson interval.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 from itertools import combinations
@@ -13,7 +14,6 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, norm
 
-from cliffdata.config import CliffsConfig
 from cliffdata.stats import (
     binary_entropy,
     cliff_matrix,
@@ -23,10 +23,12 @@ from cliffdata.stats import (
     pass_at_k,
     wilson_interval,
 )
+from project_cliffs import TEST
 
-DELTA0, Z = CliffsConfig().delta0, CliffsConfig().z     # the cliffs params section's test
+DELTA0, Z = TEST.delta0, TEST.z     # the cliffs params section's test (params.yaml cliffs.test)
 
 Z_95 = float(norm.ppf(0.95))  # 1.6448536..., the exact one-sided 95% quantile
+TEST_95 = dataclasses.replace(TEST, z=Z_95)
 
 
 def naive_is_cliff(k_prev: int, n_prev: int, k_curr: int, n_curr: int,
@@ -58,14 +60,14 @@ def z_statistic(k_prev: int, n_prev: int, k_curr: int, n_curr: int, delta0: floa
 
 
 def test_cliff_matrix_64_count():
-    m = cliff_matrix(64)
+    m = cliff_matrix(64, 64, TEST)
     assert m.shape == (65, 65)
     assert m.dtype == bool
     assert int(m.sum()) == 1283
 
 
 def test_cliff_matrix_64_smallest_k_prev():
-    rows_with_cliff = np.flatnonzero(cliff_matrix(64).any(axis=1))
+    rows_with_cliff = np.flatnonzero(cliff_matrix(64, 64, TEST).any(axis=1))
     assert rows_with_cliff[0] == 12
     assert 12 / 64 == 0.1875
 
@@ -75,7 +77,7 @@ def _min_drop(row: np.ndarray, k_prev: int, n: int = 64) -> float:
 
 
 def test_cliff_matrix_64_smallest_drop():
-    m = cliff_matrix(64)
+    m = cliff_matrix(64, 64, TEST)
     assert _min_drop(m[12], 12) == 0.1875   # p_prev = 0.1875
     assert _min_drop(m[64], 64) == 0.1875   # p_prev = 1.0
     for k_prev in range(32, 49):            # p_prev in [0.5, 0.75]
@@ -87,7 +89,7 @@ def test_cliff_matrix_64_smallest_drop():
 
 
 def test_cliff_matrix_64_rows_monotone():
-    m = cliff_matrix(64)
+    m = cliff_matrix(64, 64, TEST)
     for k_prev in range(65):
         cliffs = np.flatnonzero(m[k_prev])
         if len(cliffs):
@@ -98,23 +100,23 @@ def test_cliff_matrix_64_rows_monotone():
 
 
 def test_cliff_matrix_64_edges():
-    m = cliff_matrix(64)
+    m = cliff_matrix(64, 64, TEST)
     assert not m[0].any()                 # k_prev = 0 is never a cliff
     assert not np.diag(m).any()           # no drop, no cliff
     assert not np.triu(m).any()           # rises are never cliffs
     assert m[64, 0]                       # 1 → 0: SE = 0, Δ = 1 > δ0
-    assert is_cliff(64, 64, 0, 64)
-    assert is_cliff(1, 1, 0, 1)           # SE = 0 with N = 1 on both sides
+    assert is_cliff(64, 64, 0, 64, TEST)
+    assert is_cliff(1, 1, 0, 1, TEST)           # SE = 0 with N = 1 on both sides
 
 
 def test_cliff_matrix_is_read_only_and_validates():
-    m = cliff_matrix(64)
+    m = cliff_matrix(64, 64, TEST)
     with pytest.raises(ValueError):
         m[0, 0] = True
     with pytest.raises(ValueError, match="n >= 1"):
-        cliff_matrix(0)
+        cliff_matrix(0, 0, TEST)
     with pytest.raises(ValueError, match="n >= 1"):
-        cliff_matrix(64, 0)
+        cliff_matrix(64, 0, TEST)
 
 
 # ---------------------------------------------------------------- against a naive loop and scipy
@@ -122,7 +124,7 @@ def test_cliff_matrix_is_read_only_and_validates():
 
 @pytest.mark.parametrize("n_prev,n_curr", [(64, 64), (16, 16), (16, 64), (64, 16), (37, 5), (1, 1), (10, 10)])
 def test_cliff_matrix_matches_naive_loop(n_prev, n_curr):
-    fast = cliff_matrix(n_prev, n_curr)
+    fast = cliff_matrix(n_prev, n_curr, TEST)
     assert fast.shape == (n_prev + 1, n_curr + 1)
     np.testing.assert_array_equal(fast, naive_matrix(n_prev, n_curr))
 
@@ -131,7 +133,7 @@ def test_cliff_matrix_matches_naive_loop(n_prev, n_curr):
 def test_is_cliff_scalar_matches_naive(n_prev, n_curr):
     for k_prev in range(n_prev + 1):
         for k_curr in range(n_curr + 1):
-            assert bool(is_cliff(k_prev, n_prev, k_curr, n_curr)) == naive_is_cliff(k_prev, n_prev, k_curr, n_curr)
+            assert bool(is_cliff(k_prev, n_prev, k_curr, n_curr, TEST)) == naive_is_cliff(k_prev, n_prev, k_curr, n_curr)
 
 
 def _scipy_matrix(n_prev: int, n_curr: int) -> np.ndarray:
@@ -148,7 +150,7 @@ def _scipy_matrix(n_prev: int, n_curr: int) -> np.ndarray:
 
 @pytest.mark.parametrize("n_prev,n_curr", [(64, 64), (76, 76), (96, 96), (16, 64), (37, 5)])
 def test_cliff_matrix_matches_scipy_z_test(n_prev, n_curr):
-    exact = cliff_matrix(n_prev, n_curr, z=Z_95)
+    exact = cliff_matrix(n_prev, n_curr, TEST_95)
     np.testing.assert_array_equal(exact, _scipy_matrix(n_prev, n_curr))
 
     # z = 1.645 (protocol) vs 1.6448536 (scipy): they differ exactly on the cells whose z statistic
@@ -159,7 +161,7 @@ def test_cliff_matrix_matches_scipy_z_test(n_prev, n_curr):
         for kc in range(n_curr + 1)
         if kp / n_prev - kc / n_curr > DELTA0
     )
-    rounded = cliff_matrix(n_prev, n_curr)
+    rounded = cliff_matrix(n_prev, n_curr, TEST)
     assert int((rounded != exact).sum()) == expected
     assert not (rounded & ~exact).any()   # the larger z only ever removes cliffs
 
@@ -167,8 +169,8 @@ def test_cliff_matrix_matches_scipy_z_test(n_prev, n_curr):
 def test_z_rounding_matters_somewhere():
     # the paper's N = 64 is unaffected by rounding z, N = 76 is not (2 cells): the scipy test
     # above is not vacuous.
-    assert int((cliff_matrix(64) != cliff_matrix(64, z=Z_95)).sum()) == 0
-    assert int((cliff_matrix(76) != cliff_matrix(76, z=Z_95)).sum()) == 2
+    assert int((cliff_matrix(64, 64, TEST) != cliff_matrix(64, 64, TEST_95)).sum()) == 0
+    assert int((cliff_matrix(76, 76, TEST) != cliff_matrix(76, 76, TEST_95)).sum()) == 2
     assert Z_95 == pytest.approx(1.6448536, abs=1e-7)
 
 
@@ -179,32 +181,32 @@ def test_detect_cliffs_equal_n():
     k = [64, 64, 40, 40, 10, 64, 0, 12, 0]
     n = [64] * len(k)
     expected = [False, False, True, False, True, False, True, False, True]
-    np.testing.assert_array_equal(detect_cliffs(k, n), expected)
+    np.testing.assert_array_equal(detect_cliffs(k, n, TEST), expected)
 
 
 def test_detect_cliffs_unequal_n_uses_each_sides_n():
     # p 0.1875 → 0: a cliff with N_prev = 64 (the smallest one), not with N_prev = 16.
-    np.testing.assert_array_equal(detect_cliffs([12, 0], [64, 64]), [False, True])
-    np.testing.assert_array_equal(detect_cliffs([3, 0], [16, 64]), [False, False])
+    np.testing.assert_array_equal(detect_cliffs([12, 0], [64, 64], TEST), [False, True])
+    np.testing.assert_array_equal(detect_cliffs([3, 0], [16, 64], TEST), [False, False])
     # a mixed trace: equal-N and unequal-N transitions interleaved
     k = [64, 10, 16, 0, 60, 30, 30]
     n = [64, 64, 16, 16, 64, 64, 32]
     expected = [False] + [naive_is_cliff(k[j - 1], n[j - 1], k[j], n[j]) for j in range(1, len(k))]
     assert expected == [False, True, False, True, False, True, False]
-    np.testing.assert_array_equal(detect_cliffs(k, n), expected)
+    np.testing.assert_array_equal(detect_cliffs(k, n, TEST), expected)
 
 
 def test_detect_cliffs_unfilled_positions_never_cliffs():
     # num_rollouts = 0 marks a position that was filled, not sampled (early termination).
     k = [64, 0, 0, 64, 0]
     n = [64, 0, 64, 64, 0]
-    np.testing.assert_array_equal(detect_cliffs(k, n), [False] * 5)
+    np.testing.assert_array_equal(detect_cliffs(k, n, TEST), [False] * 5)
 
 
 def test_detect_cliffs_first_entry_and_short_inputs():
-    assert detect_cliffs([], []).tolist() == []
-    assert detect_cliffs([64], [64]).tolist() == [False]
-    out = detect_cliffs([64, 0, 64, 0], [64, 64, 64, 64])
+    assert detect_cliffs([], [], TEST).tolist() == []
+    assert detect_cliffs([64], [64], TEST).tolist() == [False]
+    out = detect_cliffs([64, 0, 64, 0], [64, 64, 64, 64], TEST)
     assert out.dtype == bool
     assert out.tolist() == [False, True, False, True]
 
@@ -218,7 +220,7 @@ def test_detect_cliffs_matches_naive_on_random_traces():
         expected = [False] + [
             bool(n[j - 1] and n[j] and naive_is_cliff(k[j - 1], n[j - 1], k[j], n[j])) for j in range(1, t)
         ]
-        np.testing.assert_array_equal(detect_cliffs(k, n), expected)
+        np.testing.assert_array_equal(detect_cliffs(k, n, TEST), expected)
 
 
 # ---------------------------------------------------------------- critical_index

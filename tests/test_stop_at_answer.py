@@ -1,4 +1,4 @@
-"""Stop rollouts at the end of the answer ([H] 4): the cut never changes a grade under the exact rule
+"""Stop rollouts at the end of the answer: the cut never changes a grade under the exact rule
 (recorded rollouts of the embedded model, hostile texts), and resample's stretches stop where it says."""
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ def test_summary_noise_audit_and_the_control():
     assert "| replicated | 6 | 0.200 / 0.250 | 0.900 / 0.500 | does not hold | n/a / 0.500 / 0.550 (0/4/2) | does not hold |" in text
     assert "pairs at cliffs 40.0% vs random positions 45.0% (-5.0 points, paired 95% interval [-15.0, +5.0])" in text
     assert "DPO anywhere: **does not hold** (by the paired interval)" in text
-    # without the [G] metrics (an older run) there is no audit section
+    # without the noise-audit metrics (no expected false cliffs, no replication) there is no audit section
     assert "Noise audit" not in render_summary({"occurrence": METRICS["occurrence"]}, "m", "d")
 
 

@@ -1,4 +1,4 @@
-"""[I] 3: the token taxonomy is decided once (cliffdata/taxonomy.py) and read by Python and SQL alike."""
+"""The token taxonomy is decided once (cliffdata/taxonomy.py) and read by Python and SQL alike."""
 from __future__ import annotations
 
 import math
@@ -6,8 +6,8 @@ import math
 import pytest
 
 from cliffdata import duck, taxonomy
-from cliffdata.config import CliffsConfig
 from cliffdata.stats import binary_entropy
+from project_cliffs import CLIFFS, cliffs_config
 
 H_STAR = binary_entropy(0.99)
 
@@ -35,7 +35,7 @@ def test_a_missing_entropy_is_low_in_both():
 
 
 def test_one_translation_of_the_entropy_switch():
-    assert taxonomy.entropy_column(CliffsConfig()) == "entropy"
-    assert taxonomy.entropy_column(CliffsConfig(entropy="full")) == "entropy_full"
-    params = taxonomy.sql_params(CliffsConfig(entropy="full", use_empty_prefix=False, entropy_boundary_p=0.9))
+    assert taxonomy.entropy_column(CLIFFS) == "entropy"
+    assert taxonomy.entropy_column(cliffs_config(entropy="full")) == "entropy_full"
+    params = taxonomy.sql_params(cliffs_config(entropy="full", include_empty_prefix=False, entropy_boundary_p=0.9))
     assert params == {"include_empty_prefix": False, "entropy_threshold": binary_entropy(0.9), "use_full_entropy": True}

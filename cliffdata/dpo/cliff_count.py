@@ -40,10 +40,11 @@ def selected(torch_model, adapter: str | None):
 
 def count_cliffs(models: dict[str, str | None], backend: Backend, torch_model, tokenizer, problems: list[dict],
                  prompts: dict[str, PromptConfig], trace_sampling: Sampling, trace_seed: int, rollouts: RolloutsConfig,
-                 rollout_sampling: Sampling, cliffs_cfg: CliffsConfig, top_k: int,
+                 rollout_sampling: Sampling, cliffs: CliffsConfig, top_k: int,
                  checkpoint: Checkpoint, digests: dict[str, str] | None = None) -> list[dict]:
     """CLIFF_COUNT rows of every model of `models` (name -> its adapter in `backend` and `torch_model`, the
-    HF model for token statistics; None: the base).
+    HF model for token statistics; None: the base). `cliffs` is params `cliffs`: its test (`cliffs.test`)
+    decides the rollouts searches and the cliffs found, the rest the cliffs' categories.
 
     Each model samples its traces and gets its token statistics; then one scheduler runs every model's
     rollouts (`search_wave` on traces that carry their adapter), in waves of `rollouts.traces_per_wave`
@@ -76,7 +77,7 @@ def count_cliffs(models: dict[str, str | None], backend: Backend, torch_model, t
     # no early termination after training; a wave holds its problems' traces of every model
     full = dataclasses.replace(rollouts, early_stop_zeros=0, traces_per_wave=per_wave * len(models))
     potentials, costs = run_rollouts(scheduled, golds_by_problem(problems), backend, tokenizer, full,
-                                     rollout_sampling, checkpoint, desc="cliff_count: rollouts", test=cliffs_cfg,
+                                     rollout_sampling, checkpoint, cliffs.test, desc="cliff_count: rollouts",
                                      max_drops=max_drops)
     owner = [origin[t] for t in potentials.column("trace_id").to_pylist()]
     field = potentials.schema.field("trace_id")
@@ -85,11 +86,11 @@ def count_cliffs(models: dict[str, str | None], backend: Backend, torch_model, t
     tokens = {origin[c["trace_id"]]: c["num_generated_tokens"] for c in costs}
     rows = []
     for name in models:
-        mine = potentials.filter(pa.array([m == name for m, _ in owner]))
+        mine = potentials.filter(pa.array([m == name for m, _ in owner], pa.bool_()))
         stats = schema.to_table("token_stats", stats_of[name]) if stats_of[name] else schema.TOKEN_STATS.empty_table()
-        cliffs, summaries = find_cliffs(schema.to_table("traces", traces[name]), mine, stats, cliffs_cfg,
-                                        searched=[t["trace_id"] for t in traces[name]])
-        by_trace = Counter((c["trace_id"], c["category"]) for c in cliffs)
+        found, summaries = find_cliffs(schema.to_table("traces", traces[name]), mine, stats, cliffs,
+                                       searched=[t["trace_id"] for t in traces[name]])
+        by_trace = Counter((c["trace_id"], c["category"]) for c in found)
         for s in summaries:
             row = {"model": name, "trace_id": s["trace_id"], "is_correct": s["is_correct"],
                    "num_tokens": s["num_tokens"], "num_cliffs": s["num_cliffs"],

@@ -8,7 +8,7 @@ token's potential is the main rollout's (the candidates stage reuses it).
 
 Category ablations are the same pairs filtered by the cliff's category (VARIANTS); `replicated` keeps
 the pairs at cliffs whose test passed again on fresh rollouts (the replicate stage), and `random` is
-the control (issue [G]): as many pairs as at each cliff, at a random non-cliff position of the same
+the control: as many pairs as at each cliff, at a random non-cliff position of the same
 trace, each preferring a random top-k alternative over the trace's token there (`control_pairs`). If
 single-token DPO anywhere helps as much as at cliffs, the cliffs are not what helps. The held-out split
 is seeded and exact: per variant, the `heldout_fraction` of groups with the smallest

@@ -7,7 +7,7 @@
 Required datasets: problems, traces, token_stats, potentials, cliffs, trace_cliffs. Optional: ablation,
 candidates and replicate (the `ablation`, `candidates` and `replicate` stages); without them the
 cliffs simply carry no alternatives, no pass@k and no replication verdict. Each cliff carries its
-evidence (issue [G]): p-value, the largest drop its token allows (1 − π_s) and feasibility.
+evidence: p-value, the largest drop its token allows (1 − π_s) and feasibility.
 
 The payload is column-oriented so an 8,000-token trace stays under 200 kB: (text, id) pairs are
 deduplicated into `vocab` and referenced by index (`tok`); logprobs and entropies are integer
@@ -31,7 +31,7 @@ import pandas as pd
 from cliffdata import schema
 from cliffdata.scan import TraceRows
 from cliffdata.taxonomy import entropy_column
-from cliffdata.config import CliffsConfig
+from cliffdata.config import CliffsConfig, CliffTest
 from cliffdata.stats import pass_at_k
 
 log = logging.getLogger(__name__)
@@ -50,18 +50,17 @@ class ReportData:
     potentials: Mapping[str, pd.DataFrame]
     cliffs: dict[str, list[dict]]
     trace_cliffs: dict[str, dict]
+    entropy: str               # the token_stats column the taxonomy used (cliffs.entropy)
+    test: CliffTest            # cliffs.test: a side below test.min_rollouts is a screening point, never tested
+    critical_threshold: float  # cliffs.critical_threshold (the critical token's definition)
     ablation: dict[tuple[str, int], dict[str, dict]] = field(default_factory=dict)
     candidates: dict[tuple[str, int], list[dict]] = field(default_factory=dict)
     replicate: dict[tuple[str, int], dict] = field(default_factory=dict)
-    entropy: str = "entropy"   # the token_stats column the taxonomy used (cliffs.entropy)
-    min_rollouts: int = 1      # cliffs.min_rollouts: fewer rollouts is a screening point (adaptive sweep), never tested
-    critical_threshold: float = 0.05   # cliffs.critical_threshold (the critical token's definition)
 
 
-def load_report_data(root: Path, cliffs_cfg: CliffsConfig = CliffsConfig(),
-                     problems_root: Path | None = None) -> ReportData:
+def load_report_data(root: Path, cliffs: CliffsConfig, problems_root: Path | None = None) -> ReportData:
     """Read the datasets under `root` (`schema.PATHS`); ablation and candidates only where they exist.
-    `cliffs_cfg` is the config the cliffs stage ran with (entropy, min_rollouts, critical_threshold).
+    `cliffs` is params `cliffs`, the section the cliffs stage ran with (entropy, the test, critical_threshold).
     `problems_root`: where the problems are when not under `root` (a study model's root: the project's)."""
     def path(name: str) -> Path:
         return Path(problems_root if name == "problems" and problems_root is not None else root) / schema.PATHS[name]
@@ -78,18 +77,17 @@ def load_report_data(root: Path, cliffs_cfg: CliffsConfig = CliffsConfig(),
                       ["trace_id", "token_index", "token_id", "logprob", "rank", "entropy", "entropy_full", "greedy_token_id"])
     pots = TraceRows(Path(root) / schema.PATHS["potentials"],
                      ["trace_id", "token_index", "mode", "num_rollouts", "num_correct", "is_filled"])
-    cliffs: dict[str, list[dict]] = defaultdict(list)
+    by_trace: dict[str, list[dict]] = defaultdict(list)
     for c in read("cliffs").to_pylist():
-        cliffs[c["trace_id"]].append(c)
+        by_trace[c["trace_id"]].append(c)
     data = ReportData(
         problems={p["problem_id"]: p for p in read("problems").to_pylist()},
         traces={t["trace_id"]: t for t in read("traces").drop_columns(["prompt_ids"]).to_pylist()},
         token_stats=stats,
         potentials=pots,
-        cliffs=dict(cliffs),
+        cliffs=dict(by_trace),
         trace_cliffs={s["trace_id"]: s for s in read("trace_cliffs").to_pylist()},
-        entropy=entropy_column(cliffs_cfg),
-        min_rollouts=cliffs_cfg.min_rollouts, critical_threshold=cliffs_cfg.critical_threshold,
+        entropy=entropy_column(cliffs), test=cliffs.test, critical_threshold=cliffs.critical_threshold,
     )
     if (Path(root) / schema.PATHS["ablation"]).exists():
         for r in read("ablation").to_pylist():
@@ -214,7 +212,7 @@ def trace_payload(data: ReportData, trace_id: str, tokenizer) -> dict:
         "question": problem.get("question"), "gold": problem.get("answer"),
         "extracted": trace["extracted_answer"], "is_correct": trace["is_correct"],
         "finish_reason": trace["finish_reason"], "mode": mode, "critical": summary.get("critical_index"),
-        "min_n": data.min_rollouts, "crit_thr": data.critical_threshold,
+        "min_n": data.test.min_rollouts, "crit_thr": data.critical_threshold,
         "entropy": "top20" if data.entropy == "entropy" else "full",
         "vocab": vocab.items, "tok": tok, "lp": lp, "rk": rk, "ent": ent, "entf": ent_full,
         "greedy": greedy, "pot": pot, "cliffs": cliffs,

@@ -1,4 +1,4 @@
--- The paper's directions re-checked on the cliffs that hold up (issue [G]): for every cliff set
+-- The paper's directions re-checked on the cliffs that hold up (the noise audit): for every cliff set
 -- (all cliffs; the feasible ones, whose token can carry a detectable drop by the sampler identity;
 -- the replicated ones, whose test passed again on fresh rollouts), RQ1 on failed traces (Cliff-del
 -- vs Cliff-keep pass@1 = mean potential, and pass@N = share of instances with a correct rollout) and

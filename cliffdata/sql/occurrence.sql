@@ -1,7 +1,7 @@
 -- Occurrence (protocol §5, RQ1): per trace-correctness group and overall, the share of traces with
 -- at least one cliff, cliffs per trace and per 1k response tokens, and where cliffs fall (thirds of
--- the response), for all cliffs and for the first cliff of each trace; and the noise audit of
--- issue [G]: tested pairs, cliffs expected from noise alone (the sum of each pair's null firing
+-- the response), for all cliffs and for the first cliff of each trace; and the noise audit:
+-- tested pairs, cliffs expected from noise alone (the sum of each pair's null firing
 -- probability), the excess of observed over expected with a 95% interval (± 1.96 · the null
 -- standard deviation of the false-cliff count), and the feasible share of cliffs and positions.
 -- $include_empty_prefix: false drops cliffs at token_index 0 (paper mode: p[-1] is not scored), so

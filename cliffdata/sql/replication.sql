@@ -1,4 +1,4 @@
--- Replication (issue [G]): the share of cliffs whose test passes again on fresh rollouts on both
+-- Replication: the share of cliffs whose test passes again on fresh rollouts on both
 -- sides (data/replicate), overall and by category, feasibility (the sampler identity) and trace
 -- correctness, with 95% Wilson intervals, and the cost of the replication in generated tokens.
 with

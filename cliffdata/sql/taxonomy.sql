@@ -2,7 +2,7 @@
 -- of the traces in trace_cliffs (the baseline). Shares are within the three-way taxonomy
 -- (deterministic, uncertain, sampled_off); 'other' (H <= H* and not greedy) is counted but excluded.
 -- `feasible_share`: the share of a category's cliffs whose token can carry a detectable drop by the
--- sampler identity (issue [G]); a deterministic cliff (pi_s near 1) almost never can.
+-- sampler identity; a deterministic cliff (pi_s near 1) almost never can.
 -- The 'greedy' row compares the greedy share of all cliffs with the rank-1 share of all tokens.
 -- Cliffs keep the category the cliffs stage gave them; pass the same H* and entropy here.
 -- $entropy_threshold: H* in nats; $use_full_entropy: entropy_full instead of the top-20 entropy;

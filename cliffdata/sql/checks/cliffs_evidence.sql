@@ -1,4 +1,4 @@
--- Cliff evidence (issue [G]): p-values in [0, 1], max_drop in [0, 1], feasibility known exactly when
+-- Cliff evidence: p-values in [0, 1], max_drop in [0, 1], feasibility known exactly when
 -- max_drop is (token_stats without sampler_prob leave both null).
 select
     trace_id,
