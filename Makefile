@@ -127,5 +127,5 @@ exps: venv
 
 # `dvc plots show` as a page that draws offline (Vega inlined from vl-convert-python): plots/html/index.html
 plots: venv
-	$(BIN)/python -m cliffdata.plots .cache/plots/offline.html
+	$(BIN)/python -m cliffdata.publish.plots .cache/plots/offline.html
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc plots show --html-template .cache/plots/offline.html -o plots/html

@@ -27,9 +27,10 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from cliffdata.backends import open_backend
-    from cliffdata.config import SourceConfig, load_params
+    from cliffdata.config.load import load_params
+    from cliffdata.config.problems import SourceConfig
+    from cliffdata.generate.sampling import sample_traces
     from cliffdata.problems import generate_arith
-    from cliffdata.sampling import sample_traces
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", nargs="+", default=["word1=30", "add2=30"], help="family=count")

@@ -33,8 +33,8 @@ from scipy.stats import binom
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cliffdata.config import load_params  # noqa: E402
-from cliffdata.stats import is_cliff  # noqa: E402
+from cliffdata.cliffs.stats import is_cliff  # noqa: E402
+from cliffdata.config.load import load_params  # noqa: E402
 
 TEST = load_params(ROOT / "params.yaml").cliffs.test
 N = 64

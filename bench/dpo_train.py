@@ -30,8 +30,8 @@ os.chdir(ROOT)
 
 def run_arm(args) -> None:
     """In a fresh interpreter: train into args.out, print {variant: train seconds} as JSON."""
-    from cliffdata.config import load_params
-    from pipeline.dpo_train import read_pairs, train_all
+    from cliffdata.config.load import load_params
+    from cliffdata.dpo.train import read_pairs, train_all
 
     cfg = load_params().dpo_train
     variants = [args.one] if args.one else list(cfg.variants)
@@ -60,7 +60,7 @@ def main() -> None:
     if args.out:
         return run_arm(args)
 
-    from cliffdata.config import load_params
+    from cliffdata.config.load import load_params
 
     cfg = load_params().dpo_train
     me = [sys.executable, __file__]

@@ -33,7 +33,7 @@ args = ap.parse_args()
 from transformers import AutoTokenizer
 from cliffdata import schema
 from cliffdata.backends import GenerationRequest, Sampling, open_backend
-from cliffdata.config import load_params
+from cliffdata.config.load import load_params
 from cliffdata.dpo.evaluate import eval_problems, trained_variants
 from cliffdata.prompts import encode_prompt
 from vllm import SamplingParams

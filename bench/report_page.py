@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from transformers import AutoTokenizer  # noqa: E402
 
-from cliffdata.config import load_params  # noqa: E402
+from cliffdata.config.load import load_params  # noqa: E402
 from cliffdata.model import embedded_gguf_path  # noqa: E402
-from cliffdata.report import build_report, load_report_data  # noqa: E402
+from cliffdata.publish.report import build_report, load_report_data  # noqa: E402
 from report_fixtures import write_fixture  # noqa: E402
 from test_report_browser import chromium_driver  # noqa: E402
 

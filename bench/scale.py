@@ -3,7 +3,7 @@
     python bench/scale.py --rows 1000000 10000000 100000000 [--seed 0] [--work /tmp/cliffdata-scale]
     python bench/scale.py --rows 1600000 --merge      # add a size to bench/results/scale.{json,md}
 
-Each size is a synthetic study (`cliffdata.synthetic.write_study`: traces, token_stats and potentials
+Each size is a synthetic study (`cliffdata.analysis.synthetic.write_study`: traces, token_stats and potentials
 in the pipeline's layout, generated once under `--work` and reused; not timed), analysed in a fresh
 interpreter with the pipeline's own params (params.yaml: `cliffs`, `entropy`, `analysis`), step by
 step, as the stages run them:
@@ -88,10 +88,11 @@ class TreeMemory:
 
 def analyse(study: Path) -> dict:
     """The timed steps over one study (run in a fresh interpreter: `--analyse`)."""
-    from cliffdata import duck, schema
-    from cliffdata.cliffs import SCAN_VERIFIED, cliff_tables
-    from cliffdata.config import load_params
-    from cliffdata.taxonomy import sql_params
+    from cliffdata import schema
+    from cliffdata.analysis import duck, sandbox
+    from cliffdata.cliffs.find import SCAN_VERIFIED, cliff_tables
+    from cliffdata.cliffs.taxonomy import sql_params
+    from cliffdata.config.load import load_params
 
     import pyarrow as pa
 
@@ -127,8 +128,8 @@ def analyse(study: Path) -> dict:
 
     def query(sql):
         def run():
-            with duck.connect_sandbox(study, params.analysis) as con:
-                (columns, rows), = duck.readonly_results(con, sql)
+            with sandbox.connect_sandbox(study, params.analysis) as con:
+                (columns, rows), = sandbox.readonly_results(con, sql)
             return {"rows": len(rows)}
         return run
 
@@ -147,7 +148,7 @@ def analyse(study: Path) -> dict:
 
 def study_for(work: Path, rows: int, seed: int) -> tuple[Path, dict]:
     """The synthetic study of `rows` potential rows (generated once, reused after)."""
-    from cliffdata.synthetic import write_study
+    from cliffdata.analysis.synthetic import write_study
 
     folder = work / f"rows{rows}-seed{seed}"
     marker = folder / "study.json"
@@ -192,7 +193,7 @@ def main() -> None:
         print(json.dumps(analyse(args.analyse)))
         return
 
-    from cliffdata.config import load_params
+    from cliffdata.config.load import load_params
 
     runs = []
     for rows in args.rows:

@@ -26,10 +26,10 @@ from transformers import AutoTokenizer  # noqa: E402
 
 from cliffdata import schema  # noqa: E402
 from cliffdata.backends import GenerationRequest, open_backend, request_seed  # noqa: E402
-from cliffdata.config import load_params  # noqa: E402
+from cliffdata.config.load import load_params  # noqa: E402
+from cliffdata.generate.sampling import golds_by_problem, resample  # noqa: E402
 from cliffdata.grading import answer_end, grade  # noqa: E402
 from cliffdata.prompts import encode_prompt  # noqa: E402
-from cliffdata.sampling import golds_by_problem, resample  # noqa: E402
 
 PARAMS = load_params(ROOT / "params.yaml")
 

@@ -133,8 +133,8 @@ def run_arm(arm: str, workload_path: Path, out_path: Path) -> None:
     from transformers import AutoTokenizer
 
     from cliffdata.backends import Sampling
-    from cliffdata.config import load_params
-    from cliffdata.sampling import resample
+    from cliffdata.config.load import load_params
+    from cliffdata.generate.sampling import resample
 
     work = json.loads(workload_path.read_text())
     params = load_params(ROOT / "params.yaml")
@@ -171,10 +171,11 @@ def build_workload(model: str, num_traces: int, num_rollouts: int, seed: int) ->
     from transformers import AutoTokenizer
 
     from cliffdata.backends import make_backend, request_seed
-    from cliffdata.config import SourceConfig, load_params
+    from cliffdata.config.load import load_params
+    from cliffdata.config.problems import SourceConfig
+    from cliffdata.generate.sampling import sample_traces
     from cliffdata.problems import generate_arith
-    from cliffdata.rollouts import scored_positions
-    from cliffdata.sampling import sample_traces
+    from cliffdata.search.rollouts import scored_positions
 
     torch.set_num_threads(HF_THREADS)
     params = load_params(ROOT / "params.yaml")
@@ -202,7 +203,7 @@ def cpu_capability() -> str:
     """torch's CPU kernel path and the dtype `engine.dtype: auto` runs on this machine."""
     import torch
 
-    from cliffdata.config import resolve_dtype
+    from cliffdata.config.generate import resolve_dtype
 
     return f"{torch.backends.cpu.get_cpu_capability()}, engine.dtype auto: {resolve_dtype('auto')}"
 

@@ -26,8 +26,9 @@ from typing import TextIO
 
 import duckdb
 
-from cliffdata import duck, schema
-from cliffdata.config import AnalysisConfig
+from cliffdata import schema
+from cliffdata.analysis import duck, sandbox
+from cliffdata.config.analysis import AnalysisConfig
 
 
 def format_table(columns: list[str], rows: list[tuple], more: bool = False) -> str:
@@ -128,7 +129,7 @@ def project_params(root: Path):
     a `model` column); None without one. A params.yaml that does not validate is an error naming its key."""
     if not (root / "params.yaml").exists():
         return None
-    from cliffdata.config import load_params
+    from cliffdata.config.load import load_params
 
     return load_params(root / "params.yaml")
 
@@ -149,7 +150,7 @@ def write_json(out: TextIO, columns: list[str], batches: Iterator[list[tuple]], 
 
 def write_results(con: duckdb.DuckDBPyConnection, queries: list[str], fmt: str, timeout: float,
                   max_rows: int) -> None:
-    """Run each read-only statement (`duck.stream`, under `timeout` seconds, 0: none) and print its result
+    """Run each read-only statement (`sandbox.stream`, under `timeout` seconds, 0: none) and print its result
     as it comes: csv and json write every row batch by batch (memory bounded, whatever the size); table
     measures its column widths, so it prints at most `max_rows` rows (0: all) and says on stderr how to
     get the rest. Several statements: one result each (json: a list of them)."""
@@ -158,7 +159,7 @@ def write_results(con: duckdb.DuckDBPyConnection, queries: list[str], fmt: str, 
     if several:
         out.write("[\n")
     for n, query in enumerate(queries):
-        batches = duck.stream(con, query, timeout)
+        batches = sandbox.stream(con, query, timeout)
         try:
             columns = next(batches)
             if fmt == "json":
@@ -256,9 +257,9 @@ def _sql(args: argparse.Namespace, sql: str) -> int:
         if params is not None:
             from cliffdata.study import members
 
-            con = duck.connect_sandbox(args.root, cfg, members=members(params))
+            con = sandbox.connect_sandbox(args.root, cfg, members=members(params))
         else:
-            con = duck.connect_sandbox(args.root, cfg)
+            con = sandbox.connect_sandbox(args.root, cfg)
     except ValueError as e:              # no dataset, a file that is not Parquet or not the dataset's, a link
         hint = f"; {NO_DATASET_HINT}" if str(e).startswith("no dataset") else ""
         print(f"cliffdata sql: {e}{hint}", file=sys.stderr)
@@ -269,9 +270,9 @@ def _sql(args: argparse.Namespace, sql: str) -> int:
         if args.schema:
             print_schema(con)
             return 0
-        write_results(con, duck.readonly_statements(con, sql), args.format, timeout, max_rows)
+        write_results(con, sandbox.readonly_statements(con, sql), args.format, timeout, max_rows)
         return 0
-    except duck.TimeLimitExceeded as e:
+    except sandbox.TimeLimitExceeded as e:
         print(f"error: {e} (analysis.sql_timeout): raise it with --timeout SECONDS, 0 for no limit",
               file=sys.stderr)
         return 1
@@ -315,8 +316,8 @@ def add_report(commands: argparse._SubParsersAction) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
-    from cliffdata.config import load_params
-    from cliffdata.report import build_report, check_out_dir, load_report_data, study_sites
+    from cliffdata.config.load import load_params
+    from cliffdata.publish.report import build_report, check_out_dir, load_report_data, study_sites
 
     out = args.out if args.out is not None else args.root / "reports"
     params_path = args.params if args.params is not None else args.root / "params.yaml"
@@ -366,7 +367,7 @@ def run_promote(args: argparse.Namespace) -> int:
     import mlflow
 
     from cliffdata import tracking
-    from cliffdata.config import load_params
+    from cliffdata.config.load import load_params
     from cliffdata.dpo import registry
 
     root = args.params.resolve().parent
@@ -390,7 +391,7 @@ def add_export(commands: argparse._SubParsersAction) -> None:
         "export", help="export pairs (TRL), potentials (HF datasets) or cliffs (PTS v2 events)",
         description="pairs: TRL prompt_ids/chosen_ids/rejected_ids as .jsonl or .parquet; potentials: a Hugging "
                     "Face dataset folder (save_to_disk) with a dataset card; pts: PTS v2 pivotal-token events "
-                    "(JSONL). See cliffdata/export.py for the formats.")
+                    "(JSONL). See cliffdata/publish/export.py for the formats.")
     parser.add_argument("what", choices=("pairs", "potentials", "pts"))
     parser.add_argument("--out", type=Path, required=True, help="output file (pairs, pts) or folder (potentials)")
     parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
@@ -408,15 +409,16 @@ def add_export(commands: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from cliffdata import export, schema
-    from cliffdata.outputs import check_target
+    from cliffdata import schema
+    from cliffdata.publish import export
+    from cliffdata.publish.outputs import check_target
 
     try:
         data_root, source = args.root, None
         if args.model is not None:
             if args.what == "pairs":
                 raise ValueError("--model: Cliff-DPO pairs are the pipeline's own model's (a study model has none)")
-            from cliffdata.config import load_params
+            from cliffdata.config.load import load_params
             from cliffdata.study import members
 
             study = {m.name: m for m in members(load_params(args.root / "params.yaml"))[1:]}
@@ -439,7 +441,7 @@ def run_export(args: argparse.Namespace) -> int:
 
             model_id = args.model_id or source
             if model_id is None:
-                from cliffdata.config import load_params
+                from cliffdata.config.load import load_params
 
                 model_id = load_params(args.root / "params.yaml").model.hub_id
             local = data_root / args.tokenizer

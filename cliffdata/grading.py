@@ -45,7 +45,7 @@ from typing import NamedTuple
 
 from math_verify import parse, verify
 
-from cliffdata.config import GradingConfig
+from cliffdata.config.generate import GradingConfig
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from cliffdata.config import EMBEDDED_MODEL
+from cliffdata.config.model import EMBEDDED_MODEL
 from cliffdata.schema import file_digest
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def environment_record() -> dict:
 
     import torch
 
-    from cliffdata.config import resolve_dtype
+    from cliffdata.config.generate import resolve_dtype
 
     packages = sorted({f"{d.metadata['Name'].lower().replace('_', '-')}=={d.version}" for d in metadata.distributions()
                        if d.metadata["Name"]})

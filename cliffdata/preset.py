@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 
-from cliffdata.config import parse_params, read_yaml
+from cliffdata.config.load import parse_params, read_yaml
 
 
 # Mappings whose keys are names the user chooses (not params): a preset may add entries to them.

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cliffdata.arith import FAMILIES
-from cliffdata.config import ProblemsConfig, PromptConfig, SourceConfig
+from cliffdata.config.problems import ProblemsConfig, PromptConfig, SourceConfig
 from cliffdata.grading import last_boxed
 
 log = logging.getLogger(__name__)

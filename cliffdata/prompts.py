@@ -5,7 +5,7 @@ zero-shot and usable with one example of the same shape (README, "The embedded d
 """
 from __future__ import annotations
 
-from cliffdata.config import PromptConfig
+from cliffdata.config.problems import PromptConfig
 
 
 def build_messages(prompt: PromptConfig, question: str) -> list[dict[str, str]]:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 
 from cliffdata import schema
-from cliffdata.config import Params, parse_params, read_yaml, study_params
+from cliffdata.config.load import parse_params, read_yaml, study_params
+from cliffdata.config.params import Params
 
 STUDY_DIR = Path("study")
 

@@ -13,11 +13,14 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from cliffdata import duck, experiments, grading, schema
+from cliffdata import grading, schema
+from cliffdata.analysis import duck
 from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
-from cliffdata.cliffs import read_selected_cliffs
-from cliffdata.sampling import golds_by_problem
+from cliffdata.cliffs.select import read_selected_cliffs
+from cliffdata.experiments.ablation import (ablation_metrics, ablation_requests, pass_at_k_curve, pass_at_k_plot,
+                                            pass_at_k_table, run_ablation)
+from cliffdata.generate.sampling import golds_by_problem
 from cliffdata.schema import file_digest, tree_digest
 from cliffdata.study import stage_params
 
@@ -29,28 +32,28 @@ def main() -> None:
     grading.configure(params.grading)
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
     golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())
-    requests = experiments.ablation_requests(traces, read_selected_cliffs(params.cliffs.use),
-                                             schema.read("trace_cliffs", schema.PATHS["trace_cliffs"]).to_pylist(),
-                                             cfg.seed)
+    requests = ablation_requests(traces, read_selected_cliffs(params.cliffs.use),
+                                 schema.read("trace_cliffs", schema.PATHS["trace_cliffs"]).to_pylist(),
+                                 cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     # one unit per problem; a killed run resumes here (removed after the outputs are written)
     checkpoint = stage_checkpoint("ablation", dataclasses.asdict(engine.resolved()), tree_digest("models/base"),
                                   file_digest(grading.__file__), dataclasses.asdict(params.grading))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
-        rows = experiments.run_ablation(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
-                                        cfg.sampling, cfg.seed, checkpoint=checkpoint)
+        rows = run_ablation(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
+                            cfg.sampling, cfg.seed, checkpoint=checkpoint)
     print(checkpoint.report("ablation"), flush=True)
-    curve = experiments.pass_at_k_curve(rows, cfg.ks)
+    curve = pass_at_k_curve(rows, cfg.ks)
     schema.write("ablation", rows, schema.PATHS["ablation"])
     schema.write("pass_at_k", curve, schema.PATHS["pass_at_k"])
 
-    metrics = experiments.ablation_metrics(curve)
+    metrics = ablation_metrics(curve)
     metrics["num_grading_timeouts"] = grading.grader().num_timeouts   # rollouts counted as not correct
     Path("metrics").mkdir(exist_ok=True)
     Path("plots").mkdir(exist_ok=True)
     Path("metrics/ablation.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    Path("metrics/ablation.md").write_text(duck.format_markdown(*experiments.pass_at_k_table(curve, cfg.ks)))
-    Path("plots/pass_at_k.csv").write_text(duck.format_csv(*experiments.pass_at_k_plot(curve, cfg.ks)))
+    Path("metrics/ablation.md").write_text(duck.format_markdown(*pass_at_k_table(curve, cfg.ks)))
+    Path("plots/pass_at_k.csv").write_text(duck.format_csv(*pass_at_k_plot(curve, cfg.ks)))
     duck.assert_checks(duck.connect(Path("."), ["ablation", "pass_at_k"]))
     checkpoint.remove()
     print(json.dumps({"num_requests": len(rows), "failed": metrics.get("all", {}).get("failed", {})}))

@@ -19,12 +19,15 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from cliffdata import duck, experiments, grading, schema
+from cliffdata import grading, schema
+from cliffdata.analysis import duck
 from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
-from cliffdata.cliffs import read_selected_cliffs
+from cliffdata.cliffs.select import read_selected_cliffs
 from cliffdata.dpo.pairs import build_pairs, pairs_per_cliff
-from cliffdata.sampling import golds_by_problem
+from cliffdata.experiments.candidates import candidate_rows, run_candidates
+from cliffdata.experiments.controls import control_requests, run_control
+from cliffdata.generate.sampling import golds_by_problem
 from cliffdata.schema import file_digest, tree_digest
 from cliffdata.study import stage_params
 
@@ -38,21 +41,20 @@ def main() -> None:
     golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())
     cliffs = read_selected_cliffs(params.cliffs.use)
     stats = schema.read("token_stats", schema.PATHS["token_stats"])
-    requests = experiments.candidate_rows(traces, cliffs, stats, schema.read("potentials", schema.PATHS["potentials"]),
-                                          cfg.top_k)
+    requests = candidate_rows(traces, cliffs, stats, schema.read("potentials", schema.PATHS["potentials"]), cfg.top_k)
     tokenizer = AutoTokenizer.from_pretrained("models/base")
     # one unit per problem; a killed run resumes here (removed after the outputs are written)
     checkpoint = stage_checkpoint("candidates", dataclasses.asdict(engine.resolved()), tree_digest("models/base"),
                                   file_digest(grading.__file__), dataclasses.asdict(params.grading))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
-        rows = experiments.run_candidates(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
-                                          cfg.sampling, cfg.seed, params.cliffs.test, checkpoint=checkpoint)
+        rows = run_candidates(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
+                              cfg.sampling, cfg.seed, params.cliffs.test, checkpoint=checkpoint)
         # the Cliff-DPO control: as many pairs as each cliff gives, at a random non-cliff position of its trace
         top_k = params.dpo_pairs.top_k
         per_cliff = pairs_per_cliff(build_pairs(rows, cliffs, traces, params.dpo_pairs.strategy, top_k))
         every_cliff = {(c["trace_id"], c["token_index"]) for c in schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist()}
-        control = experiments.run_control(
-            experiments.control_requests(traces, cliffs, per_cliff, stats, every_cliff, top_k, cfg.seed),
+        control = run_control(
+            control_requests(traces, cliffs, per_cliff, stats, every_cliff, top_k, cfg.seed),
             traces, golds, backend, tokenizer, cfg.num_rollouts, cfg.sampling, cfg.seed,
             checkpoint=checkpoint)
     print(checkpoint.report("candidates"), flush=True)

@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cliffdata import duck, grading, schema
+from cliffdata import grading, schema
+from cliffdata.analysis import duck
 from cliffdata.backends import open_backend
 from cliffdata.backends.hf import load_adapters
-from cliffdata.config import load_params
+from cliffdata.config.load import load_params
 from cliffdata.dpo.cliff_count import count_cliffs, summarize
 from cliffdata.dpo.evaluate import BASE, eval_problems, same_adapters, trained_variants
-from cliffdata.rollouts import Checkpoint, fingerprint
+from cliffdata.search.rollouts import Checkpoint, fingerprint
 
 
 def main() -> None:

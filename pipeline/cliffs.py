@@ -1,5 +1,5 @@
 """Stage `cliffs`: the cliff test between adjacent positions, first cliff, critical token, taxonomy
-(a streaming scan of the sorted Parquet files, cliffdata.cliffs); then the DuckDB SQL files write
+(a streaming scan of the sorted Parquet files, cliffdata.cliffs.find); then the DuckDB SQL files write
 metrics/occurrence.* and metrics/taxonomy.*.
 
     python pipeline/cliffs.py
@@ -8,10 +8,11 @@ import json
 import logging
 from pathlib import Path
 
-from cliffdata import duck, schema
-from cliffdata.cliffs import SCAN_VERIFIED, cliff_tables
+from cliffdata import schema
+from cliffdata.analysis import duck
+from cliffdata.cliffs.find import SCAN_VERIFIED, cliff_tables
+from cliffdata.cliffs.taxonomy import sql_params
 from cliffdata.scan import read_columns
-from cliffdata.taxonomy import sql_params
 from cliffdata.study import stage_params
 
 

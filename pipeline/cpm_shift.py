@@ -14,8 +14,9 @@ import json
 import logging
 from pathlib import Path
 
-from cliffdata import duck, schema
-from cliffdata.config import load_params
+from cliffdata import schema
+from cliffdata.analysis import duck
+from cliffdata.config.load import load_params
 
 log = logging.getLogger("cpm_shift")
 
@@ -40,7 +41,7 @@ def load_eval_model(spec: str, source_tokenizer):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cliffdata.cpm_shift import check_same_tokenizer
+    from cliffdata.experiments.cpm_shift import check_same_tokenizer
 
     base_dir = "models/base"
     if spec == "base" or spec.startswith("adapter:"):
@@ -64,8 +65,8 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from cliffdata.cpm_shift import cpm_shift_rows, source_inputs
     from cliffdata.dpo.train import padding_id
+    from cliffdata.experiments.cpm_shift import cpm_shift_rows, source_inputs
 
     torch.set_num_threads(params.dpo_train.threads)
     tokenizer = AutoTokenizer.from_pretrained("models/base")

@@ -16,13 +16,14 @@ from pathlib import Path
 import mlflow
 from transformers import AutoTokenizer
 
-from cliffdata import duck, grading, schema, tracking
-from cliffdata.checkpoint import stage_checkpoint
+from cliffdata import grading, schema, tracking
+from cliffdata.analysis import duck
 from cliffdata.backends import open_backend
-from cliffdata.config import load_params, section_dict
+from cliffdata.checkpoint import stage_checkpoint
+from cliffdata.config.load import load_params, section_dict
+from cliffdata.dpo import registry
 from cliffdata.dpo.evaluate import BASE, accuracy_summary, eval_problems, evaluate_models, trained_variants
 from cliffdata.dpo.pairs import CONTROL_VARIANT
-from cliffdata.dpo import registry
 from cliffdata.schema import tree_digest
 
 

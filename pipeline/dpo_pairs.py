@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from cliffdata import schema
-from cliffdata.cliffs import read_selected_cliffs
-from cliffdata.config import load_params
+from cliffdata.cliffs.select import read_selected_cliffs
+from cliffdata.config.load import load_params
 from cliffdata.dpo.pairs import VARIANTS, build_pairs, check_pairs, control_pairs, to_trl, variant_pairs
 
 

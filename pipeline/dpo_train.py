@@ -20,60 +20,16 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from cliffdata import duck, schema, tracking
-from cliffdata.config import load_params, section_dict
-from cliffdata.dpo.train import train_adapter, train_cost
+from cliffdata import schema, tracking
+from cliffdata.analysis import duck
+from cliffdata.config.load import load_params, section_dict
+from cliffdata.dpo.train import read_pairs, train_all
 
 log = logging.getLogger("dpo_train")
-
-
-def pair_content(rows: list[dict]) -> tuple:
-    """What training reads of a variant's pairs, in order: two variants with equal content train equal adapters."""
-    return tuple((tuple(r["prompt_ids"]), r["chosen_id"], r["rejected_id"]) for r in rows)
-
-
-def read_pairs(variants: list[str]) -> tuple[dict[str, tuple[list[dict], list[dict]]], dict[str, str]]:
-    """Each variant's (train, heldout) pairs, and the variant that trains its adapter: itself, or the first
-    variant before it with the same content."""
-    pairs, source, first = {}, {}, {}
-    for variant in variants:
-        rows = schema.read("dpo_pairs", Path(f"data/dpo_pairs/{variant}.parquet")).to_pylist()
-        pairs[variant] = ([r for r in rows if r["split"] == "train"], [r for r in rows if r["split"] == "heldout"])
-        source[variant] = first.setdefault((pair_content(pairs[variant][0]), pair_content(pairs[variant][1])), variant)
-    return pairs, source
-
-
-def train_all(pairs: dict[str, tuple[list[dict], list[dict]]], source: dict[str, str], cfg, workers: int,
-              into: Path = Path("models/adapters")) -> dict[str, dict]:
-    """Every variant's adapter in `into`/<variant>.tmp: the variants that are their own `source` trained,
-    `workers` processes side by side (largest first; 1: in this process), the others copies of their
-    source's. Returns the training results by trained variant."""
-    jobs = {v: pairs[v] for v in pairs if source[v] == v}
-    results = _train(jobs, cfg, workers, into)
-    for variant, trained in source.items():
-        if trained != variant:
-            shutil.rmtree(into / f"{variant}.tmp", ignore_errors=True)
-            shutil.copytree(into / f"{trained}.tmp", into / f"{variant}.tmp")
-    return results
-
-
-def _train(jobs: dict[str, tuple[list[dict], list[dict]]], cfg, workers: int, into: Path) -> dict[str, dict]:
-    order = sorted(jobs, key=lambda v: -train_cost(*jobs[v], cfg))
-    tmp = {v: into / f"{v}.tmp" for v in order}
-    for path in tmp.values():
-        shutil.rmtree(path, ignore_errors=True)
-    if workers <= 1 or len(order) <= 1:
-        return {v: train_adapter("models/base", *jobs[v], cfg, tmp[v], desc=f"dpo_train {v}") for v in order}
-    # spawn: a fresh interpreter per worker (fork would copy this process' state into each)
-    with ProcessPoolExecutor(max_workers=min(workers, len(order)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {v: pool.submit(train_adapter, "models/base", *jobs[v], cfg, tmp[v], f"dpo_train {v}") for v in order}
-        return {v: futures[v].result() for v in order}
 
 
 def main(variants: list[str] | None = None) -> None:

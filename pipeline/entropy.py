@@ -11,8 +11,8 @@ import json
 import logging
 from pathlib import Path
 
-from cliffdata import duck
-from cliffdata.taxonomy import sql_params
+from cliffdata.analysis import duck
+from cliffdata.cliffs.taxonomy import sql_params
 from cliffdata.study import stage_params
 
 

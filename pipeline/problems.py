@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from cliffdata import schema
-from cliffdata.config import load_params
+from cliffdata.config.load import load_params
 from cliffdata.problems import load_problems
 
 METRICS = Path("metrics/problems.json")

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from cliffdata import duck, experiments, grading, schema
+from cliffdata import grading, schema
+from cliffdata.analysis import duck
 from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
-from cliffdata.sampling import golds_by_problem
+from cliffdata.experiments.replicate import run_replicate
+from cliffdata.generate.sampling import golds_by_problem
 from cliffdata.schema import file_digest, tree_digest
 from cliffdata.study import stage_params
 
@@ -34,9 +36,9 @@ def main() -> None:
     checkpoint = stage_checkpoint("replicate", dataclasses.asdict(engine.resolved()), tree_digest("models/base"),
                                   file_digest(grading.__file__), dataclasses.asdict(params.grading))
     with open_backend(engine, "models/base", seed=cfg.seed) as backend:
-        rows = experiments.run_replicate(traces, cliffs, golds, backend, tokenizer, cfg.num_rollouts,
-                                         params.rollouts.sampling, cfg.seed, params.cliffs.test,
-                                         checkpoint=checkpoint)
+        rows = run_replicate(traces, cliffs, golds, backend, tokenizer, cfg.num_rollouts,
+                             params.rollouts.sampling, cfg.seed, params.cliffs.test,
+                             checkpoint=checkpoint)
     print(checkpoint.report("replicate"), flush=True)
     schema.write("replicate", rows, schema.PATHS["replicate"])
 

@@ -10,9 +10,9 @@ import json
 import logging
 from pathlib import Path
 
-from cliffdata.config import load_params
-from cliffdata.report import build_report, load_report_data, study_sites
-from cliffdata.report.tokenizer import load_tokenizer
+from cliffdata.config.load import load_params
+from cliffdata.publish.report import build_report, load_report_data, study_sites
+from cliffdata.publish.report.tokenizer import load_tokenizer
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """Stage `rollouts` (a DVC matrix, one stage per shard): token-wise potentials by N rollouts per
-position (protocol §1, §3) for the traces of one shard (cliffdata/shards.py).
+position (protocol §1, §3) for the traces of one shard (cliffdata/search/shards.py).
 
     python pipeline/rollouts.py --shard 0
 
@@ -17,12 +17,12 @@ from transformers import AutoTokenizer
 
 from cliffdata import grading, schema
 from cliffdata.backends import open_backend
-from cliffdata.adaptive import fork_positions
-from cliffdata.rollouts import (Checkpoint, estimate_rollouts, fingerprint, format_estimate, max_drops_of, run_rollouts,
-                               scored_positions)
+from cliffdata.generate.sampling import golds_by_problem
 from cliffdata.schema import file_digest, tree_digest
-from cliffdata.sampling import golds_by_problem
-from cliffdata.shards import select_shard, shard_dir
+from cliffdata.search.forks import fork_positions
+from cliffdata.search.rollouts import (Checkpoint, estimate_rollouts, fingerprint, format_estimate, max_drops_of,
+                                       run_rollouts, scored_positions)
+from cliffdata.search.shards import select_shard, shard_dir
 from cliffdata.study import stage_params
 
 
@@ -68,7 +68,7 @@ def run_shard(params, shard: int) -> None:
     checkpoint = Checkpoint(f".cache/rollouts/{key}")
     started = time.perf_counter()
     if cfg.engine == "ray":
-        from cliffdata.ray_rollouts import run_rollouts_ray
+        from cliffdata.search.ray_rollouts import run_rollouts_ray
         table, costs = run_rollouts_ray(traces, golds, "models/base", params.engine, cfg, checkpoint, test, max_drops,
                                         params.grading)
     else:

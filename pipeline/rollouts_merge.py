@@ -10,8 +10,8 @@ import json
 import logging
 
 from cliffdata import schema
-from cliffdata.rollouts import estimate_rollouts
-from cliffdata.shards import merge_shards
+from cliffdata.search.rollouts import estimate_rollouts
+from cliffdata.search.shards import merge_shards
 from cliffdata.study import stage_params
 
 

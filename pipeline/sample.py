@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 from cliffdata import grading, schema
 from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
-from cliffdata.sampling import sample_traces
+from cliffdata.generate.sampling import sample_traces
 from cliffdata.schema import tree_digest
 from cliffdata.study import stage_params
 

@@ -5,7 +5,7 @@
 For every ordered pair (source, eval) of the study's models (the pipeline's own and `study.models`,
 cliffdata/study.py) whose tokenizers agree, the eval model reads each of the *source's* selected cliffs
 (`cliffs.use`) at the source's exact prefix ids, and the CPM over the source's cliff set is recomputed
-(cliffdata/cpm_shift.py). A pair whose tokenizers differ is refused, the failed check named in
+(cliffdata/experiments/cpm_shift.py). A pair whose tokenizers differ is refused, the failed check named in
 metrics/study_cpm_shift.json (`refused`); the others still run. Writes
 data/study_cpm_shift/cpm_shift.parquet (source_model / eval_model: the study's names) after the SQL checks
 pass; `study_tables` turns it into ΔCPM by direction.
@@ -14,8 +14,9 @@ import json
 import logging
 from pathlib import Path
 
-from cliffdata import duck, schema
-from cliffdata.config import load_params
+from cliffdata import schema
+from cliffdata.analysis import duck
+from cliffdata.config.load import load_params
 from cliffdata.study import members
 
 log = logging.getLogger("study_cpm_shift")
@@ -26,8 +27,8 @@ def read_each_other(study: dict, params) -> tuple[list[dict], list[tuple[str, st
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cliffdata.cpm_shift import cpm_shift_rows, source_inputs, study_pairs
     from cliffdata.dpo.train import padding_id
+    from cliffdata.experiments.cpm_shift import cpm_shift_rows, source_inputs, study_pairs
 
     torch.set_num_threads(params.dpo_train.threads)
     tokenizers = {name: AutoTokenizer.from_pretrained(m.path("models/base")) for name, m in study.items()}

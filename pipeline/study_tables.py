@@ -1,5 +1,5 @@
 """Stage `study_tables`: the study's tables by model family and size (protocol §5, RQ3), by SQL over every
-model's own datasets (cliffdata/sql/study_*.sql on the `study.<dataset>` views, cliffdata/study.py).
+model's own datasets (cliffdata/analysis/sql/study_*.sql on the `study.<dataset>` views, cliffdata/study.py).
 
     python pipeline/study_tables.py
 
@@ -11,8 +11,8 @@ import json
 import logging
 from pathlib import Path
 
-from cliffdata import duck
-from cliffdata.config import load_params
+from cliffdata.analysis import duck
+from cliffdata.config.load import load_params
 from cliffdata.study import members
 
 # (section, SQL file, the columns that key a row in metrics/study.json)

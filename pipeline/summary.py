@@ -7,9 +7,9 @@ numbers (protocol §8), labelled as a different model and dataset, and the noise
 import json
 from pathlib import Path
 
-from cliffdata import duck
-from cliffdata.config import load_params
-from cliffdata.summary import headline, load_metrics, render_summary
+from cliffdata.analysis import duck
+from cliffdata.analysis.summary import headline, load_metrics, render_summary
+from cliffdata.config.load import load_params
 
 
 def main() -> None:

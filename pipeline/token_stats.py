@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from cliffdata import schema
-from cliffdata.token_stats import compute_token_stats
+from cliffdata.generate.token_stats import compute_token_stats
 from cliffdata.study import stage_params
 
 

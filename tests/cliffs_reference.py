@@ -1,5 +1,5 @@
 """The cliffs stage computed the plain way (pandas, a Python loop per trace): the reference the DuckDB
-implementation (`cliffdata.cliffs.cliff_tables`) is checked against. The per-trace sums of q are
+implementation (`cliffdata.cliffs.find.cliff_tables`) is checked against. The per-trace sums of q are
 math.fsum here (correctly rounded); the streaming version sums q rounded to 2^-120 exactly, so the two
 agree to within a pair count times 2^-121."""
 from __future__ import annotations
@@ -9,10 +9,11 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from cliffdata.cliffs import categorize, dataset_of, third
-from cliffdata.config import CliffsConfig
-from cliffdata.stats import (benjamini_hochberg, binary_entropy, cliff_p_value, critical_index, detect_cliffs,
-                             min_detectable_drop, null_fire_conditional)
+from cliffdata.cliffs.find import dataset_of, third
+from cliffdata.cliffs.stats import (benjamini_hochberg, binary_entropy, cliff_p_value, critical_index, detect_cliffs,
+                                    min_detectable_drop, null_fire_conditional)
+from cliffdata.cliffs.taxonomy import categorize
+from cliffdata.config.cliffs import CliffsConfig
 
 
 def find_cliffs_reference(traces: pa.Table, potentials: pa.Table, token_stats: pa.Table,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from cliffdata.config import CliffsConfig, CliffTest, load_params
+from cliffdata.config.cliffs import CliffsConfig, CliffTest
+from cliffdata.config.load import load_params
 
 CLIFFS: CliffsConfig = load_params(Path(__file__).resolve().parents[1] / "params.yaml").cliffs
 TEST: CliffTest = CLIFFS.test

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 from cliffdata import schema
-from cliffdata.cliffs import find_cliffs
+from cliffdata.cliffs.find import find_cliffs
 from project_cliffs import CLIFFS
 
 N = 16

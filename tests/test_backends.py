@@ -110,7 +110,7 @@ def test_filter_logits_top_k_and_top_p():
 @pytest.mark.parametrize("cuda,native_bf16,expected", [(True, False, "bfloat16"), (False, True, "bfloat16"),
                                                         (False, False, "float32")])
 def test_auto_dtype_is_bf16_only_where_the_hardware_computes_it(monkeypatch, cuda, native_bf16, expected):
-    from cliffdata.config import EngineConfig, resolve_dtype
+    from cliffdata.config.generate import EngineConfig, resolve_dtype
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native_bf16)
@@ -122,7 +122,7 @@ def test_auto_dtype_is_bf16_only_where_the_hardware_computes_it(monkeypatch, cud
 
 def test_auto_dtype_on_this_machine_matches_its_bf16_matmul_support():
     """The probe `auto` reads is a real torch op that answers here (not a stub that always says yes)."""
-    from cliffdata.config import resolve_dtype
+    from cliffdata.config.generate import resolve_dtype
 
     assert resolve_dtype("auto") in ("bfloat16", "float32")
     assert isinstance(torch.ops.mkldnn._is_mkldnn_bf16_supported(), bool)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from cliffdata.stats import is_cliff
+from cliffdata.cliffs.stats import is_cliff
 
 ROOT = Path(__file__).resolve().parents[1]
 

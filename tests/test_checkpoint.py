@@ -10,8 +10,9 @@ import pytest
 
 from cliffdata.backends import Sampling, make_backend
 from cliffdata.checkpoint import CorruptUnit, UnitCheckpoint, seal, unseal
-from cliffdata.config import RolloutsConfig, SamplingConfig
-from cliffdata.rollouts import Checkpoint, run_rollouts
+from cliffdata.config.generate import SamplingConfig
+from cliffdata.config.search import RolloutsConfig
+from cliffdata.search.rollouts import Checkpoint, run_rollouts
 from project_cliffs import TEST
 
 UNIT = [[16, 3, 120, 0], [16, 16, 96, 0]]          # an experiment unit: (n, correct, tokens, timeouts) per prefix

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cliffdata import duck, schema
+from cliffdata import schema
+from cliffdata.analysis import sandbox
 from cliffdata.cli import main
 
 
@@ -267,9 +268,9 @@ def test_sandbox_settings_hold_even_without_the_statement_filter(root):
     """The statement filter refuses SET before DuckDB sees it; the connection itself also refuses."""
     import duckdb
 
-    from cliffdata import duck
+    from cliffdata.analysis import sandbox
 
-    con = duck.connect_sandbox(root)
+    con = sandbox.connect_sandbox(root)
     for sql in ("set enable_external_access = true", "set lock_configuration = false",
                 "set allowed_paths = ['/etc/passwd']", "set autoinstall_known_extensions = true"):
         with pytest.raises(duckdb.InvalidInputException, match="configuration has been locked"):
@@ -389,7 +390,7 @@ def test_sql_csv_streams_a_large_result_in_bounded_memory(root):
 
 
 def test_sql_csv_and_json_write_every_row_of_several_batches(root, capsys):
-    n = 2 * duck.BATCH_ROWS + 5
+    n = 2 * sandbox.BATCH_ROWS + 5
     assert main(["sql", "--format", "csv", f"select range as i from range({n})"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "i" and lines[1:] == [str(i) for i in range(n)]
@@ -459,7 +460,7 @@ def test_sql_spill_is_capped(root, capsys):
 def test_sql_params_are_validated(key, value, match):
     import yaml
 
-    from cliffdata.config import parse_params
+    from cliffdata.config.load import parse_params
 
     params = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
     params["analysis"][key] = value

@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 import yaml
 
-from cliffdata import schema, stats
-from cliffdata.config import CliffsConfig, CliffTest, parse_params
-from cliffdata.sampling import Resampled
+from cliffdata import schema
+from cliffdata.cliffs import stats
+from cliffdata.config.cliffs import CliffsConfig, CliffTest
+from cliffdata.config.load import parse_params
+from cliffdata.generate.sampling import Resampled
 from project_cliffs import TEST as PROJECT
 from report_fixtures import write_fixture
 from test_cliffs import tables
@@ -116,16 +118,18 @@ def test_no_code_default_for_the_test():
 
 
 def _users():
-    from cliffdata import adaptive, cliffs, experiments, ray_rollouts, rollouts
+    from cliffdata.cliffs import find
     from cliffdata.dpo import cliff_count
-    from cliffdata.report import data
+    from cliffdata.experiments import candidates, replicate
+    from cliffdata.publish.report import data
+    from cliffdata.search import adaptive, base, forks, ray_rollouts, rollouts
 
     return [stats.is_cliff, stats.cliff_matrix, stats.detect_cliffs, stats.cliff_p_value, stats.null_fire_probability,
             stats.null_fire_conditional, stats.min_detectable_drop, adaptive.needed_moves, adaptive.adaptive_steps,
-            adaptive.adaptive_search, adaptive.fork_positions, adaptive.fork_steps, adaptive.fork_search,
-            adaptive.cliffs_from_evaluated, rollouts.trace_search, rollouts.search_wave, rollouts.estimate_potentials,
-            rollouts.run_rollouts, ray_rollouts.run_rollouts_ray, ray_rollouts.RolloutActor, cliffs.CliffLookup,
-            experiments.run_replicate, experiments.run_candidates, cliffs.cliff_tables, cliffs.find_cliffs,
+            adaptive.adaptive_search, forks.fork_positions, forks.fork_steps, forks.fork_search,
+            base.cliffs_from_evaluated, rollouts.trace_search, rollouts.search_wave, rollouts.estimate_potentials,
+            rollouts.run_rollouts, ray_rollouts.run_rollouts_ray, ray_rollouts.RolloutActor, find.CliffLookup,
+            replicate.run_replicate, candidates.run_candidates, find.cliff_tables, find.find_cliffs,
             cliff_count.count_cliffs, data.load_report_data]
 
 
@@ -180,11 +184,11 @@ def test_cliff_count_n_must_fit_the_rollouts_search(mode, key, n0):
 
 
 def test_the_empty_prefix_has_one_name_in_params_and_sql(params):
-    from cliffdata.taxonomy import sql_params
+    from cliffdata.cliffs.taxonomy import sql_params
 
     off = dataclasses.replace(params.cliffs, include_empty_prefix=False)
     assert sql_params(off)["include_empty_prefix"] is False and sql_params(params.cliffs)["include_empty_prefix"] is True
-    sql = "\n".join(p.read_text() for p in sorted((ROOT / "cliffdata/sql").glob("*.sql")))
+    sql = "\n".join(p.read_text() for p in sorted((ROOT / "cliffdata/analysis/sql").glob("*.sql")))
     assert "$include_empty_prefix" in sql and "empty_prefix" not in sql.replace("$include_empty_prefix", "")
 
 
@@ -204,8 +208,8 @@ def test_rollouts_stage_searches_with_params_test(project, params, monkeypatch):
     monkeypatch.setattr(module, "run_rollouts", recorder(runs))
     with pytest.raises(Reached):
         module.main()
-    from cliffdata.adaptive import fork_positions
-    from cliffdata.rollouts import run_rollouts
+    from cliffdata.search.forks import fork_positions
+    from cliffdata.search.rollouts import run_rollouts
 
     assert argument(runs[0], "test", run_rollouts) == params.cliffs.test
     assert forks and all(argument(c, "test", fork_positions) == params.cliffs.test for c in forks)
@@ -215,19 +219,21 @@ def test_rollouts_stage_searches_with_params_test(project, params, monkeypatch):
 def test_the_searches_decide_by_the_test_they_are_given(params, monkeypatch, mode):
     """Every cliff decision and δ_min of a search (through the rollouts scheduler's `trace_search`) uses the
     given test's δ0 and z; its confirmation at full N screens from the search's starting n or the test's floor."""
-    from cliffdata import adaptive
-    from cliffdata.rollouts import trace_search
+    from cliffdata.search import adaptive, base, forks
+    from cliffdata.search.rollouts import trace_search
 
     seen = []
-    for name in ("is_cliff", "min_detectable_drop", "cliff_matrix"):
-        real = getattr(adaptive, name)
-        monkeypatch.setattr(adaptive, name, lambda *a, _real=real, **k: seen.append(a[-1]) or _real(*a, **k))
+    for module in (base, adaptive, forks):
+        for name in ("is_cliff", "min_detectable_drop", "cliff_matrix"):
+            if hasattr(module, name):
+                real = getattr(module, name)
+                monkeypatch.setattr(module, name, lambda *a, _real=real, **k: seen.append(a[-1]) or _real(*a, **k))
     cfg = dataclasses.replace(params.rollouts, mode=mode, num_rollouts=16)
     trace = {"trace_id": "t#0", "response_ids": list(range(30))}
     search = trace_search(trace, cfg, params.cliffs.test, dict.fromkeys(range(30), 0.9))
     rng = np.random.default_rng(0)
     potential = np.where(np.arange(-1, 29) < 15, 0.9, 0.1)
-    adaptive.run_search(search, types.SimpleNamespace(rollouts=lambda requests: [
+    base.run_search(search, types.SimpleNamespace(rollouts=lambda requests: [
         (int(rng.binomial(n, potential[i + 1])), 0) for i, n in requests]))
     test = params.cliffs.test
     n0 = cfg.forks.initial_rollouts if mode == "forks" else cfg.adaptive.initial_rollouts
@@ -236,7 +242,7 @@ def test_the_searches_decide_by_the_test_they_are_given(params, monkeypatch, mod
 
 
 def test_cliffs_stage_scans_with_params_cliffs(project, params, monkeypatch):
-    from cliffdata.cliffs import cliff_tables
+    from cliffdata.cliffs.find import cliff_tables
 
     module = stage("cliffs")
     calls = []
@@ -247,7 +253,7 @@ def test_cliffs_stage_scans_with_params_cliffs(project, params, monkeypatch):
 
 
 def test_the_scan_decides_by_the_test_and_its_floor(params):
-    from cliffdata.cliffs import cliff_tables
+    from cliffdata.cliffs.find import cliff_tables
 
     counts = [(4, 4), (4, 4), (2, 4)]                         # positions -1, 0, 1: token 1 is FLIP
     traces, potentials, token_stats = tables({"a#0": counts}, {"a#0": [(0.0, 1)] * 3}, {"a#0": False})
@@ -259,12 +265,12 @@ def test_the_scan_decides_by_the_test_and_its_floor(params):
 
 
 def test_replicate_stage_replicates_with_params_test(project, params, monkeypatch):
-    from cliffdata import experiments
+    from cliffdata.experiments.replicate import run_replicate as real
 
     module = stage("replicate")
     offline(monkeypatch, module)
-    calls, real = [], experiments.run_replicate
-    monkeypatch.setattr(experiments, "run_replicate", recorder(calls))
+    calls = []
+    monkeypatch.setattr(module, "run_replicate", recorder(calls))
     with pytest.raises(Reached):
         module.main()
     assert argument(calls[0], "test", real) == params.cliffs.test
@@ -275,35 +281,35 @@ CLIFF = {"trace_id": "t#0", "problem_id": "p", "token_index": 3, "is_correct": F
 
 
 def test_replication_decides_by_the_test(params, monkeypatch):
-    from cliffdata import experiments
+    from cliffdata.experiments import replicate
 
     fresh = [Resampled(4, 4, 0), Resampled(4, 2, 0)]         # prev side, curr side: FLIP
-    monkeypatch.setattr(experiments, "_resample_by_problem", lambda requests, *a, **k: fresh)
-    verdict = {name: experiments.run_replicate([], [CLIFF], {}, None, None, 4, None, 0, test)[0]["replicated"]
+    monkeypatch.setattr(replicate, "resample_by_problem", lambda requests, *a, **k: fresh)
+    verdict = {name: replicate.run_replicate([], [CLIFF], {}, None, None, 4, None, 0, test)[0]["replicated"]
                for name, test in (("params", params.cliffs.test), ("project", PROJECT))}
     assert verdict == {"params": True, "project": False}
 
 
 def test_candidates_stage_tests_candidates_with_params_test(project, params, monkeypatch):
-    from cliffdata import experiments
+    from cliffdata.experiments.candidates import run_candidates as real
 
     module = stage("candidates")
     offline(monkeypatch, module)
-    monkeypatch.setattr(experiments, "candidate_rows", lambda *a, **k: [])      # the fixture stores a top-3
-    calls, real = [], experiments.run_candidates
-    monkeypatch.setattr(experiments, "run_candidates", recorder(calls))
+    monkeypatch.setattr(module, "candidate_rows", lambda *a, **k: [])      # the fixture stores a top-3
+    calls = []
+    monkeypatch.setattr(module, "run_candidates", recorder(calls))
     with pytest.raises(Reached):
         module.main()
     assert argument(calls[0], "test", real) == params.cliffs.test
 
 
 def test_a_candidate_is_a_cliff_by_the_test(params, monkeypatch):
-    from cliffdata import experiments
+    from cliffdata.experiments import candidates
 
-    monkeypatch.setattr(experiments, "_resample_by_problem", lambda requests, *a, **k: [Resampled(4, 2, 0)])
+    monkeypatch.setattr(candidates, "resample_by_problem", lambda requests, *a, **k: [Resampled(4, 2, 0)])
     request = {"trace_id": "t#0", "problem_id": "p", "token_index": 3, "candidate_id": 9, "is_cliff_token": False,
                "num_correct_prev": 4, "num_rollouts_prev": 4}
-    verdict = {name: experiments.run_candidates([request], [], {}, None, None, 4, None, 0, test)[0]["is_cliff"]
+    verdict = {name: candidates.run_candidates([request], [], {}, None, None, 4, None, 0, test)[0]["is_cliff"]
                for name, test in (("params", params.cliffs.test), ("project", PROJECT))}
     assert verdict == {"params": True, "project": False}
 
@@ -324,7 +330,7 @@ def test_cliff_count_stage_counts_with_params_cliffs(project, params, monkeypatc
 
 def test_cliff_count_searches_and_finds_with_the_test(params, monkeypatch):
     from cliffdata.dpo import cliff_count
-    from cliffdata.rollouts import run_rollouts
+    from cliffdata.search.rollouts import run_rollouts
 
     monkeypatch.setattr(cliff_count, "sample_traces", lambda *a, **k: [])
     monkeypatch.setattr(cliff_count, "compute_token_stats", lambda *a, **k: [])
@@ -341,8 +347,8 @@ def test_cliff_count_searches_and_finds_with_the_test(params, monkeypatch):
 
 
 def test_report_reads_params_cliffs(project, params, monkeypatch, tiny_tokenizer):
-    from cliffdata.report import load_report_data
-    from cliffdata.report.data import trace_payload
+    from cliffdata.publish.report import load_report_data
+    from cliffdata.publish.report.data import trace_payload
 
     module = stage("report")
     calls = []
@@ -356,7 +362,7 @@ def test_report_reads_params_cliffs(project, params, monkeypatch, tiny_tokenizer
 
 
 def test_cli_report_reads_the_test_from_params_or_refuses(project, params, monkeypatch, tmp_path_factory, capsys):
-    import cliffdata.report
+    import cliffdata.publish.report
     from cliffdata.cli import main
 
     calls = []
@@ -365,8 +371,8 @@ def test_cli_report_reads_the_test_from_params_or_refuses(project, params, monke
         calls.append(cliffs)
         raise ValueError("reached")
 
-    monkeypatch.setattr(cliffdata.report, "load_report_data", record)
-    monkeypatch.setattr(cliffdata.report, "check_out_dir", lambda out, root=None: None)     # asks git: a process
+    monkeypatch.setattr(cliffdata.publish.report, "load_report_data", record)
+    monkeypatch.setattr(cliffdata.publish.report, "check_out_dir", lambda out, root=None: None)     # asks git: a process
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     monkeypatch.chdir(elsewhere)
     assert main(["report", "--root", str(project), "--out", str(elsewhere / "site")]) == 2    # ROOT/params.yaml
@@ -377,17 +383,20 @@ def test_cli_report_reads_the_test_from_params_or_refuses(project, params, monke
 
 
 def test_bench_takes_the_test_from_params(params, monkeypatch):
-    import cliffdata.config
+    import cliffdata.config.load
+    from cliffdata.search.simulate import true_cliffs
 
-    monkeypatch.setattr(cliffdata.config, "load_params", lambda path="params.yaml": params)
+    monkeypatch.setattr(cliffdata.config.load, "load_params", lambda path="params.yaml": params)
     modules = {}
     for name in ("adaptive", "dip_bound"):
         spec = importlib.util.spec_from_file_location(f"bench_{name}_under_test", ROOT / "bench" / f"{name}.py")
         modules[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(modules[name])
         assert modules[name].TEST == params.cliffs.test
+    assert modules["adaptive"].SETTINGS.test == params.cliffs.test      # what every simulated search decides by
     # 32/64 -> 9/64 (Δ = 0.36): a true cliff for the project's test, not for δ0 = 0.37
-    assert bool(stats.is_cliff(32, 64, 9, 64, PROJECT)) and modules["adaptive"].true_cliffs(np.array([0.5, 0.14])) == []
+    assert bool(stats.is_cliff(32, 64, 9, 64, PROJECT))
+    assert true_cliffs(np.array([0.5, 0.14]), modules["adaptive"].TEST) == []
     level, dip = modules["dip_bound"].population("high", 400, np.random.default_rng(0))
     assert len(level) and stats.is_cliff(np.rint(64 * level), 64, np.rint(64 * dip), 64, params.cliffs.test).all()
 

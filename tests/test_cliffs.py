@@ -5,8 +5,9 @@ import pyarrow as pa
 import pytest
 
 from cliffdata import schema
-from cliffdata.cliffs import categorize, find_cliffs, third
-from cliffdata.stats import binary_entropy
+from cliffdata.cliffs.find import find_cliffs, third
+from cliffdata.cliffs.stats import binary_entropy
+from cliffdata.cliffs.taxonomy import categorize
 from project_cliffs import CLIFFS, cliffs_config
 
 H_STAR = binary_entropy(0.99)

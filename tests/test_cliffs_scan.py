@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cliffdata import schema
-from cliffdata.cliffs import _parts, cliff_tables
-from cliffdata.synthetic import write_study
+from cliffdata.analysis.synthetic import write_study
+from cliffdata.cliffs.find import _parts, cliff_tables
 from cliffs_reference import find_cliffs_reference
 from project_cliffs import CLIFFS, TEST, cliffs_config
 
@@ -83,7 +83,7 @@ def test_two_workers_and_folders_of_parts_give_the_same_tables(study, tmp_path):
 
 def test_exact_sums_match_fsum_on_the_embedded_shape():
     """A trace whose pairs have tiny and large q: the per-trace sums equal math.fsum of the terms."""
-    from cliffdata.stats import null_fire_conditional
+    from cliffdata.cliffs.stats import null_fire_conditional
 
     n = np.array([64] * 6 + [16] * 5)
     k = np.array([64, 63, 32, 31, 1, 0, 16, 15, 8, 7, 0])
@@ -143,7 +143,7 @@ def test_synthetic_study_is_deterministic(tmp_path):
 def test_sql_reads_a_folder_of_parts(study, tmp_path):
     """`cliffdata sql` (the sandboxed connection) and the stages' views read a dataset written as a
     folder of parts like a file; files outside the parts stay refused."""
-    from cliffdata import duck
+    from cliffdata.analysis import sandbox
 
     root, sizes = study
     table = pq.read_table(root / schema.PATHS["potentials"])
@@ -152,8 +152,8 @@ def test_sql_reads_a_folder_of_parts(study, tmp_path):
     pq.write_table(table.slice(0, 20_000), folder / "part-00000.parquet")
     pq.write_table(table.slice(20_000), folder / "part-00001.parquet")
     (folder / ".part-00002.parquet.x.tmp").write_bytes(b"unfinished")          # an interrupted write: not a part
-    with duck.connect_sandbox(tmp_path) as con:
-        (_, rows), = duck.readonly_results(con, "select count(*), count(distinct trace_id) from potentials")
+    with sandbox.connect_sandbox(tmp_path) as con:
+        (_, rows), = sandbox.readonly_results(con, "select count(*), count(distinct trace_id) from potentials")
         assert rows == [(table.num_rows, len(set(table["trace_id"].to_pylist())))]
         with pytest.raises(Exception, match="Permission|disabled|not allowed"):
             con.sql(f"select * from read_parquet('{root / schema.PATHS['potentials']}')").fetchall()

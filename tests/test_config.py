@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cliffdata.config import parse_params
+from cliffdata.config.load import parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_integers_past_64_bits_are_refused(raw, path):
 def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
     """PyYAML keeps the last of two equal keys silently; DVC refuses the file. So does the loader, naming
     the key and both lines, at any depth."""
-    from cliffdata.config import load_params, read_yaml
+    from cliffdata.config.load import load_params, read_yaml
 
     text = (ROOT / "params.yaml").read_text()
     lines = text.splitlines()

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cliffdata.cpm_shift import check_same_tokenizer, cliff_sets, cpm_shift_rows
 from cliffdata.dpo.train import next_token_logprobs
+from cliffdata.experiments.cpm_shift import check_same_tokenizer, cliff_sets, cpm_shift_rows
 from tests.conftest import build_tokenizer
 
 
@@ -92,7 +92,8 @@ def test_cpm_by_the_source_model_itself_equals_the_source_cpm(tiny_model):
 
 import copy  # noqa: E402
 
-from cliffdata import duck, schema  # noqa: E402
+from cliffdata import schema  # noqa: E402
+from cliffdata.analysis import duck  # noqa: E402
 
 
 def shift_row(category, cpm_source, cpm_eval, rank_source=1, rank_eval=1, trace="t", i=0, eval_model="adapter:u"):

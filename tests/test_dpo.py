@@ -14,7 +14,7 @@ import torch
 
 from cliffdata import schema
 from cliffdata.backends import AdapterView, GenerationRequest, Sampling, make_backend
-from cliffdata.config import DPOTrainConfig
+from cliffdata.config.dpo import DPOTrainConfig
 from cliffdata.dpo.evaluate import accuracy_summary, eval_problems, paired_bootstrap
 from cliffdata.dpo.pairs import VARIANTS, build_pairs, check_pairs, to_trl, variant_pairs
 from cliffdata.dpo.train import (add_lora, completion_queries, dpo_loss, evaluate_pairs,
@@ -242,9 +242,10 @@ def test_cliff_count_runs_every_model_in_one_scheduler_as_each_alone(tmp_path, t
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cliffdata.backends.hf import load_adapters
-    from cliffdata.config import PromptConfig, RolloutsConfig
+    from cliffdata.config.problems import PromptConfig
+    from cliffdata.config.search import RolloutsConfig
     from cliffdata.dpo.cliff_count import count_cliffs
-    from cliffdata.rollouts import Checkpoint
+    from cliffdata.search.rollouts import Checkpoint
     from project_cliffs import CLIFFS
 
     adapters = {"uncertain": str(trained_adapter)}
@@ -280,7 +281,7 @@ def test_evaluate_models_samples_the_models_a_backend_can_mix_in_one_call(tiny_m
     from transformers import AutoTokenizer
 
     from cliffdata.backends import Backend
-    from cliffdata.config import PromptConfig
+    from cliffdata.config.problems import PromptConfig
     from cliffdata.dpo.evaluate import evaluate_models
 
     be = make_backend("hf", str(tiny_model_dir), dtype="float32",
@@ -352,7 +353,7 @@ def test_accuracy_summary_against_the_control():
 
 
 def test_eval_problems_drop_training_questions():
-    from cliffdata.config import SourceConfig
+    from cliffdata.config.problems import SourceConfig
 
     src = SourceConfig(dataset="arith", seed=0, families={"add1": 20}, prompt="p")
     train = [{"question": q["question"]} for q in eval_problems([src], [])[0][:5]]
@@ -440,7 +441,7 @@ def test_registered_pyfunc_equals_the_in_memory_adapter_and_promote_sets_champio
 
 import copy  # noqa: E402
 
-from cliffdata import duck  # noqa: E402
+from cliffdata.analysis import duck  # noqa: E402
 
 PAIR_BREAKS = {
     "unique_dpo_pairs": lambda rows: rows.append(copy.deepcopy(rows[0])),
@@ -530,7 +531,7 @@ def test_train_eval_promote_stages(tmp_path, monkeypatch, tiny_model_dir):
     import mlflow
 
     from cliffdata.cli import main as cli_main
-    from cliffdata.config import load_params
+    from cliffdata.config.load import load_params
     from cliffdata.problems import load_problems
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -587,7 +588,7 @@ def test_dpo_train_workers_and_shared_pairs(tmp_path, monkeypatch, tiny_model_di
     adapter equals, byte for byte, what one in-process training of its pairs gives."""
     import mlflow
 
-    from cliffdata.config import load_params
+    from cliffdata.config.load import load_params
     from cliffdata.dpo.train import train_adapter
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

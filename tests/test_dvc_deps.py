@@ -73,7 +73,8 @@ def direct_imports(path: Path) -> frozenset[Path]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from cliffdata import duck` imports the module cliffdata.duck; `from cliffdata.x import f` imports x
+            # `from cliffdata.analysis import duck` imports the module cliffdata.analysis.duck; `from cliffdata.x import f`
+            # imports x
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         else:
             continue
@@ -96,7 +97,7 @@ def imported_modules(path: Path) -> set[Path]:
 def sql_files(path: Path) -> set[Path]:
     """SQL the entrypoint runs: run_sql_file(con, "name"), write_metrics (occurrence, taxonomy), assert_checks."""
     text = path.read_text()
-    sql = ROOT / PACKAGE / "sql"
+    sql = ROOT / PACKAGE / "analysis" / "sql"
     out = {sql / f"{name}.sql" for name in re.findall(r"run_sql_file\(\s*\w+\s*,\s*\"(\w+)\"", text)}
     if "write_metrics(" in text:
         out |= {sql / "occurrence.sql", sql / "taxonomy.sql"}
@@ -164,10 +165,10 @@ def test_stage_lists_what_it_reads(name):
 def test_the_finder_sees_a_removed_dep():
     """Drop a module, a SQL file and a param from a stage: the test names each of them."""
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["cliffs"]
-    stage["deps"] = [d for d in stage["deps"] if d not in ("cliffdata/stats.py", "cliffdata/sql")]
+    stage["deps"] = [d for d in stage["deps"] if d not in ("cliffdata/cliffs/stats.py", "cliffdata/analysis/sql")]
     stage["params"] = []
     gaps = missing_deps("cliffs", stage)
-    assert "deps: cliffdata/stats.py" in gaps and "deps: cliffdata/sql/occurrence.sql" in gaps
+    assert "deps: cliffdata/cliffs/stats.py" in gaps and "deps: cliffdata/analysis/sql/occurrence.sql" in gaps
     assert "params: cliffs" in gaps
     # reads through aliases and chained attributes
     replicate = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["replicate"]

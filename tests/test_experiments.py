@@ -25,10 +25,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from cliffdata import duck, experiments, schema
+from cliffdata import schema
+from cliffdata.analysis import duck
 from cliffdata.backends import Backend, Generation, Sampling, request_seed
-from cliffdata.config import AblationConfig, CandidatesConfig, _build
-from cliffdata.stats import cliff_p_value, is_cliff, min_detectable_drop, pass_at_k, wilson_interval
+from cliffdata.cliffs.stats import cliff_p_value, is_cliff, min_detectable_drop, pass_at_k, wilson_interval
+from cliffdata.config.experiments import AblationConfig, CandidatesConfig
+from cliffdata.config.load import _build
+from cliffdata.experiments.ablation import (ablation_metrics, ablation_requests, pass_at_k_curve, pass_at_k_plot,
+                                            pass_at_k_table, run_ablation)
+from cliffdata.experiments.candidates import candidate_rows, run_candidates
+from cliffdata.experiments.controls import control_requests, run_control
 from project_cliffs import TEST
 from test_sql import seed_rows, write_seed
 
@@ -187,7 +193,7 @@ def random_del_index(trace_id: str, num_tokens: int, seed: int = SEED) -> int:
 
 
 def test_ablation_requests(world):
-    requests = experiments.ablation_requests(world["traces"], world["cliffs"], world["trace_cliffs"], SEED)
+    requests = ablation_requests(world["traces"], world["cliffs"], world["trace_cliffs"], SEED)
     got = {(r["trace_id"], r["arm"], r["token_index"]): (r["prefix_length"], r["is_first"], r["is_correct"])
            for r in requests}
     j = random_del_index("p1#0", 10)
@@ -202,22 +208,22 @@ def test_ablation_requests(world):
 
 def test_random_del_is_seeded_per_trace(world):
     def position(seed, traces=world["traces"]):
-        reqs = experiments.ablation_requests(traces, world["cliffs"], world["trace_cliffs"], seed)
+        reqs = ablation_requests(traces, world["cliffs"], world["trace_cliffs"], seed)
         return next(r["token_index"] for r in reqs if r["arm"] == "random_del")
 
     assert position(SEED) == position(SEED)
     only = [t for t in world["traces"] if t["trace_id"] == "p1#0"]
     only_cliffs = [c for c in world["cliffs"] if c["trace_id"] == "p1#0"]
-    alone = experiments.ablation_requests(only, only_cliffs, world["trace_cliffs"][:1], SEED)
+    alone = ablation_requests(only, only_cliffs, world["trace_cliffs"][:1], SEED)
     assert next(r["token_index"] for r in alone if r["arm"] == "random_del") == position(SEED)
     positions = {position(seed) for seed in range(20)}
     assert len(positions) > 3 and positions <= set(range(10))
 
 
 def test_run_ablation_prefixes_seeds_and_counts(world, golds, backend_factory, tokenizer, enc):
-    requests = experiments.ablation_requests(world["traces"], world["cliffs"], world["trace_cliffs"], SEED)
+    requests = ablation_requests(world["traces"], world["cliffs"], world["trace_cliffs"], SEED)
     backend = backend_factory("ablation")
-    rows = experiments.run_ablation(requests, world["traces"], golds, backend, tokenizer, 8, SAMPLING, SEED)
+    rows = run_ablation(requests, world["traces"], golds, backend, tokenizer, 8, SAMPLING, SEED)
     assert len(backend.calls) == 2                        # one resample call per problem
     traces = {t["trace_id"]: t for t in world["traces"]}
     expected = {}
@@ -255,7 +261,7 @@ def test_pass_at_k_curve_matches_the_estimator_and_is_monotone():
             ablation_row("b", 0, "del", True, True, 8), ablation_row("b", 0, "keep", True, True, 4),
             ablation_row("c", 0, "del", True, None, 5)]       # ungradable: in data, not in the curves
     ks = [1, 2, 4, 8]
-    curve = experiments.pass_at_k_curve(rows, ks)
+    curve = pass_at_k_curve(rows, ks)
     got = {(r["scope"], r["correctness"], r["arm"], r["k"]): (r["num_instances"], r["pass_at_k"]) for r in curve}
     groups = {("all", "failed", "del"): [1, 6], ("all", "failed", "keep"): [0, 2], ("first", "failed", "del"): [1],
               ("first", "failed", "keep"): [0], ("all", "correct", "del"): [8], ("all", "correct", "keep"): [4],
@@ -272,21 +278,21 @@ def test_pass_at_k_curve_matches_the_estimator_and_is_monotone():
     assert got[("all", "failed", "del", 1)][1] == pytest.approx(7 / 16)
     assert got[("all", "failed", "keep", 8)][1] == 0.5
     with pytest.raises(ValueError, match="k <= n"):
-        experiments.pass_at_k_curve(rows, [16])
+        pass_at_k_curve(rows, [16])
 
 
 def test_pass_at_k_outputs(world):
     rows = [ablation_row("a", 1, "del", True, False, 1), ablation_row("a", 1, "keep", True, False, 0)]
-    curve = experiments.pass_at_k_curve(rows, [1, 2])
-    metrics = experiments.ablation_metrics(curve)
+    curve = pass_at_k_curve(rows, [1, 2])
+    metrics = ablation_metrics(curve)
     assert metrics == {scope: {"failed": {"del": {"num_instances": 1, "pass@1": 0.125, "pass@2": 0.25},
                                           "keep": {"num_instances": 1, "pass@1": 0.0, "pass@2": 0.0}}}
                        for scope in ("all", "first")}
-    columns, plot = experiments.pass_at_k_plot(curve, [1, 2])
+    columns, plot = pass_at_k_plot(curve, [1, 2])
     assert columns[:2] == ["k", "all_correct_del"] and "all_failed_random_del" in columns and len(columns) == 13
     assert plot[0][columns.index("all_failed_del")] == 0.125 and plot[1][columns.index("first_failed_keep")] == 0.0
     assert plot[0][columns.index("all_failed_critical_del")] is None
-    columns, table_rows = experiments.pass_at_k_table(curve, [1, 2])
+    columns, table_rows = pass_at_k_table(curve, [1, 2])
     assert columns == ["scope", "correctness", "arm", "num_instances", "pass@1", "pass@2"]
     assert table_rows[0] == ["all", "failed", "del", 1, 0.125, 0.25]
 
@@ -305,18 +311,18 @@ def test_config_validates():
 # --- candidates and CPM -------------------------------------------------------------------------------
 
 def run_world_candidates(world, golds, backend, tokenizer, k=5, n=16):
-    requests = experiments.candidate_rows(world["traces"], world["cliffs"], table("token_stats", world["token_stats"]),
-                                          table("potentials", world["potentials"]), k)
-    rows = experiments.run_candidates(requests, world["traces"], golds, backend, tokenizer, n, SAMPLING, SEED, TEST)
+    requests = candidate_rows(world["traces"], world["cliffs"], table("token_stats", world["token_stats"]),
+                              table("potentials", world["potentials"]), k)
+    rows = run_candidates(requests, world["traces"], golds, backend, tokenizer, n, SAMPLING, SEED, TEST)
     return requests, rows
 
 
 def run_world_control(world, golds, backend, tokenizer, pairs=None, top_k=5, n=16):
     pairs = {("p1#0", 3): 2, ("p1#0", 6): 1, ("p2#0", 4): 3} if pairs is None else pairs
     keys = {(c["trace_id"], c["token_index"]) for c in world["cliffs"]}
-    requests = experiments.control_requests(world["traces"], world["cliffs"], pairs, table("token_stats", world["token_stats"]),
-                                            keys, top_k, SEED)
-    return requests, experiments.run_control(requests, world["traces"], golds, backend, tokenizer, n, SAMPLING, SEED)
+    requests = control_requests(world["traces"], world["cliffs"], pairs, table("token_stats", world["token_stats"]),
+                                keys, top_k, SEED)
+    return requests, run_control(requests, world["traces"], golds, backend, tokenizer, n, SAMPLING, SEED)
 
 
 def test_control_mirrors_the_pairs_at_random_non_cliff_positions(world, golds, backend_factory, tokenizer):
@@ -398,8 +404,8 @@ def test_cliff_token_outside_the_top_k(world, golds, backend_factory, tokenizer,
     x = next(r for r in rows if r["candidate_id"] == tok("X"))
     assert x["prob"] == pytest.approx(0.30)                      # exp(logprob) from token_stats
     with pytest.raises(ValueError, match="top_k = 6 but token_stats stores only 5"):
-        experiments.candidate_rows(world["traces"], world["cliffs"], table("token_stats", world["token_stats"]),
-                                   table("potentials", world["potentials"]), 6)
+        candidate_rows(world["traces"], world["cliffs"], table("token_stats", world["token_stats"]),
+                       table("potentials", world["potentials"]), 6)
 
 
 def write_world(root: Path, world: dict, experiment_rows: dict[str, list[dict]]) -> Path:
@@ -442,11 +448,11 @@ def test_cpm_and_greedy_recovery_closed_form(tmp_path, world, golds, backend_fac
 
 @pytest.fixture(scope="module")
 def experiment_rows(world, golds, backend_factory, tokenizer) -> dict[str, list[dict]]:
-    requests = experiments.ablation_requests(world["traces"], world["cliffs"], world["trace_cliffs"], SEED)
-    ablation = experiments.run_ablation(requests, world["traces"], golds, backend_factory("ablation"), tokenizer,
-                                        8, SAMPLING, SEED)
+    requests = ablation_requests(world["traces"], world["cliffs"], world["trace_cliffs"], SEED)
+    ablation = run_ablation(requests, world["traces"], golds, backend_factory("ablation"), tokenizer,
+                            8, SAMPLING, SEED)
     _, candidates = run_world_candidates(world, golds, backend_factory(), tokenizer)
-    return {"ablation": ablation, "pass_at_k": experiments.pass_at_k_curve(ablation, [1, 2, 4, 8]),
+    return {"ablation": ablation, "pass_at_k": pass_at_k_curve(ablation, [1, 2, 4, 8]),
             "candidates": candidates, "control": run_world_control(world, golds, backend_factory(), tokenizer)[1]}
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from cliffdata import export, schema
+from cliffdata import schema
+from cliffdata.publish import export
 
 ROOT = Path(__file__).resolve().parents[1]
 from cliffdata.cli import main

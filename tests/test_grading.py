@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cliffdata.config import GradingConfig
+from cliffdata.config.generate import GradingConfig
 from cliffdata.grading import Grade, Grader, extract_answer, grade, verify_answer
 
 # (gold, pred_text, answer_format, expected is_correct)

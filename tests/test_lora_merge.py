@@ -11,7 +11,7 @@ import torch
 
 from cliffdata.backends import GenerationRequest, Sampling, make_backend
 from cliffdata.backends.lora_merge import MergedAdapters, read_adapter
-from cliffdata.config import EngineConfig, resolve_lora
+from cliffdata.config.generate import EngineConfig, resolve_lora
 from conftest import build_model
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None

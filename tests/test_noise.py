@@ -11,9 +11,10 @@ import pytest
 from scipy import stats as sps
 
 from cliffdata import schema
-from cliffdata.cliffs import find_cliffs, select_cliffs
-from cliffdata.stats import (benjamini_hochberg, cliff_matrix, cliff_p_value, detect_cliffs, is_cliff,
-                             min_detectable_drop, null_fire_conditional, null_fire_probability)
+from cliffdata.cliffs.find import find_cliffs
+from cliffdata.cliffs.select import select_cliffs
+from cliffdata.cliffs.stats import (benjamini_hochberg, cliff_matrix, cliff_p_value, detect_cliffs, is_cliff,
+                                    min_detectable_drop, null_fire_conditional, null_fire_probability)
 from project_cliffs import CLIFFS, TEST, cliffs_config
 from test_cliffs import tables
 

@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from cliffdata.backends import Backend, Generation, GenerationRequest, Sampling
-from cliffdata.config import parse_params
+from cliffdata.config.load import parse_params
 from cliffdata.grading import grade
 from cliffdata.preset import merge
 from cliffdata.problems import load_problems, stratified_sample
@@ -110,7 +110,7 @@ def test_every_preset_key_exists_in_params_yaml():
 def test_preset_study_is_the_papers_seven_models_at_their_own_sampling():
     """Protocol §3: each model samples at its own settings (Qwen3 T 0.7 / top_p 0.8 / top_k 20, Llama T 0.6 /
     top_p 0.9, Gemma T 1.0 / top_p 0.95 / top_k 64), traces at T 0.6 with the same top_p / top_k."""
-    from cliffdata.config import study_params
+    from cliffdata.config.load import study_params
     from cliffdata.preset import merge, overrides
     from cliffdata.study import members
 
@@ -197,7 +197,7 @@ def test_boxed_gsm1k_answer_graded_right_through_the_loader(tmp_path):
     gsm = next(s for s in params.problems.sources if s.dataset == "gsm1k")
     from dataclasses import replace
 
-    from cliffdata.config import ProblemsConfig
+    from cliffdata.config.problems import ProblemsConfig
     (problem,), _ = load_problems(ProblemsConfig(sources=(replace(gsm, subset=None),)), root=tmp_path,
                                   prompts=params.prompts)
     assert problem["answer_format"] == "boxed"
@@ -236,10 +236,11 @@ class RecordingBackend(Backend):
 
 
 def test_budget_per_problem_in_sample_rollouts_and_experiments(tiny_tokenizer):
-    from cliffdata.config import PromptConfig, RolloutsConfig
-    from cliffdata.experiments import run_ablation
-    from cliffdata.rollouts import Checkpoint, run_rollouts
-    from cliffdata.sampling import golds_by_problem, sample_traces
+    from cliffdata.config.problems import PromptConfig
+    from cliffdata.config.search import RolloutsConfig
+    from cliffdata.experiments.ablation import run_ablation
+    from cliffdata.generate.sampling import golds_by_problem, sample_traces
+    from cliffdata.search.rollouts import Checkpoint, run_rollouts
 
     problems = [{"problem_id": f"{d}/0", "question": "What is 1 + 1?", "answer": "2", "answer_format": "boxed",
                  "prompt": "p", "max_new_tokens": b} for d, b in (("gsm1k", 1024), ("math500", 2048), ("x", None))]

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cliffdata import config
+from cliffdata.config.load import parse_params
+from cliffdata.config.params import Params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,7 @@ def mismatches(tp, default, value, where: str) -> list[str]:
 
 def test_every_code_default_equals_params_yaml():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert mismatches(config.Params, None, params, "") == []
+    assert mismatches(Params, None, params, "") == []
 
 
 def test_the_check_finds_a_second_default(monkeypatch):
@@ -63,7 +64,7 @@ def test_the_check_finds_a_second_default(monkeypatch):
     params["dpo_train"]["beta"] = 0.05
     params["rollouts"]["sampling"]["max_new_tokens"] = 1024
     params["cliffs"]["entropy"] = "full"                 # inside a required section (cliffs: its test has no default)
-    assert mismatches(config.Params, None, params, "") == [
+    assert mismatches(Params, None, params, "") == [
         "rollouts.sampling.max_new_tokens: code 96, params.yaml 1024", "cliffs.entropy: code 'top20', params.yaml 'full'",
         "dpo_train.beta: code 0.1, params.yaml 0.05"]
 
@@ -95,7 +96,7 @@ def numeric_keys(tp, value, path=()):
 def test_no_numeric_key_takes_a_negative_value():
     """Counts, sizes, rates, thresholds and seeds are all >= 0: a negative value is an error naming the key."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    keys = list(numeric_keys(config.Params, params))
+    keys = list(numeric_keys(Params, params))
     assert len(keys) > 60
     accepted = []
     for path, kind in keys:
@@ -105,7 +106,7 @@ def test_no_numeric_key_takes_a_negative_value():
             node = node[key]
         node[path[-1]] = -1 if kind is int else -0.5
         try:
-            config.parse_params(bad)
+            parse_params(bad)
         except ValueError as e:
             assert path[-1] in str(e), (path, str(e))
         else:

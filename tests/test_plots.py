@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cliffdata.plots import offline_template  # noqa: E402
+from cliffdata.publish.plots import offline_template  # noqa: E402
 from test_report_browser import chromium_driver  # noqa: E402
 
 pytestmark = pytest.mark.slow

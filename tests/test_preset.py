@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cliffdata.config import parse_params
+from cliffdata.config.load import parse_params
 from cliffdata.preset import merge, overrides
 
 ROOT = Path(__file__).resolve().parents[1]

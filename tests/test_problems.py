@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from cliffdata import schema
-from cliffdata.config import ProblemsConfig, SourceConfig
+from cliffdata.config.problems import ProblemsConfig, SourceConfig
 from cliffdata.problems import generate_arith, load_problems, stratified_sample
 from project_cliffs import TEST
 

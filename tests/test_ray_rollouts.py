@@ -7,8 +7,9 @@ import importlib.util
 import pytest
 
 from cliffdata.backends import make_backend
-from cliffdata.config import AdaptiveParams, EngineConfig, RayParams, RolloutsConfig, SamplingConfig
-from cliffdata.rollouts import Checkpoint, run_rollouts
+from cliffdata.config.generate import EngineConfig, SamplingConfig
+from cliffdata.config.search import AdaptiveParams, RayParams, RolloutsConfig
+from cliffdata.search.rollouts import Checkpoint, run_rollouts
 from project_cliffs import TEST
 
 pytestmark = [pytest.mark.slow,
@@ -26,7 +27,7 @@ def local_ray():
 
 @pytest.mark.parametrize("mode", ["exhaustive", "adaptive"])
 def test_ray_actor_pool_equals_single_process(local_ray, tmp_path, tiny_model_dir, tiny_tokenizer, mode):
-    from cliffdata.ray_rollouts import run_rollouts_ray
+    from cliffdata.search.ray_rollouts import run_rollouts_ray
 
     cfg = RolloutsConfig(mode=mode, num_rollouts=4, early_stop_zeros=0, positions_per_batch=3,
                          sampling=SamplingConfig(temperature=1.0, max_new_tokens=12), engine="ray",

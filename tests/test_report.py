@@ -1,4 +1,4 @@
-"""The trace explorer (cliffdata/report): pages from hand-made datasets, optional inputs, size of an
+"""The trace explorer (cliffdata/publish/report): pages from hand-made datasets, optional inputs, size of an
 8,000-token page, self-containment, and the `cliffdata report` command."""
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import yaml
 
 from cliffdata import schema
 from cliffdata.cli import main
-from cliffdata.report import build_report, load_report_data
-from cliffdata.report.data import pass_at_ks, token_texts
-from cliffdata.report.pages import page_name, script_json
-from cliffdata.stats import cliff_p_value, pass_at_k
+from cliffdata.cliffs.stats import cliff_p_value, pass_at_k
+from cliffdata.publish.report import build_report, load_report_data
+from cliffdata.publish.report.data import pass_at_ks, token_texts
+from cliffdata.publish.report.pages import page_name, script_json
 from report_fixtures import CLIFFS, long_text, write_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +177,7 @@ def test_potential_plots_for_dvc(root, tiny_tokenizer, tmp_path):
     import subprocess
     import sys
 
-    from cliffdata.stats import wilson_interval
+    from cliffdata.cliffs.stats import wilson_interval
 
     summary = build_report(load_report_data(root, CLIFFS), tiny_tokenizer, tmp_path / "reports")
     files = sorted((tmp_path / "reports/potentials").glob("*.csv"))
@@ -261,7 +261,7 @@ def test_failed_report_keeps_the_previous_one(root, tiny_tokenizer, tmp_path, mo
     def boom(*args, **kwargs):
         raise RuntimeError("killed halfway")
 
-    monkeypatch.setattr("cliffdata.report.index_page", boom)
+    monkeypatch.setattr("cliffdata.publish.report.index_page", boom)
     with pytest.raises(RuntimeError, match="killed halfway"):
         build_report(load_report_data(root, CLIFFS), tiny_tokenizer, out)
     assert (out / "index.html").read_text() == index
@@ -274,8 +274,8 @@ def test_trace_rows_reads_a_trace_at_a_time(tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
     from cliffdata import schema
+    from cliffdata.analysis.synthetic import write_study
     from cliffdata.scan import TraceRows
-    from cliffdata.synthetic import write_study
 
     monkeypatch.setattr(schema, "ROW_GROUP_ROWS", 1000)
     write_study(tmp_path, rows=8000, seed=4, traces_per_chunk=5)
@@ -301,8 +301,8 @@ def test_a_study_report_keeps_the_first_models_pages_and_adds_comparisons(tmp_pa
     """With other models the first model's trace pages keep their names; each model's trace of
     one problem is listed with its model, and problems traced by two models get a comparison page. Without
     other models the index has no model column, as in the single-model report."""
-    from cliffdata.report import build_report, load_report_data
-    from cliffdata.report.pages import page_name
+    from cliffdata.publish.report import build_report, load_report_data
+    from cliffdata.publish.report.pages import page_name
     from report_fixtures import write_fixture
 
     texts = {"arith/add2-1#0": ("23 + 48 = 61.\n#### 61", False, 6), "arith/add2-2#0": ("1 + 1 = 2.\n#### 2", True, None)}
@@ -379,7 +379,7 @@ def test_page_names_of_colliding_safe_ids_differ(tiny_tokenizer, tmp_path):
 def test_nan_and_inf_are_shown_as_missing_and_flagged_by_the_checks(root, tiny_tokenizer, tmp_path):
     """A NaN or infinite float in any dataset is named by the data checks (dataset, key, column, value);
     the explorer still builds and shows the value as missing."""
-    from cliffdata import duck
+    from cliffdata.analysis import duck
 
     for name, column, value in (("potentials", "potential", float("nan")), ("token_stats", "entropy", float("inf")),
                                 ("cliffs", "p_prev", float("-inf"))):
@@ -403,7 +403,7 @@ def test_nan_and_inf_are_shown_as_missing_and_flagged_by_the_checks(root, tiny_t
 
 
 def test_finite_checks_pass_on_finite_data_and_nulls(root):
-    from cliffdata import duck
+    from cliffdata.analysis import duck
 
     counts = duck.run_checks(duck.connect(root))
     finite = {name: n for name, n in counts.items() if name.startswith("finite_")}

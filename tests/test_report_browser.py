@@ -16,9 +16,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cliffdata.report import build_report, load_report_data  # noqa: E402
-from cliffdata.report.pages import page_name  # noqa: E402
-from cliffdata.stats import wilson_interval  # noqa: E402
+from cliffdata.cliffs.stats import wilson_interval  # noqa: E402
+from cliffdata.publish.report import build_report, load_report_data  # noqa: E402
+from cliffdata.publish.report.pages import page_name  # noqa: E402
 from report_fixtures import CLIFFS, long_text, write_fixture  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The report's tokenizer (cliffdata/report/tokenizer.py): a model folder's tokenizer.json read by
+"""The report's tokenizer (cliffdata/publish/report/tokenizer.py): a model folder's tokenizer.json read by
 `tokenizers` alone decodes exactly as transformers' AutoTokenizer of the folder, page for page; folders
 that AutoTokenizer loads otherwise get AutoTokenizer's."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cliffdata.report import build_report, load_report_data
-from cliffdata.report.data import token_texts
-from cliffdata.report.tokenizer import PLAIN_MODEL_TYPES, Decoder, load_tokenizer, plain_backend
+from cliffdata.publish.report import build_report, load_report_data
+from cliffdata.publish.report.data import token_texts
+from cliffdata.publish.report.tokenizer import PLAIN_MODEL_TYPES, Decoder, load_tokenizer, plain_backend
 from report_fixtures import CLIFFS, long_text, write_fixture
 
 TEXTS = {

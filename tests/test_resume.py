@@ -16,8 +16,8 @@ import yaml
 
 from cliffdata.backends import Backend, Generation, GenerationRequest, Sampling
 from cliffdata.checkpoint import UnitCheckpoint
-from cliffdata.config import PromptConfig
-from cliffdata.sampling import sample_traces
+from cliffdata.config.problems import PromptConfig
+from cliffdata.generate.sampling import sample_traces
 from report_fixtures import write_fixture
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,8 +6,9 @@ import dataclasses
 import pytest
 
 from cliffdata.backends import Sampling, make_backend
-from cliffdata.config import RolloutsConfig, SamplingConfig
-from cliffdata.rollouts import Checkpoint, estimate_potentials, expected_tokens, run_rollouts, scored_positions
+from cliffdata.config.generate import SamplingConfig
+from cliffdata.config.search import RolloutsConfig
+from cliffdata.search.rollouts import Checkpoint, estimate_potentials, expected_tokens, run_rollouts, scored_positions
 from project_cliffs import TEST
 
 TRAP = 70          # a token id that, once in the prefix, makes the fake model answer wrong
@@ -154,8 +155,8 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_tokenizer):
 def test_estimate_rollouts_exhaustive_is_the_capped_sum_and_adaptive_is_cheaper():
     import dataclasses
 
-    from cliffdata.config import AdaptiveParams
-    from cliffdata.rollouts import MEASURED_TOKENS_PER_SECOND, estimate_rollouts, format_estimate
+    from cliffdata.config.search import AdaptiveParams
+    from cliffdata.search.rollouts import MEASURED_TOKENS_PER_SECOND, estimate_rollouts, format_estimate
 
     cfg = RolloutsConfig(mode="exhaustive", num_rollouts=16, sampling=SamplingConfig(temperature=0.7, max_new_tokens=20))
     lengths = [5, 31, 100]
@@ -182,7 +183,7 @@ def test_one_scheduler_across_models_packs_adapters_by_the_backends_batch_key(tm
     every adapter together, the base apart); each trace's potentials equal its search alone, and the
     checkpoint keys a trace by its adapter too."""
     from cliffdata.backends import Backend
-    from cliffdata.rollouts import search_wave
+    from cliffdata.search.rollouts import search_wave
 
     enc = lambda s: tiny_tokenizer.encode(s, add_special_tokens=False)
     inner = make_backend("fake", correct_ids=enc("#### 7"), wrong_ids=enc("#### 3"), eos_token_id=2,

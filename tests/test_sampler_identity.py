@@ -20,7 +20,7 @@ from scipy import stats as sps
 
 from cliffdata.backends import Sampling, make_backend
 from cliffdata.backends.base import GenerationRequest
-from cliffdata.token_stats import compute_token_stats, sampler_logprobs
+from cliffdata.generate.token_stats import compute_token_stats, sampler_logprobs
 from test_backends import HAS_VLLM
 
 VOCAB, EOS, MAX_LEN = 4, 3, 6

@@ -7,9 +7,10 @@ import pytest
 
 from cliffdata import schema
 from cliffdata.backends import make_backend
-from cliffdata.config import AdaptiveParams, RolloutsConfig, SamplingConfig
-from cliffdata.rollouts import Checkpoint, expected_tokens, run_rollouts
-from cliffdata.shards import assign_shards, merge_shards, select_shard, shard_dir
+from cliffdata.config.generate import SamplingConfig
+from cliffdata.config.search import AdaptiveParams, RolloutsConfig
+from cliffdata.search.rollouts import Checkpoint, expected_tokens, run_rollouts
+from cliffdata.search.shards import assign_shards, merge_shards, select_shard, shard_dir
 from project_cliffs import TEST
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cliffdata import duck, schema
+from cliffdata import schema
+from cliffdata.analysis import duck, sandbox
 
 H_STAR = 0.056
 
@@ -415,12 +416,12 @@ def test_assert_checks_shows_offending_rows(tmp_path):
     ("explain analyze copy (pivot cliffs on category using count(*)) to 'x.csv'", "COPY"),
     ("explain analyze create table t as pivot cliffs on category using count(*)", "CREATE"),
 ])
-@pytest.mark.parametrize("connect", [duck.connect, duck.connect_sandbox])
+@pytest.mark.parametrize("connect", [duck.connect, sandbox.connect_sandbox])
 def test_readonly_query_refuses_writes(seed, monkeypatch, sql, kind, connect):
     monkeypatch.chdir(seed)
     con = connect(seed)
     with pytest.raises(ValueError, match=rf"^refused: .* is a {kind} statement; cliffdata sql is read-only$"):
-        duck.readonly_query(con, sql)
+        sandbox.readonly_query(con, sql)
     assert not (seed / "x.csv").exists() and not (seed / "x.duckdb").exists() and "t" not in duck.views(con)
     assert con.sql("select count(*) from cliffs").fetchall() == [(3,)]
     assert duck.views(con) == set(schema.PATHS) - EXPERIMENT_DATASETS
@@ -428,12 +429,12 @@ def test_readonly_query_refuses_writes(seed, monkeypatch, sql, kind, connect):
 
 def test_readonly_query_reads(seed):
     con = duck.connect(seed)
-    assert duck.readonly_query(con, "select count(*) as n from cliffs") == (["n"], [(3,)])
-    columns, rows = duck.readonly_query(con, "select 1; select trace_id from trace_cliffs order by 1")
+    assert sandbox.readonly_query(con, "select count(*) as n from cliffs") == (["n"], [(3,)])
+    columns, rows = sandbox.readonly_query(con, "select 1; select trace_id from trace_cliffs order by 1")
     assert (columns, rows) == (["trace_id"], [("t1",), ("t2",), ("t3",)])
-    columns, rows = duck.readonly_query(con, "explain select * from cliffs")
+    columns, rows = sandbox.readonly_query(con, "explain select * from cliffs")
     assert rows
-    assert duck.readonly_query(con, "explain analyze select count(*) from cliffs")[1]
+    assert sandbox.readonly_query(con, "explain analyze select count(*) from cliffs")[1]
 
 
 # --- PIVOT, the spill cap, streaming, dataset checks ------------------------------------------------
@@ -448,9 +449,9 @@ def test_readonly_query_reads(seed):
 ])
 def test_readonly_query_reads_pivot(seed, sql):
     """A PIVOT whose values come from the data parses as several statements: it reads all the same."""
-    con = duck.connect_sandbox(seed)
-    assert duck.readonly_statements(con, sql) == [sql]
-    assert duck.readonly_query(con, sql)[1]
+    con = sandbox.connect_sandbox(seed)
+    assert sandbox.readonly_statements(con, sql) == [sql]
+    assert sandbox.readonly_query(con, sql)[1]
 
 
 def test_engine_caps_the_spill_folder(tmp_path, monkeypatch):
@@ -460,7 +461,7 @@ def test_engine_caps_the_spill_folder(tmp_path, monkeypatch):
 
     import duckdb
 
-    from cliffdata.config import AnalysisConfig
+    from cliffdata.config.analysis import AnalysisConfig
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     spills = "select count(*) from (select md5(range::varchar) as s, range from range(2000000) order by s desc)"
@@ -478,19 +479,19 @@ def test_stream_hands_over_batches_and_stops_early(seed):
     import threading
     import time
 
-    con = duck.connect_sandbox(seed)
-    batches = duck.stream(con, "select range as i from range(25)", batch_rows=10)
+    con = sandbox.connect_sandbox(seed)
+    batches = sandbox.stream(con, "select range as i from range(25)", batch_rows=10)
     assert next(batches) == ["i"]
     assert [len(b) for b in batches] == [10, 10, 5]
-    batches = duck.stream(con, "select range as i from range(1000000000000)", batch_rows=10)
+    batches = sandbox.stream(con, "select range as i from range(1000000000000)", batch_rows=10)
     assert next(batches) == ["i"] and next(batches)[0] == (0,)
     batches.close()                                   # the rest is never computed; the worker is gone
     assert not [t for t in threading.enumerate() if t.name == "cliffdata-sql"]
     assert con.execute("select count(*) from cliffs").fetchall() == [(3,)]
     never_ends = "with recursive r(n) as (select 1 union all select n + 1 from r) select count(*) from r"
     start = time.monotonic()
-    with pytest.raises(duck.TimeLimitExceeded, match="time limit of 0.5 s"):
-        list(duck.stream(con, never_ends, time_limit=0.5))
+    with pytest.raises(sandbox.TimeLimitExceeded, match="time limit of 0.5 s"):
+        list(sandbox.stream(con, never_ends, time_limit=0.5))
     assert time.monotonic() - start < 1.5
     assert con.execute("select count(*) from cliffs").fetchall() == [(3,)]
 
@@ -499,5 +500,5 @@ def test_sandbox_takes_every_dataset_the_pipeline_writes(tmp_path):
     """Every dataset as schema.write writes it passes the sandbox's schema check (DuckDB's types of the
     file are the schema's)."""
     write_seed(tmp_path, {name: [] for name in schema.PATHS})
-    con = duck.connect_sandbox(tmp_path)
+    con = sandbox.connect_sandbox(tmp_path)
     assert duck.views(con) == set(schema.PATHS)

@@ -20,11 +20,11 @@ HEAVY = ("torch", "transformers", "vllm")
 MODEL_FREE = {
     "problems": [],
     "rollouts_merge": [],
-    "cliffs": ["cliffdata.scan", "cliffdata.stats"],
-    "entropy": ["cliffdata.stats"],
+    "cliffs": ["cliffdata.scan", "cliffdata.cliffs.stats"],
+    "entropy": ["cliffdata.cliffs.stats"],
     "dpo_pairs": [],
     "summary": [],
-    "report": ["cliffdata.study", "cliffdata.report.tokenizer"],     # and models/base's tokenizer: PROBE
+    "report": ["cliffdata.study", "cliffdata.publish.report.tokenizer"],     # and models/base's tokenizer: PROBE
     "study_tables": [],
     "study_cpm_shift": [],                  # one model (no study.models): main() loads no model or tokenizer
 }
@@ -40,7 +40,7 @@ for stage, lazy in stages.items():
     for name in lazy:
         importlib.import_module(name)
     if stage == "report":           # the tokenizer the report decodes with, of a saved model folder
-        from cliffdata.report.tokenizer import load_tokenizer
+        from cliffdata.publish.report.tokenizer import load_tokenizer
         load_tokenizer(folder).decode([1, 2, 3], skip_special_tokens=False)
     loaded[stage] = [m for m in heavy if m in sys.modules]
 print(json.dumps(loaded))

@@ -1,4 +1,4 @@
-"""Tests for cliffdata.stats: the cliff test (protocol §2) against a naive loop and scipy, pass@k
+"""Tests for cliffdata.cliffs.stats: the cliff test (protocol §2) against a naive loop and scipy, pass@k
 against enumeration, the critical token, H_b and the Wilson interval.
 
     OMP_NUM_THREADS=1 .venv/bin/pytest -q tests/test_stats.py
@@ -14,15 +14,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, norm
 
-from cliffdata.stats import (
-    binary_entropy,
-    cliff_matrix,
-    critical_index,
-    detect_cliffs,
-    is_cliff,
-    pass_at_k,
-    wilson_interval,
-)
+from cliffdata.cliffs.stats import (binary_entropy, cliff_matrix, critical_index, detect_cliffs, is_cliff, pass_at_k,
+                                    wilson_interval)
 from project_cliffs import TEST
 
 DELTA0, Z = TEST.delta0, TEST.z     # the cliffs params section's test (params.yaml cliffs.test)

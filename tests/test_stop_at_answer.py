@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from cliffdata.backends import Generation
-from cliffdata.config import RolloutsConfig, SamplingConfig
+from cliffdata.config.generate import SamplingConfig
+from cliffdata.config.search import RolloutsConfig
+from cliffdata.generate.sampling import resample
 from cliffdata.grading import answer_end, grade
-from cliffdata.sampling import resample
 
 RECORDED = Path(__file__).parent / "data" / "recorded_rollouts.jsonl"
 

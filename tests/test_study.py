@@ -14,9 +14,10 @@ import pytest
 import torch
 import yaml
 
-from cliffdata import duck, schema
-from cliffdata.config import parse_params, study_params
-from cliffdata.cpm_shift import study_pairs
+from cliffdata import schema
+from cliffdata.analysis import duck, sandbox
+from cliffdata.config.load import parse_params, study_params
+from cliffdata.experiments.cpm_shift import study_pairs
 from cliffdata.study import Member, enter, members
 from tests.conftest import build_model, build_tokenizer
 
@@ -325,8 +326,8 @@ def test_every_study_cpm_shift_check_has_a_breaking_seed(tmp_path):
 
 def test_cliffdata_sql_sees_the_study_views(tmp_path):
     study = seed_study(tmp_path)
-    con = duck.connect_sandbox(tmp_path, members=study)
-    cols, rows = duck.readonly_query(con, "select model, count(*) as n from study.cliffs group by all order by model")
+    con = sandbox.connect_sandbox(tmp_path, members=study)
+    cols, rows = sandbox.readonly_query(con, "select model, count(*) as n from study.cliffs group by all order by model")
     assert cols == ["model", "n"] and rows == [("a", 3), ("b", 1)]
 
 

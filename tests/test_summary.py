@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from cliffdata.summary import load_metrics, render_summary
+from cliffdata.analysis.summary import load_metrics, render_summary
 
 METRICS = {
     "occurrence": {"correct": {"share_with_cliff": 0.0, "num_traces": 6},
@@ -92,7 +92,7 @@ def test_summary_noise_audit_and_the_control():
 
 def test_headline_is_flat_under_one_key():
     """metrics/headline.json: what `make exps` keeps of `dvc exp show` (missing stages give nulls)."""
-    from cliffdata.summary import headline
+    from cliffdata.analysis.summary import headline
 
     out = headline({**AUDIT, "ablation": METRICS["ablation"], "cpm": METRICS["cpm"], "rollouts": {"num_generated_tokens": 9}})
     assert list(out) == ["headline"] and all(not isinstance(v, dict) for v in out["headline"].values())

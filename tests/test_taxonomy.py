@@ -1,12 +1,13 @@
-"""The token taxonomy is decided once (cliffdata/taxonomy.py) and read by Python and SQL alike."""
+"""The token taxonomy is decided once (cliffdata/cliffs/taxonomy.py) and read by Python and SQL alike."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from cliffdata import duck, taxonomy
-from cliffdata.stats import binary_entropy
+from cliffdata.analysis import duck
+from cliffdata.cliffs import taxonomy
+from cliffdata.cliffs.stats import binary_entropy
 from project_cliffs import CLIFFS, cliffs_config
 
 H_STAR = binary_entropy(0.99)

@@ -7,7 +7,7 @@ import torch
 
 from cliffdata import schema
 from cliffdata.backends import Sampling
-from cliffdata.token_stats import ABSENT_RANK, compute_token_stats, tie_aware_rank
+from cliffdata.generate.token_stats import ABSENT_RANK, compute_token_stats, tie_aware_rank
 
 
 def test_tie_aware_rank_closed_cases():

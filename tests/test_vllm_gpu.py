@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from cliffdata.backends import GenerationRequest, Sampling, open_backend
-from cliffdata.config import EngineConfig
+from cliffdata.config.generate import EngineConfig
 from test_lora_merge import save_adapter
 
 

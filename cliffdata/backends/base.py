@@ -10,7 +10,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from cliffdata.config import SamplingConfig as Sampling   # one type: the params' sampling is what engines take
+from cliffdata.config.generate import SamplingConfig as Sampling  # one type: the params' sampling is what engines take
 
 
 @dataclass(frozen=True)

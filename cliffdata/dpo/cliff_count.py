@@ -15,12 +15,15 @@ import pyarrow as pa
 
 from cliffdata import schema
 from cliffdata.backends import AdapterView, Backend, Sampling
-from cliffdata.cliffs import CATEGORIES, find_cliffs
-from cliffdata.config import CliffsConfig, PromptConfig, RolloutsConfig
+from cliffdata.cliffs.find import find_cliffs
+from cliffdata.cliffs.taxonomy import CATEGORIES
+from cliffdata.config.cliffs import CliffsConfig
+from cliffdata.config.problems import PromptConfig
+from cliffdata.config.search import RolloutsConfig
 from cliffdata.dpo.evaluate import same_adapters
-from cliffdata.rollouts import Checkpoint, max_drops_by_trace, run_rollouts
-from cliffdata.sampling import golds_by_problem, sample_traces
-from cliffdata.token_stats import compute_token_stats
+from cliffdata.generate.sampling import golds_by_problem, sample_traces
+from cliffdata.generate.token_stats import compute_token_stats
+from cliffdata.search.rollouts import Checkpoint, max_drops_by_trace, run_rollouts
 
 
 @contextlib.contextmanager

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from cliffdata.backends import Backend, Sampling
-from cliffdata.config import BASE_MODEL, ProblemsConfig, PromptConfig, SourceConfig
 from cliffdata.checkpoint import UnitCheckpoint
+from cliffdata.config.model import BASE_MODEL
+from cliffdata.config.problems import ProblemsConfig, PromptConfig, SourceConfig
+from cliffdata.generate.sampling import sample_traces
 from cliffdata.problems import load_problems
-from cliffdata.sampling import sample_traces
 
 BASE = BASE_MODEL                        # the base model among evaluated models (config.BASE_MODEL)
 

@@ -21,8 +21,8 @@ import math
 from collections.abc import Sequence
 
 from cliffdata.backends import request_seed
-from cliffdata.config import DPO_VARIANT_CATEGORIES
-from cliffdata.taxonomy import CATEGORIES
+from cliffdata.cliffs.taxonomy import CATEGORIES
+from cliffdata.config.dpo import DPO_VARIANT_CATEGORIES
 
 STRATEGIES = ("cliff_1N", "cliff_hard")
 CONTROL = "control"                      # the category of the random-position control pairs

@@ -22,7 +22,7 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 
-from cliffdata.config import BASE_MODEL, ModelConfig
+from cliffdata.config.model import BASE_MODEL, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def training_run(variant: str, root: str | Path, registered_name: str, top_k: in
     from mlflow.exceptions import MlflowException
 
     from cliffdata import tracking
-    from cliffdata.config import section_dict
+    from cliffdata.config.load import section_dict
 
     root = Path(root)
     client = client or mlflow.MlflowClient()

@@ -3,6 +3,8 @@ model (the same PEFT model with its adapter disabled).
 
     model = add_lora(base, r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"])
     history = train_dpo(model, train_rows, hp, eos_id=tok.eos_token_id, pad_id=padding_id(tok))
+    pairs, source = read_pairs(variants)                 # every variant of a run (the dpo_train stage)
+    results = train_all(pairs, source, hp, hp.workers)   # largest first, workers side by side, same pairs once
 
 Why an explicit loss and not TRL's `DPOTrainer` (measured with TRL 1.16, ../shared/notes): the stock
 trainer cannot train exact single-token pairs (text input appends EOS and re-tokenises, which moved
@@ -22,8 +24,11 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cliffdata.config import DPOTrainConfig
+from cliffdata import schema
+from cliffdata.config.dpo import DPOTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -249,3 +255,48 @@ def train_adapter(base: str | Path, train_rows: Sequence[dict], heldout_rows: Se
     save_adapter(model, out)
     return {"history": history, "before": before, "after": after, "pad_id": pad_id,
             "seconds": time.perf_counter() - started}
+
+
+# --- every variant of a run ----------------------------------------------------------------------
+
+def pair_content(rows: list[dict]) -> tuple:
+    """What training reads of a variant's pairs, in order: two variants with equal content train equal adapters."""
+    return tuple((tuple(r["prompt_ids"]), r["chosen_id"], r["rejected_id"]) for r in rows)
+
+
+def read_pairs(variants: list[str]) -> tuple[dict[str, tuple[list[dict], list[dict]]], dict[str, str]]:
+    """Each variant's (train, heldout) pairs, and the variant that trains its adapter: itself, or the first
+    variant before it with the same content."""
+    pairs, source, first = {}, {}, {}
+    for variant in variants:
+        rows = schema.read("dpo_pairs", Path(f"data/dpo_pairs/{variant}.parquet")).to_pylist()
+        pairs[variant] = ([r for r in rows if r["split"] == "train"], [r for r in rows if r["split"] == "heldout"])
+        source[variant] = first.setdefault((pair_content(pairs[variant][0]), pair_content(pairs[variant][1])), variant)
+    return pairs, source
+
+
+def train_all(pairs: dict[str, tuple[list[dict], list[dict]]], source: dict[str, str], cfg, workers: int,
+              into: Path = Path("models/adapters")) -> dict[str, dict]:
+    """Every variant's adapter in `into`/<variant>.tmp: the variants that are their own `source` trained,
+    `workers` processes side by side (largest first; 1: in this process), the others copies of their
+    source's. Returns the training results by trained variant."""
+    jobs = {v: pairs[v] for v in pairs if source[v] == v}
+    results = _train(jobs, cfg, workers, into)
+    for variant, trained in source.items():
+        if trained != variant:
+            shutil.rmtree(into / f"{variant}.tmp", ignore_errors=True)
+            shutil.copytree(into / f"{trained}.tmp", into / f"{variant}.tmp")
+    return results
+
+
+def _train(jobs: dict[str, tuple[list[dict], list[dict]]], cfg, workers: int, into: Path) -> dict[str, dict]:
+    order = sorted(jobs, key=lambda v: -train_cost(*jobs[v], cfg))
+    tmp = {v: into / f"{v}.tmp" for v in order}
+    for path in tmp.values():
+        shutil.rmtree(path, ignore_errors=True)
+    if workers <= 1 or len(order) <= 1:
+        return {v: train_adapter("models/base", *jobs[v], cfg, tmp[v], desc=f"dpo_train {v}") for v in order}
+    # spawn: a fresh interpreter per worker (fork would copy this process' state into each)
+    with ProcessPoolExecutor(max_workers=min(workers, len(order)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {v: pool.submit(train_adapter, "models/base", *jobs[v], cfg, tmp[v], f"dpo_train {v}") for v in order}
+        return {v: futures[v].result() for v in order}
