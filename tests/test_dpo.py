@@ -649,3 +649,36 @@ def test_saved_adapter_config_does_not_depend_on_the_hash_seed(tmp_path, tiny_to
         save_adapter(model, tmp_path / str(n))
         configs.add((tmp_path / str(n) / "adapter_config.json").read_bytes())
     assert len(configs) == 1 and json.loads(configs.pop())["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
+
+
+def test_train_all_trains_each_distinct_variant_once_and_copies_the_rest(tmp_path, monkeypatch, tiny_model_dir):
+    """`dpo_train`'s library path in process (one worker): variants are read from data/dpo_pairs, a variant
+    whose pairs equal an earlier one's is a copy of that adapter, a distinct one trains its own, and the
+    same pairs give the same adapter bytes again."""
+    from cliffdata.dpo.train import pair_content, read_pairs, train_all
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model_dir, tmp_path / "models/base")
+
+    def rows(variant: str, shift: int) -> list[dict]:
+        return [{"trace_id": "t", "problem_id": "p", "token_index": k, "category": "uncertain", "variant": variant,
+                 "strategy": "cliff_1N", "is_correct": False, "prompt_ids": [1, 24, 22, 8 + k + shift],
+                 "chosen_id": 30 + k, "rejected_id": 40 + k, "chosen_rank": 2, "rejected_rank": 1, "chosen_prob": 0.2,
+                 "rejected_prob": 0.5, "chosen_potential": 1.0, "rejected_potential": 0.0, "p_prev": 1.0,
+                 "split": "train" if k < 4 else "heldout"} for k in range(6)]
+
+    for variant, shift in (("all", 0), ("uncertain", 0), ("random", 1)):
+        schema.write("dpo_pairs", rows(variant, shift), tmp_path / f"data/dpo_pairs/{variant}.parquet")
+    pairs, source = read_pairs(["all", "uncertain", "random"])
+    assert source == {"all": "all", "uncertain": "all", "random": "random"}
+    assert pair_content(pairs["uncertain"][0]) == pair_content(pairs["all"][0]) and len(pairs["all"][1]) == 2
+
+    hp = DPOTrainConfig(beta=0.5, learning_rate=5e-2, warmup_ratio=0.0, batch_size=4, epochs=1, seed=0)
+    into = tmp_path / "models/adapters"
+    results = train_all(pairs, source, hp, workers=1, into=into)
+    assert set(results) == {"all", "random"} and all(r["history"] for r in results.values())
+    weights = {v: (into / f"{v}.tmp/adapter_model.safetensors").read_bytes() for v in ("all", "uncertain", "random")}
+    assert weights["uncertain"] == weights["all"] != weights["random"]
+    again = train_all({"all": pairs["all"]}, {"all": "all"}, hp, workers=1, into=tmp_path / "again")
+    assert (tmp_path / "again/all.tmp/adapter_model.safetensors").read_bytes() == weights["all"]
+    assert again["all"]["after"] == results["all"]["after"]
