@@ -1,5 +1,5 @@
 /* cliffdata report, trace page: draws the potential curve (inline SVG) and the token view from the
-   JSON in the page's #data script element. No libraries; inlined into the page by cliffdata/report/pages.py. */
+   JSON in the page's #data script element. No libraries; inlined into the page by cliffdata/publish/report/pages.py. */
 (function () {
   "use strict";
   var D = JSON.parse(document.getElementById("data").textContent);
@@ -27,7 +27,7 @@
     return [Math.max(0, c - h), Math.min(1, c + h)];
   }
   function pot(j) { return P.n[j] ? P.k[j] / P.n[j] : 0; }
-  // a position with fewer rollouts than the cliff test needs (cliffs.min_rollouts: adaptive sweep points)
+  // a position with fewer rollouts than the cliff test needs (cliffs.test.min_rollouts: adaptive sweep points)
   // screens for dips; it is drawn apart and never drawn into the line or coloured as a drop
   var MIN_N = D.min_n || 1;
   function tested(j) { return P.n[j] >= MIN_N; }
@@ -133,7 +133,7 @@
 
   // --- tokens -----------------------------------------------------------------------------------------
   // Drop per token: p(before) − p(after), coloured only where a test could speak: both sides
-  // evaluated with enough rollouts (N >= cliffs.min_rollouts) and adjacent. Gaps and screening points
+  // evaluated with enough rollouts (N >= cliffs.test.min_rollouts) and adjacent. Gaps and screening points
   // (adaptive mode) stay white rather than smear a 2-rollout estimate over the tokens.
   var drop = new Array(T).fill(null);
   for (var a = 1; a < P.i.length; a++) {
