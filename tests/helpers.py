@@ -4,6 +4,7 @@ environment."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -103,3 +104,14 @@ def out_hashes(proj: Path) -> dict:
     lock = yaml.safe_load((proj / "dvc.lock").read_text())
     return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])
             if not o["path"].endswith("rollout_traces.parquet") and not o["path"].startswith("runs/")}
+
+
+def shell_commands(text: str) -> list[str]:
+    """Every command line of a page's shell blocks (indented ones too), comments removed, continuations joined."""
+    lines = []
+    for block in re.findall(r"^[ \t]*```(?:bash|sh|shell|console)\n(.*?)^[ \t]*```", text, re.S | re.M):
+        for line in block.replace("\\\n", " ").splitlines():
+            command = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()
+            if command:
+                lines.append(command)
+    return lines

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import shell_commands
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
@@ -149,17 +151,6 @@ def test_no_development_history(page):
     for number, line in enumerate(without_code(page.read_text(encoding="utf-8")).splitlines(), 1):
         found += [f"line {number}: {what}: {line.strip()[:100]}" for pattern, what in PROCESS_WORDS if pattern.search(line)]
     assert found == [], f"{page.relative_to(ROOT)} speaks of how it was made, not of what things are: {found}"
-
-
-def shell_commands(text: str) -> list[str]:
-    """Every command line of a page's shell blocks (indented ones too), comments removed, continuations joined."""
-    lines = []
-    for block in re.findall(r"^[ \t]*```(?:bash|sh|shell|console)\n(.*?)^[ \t]*```", text, re.S | re.M):
-        for line in block.replace("\\\n", " ").splitlines():
-            command = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()
-            if command:
-                lines.append(command)
-    return lines
 
 
 def test_commands_in_docs_exist():

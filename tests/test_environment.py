@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from helpers import shell_commands
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,14 +86,7 @@ def test_environment_record():
 
 def readme_commands() -> list[str]:
     """Every command line of the README's shell blocks, comments removed, continuation lines joined."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    lines = []
-    for block in re.findall(r"^```(?:bash|sh|shell|console)\n(.*?)^```", text, re.S | re.M):
-        for line in block.replace("\\\n", " ").splitlines():
-            command = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()
-            if command:
-                lines.append(command)
-    return lines
+    return shell_commands((ROOT / "README.md").read_text(encoding="utf-8"))
 
 
 def make_targets() -> set[str]:
