@@ -84,8 +84,8 @@ def tiny_pipeline(tmp_path_factory, tiny_model_dir):
     logging to the project's own MLflow store (mlflow.db in it). The tiny run finds no cliff (N = 4 is
     below `cliffs.test.min_rollouts`: no pair is tested), so the `all` variant is given six preference
     pairs after dpo_pairs (helpers.seed_pairs): its adapter is trained, evaluated and registered like a
-    real one. Every consumer copies the project before it
-    changes anything; the tests that use it share one xdist worker, so it is built once."""
+    real one. Every consumer copies the project before it changes anything; the tests that use it share
+    one xdist worker, so it is built once."""
     from helpers import dvc, make_project, seed_pairs
 
     proj = make_project(tmp_path_factory.mktemp("tiny_pipeline"), tiny_model_dir, num_problems=3)
@@ -124,11 +124,15 @@ def tier(item) -> str:
 SHARED_REPRO_MODULES = ("tests/test_pipeline.py", "tests/test_lineage.py", "tests/test_study.py")
 
 
+def shares_tiny_pipeline(nodeid: str) -> bool:
+    return nodeid.split("::")[0] in SHARED_REPRO_MODULES
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if tier(item) == "unit":
             item.add_marker(pytest.mark.unit)
-        if "tiny_pipeline" in getattr(item, "fixturenames", ()) and item.nodeid.split("::")[0] not in SHARED_REPRO_MODULES:
+        if "tiny_pipeline" in getattr(item, "fixturenames", ()) and not shares_tiny_pipeline(item.nodeid):
             raise pytest.UsageError(f"{item.nodeid} uses tiny_pipeline: add its module to SHARED_REPRO_MODULES "
                                     f"(tests/conftest.py) so that one xdist worker runs every test that shares it")
 
@@ -144,7 +148,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class SharedRepro(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "tiny_pipeline" if nodeid.split("::")[0] in SHARED_REPRO_MODULES else nodeid
+            return "tiny_pipeline" if shares_tiny_pipeline(nodeid) else nodeid
 
     return SharedRepro(config, log)
 

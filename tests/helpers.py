@@ -60,6 +60,17 @@ def make_project(tmp: Path, model_dir: Path, num_problems: int, mode: str = "for
     return proj
 
 
+def pair_row(variant: str, token_index: int, prompt_ids: list[int], chosen_id: int, rejected_id: int, split: str,
+             trace_id: str = "t", problem_id: str = "p", is_correct: bool = False) -> dict:
+    """One dpo_pairs row: at an uncertain cliff (strategy cliff_1N), `chosen_id` (rank 2, potential 1) over
+    `rejected_id` (rank 1, potential 0) after `prompt_ids`."""
+    return {"trace_id": trace_id, "problem_id": problem_id, "token_index": token_index, "category": "uncertain",
+            "variant": variant, "strategy": "cliff_1N", "is_correct": is_correct, "prompt_ids": prompt_ids,
+            "chosen_id": chosen_id, "rejected_id": rejected_id, "chosen_rank": 2, "rejected_rank": 1,
+            "chosen_prob": 0.2, "rejected_prob": 0.5, "chosen_potential": 1.0, "rejected_potential": 0.0,
+            "p_prev": 1.0, "split": split}
+
+
 def seed_pairs(proj: Path) -> None:
     """Give the `all` variant six preference pairs at the longest trace's first tokens, as if its dpo_pairs
     stage had found them (the tiny run finds no cliff: its N = 4 is below `cliffs.test.min_rollouts`, so no
@@ -69,12 +80,9 @@ def seed_pairs(proj: Path) -> None:
     from cliffdata.dpo.pairs import to_trl
 
     trace = max(schema.read("traces", proj / schema.PATHS["traces"]).to_pylist(), key=lambda t: len(t["response_ids"]))
-    rows = [{"trace_id": trace["trace_id"], "problem_id": trace["problem_id"], "token_index": i, "category": "uncertain",
-             "variant": "all", "strategy": "cliff_1N", "is_correct": trace["is_correct"],
-             "prompt_ids": trace["prompt_ids"] + trace["response_ids"][:i], "chosen_id": 40 + i,
-             "rejected_id": trace["response_ids"][i], "chosen_rank": 2, "rejected_rank": 1, "chosen_prob": 0.2,
-             "rejected_prob": 0.5, "chosen_potential": 1.0, "rejected_potential": 0.0, "p_prev": 1.0,
-             "split": "train" if i < 3 else "heldout"} for i in range(min(6, len(trace["response_ids"])))]
+    rows = [pair_row("all", i, trace["prompt_ids"] + trace["response_ids"][:i], 40 + i, trace["response_ids"][i],
+                     "train" if i < 3 else "heldout", trace_id=trace["trace_id"], problem_id=trace["problem_id"],
+                     is_correct=trace["is_correct"]) for i in range(min(6, len(trace["response_ids"])))]
     schema.write("dpo_pairs", rows, proj / "data/dpo_pairs/all.parquet")
     schema.write("dpo_trl", to_trl(rows), proj / "data/dpo_pairs/all.trl.parquet")
     dvc(proj, "commit", "-f", "dpo_pairs")

@@ -76,6 +76,15 @@ def recorder(calls: list, stop: bool = True, then=None):
     return record
 
 
+def first_call(monkeypatch, module, function: str):
+    """Run a stage module's main() until it calls `function` (stopped there): that call's (args, kwargs)."""
+    calls = []
+    monkeypatch.setattr(module, function, recorder(calls))
+    with pytest.raises(Reached):
+        module.main()
+    return calls[0]
+
+
 def argument(call, name: str, function) -> object:
     """The value `function`'s parameter `name` got in a recorded call."""
     args, kwargs = call
@@ -245,11 +254,8 @@ def test_cliffs_stage_scans_with_params_cliffs(project, params, monkeypatch):
     from cliffdata.cliffs.find import cliff_tables
 
     module = stage("cliffs")
-    calls = []
-    monkeypatch.setattr(module, "cliff_tables", recorder(calls))
-    with pytest.raises(Reached):
-        module.main()
-    assert argument(calls[0], "cfg", cliff_tables) == params.cliffs
+    call = first_call(monkeypatch, module, "cliff_tables")
+    assert argument(call, "cfg", cliff_tables) == params.cliffs
 
 
 def test_the_scan_decides_by_the_test_and_its_floor(params):
@@ -269,11 +275,8 @@ def test_replicate_stage_replicates_with_params_test(project, params, monkeypatc
 
     module = stage("replicate")
     offline(monkeypatch, module)
-    calls = []
-    monkeypatch.setattr(module, "run_replicate", recorder(calls))
-    with pytest.raises(Reached):
-        module.main()
-    assert argument(calls[0], "test", real) == params.cliffs.test
+    call = first_call(monkeypatch, module, "run_replicate")
+    assert argument(call, "test", real) == params.cliffs.test
 
 
 CLIFF = {"trace_id": "t#0", "problem_id": "p", "token_index": 3, "is_correct": False, "category": "uncertain",
@@ -296,11 +299,8 @@ def test_candidates_stage_tests_candidates_with_params_test(project, params, mon
     module = stage("candidates")
     offline(monkeypatch, module)
     monkeypatch.setattr(module, "candidate_rows", lambda *a, **k: [])      # the fixture stores a top-3
-    calls = []
-    monkeypatch.setattr(module, "run_candidates", recorder(calls))
-    with pytest.raises(Reached):
-        module.main()
-    assert argument(calls[0], "test", real) == params.cliffs.test
+    call = first_call(monkeypatch, module, "run_candidates")
+    assert argument(call, "test", real) == params.cliffs.test
 
 
 def test_a_candidate_is_a_cliff_by_the_test(params, monkeypatch):
@@ -321,11 +321,8 @@ def test_cliff_count_stage_counts_with_params_cliffs(project, params, monkeypatc
     offline(monkeypatch, module)
     monkeypatch.setattr(module, "eval_problems", lambda *a, **k: ([], 0))
     monkeypatch.setattr(module, "trained_variants", lambda variants: {})
-    calls = []
-    monkeypatch.setattr(module, "count_cliffs", recorder(calls))
-    with pytest.raises(Reached):
-        module.main()
-    assert argument(calls[0], "cliffs", count_cliffs) == params.cliffs
+    call = first_call(monkeypatch, module, "count_cliffs")
+    assert argument(call, "cliffs", count_cliffs) == params.cliffs
 
 
 def test_cliff_count_searches_and_finds_with_the_test(params, monkeypatch):
@@ -351,11 +348,8 @@ def test_report_reads_params_cliffs(project, params, monkeypatch, tiny_tokenizer
     from cliffdata.publish.report.data import trace_payload
 
     module = stage("report")
-    calls = []
-    monkeypatch.setattr(module, "load_report_data", recorder(calls))
-    with pytest.raises(Reached):
-        module.main()
-    assert argument(calls[0], "cliffs", load_report_data) == params.cliffs
+    call = first_call(monkeypatch, module, "load_report_data")
+    assert argument(call, "cliffs", load_report_data) == params.cliffs
     data = load_report_data(project, params.cliffs)
     assert data.test == params.cliffs.test
     assert trace_payload(data, "arith/a-0#0", tiny_tokenizer)["min_n"] == UNUSUAL["min_rollouts"]

@@ -656,16 +656,14 @@ def test_train_all_trains_each_distinct_variant_once_and_copies_the_rest(tmp_pat
     whose pairs equal an earlier one's is a copy of that adapter, a distinct one trains its own, and the
     same pairs give the same adapter bytes again."""
     from cliffdata.dpo.train import pair_content, read_pairs, train_all
+    from helpers import pair_row
 
     monkeypatch.chdir(tmp_path)
     shutil.copytree(tiny_model_dir, tmp_path / "models/base")
 
     def rows(variant: str, shift: int) -> list[dict]:
-        return [{"trace_id": "t", "problem_id": "p", "token_index": k, "category": "uncertain", "variant": variant,
-                 "strategy": "cliff_1N", "is_correct": False, "prompt_ids": [1, 24, 22, 8 + k + shift],
-                 "chosen_id": 30 + k, "rejected_id": 40 + k, "chosen_rank": 2, "rejected_rank": 1, "chosen_prob": 0.2,
-                 "rejected_prob": 0.5, "chosen_potential": 1.0, "rejected_potential": 0.0, "p_prev": 1.0,
-                 "split": "train" if k < 4 else "heldout"} for k in range(6)]
+        return [pair_row(variant, k, [1, 24, 22, 8 + k + shift], 30 + k, 40 + k, "train" if k < 4 else "heldout")
+                for k in range(6)]
 
     for variant, shift in (("all", 0), ("uncertain", 0), ("random", 1)):
         schema.write("dpo_pairs", rows(variant, shift), tmp_path / f"data/dpo_pairs/{variant}.parquet")
