@@ -9,7 +9,6 @@ then runs the experiment checks.
 import dataclasses
 import json
 import logging
-from pathlib import Path
 
 from transformers import AutoTokenizer
 
@@ -27,34 +26,36 @@ from cliffdata.study import stage_params
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params, _ = stage_params("ablation", doc=__doc__)
+    params, _, layout = stage_params("ablation", doc=__doc__)
     cfg, engine = params.ablation, params.engine
     grading.configure(params.grading)
-    traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
-    golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())
-    requests = ablation_requests(traces, read_selected_cliffs(params.cliffs.use),
-                                 schema.read("trace_cliffs", schema.PATHS["trace_cliffs"]).to_pylist(),
+    traces = schema.read("traces", layout.data("traces")).to_pylist()
+    golds = golds_by_problem(schema.read("problems", layout.data("problems")).to_pylist())
+    requests = ablation_requests(traces, read_selected_cliffs(params.cliffs.use, layout.root),
+                                 schema.read("trace_cliffs", layout.data("trace_cliffs")).to_pylist(),
                                  cfg.seed)
-    tokenizer = AutoTokenizer.from_pretrained("models/base")
-    # one unit per problem; a killed run resumes here (removed after the outputs are written)
-    checkpoint = stage_checkpoint("ablation", dataclasses.asdict(engine.resolved()), tree_digest("models/base"),
-                                  file_digest(grading.__file__), dataclasses.asdict(params.grading))
-    with open_backend(engine, "models/base", seed=cfg.seed) as backend:
+    model_dir = str(layout.path("models/base"))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # one unit per problem; a killed run resumes here (removed after the outputs are written):
+    # .cache/ablation/<fingerprint>/ under the model's root
+    checkpoint = stage_checkpoint("ablation", dataclasses.asdict(engine.resolved()), tree_digest(model_dir),
+                                  file_digest(grading.__file__), dataclasses.asdict(params.grading), root=layout.root)
+    with open_backend(engine, model_dir, seed=cfg.seed) as backend:
         rows = run_ablation(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
                             cfg.sampling, cfg.seed, checkpoint=checkpoint)
     print(checkpoint.report("ablation"), flush=True)
     curve = pass_at_k_curve(rows, cfg.ks)
-    schema.write("ablation", rows, schema.PATHS["ablation"])
-    schema.write("pass_at_k", curve, schema.PATHS["pass_at_k"])
+    schema.write("ablation", rows, layout.data("ablation"))
+    schema.write("pass_at_k", curve, layout.data("pass_at_k"))
 
     metrics = ablation_metrics(curve)
     metrics["num_grading_timeouts"] = grading.grader().num_timeouts   # rollouts counted as not correct
-    Path("metrics").mkdir(exist_ok=True)
-    Path("plots").mkdir(exist_ok=True)
-    Path("metrics/ablation.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    Path("metrics/ablation.md").write_text(duck.format_markdown(*pass_at_k_table(curve, cfg.ks)))
-    Path("plots/pass_at_k.csv").write_text(duck.format_csv(*pass_at_k_plot(curve, cfg.ks)))
-    duck.assert_checks(duck.connect(Path("."), ["ablation", "pass_at_k"]))
+    layout.path("metrics").mkdir(exist_ok=True)
+    layout.path("plots").mkdir(exist_ok=True)
+    layout.path("metrics/ablation.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    layout.path("metrics/ablation.md").write_text(duck.format_markdown(*pass_at_k_table(curve, cfg.ks)))
+    layout.path("plots/pass_at_k.csv").write_text(duck.format_csv(*pass_at_k_plot(curve, cfg.ks)))
+    duck.assert_checks(duck.connect(layout.root, ["ablation", "pass_at_k"]))
     checkpoint.remove()
     print(json.dumps({"num_requests": len(rows), "failed": metrics.get("all", {}).get("failed", {})}))
 

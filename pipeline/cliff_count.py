@@ -21,10 +21,11 @@ from cliffdata import grading, schema
 from cliffdata.analysis import duck
 from cliffdata.backends import open_backend
 from cliffdata.backends.hf import load_adapters
+from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.config.load import load_params
 from cliffdata.dpo.cliff_count import count_cliffs, summarize
 from cliffdata.dpo.evaluate import BASE, eval_problems, same_adapters, trained_variants
-from cliffdata.search.rollouts import Checkpoint, fingerprint
+from cliffdata.search.rollouts import fingerprint
 
 
 def main() -> None:
@@ -51,7 +52,7 @@ def main() -> None:
         model = load_adapters(model, adapters).eval()
     models = {BASE: None} | {v: v for v in sorted(adapters)}
     digests = {v: schema.tree_digest(adapters[v]) for v in sorted(adapters)}
-    checkpoint = Checkpoint(f".cache/cliff_count/{key}/rollouts")
+    checkpoint = UnitCheckpoint(f".cache/cliff_count/{key}/rollouts")
     with open_backend(params.engine, "models/base", seed=cfg.seed, adapters=adapters or None) as backend:
         rows = count_cliffs(models, backend, model, tokenizer, problems, params.prompts, params.sample.sampling,
                             params.sample.seed, rollouts, rollouts.sampling, params.cliffs, params.token_stats.top_k,

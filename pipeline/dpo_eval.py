@@ -42,7 +42,7 @@ def main() -> None:
     adapters = {v: f"models/adapters/{v}" for v in runs}
     # one unit per (model, problem); a killed run resumes here (removed after the outputs are written)
     checkpoint = stage_checkpoint("dpo_eval", dataclasses.asdict(params.engine.resolved()), tree_digest("models/base"),
-                                  schema.file_digest(grading.__file__))
+                                  schema.file_digest(grading.__file__), root=Path("."))
     digests = {v: tree_digest(path) for v, path in adapters.items()}
     with open_backend(params.engine, "models/base", seed=cfg.seed, adapters=adapters or None) as backend:
         rows = evaluate_models(backend, tokenizer, problems, params.prompts, models, cfg.max_new_tokens,

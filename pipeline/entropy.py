@@ -9,7 +9,6 @@ Writes metrics/entropy_rank.{json,md} and plots/entropy_hist.csv.
 """
 import json
 import logging
-from pathlib import Path
 
 from cliffdata.analysis import duck
 from cliffdata.cliffs.taxonomy import sql_params
@@ -18,19 +17,19 @@ from cliffdata.study import stage_params
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params, _ = stage_params("entropy", doc=__doc__)
+    params, _, layout = stage_params("entropy", doc=__doc__)
     cfg = params.entropy
-    con = duck.connect(Path("."), ["cliffs", "trace_cliffs", "token_stats"], params.analysis)
+    con = duck.connect(layout.root, ["cliffs", "trace_cliffs", "token_stats"], params.analysis)
     taxonomy = sql_params(params.cliffs)
     entropy_rank = duck.table_files(duck.run_sql_file(con, "entropy_rank", taxonomy), "cell")
     hist = {k: taxonomy[k] for k in ("include_empty_prefix", "use_full_entropy")}
     entropy_hist = duck.table_files(duck.run_sql_file(con, "entropy_hist", {
         **hist, "num_bins": cfg.bins, "max_entropy": cfg.max_entropy}), "bin")
-    Path("metrics").mkdir(exist_ok=True)
-    Path("plots").mkdir(exist_ok=True)
-    Path("metrics/entropy_rank.json").write_text(entropy_rank["json"])
-    Path("metrics/entropy_rank.md").write_text(entropy_rank["md"])
-    Path("plots/entropy_hist.csv").write_text(entropy_hist["csv"])
+    layout.path("metrics").mkdir(exist_ok=True)
+    layout.path("plots").mkdir(exist_ok=True)
+    layout.path("metrics/entropy_rank.json").write_text(entropy_rank["json"])
+    layout.path("metrics/entropy_rank.md").write_text(entropy_rank["md"])
+    layout.path("plots/entropy_hist.csv").write_text(entropy_hist["csv"])
     print(json.dumps(json.loads(entropy_rank["json"]).get("greedy", {})))
 
 

@@ -9,7 +9,6 @@ Writes data/replicate/replicate.parquet and metrics/replicate.{json,md}.
 import dataclasses
 import json
 import logging
-from pathlib import Path
 
 from transformers import AutoTokenizer
 
@@ -25,32 +24,34 @@ from cliffdata.study import stage_params
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params, _ = stage_params("replicate", doc=__doc__)
+    params, _, layout = stage_params("replicate", doc=__doc__)
     cfg, engine = params.replicate, params.engine
     grading.configure(params.grading)
-    traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
-    golds = golds_by_problem(schema.read("problems", schema.PATHS["problems"]).to_pylist())
-    cliffs = schema.read("cliffs", schema.PATHS["cliffs"]).to_pylist()
-    tokenizer = AutoTokenizer.from_pretrained("models/base")
-    # one unit per problem; a killed run resumes here (removed after the outputs are written)
-    checkpoint = stage_checkpoint("replicate", dataclasses.asdict(engine.resolved()), tree_digest("models/base"),
-                                  file_digest(grading.__file__), dataclasses.asdict(params.grading))
-    with open_backend(engine, "models/base", seed=cfg.seed) as backend:
+    traces = schema.read("traces", layout.data("traces")).to_pylist()
+    golds = golds_by_problem(schema.read("problems", layout.data("problems")).to_pylist())
+    cliffs = schema.read("cliffs", layout.data("cliffs")).to_pylist()
+    model_dir = str(layout.path("models/base"))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # one unit per problem; a killed run resumes here (removed after the outputs are written):
+    # .cache/replicate/<fingerprint>/ under the model's root
+    checkpoint = stage_checkpoint("replicate", dataclasses.asdict(engine.resolved()), tree_digest(model_dir),
+                                  file_digest(grading.__file__), dataclasses.asdict(params.grading), root=layout.root)
+    with open_backend(engine, model_dir, seed=cfg.seed) as backend:
         rows = run_replicate(traces, cliffs, golds, backend, tokenizer, cfg.num_rollouts,
                              params.rollouts.sampling, cfg.seed, params.cliffs.test,
                              checkpoint=checkpoint)
     print(checkpoint.report("replicate"), flush=True)
-    schema.write("replicate", rows, schema.PATHS["replicate"])
+    schema.write("replicate", rows, layout.data("replicate"))
 
-    con = duck.connect(Path("."), ["replicate"])
+    con = duck.connect(layout.root, ["replicate"])
     duck.assert_checks(con)
     files = duck.table_files(duck.run_sql_file(con, "replication", {}), "group")
-    Path("metrics").mkdir(exist_ok=True)
+    layout.path("metrics").mkdir(exist_ok=True)
     # rollouts whose answer ran out of grading time (counted as not correct), beside the groups
-    Path("metrics/replicate.json").write_text(json.dumps({**json.loads(files["json"]),
-                                                          "num_grading_timeouts": grading.grader().num_timeouts},
-                                                         indent=2) + "\n")
-    Path("metrics/replicate.md").write_text(files["md"])
+    layout.path("metrics/replicate.json").write_text(json.dumps({**json.loads(files["json"]),
+                                                                 "num_grading_timeouts": grading.grader().num_timeouts},
+                                                                indent=2) + "\n")
+    layout.path("metrics/replicate.md").write_text(files["md"])
     checkpoint.remove()
     print(json.dumps({"num_cliffs": len(rows), "replication": json.loads(files["json"]).get("all", {})}))
 

@@ -17,14 +17,14 @@ from cliffdata.study import stage_params
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params, _ = stage_params("rollouts_merge", doc=__doc__)
-    traces = schema.read("traces", schema.PATHS["traces"])
+    params, _, layout = stage_params("rollouts_merge", doc=__doc__)
+    traces = schema.read("traces", layout.data("traces"))
     trace_ids = traces.column("trace_id").to_pylist()
     estimate = estimate_rollouts([len(r) for r in traces.column("response_ids").to_pylist()], params.rollouts,
                                  params.engine.backend)
-    table, costs = merge_shards(trace_ids, params.rollouts.shards)
-    schema.write("potentials", table, schema.PATHS["potentials"])
-    schema.write("rollout_traces", costs, schema.PATHS["rollout_traces"])
+    table, costs = merge_shards(trace_ids, params.rollouts.shards, layout.root)
+    schema.write("potentials", table, layout.data("potentials"))
+    schema.write("rollout_traces", costs, layout.data("rollout_traces"))
     summary = {"num_traces": len(costs), "num_positions": sum(c["num_positions"] for c in costs),
                "num_rollouts": sum(c["num_rollouts"] for c in costs),
                "num_generated_tokens": sum(c["num_generated_tokens"] for c in costs),
@@ -33,7 +33,7 @@ def main() -> None:
                "backend": params.engine.backend, "mode": params.rollouts.mode, **estimate}
     # the estimate's error, for calibrating the next run's budget
     summary["estimate_ratio"] = round(summary["num_generated_tokens"] / max(estimate["estimated_generated_tokens"], 1), 3)
-    with open("metrics/rollouts.json", "w") as f:
+    with open(layout.path("metrics/rollouts.json"), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
     print(json.dumps({**summary, "shards": params.rollouts.shards}))
 

@@ -31,7 +31,7 @@ def read_each_other(study: dict, params) -> tuple[list[dict], list[tuple[str, st
     from cliffdata.experiments.cpm_shift import cpm_shift_rows, source_inputs, study_pairs
 
     torch.set_num_threads(params.dpo_train.threads)
-    tokenizers = {name: AutoTokenizer.from_pretrained(m.path("models/base")) for name, m in study.items()}
+    tokenizers = {name: AutoTokenizer.from_pretrained(m.layout.path("models/base")) for name, m in study.items()}
     pairs, refused = study_pairs(list(study), tokenizers)
     for pair, why in refused.items():
         log.warning("%s refused: %s", pair, why)
@@ -42,7 +42,7 @@ def read_each_other(study: dict, params) -> tuple[list[dict], list[tuple[str, st
         its_sources = [s for s, e in pairs if e == eval_name]
         if not its_sources:
             continue
-        model = AutoModelForCausalLM.from_pretrained(study[eval_name].path("models/base"), dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(study[eval_name].layout.path("models/base"), dtype=torch.float32).eval()
         pad_id = padding_id(tokenizers[eval_name])
         for source in its_sources:
             if source not in sources:

@@ -15,12 +15,13 @@ from cliffdata.study import stage_params
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params, _ = stage_params("token_stats", doc=__doc__)
+    params, _, layout = stage_params("token_stats", doc=__doc__)
     cfg = params.token_stats
-    traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
-    model = AutoModelForCausalLM.from_pretrained("models/base", dtype=getattr(torch, cfg.dtype)).eval()
+    traces = schema.read("traces", layout.data("traces")).to_pylist()
+    model_dir = str(layout.path("models/base"))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, cfg.dtype)).eval()
     rows = compute_token_stats(model, traces, cfg.top_k, params.rollouts.sampling)
-    schema.write("token_stats", rows, schema.PATHS["token_stats"])
+    schema.write("token_stats", rows, layout.data("token_stats"))
     print(f"token_stats: {len(rows)} tokens from {len(traces)} traces")
 
 

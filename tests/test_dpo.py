@@ -242,10 +242,10 @@ def test_cliff_count_runs_every_model_in_one_scheduler_as_each_alone(tmp_path, t
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cliffdata.backends.hf import load_adapters
+    from cliffdata.checkpoint import UnitCheckpoint
     from cliffdata.config.problems import PromptConfig
     from cliffdata.config.search import RolloutsConfig
     from cliffdata.dpo.cliff_count import count_cliffs
-    from cliffdata.search.rollouts import Checkpoint
     from project_cliffs import CLIFFS
 
     adapters = {"uncertain": str(trained_adapter)}
@@ -258,9 +258,9 @@ def test_cliff_count_runs_every_model_in_one_scheduler_as_each_alone(tmp_path, t
                               sampling=Sampling(temperature=1.0, max_new_tokens=4))
     args = (model, tok, problems, {"p": PromptConfig()}, Sampling(temperature=1.0, max_new_tokens=6), 0, rollouts,
             rollouts.sampling, CLIFFS, 5)
-    together = count_cliffs({"base": None, "uncertain": "uncertain"}, be, *args, Checkpoint(tmp_path / "both"))
-    alone = (count_cliffs({"base": None}, be, *args, Checkpoint(tmp_path / "base"))
-             + count_cliffs({"uncertain": "uncertain"}, be, *args, Checkpoint(tmp_path / "u")))
+    together = count_cliffs({"base": None, "uncertain": "uncertain"}, be, *args, UnitCheckpoint(tmp_path / "both"))
+    alone = (count_cliffs({"base": None}, be, *args, UnitCheckpoint(tmp_path / "base"))
+             + count_cliffs({"uncertain": "uncertain"}, be, *args, UnitCheckpoint(tmp_path / "u")))
     assert together == alone
     # an adapter with the same weights as an earlier model's is that model: measured once, rows copied
     twice = make_backend("hf", str(tiny_model_dir), dtype="float32", adapters={**adapters, "copy": str(trained_adapter)})
@@ -268,7 +268,7 @@ def test_cliff_count_runs_every_model_in_one_scheduler_as_each_alone(tmp_path, t
     generate = twice.generate
     twice.generate = lambda requests, sampling: asked.extend(r.adapter for r in requests) or generate(requests, sampling)
     shared = count_cliffs({"base": None, "uncertain": "uncertain", "copy": "copy"}, twice, *args,
-                          Checkpoint(tmp_path / "copy"), digests={"uncertain": "d", "copy": "d"})
+                          UnitCheckpoint(tmp_path / "copy"), digests={"uncertain": "d", "copy": "d"})
     assert "copy" not in asked and "uncertain" in asked
     assert shared == together + [dict(r, model="copy") for r in together if r["model"] == "uncertain"]
     assert [(r["model"], r["trace_id"]) for r in together] == [(m, f"p{i}#0") for m in ("base", "uncertain") for i in range(3)]

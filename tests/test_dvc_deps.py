@@ -153,7 +153,9 @@ def missing_deps(name: str, stage: dict) -> list[str]:
         needed |= {entry} | imported_modules(entry) | sql_files(entry)
         reads |= params_read(entry)
     gaps = [f"deps: {p.relative_to(ROOT).as_posix()}" for p in sorted(needed) if not covered(p, deps)]
-    gaps += [f"params: {r}" for r in sorted(reads) if not param_covered(r, listed)]
+    # a study model's `model` section is its study entry's (study.models.<name>, cliffdata/study.py)
+    own_model = ["model"] if "study.models.${key}" in listed else []
+    gaps += [f"params: {r}" for r in sorted(reads) if not param_covered(r, listed + own_model)]
     return gaps
 
 

@@ -236,11 +236,12 @@ class RecordingBackend(Backend):
 
 
 def test_budget_per_problem_in_sample_rollouts_and_experiments(tiny_tokenizer):
+    from cliffdata.checkpoint import UnitCheckpoint
     from cliffdata.config.problems import PromptConfig
     from cliffdata.config.search import RolloutsConfig
     from cliffdata.experiments.ablation import run_ablation
     from cliffdata.generate.sampling import golds_by_problem, sample_traces
-    from cliffdata.search.rollouts import Checkpoint, run_rollouts
+    from cliffdata.search.rollouts import run_rollouts
 
     problems = [{"problem_id": f"{d}/0", "question": "What is 1 + 1?", "answer": "2", "answer_format": "boxed",
                  "prompt": "p", "max_new_tokens": b} for d, b in (("gsm1k", 1024), ("math500", 2048), ("x", None))]
@@ -254,7 +255,7 @@ def test_budget_per_problem_in_sample_rollouts_and_experiments(tiny_tokenizer):
     import tempfile
     with tempfile.TemporaryDirectory() as folder:
         run_rollouts(traces, golds, backend, tiny_tokenizer, RolloutsConfig(mode="exhaustive", num_rollouts=2, early_stop_zeros=0),
-                     Sampling(0.7, max_new_tokens=9), Checkpoint(folder), TEST)
+                     Sampling(0.7, max_new_tokens=9), UnitCheckpoint(folder), TEST)
     assert {b for _, b in backend.budgets} == {9, 1024, 2048}
 
     backend.budgets.clear()

@@ -7,9 +7,10 @@ import importlib.util
 import pytest
 
 from cliffdata.backends import make_backend
+from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.config.generate import EngineConfig, SamplingConfig
 from cliffdata.config.search import AdaptiveParams, RayParams, RolloutsConfig
-from cliffdata.search.rollouts import Checkpoint, run_rollouts
+from cliffdata.search.rollouts import run_rollouts, save_trace
 from project_cliffs import TEST
 
 pytestmark = [pytest.mark.slow,
@@ -40,14 +41,14 @@ def test_ray_actor_pool_equals_single_process(local_ray, tmp_path, tiny_model_di
 
     backend = make_backend("hf", str(tiny_model_dir), dtype="float32", max_batch=16)
     single, single_costs = run_rollouts(traces, golds, backend, tiny_tokenizer, cfg, cfg.sampling,
-                                        Checkpoint(tmp_path / "single"), TEST)
+                                        UnitCheckpoint(tmp_path / "single"), TEST)
     # rollouts end at sampled EOS, so the token counts carry the seeds: not a constant table
     assert len(set(single.column("num_generated_tokens").to_pylist())) > 1
     if mode == "adaptive":      # the search skipped positions (num_rollouts 0) or sampled some with fewer rollouts
         assert set(single.column("num_rollouts").to_pylist()) - {4}
 
-    ckpt = Checkpoint(tmp_path / "ray")
-    ckpt.save(*_rows_of(single, single_costs, traces[0]))      # one trace already done: a resume
+    ckpt = UnitCheckpoint(tmp_path / "ray")
+    save_trace(ckpt, *_rows_of(single, single_costs, traces[0]))      # one trace already done: a resume
     table, costs = run_rollouts_ray(traces, golds, str(tiny_model_dir), engine, cfg, ckpt, TEST)
     assert table.equals(single)
     assert [c["trace_id"] for c in costs] == [t["trace_id"] for t in traces]

@@ -8,7 +8,9 @@ import pytest
 from cliffdata.backends import Sampling, make_backend
 from cliffdata.config.generate import SamplingConfig
 from cliffdata.config.search import RolloutsConfig
-from cliffdata.search.rollouts import Checkpoint, estimate_potentials, expected_tokens, run_rollouts, scored_positions
+from cliffdata.checkpoint import UnitCheckpoint
+from cliffdata.search.rollouts import (estimate_potentials, expected_tokens, run_rollouts, scored_positions,
+                                       trace_key)
 from project_cliffs import TEST
 
 TRAP = 70          # a token id that, once in the prefix, makes the fake model answer wrong
@@ -101,7 +103,7 @@ class CrashAfter:
     def calls_of(traces, config, be, tokenizer, golds, tmp_path) -> int:
         """Engine calls of an uninterrupted run from scratch."""
         counter = CrashAfter(be, limit=10**9)
-        run_rollouts(traces, golds, counter, tokenizer, config, SAMPLING, Checkpoint(tmp_path / "count"), TEST)
+        run_rollouts(traces, golds, counter, tokenizer, config, SAMPLING, UnitCheckpoint(tmp_path / "count"), TEST)
         return counter.calls
 
     def generate(self, requests, sampling):
@@ -118,9 +120,9 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_tokenizer):
     traces = [trace(f"p/{k}#0", [40 + k, 41, TRAP, 42, 43, 2] if k % 2 else [40 + k, 41, 42, 2]) for k in range(6)]
     golds = {"p": ("7", "hash")}
     config = cfg(num_rollouts=16, positions_per_batch=2, traces_per_wave=2)
-    full, full_costs = run_rollouts(traces, golds, be, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "a"), TEST)
+    full, full_costs = run_rollouts(traces, golds, be, tiny_tokenizer, config, SAMPLING, UnitCheckpoint(tmp_path / "a"), TEST)
 
-    ckpt = Checkpoint(tmp_path / "b")
+    ckpt = UnitCheckpoint(tmp_path / "b")
     crashing = CrashAfter(be, limit=7)
     with pytest.raises(Crash):
         run_rollouts(traces, golds, crashing, tiny_tokenizer, config, SAMPLING, ckpt, TEST)
@@ -132,10 +134,10 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_tokenizer):
     assert resumed.equals(full)
     assert [c["trace_id"] for c in costs] == [t["trace_id"] for t in traces]
     # finished waves were not recomputed: the calls of the unfinished waves only
-    todo = [t for t in traces if Checkpoint.key(t) not in finished]
+    todo = [t for t in traces if trace_key(t) not in finished]
     assert len(todo) % 2 == 0 and todo == traces[-len(todo):]      # whole waves, the last ones
     alone = CrashAfter(be, limit=10**9)
-    run_rollouts(todo, golds, alone, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "c"), TEST)
+    run_rollouts(todo, golds, alone, tiny_tokenizer, config, SAMPLING, UnitCheckpoint(tmp_path / "c"), TEST)
     assert counting.calls == alone.calls < CrashAfter.calls_of(traces, config, be, tiny_tokenizer, golds, tmp_path)
     keys = list(zip(resumed.column("trace_id").to_pylist(), resumed.column("token_index").to_pylist()))
     assert len(keys) == len(set(keys)) == sum(len(t["response_ids"]) for t in traces)
@@ -146,7 +148,7 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_tokenizer):
     counting = CrashAfter(be, limit=10**9)
     again, _ = run_rollouts(changed, golds, counting, tiny_tokenizer, config, SAMPLING, ckpt, TEST)
     alone = CrashAfter(be, limit=10**9)       # the changed trace's wave, searched again whole
-    run_rollouts(changed[:2], golds, alone, tiny_tokenizer, config, SAMPLING, Checkpoint(tmp_path / "d"), TEST)
+    run_rollouts(changed[:2], golds, alone, tiny_tokenizer, config, SAMPLING, UnitCheckpoint(tmp_path / "d"), TEST)
     assert counting.calls == alone.calls
     first = [r for r in again.to_pylist() if r["trace_id"] == changed[0]["trace_id"]]
     assert len(first) == len(changed[0]["response_ids"])
@@ -212,4 +214,4 @@ def test_one_scheduler_across_models_packs_adapters_by_the_backends_batch_key(tm
     for t, out in zip(traces, together):
         assert timeless(out) == timeless(search_wave([t], golds, Lumping(), tiny_tokenizer, config, SAMPLING, TEST)[0])
     plain = {k: v for k, v in traces[1].items() if k != "adapter"}
-    assert len({Checkpoint.key(traces[1]), Checkpoint.key(dict(traces[1], adapter="b")), Checkpoint.key(plain)}) == 3
+    assert len({trace_key(traces[1]), trace_key(dict(traces[1], adapter="b")), trace_key(plain)}) == 3

@@ -7,9 +7,10 @@ import pytest
 
 from cliffdata import schema
 from cliffdata.backends import make_backend
+from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.config.generate import SamplingConfig
 from cliffdata.config.search import AdaptiveParams, RolloutsConfig
-from cliffdata.search.rollouts import Checkpoint, expected_tokens, run_rollouts
+from cliffdata.search.rollouts import expected_tokens, run_rollouts
 from cliffdata.search.shards import assign_shards, merge_shards, select_shard, shard_dir
 from project_cliffs import TEST
 
@@ -68,17 +69,17 @@ def test_two_shards_merge_to_the_unsharded_potentials(tmp_path, monkeypatch, tin
     wave_cfg = lambda **kw: cfg(mode=mode, traces_per_wave=2,
                                 adaptive=AdaptiveParams(initial_rollouts=4, grid_points=3, min_stride=2), **kw)
     single, _ = run_rollouts(traces, golds, backend, tiny_tokenizer, wave_cfg(), wave_cfg().sampling,
-                             Checkpoint(tmp_path / "single"), TEST)
+                             UnitCheckpoint(tmp_path / "single"), TEST)
     # the test can tell runs apart: rollouts end at sampled EOS, so token counts depend on the seeds
     other, _ = run_rollouts(traces, golds, backend, tiny_tokenizer, wave_cfg(seed=1), wave_cfg().sampling,
-                            Checkpoint(tmp_path / "other"), TEST)
+                            UnitCheckpoint(tmp_path / "other"), TEST)
     assert not other.equals(single)
 
     two = wave_cfg(shards=2, shard_ids=(0, 1))
     for s in range(2):
         part = select_shard(traces, s, two)
         table, costs = run_rollouts(part, golds, backend, tiny_tokenizer, two, two.sampling,
-                                    Checkpoint(tmp_path / f"shard{s}"), TEST)
+                                    UnitCheckpoint(tmp_path / f"shard{s}"), TEST)
         schema.write("potentials", table, shard_dir(s) / "potentials.parquet")
         schema.write("rollout_traces", costs, shard_dir(s) / "rollout_traces.parquet")
     merged, costs = merge_shards([t["trace_id"] for t in traces], 2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -18,7 +17,7 @@ from cliffdata import schema
 from cliffdata.analysis import duck, sandbox
 from cliffdata.config.load import parse_params, study_params
 from cliffdata.experiments.cpm_shift import study_pairs
-from cliffdata.study import Member, enter, members
+from cliffdata.study import Layout, Member, enter, members, stage_params
 from tests.conftest import build_model, build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,26 +74,39 @@ def test_a_study_models_params_are_the_projects_with_its_source_and_overrides():
     assert data["study"]["models"]["b"]["overrides"]["sample.seed"] == 3     # the raw params are not changed
 
 
-def test_enter_moves_into_the_models_root_and_keeps_the_shared_problems(tmp_path, monkeypatch):
+def test_enter_returns_the_models_layout_and_changes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "local-model").mkdir()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(base_params(b={"source": "local-model"})))
-    monkeypatch.setitem(schema.PATHS, "problems", schema.PATHS["problems"])     # restored after the test
-    assert enter(None).model.source == "embedded" and Path.cwd() == tmp_path
-    own = enter("b")
-    assert Path.cwd() == tmp_path / "study" / "b"
-    assert own.model.source == str(tmp_path / "local-model")                 # a relative source still resolves
-    assert schema.PATHS["problems"] == str(tmp_path / "data/problems/problems.parquet")
-    os.chdir(tmp_path)
+    paths = dict(schema.PATHS)
+    params, layout = enter(None)
+    assert params.model.source == "embedded" and layout == Layout(Path("."))
+    own, layout = enter("b")
+    assert layout == Layout(Path("study/b")) and layout.data("traces") == Path("study/b") / schema.PATHS["traces"]
+    assert layout.data("problems") == Path(schema.PATHS["problems"])           # shared: the project's
+    assert own.model.source == str(tmp_path / "local-model")                 # a local source, made absolute
+    assert Path.cwd() == tmp_path and schema.PATHS == paths and not (tmp_path / "study").exists()
     with pytest.raises(SystemExit, match=r"--model nope: study\.models has no such model \(known: b\)"):
         enter("nope")
 
 
+def test_stage_params_parse_the_model_and_the_stages_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(base_params(b={"source": "org/B-1B"})))
+    params, args, layout = stage_params("rollouts", ["--model", "b", "--shard", "all"],
+                                        arguments=lambda ap: ap.add_argument("--shard"))
+    assert (params.model.source, args.model, args.shard, layout.root) == ("org/B-1B", "b", "all", Path("study/b"))
+    assert stage_params("sample", [])[2] == Layout(Path("."))
+    assert Path.cwd() == tmp_path
+
+
 def test_member_paths_are_under_its_root_but_the_problems():
     m = Member("b", Path("study/b"), "src", "fam", None)
-    assert m.path("models/base") == Path("study/b/models/base")
-    assert m.path(schema.PATHS["cliffs"]) == Path("study/b") / schema.PATHS["cliffs"]
-    assert m.path(schema.PATHS["problems"]) == Path(schema.PATHS["problems"])
+    assert m.layout.path("models/base") == Path("study/b/models/base")
+    assert m.layout.data("cliffs") == Path("study/b") / schema.PATHS["cliffs"]
+    assert m.layout.data("problems") == Path(schema.PATHS["problems"])
+    own = Member("a", Path("."), "src", "fam", None).layout
+    assert own.path("metrics/sample.json") == Path("metrics/sample.json")      # the project's own paths, as given
 
 
 def test_study_pairs_both_directions_and_refusals_named(tiny_tokenizer):

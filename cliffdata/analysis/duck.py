@@ -184,7 +184,7 @@ def create_study_views(con: duckdb.DuckDBPyConnection, members: Sequence[Member]
     for name in names:
         rels = []
         for m in members:
-            path = Path(root) / m.path(schema.PATHS[name])
+            path = Path(root) / m.layout.data(name)
             parts = [str(p.resolve()) for p in dataset_files(path)]
             if not parts:
                 continue

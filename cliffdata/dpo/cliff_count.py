@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from cliffdata import schema
 from cliffdata.backends import AdapterView, Backend, Sampling
+from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.cliffs.find import find_cliffs
 from cliffdata.cliffs.taxonomy import CATEGORIES
 from cliffdata.config.cliffs import CliffsConfig
@@ -23,7 +24,7 @@ from cliffdata.config.search import RolloutsConfig
 from cliffdata.dpo.evaluate import same_adapters
 from cliffdata.generate.sampling import golds_by_problem, sample_traces
 from cliffdata.generate.token_stats import compute_token_stats
-from cliffdata.search.rollouts import Checkpoint, max_drops_by_trace, run_rollouts
+from cliffdata.search.rollouts import max_drops_by_trace, run_rollouts
 
 
 @contextlib.contextmanager
@@ -44,7 +45,7 @@ def selected(torch_model, adapter: str | None):
 def count_cliffs(models: dict[str, str | None], backend: Backend, torch_model, tokenizer, problems: list[dict],
                  prompts: dict[str, PromptConfig], trace_sampling: Sampling, trace_seed: int, rollouts: RolloutsConfig,
                  rollout_sampling: Sampling, cliffs: CliffsConfig, top_k: int,
-                 checkpoint: Checkpoint, digests: dict[str, str] | None = None) -> list[dict]:
+                 checkpoint: UnitCheckpoint, digests: dict[str, str] | None = None) -> list[dict]:
     """CLIFF_COUNT rows of every model of `models` (name -> its adapter in `backend` and `torch_model`, the
     HF model for token statistics; None: the base). `cliffs` is params `cliffs`: its test (`cliffs.test`)
     decides the rollouts searches and the cliffs found, the rest the cliffs' categories.

@@ -6,9 +6,10 @@ Each actor opens the params' engine once (one vLLM per GPU with `num_gpus_per_ac
 cluster, HF or vLLM CPU replicas locally) and runs `estimate_potentials` on whole traces, so a
 trace's prefixes share one prefix cache and every request keeps its (seed, trace_id, position)
 seed: on a deterministic backend the potentials equal the single-process run. The driver streams
-finished traces into the same checkpoint folder as `engine: local` (resume works the same) and
-returns the same tables. The model path must be readable from every node (shared storage or a
-hub id), and `cliffdata` importable there (installed, or `runtime_env={"working_dir": ...}`).
+finished traces into the same checkpoint folder as `engine: local`, one `UnitCheckpoint` unit per
+trace (resume works the same), and returns the same tables. The model path must be readable from every
+node (shared storage or a hub id), and `cliffdata` importable there (installed, or
+`runtime_env={"working_dir": ...}`).
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from pathlib import Path
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.config.cliffs import CliffTest
 from cliffdata.config.generate import EngineConfig, GradingConfig
 from cliffdata.config.search import RolloutsConfig
 from cliffdata.generate.sampling import Gold
-from cliffdata.search.rollouts import Checkpoint, unfinished_waves, wave_cost
+from cliffdata.search.rollouts import load_traces, save_trace, unfinished_waves, wave_cost
 
 
 class RolloutActor:
@@ -59,7 +61,7 @@ class RolloutActor:
 
 
 def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str, engine: EngineConfig,
-                     cfg: RolloutsConfig, checkpoint: Checkpoint, test: CliffTest,
+                     cfg: RolloutsConfig, checkpoint: UnitCheckpoint, test: CliffTest,
                      max_drops: dict[str, dict[int, float | None]] | None = None,
                      grading_cfg: GradingConfig = GradingConfig()) -> tuple[pa.Table, list[dict]]:
     """Like `rollouts.run_rollouts`, with the traces spread over `cfg.ray.num_actors` backend actors, each
@@ -93,10 +95,11 @@ def run_rollouts_ray(traces: list[dict], golds: dict[str, Gold], model_path: str
             bar = tqdm(total=num_todo, desc="rollouts (ray)", unit="trace")
             by_id = {t["trace_id"]: t for w in todo for t in w}
             for row in ds.iter_rows():
-                checkpoint.save(by_id[str(row["trace_id"])], json.loads(row["potentials"]), json.loads(row["cost"]))
+                save_trace(checkpoint, by_id[str(row["trace_id"])], json.loads(row["potentials"]),
+                           json.loads(row["cost"]))
                 bar.update(1)
             bar.close()
     finally:
         if started_here:
             ray.shutdown()
-    return checkpoint.load(traces)
+    return load_traces(checkpoint, traces)

@@ -8,8 +8,9 @@ the rest of the trace is filled with p = 0 (`is_filled`, `num_rollouts = 0`).
 Every request carries a seed derived from (seed, trace_id, token_index[, round]), and a wave's
 searches always pack their requests into the same engine calls (`search_wave`), so a deterministic
 backend gives identical potentials whether a run was interrupted or not. A finished wave's traces are
-written to the checkpoint folder atomically; a re-run skips the waves found there whole, and searches
-again a wave with a trace whose files do not verify (`Checkpoint`).
+written to the checkpoint folder atomically, one `checkpoint.UnitCheckpoint` unit per trace (`trace_key`;
+its cost row as the value, its potentials as the attached table); a re-run skips the waves found there
+whole, and searches again a wave with a trace whose files do not verify.
 """
 from __future__ import annotations
 
@@ -19,14 +20,13 @@ import logging
 import math
 import re
 import time
-from pathlib import Path
 
 import pyarrow as pa
 from tqdm.auto import tqdm
 
 from cliffdata import grading, schema
 from cliffdata.backends import Backend, Sampling, request_seed
-from cliffdata.checkpoint import CorruptUnit, remove_folder, seal, set_aside, unseal, write_atomic
+from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.config.cliffs import CliffTest
 from cliffdata.config.search import RolloutsConfig
 from cliffdata.generate.sampling import Gold, resample, with_budget
@@ -264,84 +264,46 @@ def wave_cost(wave: list[dict], cfg: RolloutsConfig) -> int:
     return sum(expected_tokens(len(t["response_ids"]), cfg) for t in wave)
 
 
-def unfinished_waves(traces: list[dict], cfg: RolloutsConfig, checkpoint: "Checkpoint") -> list[list[dict]]:
-    """The waves with a trace not yet in `checkpoint` (a wave is skipped only whole), logging a resume."""
+def trace_key(trace: dict) -> str:
+    """The checkpoint unit of a trace: its id (readable, for the file name) and a digest of its id, its exact
+    prompt and response ids and its `adapter` (None: the base model), so a resumed run whose trace with
+    the same id came out differently (cliff_count samples its traces in the stage) recomputes it instead
+    of attaching saved potentials to another trace."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", trace["trace_id"])[:80]
+    digest = UnitCheckpoint.key(trace["trace_id"], [int(i) for i in trace["prompt_ids"]],
+                                [int(i) for i in trace["response_ids"]], trace.get("adapter"))
+    return f"{safe}-{digest[:16]}"
+
+
+def unfinished_waves(traces: list[dict], cfg: RolloutsConfig, checkpoint: UnitCheckpoint) -> list[list[dict]]:
+    """The waves with a trace not yet in `checkpoint` (a wave is skipped only whole), logging a resume.
+    A trace whose files do not verify is set aside there (logged with its path) and is not done."""
     done = checkpoint.done()
-    todo = [w for w in waves(traces, cfg) if not all(Checkpoint.key(t) in done for t in w)]
+    todo = [w for w in waves(traces, cfg) if not all(trace_key(t) in done for t in w)]
     num_todo = sum(map(len, todo))
     if num_todo < len(traces):
         log.info("resuming: %d of %d traces already in %s", len(traces) - num_todo, len(traces), checkpoint.folder)
     return todo
 
 
-class Checkpoint:
-    """A folder of finished traces: `<key>.parquet` (potentials) then `<key>.json`, the done mark: the cost
-    row and the potentials file's sha256, `checkpoint.seal`ed (its own digest beside it).
+def save_trace(checkpoint: UnitCheckpoint, trace: dict, rows: list[dict], cost: dict) -> None:
+    """A finished trace as its unit: the potentials rows (`schema.POTENTIALS`) as the table, the cost row
+    as the value."""
+    checkpoint.put(trace_key(trace), cost, schema.to_table("potentials", rows))
 
-    A trace's key covers its id *and* its exact prompt and response ids (and its `adapter`, where it has
-    one), so a resumed run whose trace with the same id came out differently (cliff_count samples its
-    traces in the stage) recomputes it instead of attaching saved potentials to another trace. A done
-    mark that does not parse or verify, or whose potentials file is missing or holds other bytes, is
-    set aside with that file (`checkpoint.set_aside`, logged with the path): the trace is not done,
-    and its wave is searched again.
-    """
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-
-    @staticmethod
-    def key(trace: dict) -> str:
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", trace["trace_id"])[:80]
-        parts = [trace["trace_id"], [int(i) for i in trace["prompt_ids"]], [int(i) for i in trace["response_ids"]]]
-        if trace.get("adapter") is not None:
-            parts.append(trace["adapter"])
-        content = json.dumps(parts)
-        return f"{safe}-{hashlib.sha256(content.encode()).hexdigest()[:16]}"
-
-    def done(self) -> set[str]:
-        """Keys of the finished traces whose files verify (the others are set aside)."""
-        return {p.stem for p in sorted(self.folder.glob("*.json")) if self._cost(p.stem) is not None}
-
-    def _cost(self, name: str) -> dict | None:
-        """The cost row of finished trace `name`, or None: not finished, or its files set aside."""
-        mark, table = self.folder / f"{name}.json", self.folder / f"{name}.parquet"
-        try:
-            value = unseal(mark.read_bytes())
-            if not isinstance(value, dict) or set(value) != {"cost", "potentials_sha256"}:
-                raise CorruptUnit("is not a done mark")
-            if not table.exists() or schema.file_digest(table) != value["potentials_sha256"]:
-                raise CorruptUnit(f"names potentials that {table.name} does not hold")
-        except FileNotFoundError:
-            return None
-        except CorruptUnit as e:
-            set_aside(mark, str(e))
-            if table.exists():
-                set_aside(table, f"belongs to {mark.name}, which {e}")
-            return None
-        return value["cost"]
-
-    def save(self, trace: dict, rows: list[dict], cost: dict) -> None:
-        name = self.key(trace)
-        schema.write("potentials", rows, self.folder / f"{name}.parquet")
-        mark = {"cost": cost, "potentials_sha256": schema.file_digest(self.folder / f"{name}.parquet")}
-        write_atomic(self.folder / f"{name}.json", seal(mark))
-
-    def load(self, traces: list[dict]) -> tuple[pa.Table, list[dict]]:
-        tables, costs = [], []
-        for trace in traces:
-            name = self.key(trace)
-            cost = self._cost(name)
-            if cost is None:
-                raise RuntimeError(f"{self.folder / name}.json: trace {trace['trace_id']!r} is not in the checkpoint")
-            tables.append(schema.read("potentials", self.folder / f"{name}.parquet"))
-            costs.append(cost)
-        table = pa.concat_tables(tables) if tables else schema.POTENTIALS.empty_table()
-        return table, costs
-
-    def remove(self) -> None:
-        """Delete the folder, but for files set aside (`checkpoint.remove_folder`)."""
-        remove_folder(self.folder)
+def load_traces(checkpoint: UnitCheckpoint, traces: list[dict]) -> tuple[pa.Table, list[dict]]:
+    """The potentials and cost rows of `traces`, every one of them finished in `checkpoint`, in order."""
+    tables, costs = [], []
+    for trace in traces:
+        key = trace_key(trace)
+        cost = checkpoint.get(key)
+        if cost is None:
+            raise RuntimeError(f"{checkpoint.folder / key}.json: trace {trace['trace_id']!r} is not in the checkpoint")
+        tables.append(schema.to_table("potentials", checkpoint.table(key)))
+        costs.append(cost)
+    table = pa.concat_tables(tables) if tables else schema.POTENTIALS.empty_table()
+    return table, costs
 
 
 def fingerprint(*parts: object) -> str:
@@ -350,7 +312,7 @@ def fingerprint(*parts: object) -> str:
 
 
 def run_rollouts(traces: list[dict], golds: dict[str, Gold], backend: Backend, tokenizer,
-                 cfg: RolloutsConfig, sampling: Sampling, checkpoint: Checkpoint, test: CliffTest,
+                 cfg: RolloutsConfig, sampling: Sampling, checkpoint: UnitCheckpoint, test: CliffTest,
                  desc: str = "rollouts",
                  max_drops: dict[str, dict[int, float | None]] | None = None) -> tuple[pa.Table, list[dict]]:
     """Estimate potentials for every trace, resuming from `checkpoint`; returns (potentials, costs).
@@ -371,12 +333,12 @@ def run_rollouts(traces: list[dict], golds: dict[str, Gold], backend: Backend, t
     num_tokens, started = 0, time.perf_counter()
     for wave in todo:
         for trace, (rows, cost) in zip(wave, search_wave(wave, golds, backend, tokenizer, cfg, sampling, test, max_drops)):
-            checkpoint.save(trace, rows, cost)
+            save_trace(checkpoint, trace, rows, cost)
             num_tokens += cost["num_generated_tokens"]
         bar.set_postfix(tok_s=f"{num_tokens / max(time.perf_counter() - started, 1e-9):.0f}")
         bar.update(len(wave))
     bar.close()
-    table, costs = checkpoint.load(traces)
+    table, costs = load_traces(checkpoint, traces)
     # the resumed traces' grading timeouts, so this process's count covers the whole result
     computed = {t["trace_id"] for w in todo for t in w}
     grading.grader().count_timeouts(sum(c.get("num_grading_timeouts") or 0 for c in costs

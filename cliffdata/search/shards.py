@@ -21,9 +21,10 @@ from cliffdata.config.search import RolloutsConfig
 from cliffdata.search.rollouts import wave_cost, waves
 
 
-def shard_dir(shard: int) -> Path:
-    """Where shard `shard` writes `potentials.parquet` and `rollout_traces.parquet`."""
-    return Path(schema.PATHS["potentials"]).parent / "shards" / str(shard)
+def shard_dir(shard: int, root: Path = Path(".")) -> Path:
+    """Where shard `shard` writes `potentials.parquet` and `rollout_traces.parquet`, under the model's
+    `root` (cliffdata.study.Layout)."""
+    return root / Path(schema.PATHS["potentials"]).parent / "shards" / str(shard)
 
 
 def assign_shards(traces: list[dict], num_shards: int, cfg: RolloutsConfig) -> dict[str, int]:
@@ -49,11 +50,12 @@ def select_shard(traces: list[dict], shard: int, cfg: RolloutsConfig) -> list[di
     return [t for t in traces if assignment[t["trace_id"]] == shard]
 
 
-def merge_shards(trace_ids: list[str], num_shards: int) -> tuple[pa.Table, list[dict]]:
-    """Potentials and cost rows of shards 0 … num_shards-1; every trace exactly once, or ValueError."""
+def merge_shards(trace_ids: list[str], num_shards: int, root: Path = Path(".")) -> tuple[pa.Table, list[dict]]:
+    """Potentials and cost rows of shards 0 … num_shards-1 under `root`; every trace exactly once, or
+    ValueError."""
     tables, costs = [], []
     for s in range(num_shards):
-        folder = shard_dir(s)
+        folder = shard_dir(s, root)
         tables.append(schema.read("potentials", folder / "potentials.parquet"))
         costs += schema.read("rollout_traces", folder / "rollout_traces.parquet").to_pylist()
     seen = [c["trace_id"] for c in costs]

@@ -58,7 +58,7 @@ def study_sites(root: Path, params) -> tuple[str, list[tuple[str, ReportData, ob
     if len(study) == 1:
         return "", []
     others = [(m.name, load_report_data(Path(root) / m.root, params.cliffs, problems_root=Path(root)),
-               load_tokenizer(Path(root) / m.path("models/base"))) for m in study[1:]]
+               load_tokenizer(Path(root) / m.layout.path("models/base"))) for m in study[1:]]
     return study[0].name, others
 
 
