@@ -1,6 +1,7 @@
 """Stage `summary`: metrics/summary.md, the headline numbers of every stage beside the paper's reference
-numbers (protocol §8), labelled as a different model and dataset, and the noise audit
-(metrics/directions.json: the paper's directions on all / feasible / replicated cliffs).
+numbers (protocol §8), labelled as a different model and dataset, every direction's verdict
+(metrics/verdicts.json: supported / contradicted / undecided with its counts, test and interval) and
+the noise audit (metrics/directions.json: the paper's directions on all / feasible / replicated cliffs).
 
     python pipeline/summary.py
 """
@@ -8,6 +9,7 @@ import json
 from pathlib import Path
 
 from cliffdata.analysis import duck
+from cliffdata.analysis import claims
 from cliffdata.analysis.summary import headline, load_metrics, render_summary
 from cliffdata.config.load import load_params
 
@@ -22,8 +24,21 @@ def main() -> None:
     directions = ("{}\n" if duck.views(con) != set(needs) else
                   duck.table_files(duck.run_sql_file(con, "directions", {}), "cliff_set")["json"])
     Path("metrics/directions.json").write_text(directions)
+    if params.verdicts is None:
+        raise SystemExit("params.yaml: the summary needs a `verdicts` section (alpha, power, exact_limit, resamples, "
+                         "seed); see docs/method.md, Verdicts")
     metrics = load_metrics(Path("metrics"))
-    text = render_summary(metrics, model, datasets)
+    # every direction's verdict, on the units the experiments wrote (docs/method.md, Verdicts); the
+    # Cliff-DPO claims are decided over seeds, and one run is one seed
+    with duck.connect(Path("."), ["cliffs", "trace_cliffs", "replicate", "ablation", "candidates", "dpo_eval"],
+                      params.analysis) as units_con:
+        units = claims.claim_units(units_con, params.cliffs.include_empty_prefix)
+    variant_pairs = {v: c["num_train"] for v, c in ((metrics.get("dpo_pairs") or {}).get("variants") or {}).items()}
+    accuracies = {k: v["accuracy"] for k, v in ((metrics.get("dpo_eval") or {}).get("models") or {}).items()
+                  if v.get("accuracy") is not None}
+    verdicts = claims.records(claims.directions(units, variant_pairs, [accuracies] if accuracies else [], params.verdicts))
+    Path("metrics/verdicts.json").write_text(json.dumps(verdicts, indent=2, sort_keys=True) + "\n")
+    text = render_summary(metrics, model, datasets, verdicts)
     Path("metrics/headline.json").write_text(json.dumps(headline(metrics), indent=2) + "\n")
     Path("metrics/summary.md").write_text(text)
     print(text)

@@ -639,6 +639,38 @@ def test_stage_runs_on_the_world(tmp_path, monkeypatch, world, backend_factory, 
     assert set(duck.run_checks(con).values()) == {0}
 
 
+def test_a_study_models_stages_write_under_its_root_what_the_pipelines_model_writes(tmp_path, monkeypatch, world,
+                                                                                     backend_factory, tokenizer):
+    """`--model b` reads and writes under study/b/ (the shared problems the project's): the same files,
+    byte for byte, that the pipeline's own model's run writes at its root; the working directory and
+    schema.PATHS stay the project's."""
+    import sys
+
+    from cliffdata.study import Layout
+
+    own, proj = tmp_path / "own", tmp_path / "proj"
+    study = Layout(Path("study/b"))
+    write_world(own, world, {})
+    for name, rows in world.items():
+        schema.write(name, rows, proj / study.data(name))
+    params = PARAMS + "dpo_pairs: {top_k: 3}\n"
+    (own / "params.yaml").write_text(params)
+    (proj / "params.yaml").write_text(params + "study: {models: {b: {source: org/B-1B}}}\n")
+    paths = dict(schema.PATHS)
+    for root, argv in ((own, []), (proj, ["--model", "b"])):
+        monkeypatch.chdir(root)
+        monkeypatch.setattr(sys, "argv", [sys.argv[0], *argv])
+        run_stage("candidates", monkeypatch, backend_factory("candidates"), tokenizer)
+        load_stage("entropy").main()
+        assert Path.cwd() == root and schema.PATHS == paths
+    written = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("*")
+                            if p.is_file() and p.name != "params.yaml" and "problems" not in p.parts}
+    assert written(proj) == {study.root / p: data for p, data in written(own).items()}
+    assert {p.relative_to(proj) for p in (proj / "data").rglob("*") if p.is_file()} == {study.data("problems")}
+    assert Path(schema.PATHS["candidates"]) in written(own)
+    assert (proj / study.path(".cache/candidates")).is_dir() and not (proj / ".cache").exists()    # checkpoints
+
+
 def test_dpo_pairs_stage_on_the_world_and_its_fake_backend_refusal(tmp_path, monkeypatch, world, backend_factory,
                                                                    tokenizer):
     """candidates (scripted rollouts) -> dpo_pairs: one Parquet + TRL file per variant, pairs only at cliffs
@@ -730,6 +762,15 @@ def test_replicate_stage_on_the_world(tmp_path, monkeypatch, world, backend_fact
     assert directions["replicated"]["num_failed_cliffs"] == 1            # p1#0 token 3 (p2#0 is correct)
     assert (directions["replicated"]["del_pass_at_1"], directions["replicated"]["keep_pass_at_1"]) == (1.0, 0.0)
     assert directions["all"]["num_failed_cliffs"] == 1 and directions["all"]["cpm_uncertain"] is None
+    # the verdicts' units: one row per cliff with its sets and arms (Y was not ablated under `use`)
+    rows = duck.run_sql_file(duck.connect(tmp_path), "verdict_cliffs", {}).to_pylist()
+    assert [(r["trace_id"], r["token_index"], r["replicated"], r["feasible"]) for r in rows] == [
+        ("p1#0", 3, True, True), ("p1#0", 6, False, False), ("p2#0", 4, True, True)]
+    assert (rows[0]["del_pass_at_1"], rows[0]["keep_pass_at_1"]) == (1.0, 0.0) and rows[1]["del_pass_at_1"] is None
+    assert {r["cpm"] for r in rows} == {None}                            # no candidates: no CPM
+    traces = duck.run_sql_file(duck.connect(tmp_path), "verdict_traces", {"include_empty_prefix": True}).to_pylist()
+    assert [(t["trace_id"], t["is_correct"], t["has_cliff"]) for t in traces] == [
+        ("p1#0", False, True), ("p2#0", True, True), ("p2#1", False, False)]
 
 
 # --- a damaged checkpoint unit and grading timeouts through the replicate stage -------------------------

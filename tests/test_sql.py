@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from cliffdata import schema
-from cliffdata.analysis import duck, sandbox
+from cliffdata.analysis import claims, duck, sandbox
+from cliffdata.config.analysis import VerdictsConfig
 
 H_STAR = 0.056
 
@@ -107,6 +108,9 @@ def seed(tmp_path) -> Path:
 @pytest.fixture
 def empty(tmp_path) -> Path:
     return write_seed(tmp_path, {name: [] for name in schema.PATHS})
+
+
+VERDICTS = VerdictsConfig(alpha=0.05, power=0.8, exact_limit=1024, resamples=1000, seed=0)
 
 
 def metrics_params(**overrides) -> dict:
@@ -248,6 +252,11 @@ def test_empty_tables_give_zero_counts(empty):
     assert set(duck.run_checks(con).values()) == {0}
     duck.write_metrics(empty, metrics_params())
     assert json.loads((empty / "metrics/occurrence.json").read_text())["all"]["num_traces"] == 0
+    # the verdicts' units: no rows, and every direction then undecided or n/a, none decided
+    units = claims.claim_units(con, True)
+    assert units == {"cliffs": [], "traces": [], "answers": []}
+    out = claims.directions(units, {}, [], VERDICTS)
+    assert {v.verdict for s in out["cliff_sets"].values() for v in s} <= {"undecided", "n/a"} and not out["main"]
 
 
 # --- write_metrics ----------------------------------------------------------------------------------

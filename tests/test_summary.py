@@ -3,7 +3,22 @@ from __future__ import annotations
 
 import json
 
+from cliffdata.analysis import claims
 from cliffdata.analysis.summary import load_metrics, render_summary
+from cliffdata.config.analysis import VerdictsConfig
+
+CFG = VerdictsConfig(alpha=0.05, power=0.8, exact_limit=65536, resamples=1000, seed=0)
+
+
+def verdicts(del_minus_keep: float, cpm_gap: float, num: int = 8) -> dict:
+    """Verdict records of `num` failed-trace cliffs (one per problem) whose del - keep difference and
+    uncertain - sampled-off CPM gap are the given ones."""
+    cliffs = [{"trace_id": f"t{i}", "problem_id": f"q{i}", "is_correct": False, "feasible": True,
+               "replicated": i % 2 == 0, "category": "uncertain" if i % 2 else "sampled_off",
+               "del_pass_at_1": 0.5 + del_minus_keep / 2 + 0.01 * i, "keep_pass_at_1": 0.5 - del_minus_keep / 2,
+               "cpm": 0.5 + (cpm_gap / 2 if i % 2 else -cpm_gap / 2) + 0.001 * i} for i in range(num)]
+    units = {"cliffs": cliffs, "traces": [], "answers": []}
+    return claims.records(claims.directions(units, {}, [], CFG))
 
 METRICS = {
     "occurrence": {"correct": {"share_with_cliff": 0.0, "num_traces": 6},
@@ -23,26 +38,27 @@ METRICS = {
 def test_summary_reports_numbers_and_directions(tmp_path):
     for name, content in METRICS.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(content))
-    text = render_summary(load_metrics(tmp_path), "SmolLM2", "arith")
+    text = render_summary(load_metrics(tmp_path), "SmolLM2", "arith", verdicts(0.4, 0.3))
     assert "Different model, dataset and N" in text
     assert "| traces with >= 1 cliff, correct / failed | 0.0% / 44.4% |" in text
     assert "| Cliff-del pass@1 / pass@16 | 0.440 / 1.000 |" in text
-    assert "Direction del > keep: **holds**" in text
+    assert "Direction del > keep (pass@1, problems as units): **supported**" in text
     assert "| uncertain | 6 | 0.700 | 0.63-0.71 |" in text
-    assert "deterministic > uncertain > sampled-off (over the categories present): **holds**" in text
+    assert "Direction deterministic > uncertain: **n/a**; uncertain > sampled-off: **supported**" in text
     assert "| deterministic | 0 | = base (no training pairs) |" in text
     assert "| uncertain_sampled_off | 40 | 30.0% | +5.0 | [-2.0, +12.0] |" in text
-    assert "beats deterministic-only: **holds**" in text
+    assert "## Verdicts" in text and "| CPM deterministic > uncertain | n/a |" in text
+    assert "All 2 testable directions are decided at this size." in text
 
 
-def test_summary_says_when_a_direction_does_not_hold_and_tolerates_missing_files(tmp_path):
-    metrics = json.loads(json.dumps(METRICS))
-    metrics["ablation"]["all"]["failed"]["keep"]["pass@16"] = 1.0
-    metrics["cpm"]["sampled_off"]["cpm_mean"] = 0.9
-    text = render_summary(metrics, "m", "d")
-    assert "Direction del > keep: **does not hold**" in text
-    assert "sampled-off (over the categories present): **does not hold**" in text
-    assert "n/a" in render_summary({}, "m", "d")
+def test_summary_prints_contradicted_and_undecided_and_tolerates_missing_files():
+    text = render_summary(METRICS, "m", "d", verdicts(-0.4, 0.0))
+    assert "Direction del > keep (pass@1, problems as units): **contradicted**" in text
+    assert "uncertain > sampled-off: **undecided**" in text
+    assert "**1 of 2 testable directions are undecided at this size**" in text
+    small = render_summary(METRICS, "m", "d", verdicts(0.4, 0.3, num=4))        # four problems decide nothing
+    assert "Direction del > keep (pass@1, problems as units): **undecided**" in small
+    assert "n/a" in render_summary({}, "m", "d") and "## Verdicts" not in render_summary({}, "m", "d")
 
 
 AUDIT = {
@@ -76,16 +92,17 @@ AUDIT = {
 
 
 def test_summary_noise_audit_and_the_control():
-    text = render_summary(AUDIT, "m", "d")
+    text = render_summary(AUDIT, "m", "d", verdicts(0.4, 0.3))
     assert "## Noise audit" in text
     assert "| failed | 800 | 9 | 2.50 | 6.50 [3.40, 9.60] | 77.8% | 12.0% |" in text
     assert "| deterministic | 2 | 0.0% | n/a |" in text
     assert "| uncertain | 5 | 80.0% | 4/5 = 80.0% [38.0%, 96.0%] |" in text
     assert "| cost | 320 rollouts, 9000 generated tokens |" in text
-    assert "| all | 10 | 0.400 / 0.100 | 1.000 / 0.300 | holds | n/a / 0.600 / 0.300 (0/5/3) | holds |" in text
-    assert "| replicated | 6 | 0.200 / 0.250 | 0.900 / 0.500 | does not hold | n/a / 0.500 / 0.550 (0/4/2) | does not hold |" in text
+    # the re-check rows carry each cliff set's verdicts (8 problems in `all`, 4 replicated: too few)
+    assert "| all | 10 | 0.400 / 0.100 | 1.000 / 0.300 | supported | n/a / 0.600 / 0.300 (0/5/3) | n/a; supported |" in text
+    assert "| replicated | 6 | 0.200 / 0.250 | 0.900 / 0.500 | undecided | n/a / 0.500 / 0.550 (0/4/2) | n/a; undecided |" in text
     assert "pairs at cliffs 40.0% vs random positions 45.0% (-5.0 points, paired 95% interval [-15.0, +5.0])" in text
-    assert "DPO anywhere: **does not hold** (by the paired interval)" in text
+    assert "DPO anywhere: **n/a** (decided over training seeds)" in text
     # without the noise-audit metrics (no expected false cliffs, no replication) there is no audit section
     assert "Noise audit" not in render_summary({"occurrence": METRICS["occurrence"]}, "m", "d")
 

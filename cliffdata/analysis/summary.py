@@ -60,10 +60,13 @@ def _last_pass(cell: dict | None) -> tuple[str, float | None]:
     return str(ks[-1]), cell[f"pass@{ks[-1]}"]
 
 
-def render_summary(m: dict[str, dict], model: str, datasets: str) -> str:
+def render_summary(m: dict[str, dict], model: str, datasets: str, verdicts: dict | None = None) -> str:
+    """The summary page; `verdicts` (claims.records) gives every direction's verdict, else they read n/a."""
+    verdicts = verdicts or {"main": [], "cliff_sets": {}}
     lines = [f"# Summary: {model} on {datasets}", "",
              "This run's numbers beside the paper's (protocol §8). **Different model, dataset and N**: the paper",
              "ran 0.6B-8B models on GSM1K/MATH500/AIME25 with N = 64; compare directions, not values.", ""]
+    lines += size_note(verdicts["main"]) + verdict_table(verdicts["main"])
     occ = m.get("occurrence", {})
     lines += ["## Occurrence (RQ1)", "", "| | this run | paper |", "|---|---|---|",
               f"| traces with >= 1 cliff, correct / failed | {_pct(_get(occ, 'correct', 'share_with_cliff'))} / "
@@ -76,23 +79,21 @@ def render_summary(m: dict[str, dict], model: str, datasets: str) -> str:
     k_del, p_del = _last_pass(abl.get("del"))
     k_keep, p_keep = _last_pass(abl.get("keep"))
     p1_del, p1_keep = _get(abl, "del", "pass@1"), _get(abl, "keep", "pass@1")
-    holds = None if p_del is None or p_keep is None else (p_del > p_keep and (p1_del or 0) > (p1_keep or 0))
     lines += ["## Deletion ablation on failed traces (RQ1)", "", "| | this run | paper |", "|---|---|---|",
               f"| Cliff-del pass@1 / pass@{k_del} | {_num(p1_del)} / {_num(p_del)} | pass@64 {PAPER['del_pass_at_n']} |",
               f"| Cliff-keep pass@1 / pass@{k_keep} | {_num(p1_keep)} / {_num(p_keep)} | pass@64 {PAPER['keep_pass_at_n']} |",
               f"| Critical-del / Random-del pass@{k_del} | {_num(_last_pass(abl.get('critical_del'))[1])} / "
               f"{_num(_last_pass(abl.get('random_del'))[1])} | |",
               f"| cliff instances | {_get(abl, 'del', 'num_instances')} | |",
-              "", f"Direction del > keep: **{'holds' if holds else 'does not hold' if holds is False else 'n/a'}**.", ""]
+              "", f"Direction del > keep (pass@1, problems as units): **{_verdict(verdicts['main'], 'Cliff-del')}**.", ""]
     cpm = m.get("cpm", {})
     means = {c: _get(cpm, c, "cpm_mean") for c in ("deterministic", "uncertain", "sampled_off")}
     lines += ["## Cliff probability mass by category (RQ2/3)", "", "| category | cliffs | CPM mean (this run) | paper |",
               "|---|---|---|---|"]
     for c, v in means.items():
         lines.append(f"| {c} | {_get(cpm, c, 'num_cliffs') or 0} | {_num(v)} | {PAPER['cpm'][c]} |")
-    present = [means[c] for c in means if means[c] is not None]
-    order = "n/a" if len(present) < 2 else ("holds" if present == sorted(present, reverse=True) else "does not hold")
-    lines += ["", f"Direction deterministic > uncertain > sampled-off (over the categories present): **{order}**.", ""]
+    lines += ["", f"Direction deterministic > uncertain: **{_verdict(verdicts['main'], 'CPM deterministic')}**; "
+                  f"uncertain > sampled-off: **{_verdict(verdicts['main'], 'CPM uncertain')}**.", ""]
     shift = _get(m.get("cpm_shift"), "directions") or {}
     if shift:
         lines += ["## CPM shift (RQ3)", "", "| direction | category | cliffs | CPM source | CPM eval | ΔCPM | rank shift |",
@@ -116,24 +117,20 @@ def render_summary(m: dict[str, dict], model: str, datasets: str) -> str:
             interval = ("" if "diff_ci_low" not in e else f"[{_signed(e['diff_ci_low'])}, {_signed(e['diff_ci_high'])}]")
             acc = _pct(e.get("accuracy")) if e else "= base (no training pairs)"
             lines.append(f"| {v} | {cell['num_train']} | {acc} | {_signed(e.get('diff_to_base'))} | {interval} |")
-        usp, det = ev.get("uncertain_sampled_off", {}).get("accuracy"), ev.get("deterministic", {}).get("accuracy")
-        base_acc = _get(ev, "base", "accuracy")
-        det_eff = det if det is not None else base_acc
-        verdict = ("n/a" if usp is None or det_eff is None else
-                   "holds" if usp > det_eff else "does not hold")
-        lines += ["", f"Paper: {PAPER['dpo']}. Here uncertain+sampled-off beats deterministic-only: **{verdict}** "
-                      f"(point estimates; see the intervals).", ""]
+        lines += ["", f"Paper: {PAPER['dpo']}. Here uncertain + sampled-off beats the base model: "
+                      f"**{_verdict(verdicts['main'], 'Cliff-DPO uncertain + sampled-off > base')}**; beats "
+                      f"deterministic-only: **{_verdict(verdicts['main'], 'Cliff-DPO uncertain + sampled-off > det')}** "
+                      f"(decided over training seeds; the intervals above are one seed's, over eval problems).", ""]
         cliffs_cell, control = ev.get("all", {}), ev.get("random", {}).get("accuracy")
         if control is not None and cliffs_cell.get("accuracy") is not None:
             diff = cliffs_cell.get("diff_to_control")
             interval = ("" if diff is None else f" ({_signed(diff)} points, paired 95% interval "
                         f"[{_signed(cliffs_cell['control_ci_low'])}, {_signed(cliffs_cell['control_ci_high'])}])")
-            holds = (cliffs_cell["accuracy"] > control if diff is None else cliffs_cell["control_ci_low"] > 0)
             lines += [f"Control (`random`: as many pairs at random non-cliff positions of the same traces): pairs at "
                       f"cliffs {_pct(cliffs_cell['accuracy'])} vs random positions {_pct(control)}{interval}; cliffs help "
-                      f"more than single-token DPO anywhere: **{'holds' if holds else 'does not hold'}** ("
-                      f"{'point estimates' if diff is None else 'by the paired interval'}).", ""]
-    lines += noise_audit(m)
+                      f"more than single-token DPO anywhere: **{_verdict(verdicts['main'], 'Cliff-DPO at cliffs')}** "
+                      f"(decided over training seeds).", ""]
+    lines += noise_audit(m, verdicts["cliff_sets"])
     cc = _get(m.get("cliff_count"), "models") or {}
     if cc:
         lines += ["## Cliff count before / after Cliff-DPO", "",
@@ -178,16 +175,10 @@ def _rate(cell: dict | None) -> str:
             f"[{_pct(cell['rate_lo'])}, {_pct(cell['rate_hi'])}]")
 
 
-def _direction(values: list) -> str:
-    present = [v for v in values if v is not None]
-    if len(present) < 2:
-        return "n/a"
-    return "holds" if present == sorted(present, reverse=True) and len(set(present)) == len(present) else "does not hold"
-
-
-def noise_audit(m: dict[str, dict]) -> list[str]:
+def noise_audit(m: dict[str, dict], cliff_sets: dict[str, list[dict]] | None = None) -> list[str]:
     """The noise audit section: observed vs expected cliffs, feasibility by category, replication, and the
-    directions on all / feasible / replicated cliffs."""
+    directions on all / feasible / replicated cliffs (`cliff_sets`: their verdicts, claims.records)."""
+    cliff_sets = cliff_sets or {}
     occ, tax, rep, dirs = (m.get(k) or {} for k in ("occurrence", "taxonomy", "replicate", "directions"))
     if "expected_false_cliffs" not in occ.get("all", {}) and not rep:
         return []
@@ -221,19 +212,79 @@ def noise_audit(m: dict[str, dict]) -> list[str]:
     if dirs:
         lines += ["", "Directions re-checked on each cliff set (failed traces for RQ1):", "",
                   "| cliff set | cliffs | del / keep pass@1 | del / keep pass@N | RQ1 del > keep | "
-                  "CPM det / unc / s-off (n) | det > unc > s-off |", "|---|---|---|---|---|---|---|"]
+                  "CPM det / unc / s-off (n) | det > unc; unc > s-off |", "|---|---|---|---|---|---|---|"]
         for name in ("all", "feasible", "replicated"):
             d = dirs.get(name)
             if not d:
                 continue
-            rq1 = (None if d["del_pass_at_1"] is None or d["keep_pass_at_1"] is None
-                   else d["del_pass_at_1"] > d["keep_pass_at_1"])
+            verdicts = cliff_sets.get(name, [])
             cpm = [d["cpm_deterministic"], d["cpm_uncertain"], d["cpm_sampled_off"]]
             lines.append(
                 f"| {name} | {d['num_cliffs']} | {_num(d['del_pass_at_1'])} / {_num(d['keep_pass_at_1'])} | "
-                f"{_num(d['del_pass_at_n'])} / {_num(d['keep_pass_at_n'])} | "
-                f"{'n/a' if rq1 is None else 'holds' if rq1 else 'does not hold'} | "
+                f"{_num(d['del_pass_at_n'])} / {_num(d['keep_pass_at_n'])} | {_verdict(verdicts, 'Cliff-del')} | "
                 f"{' / '.join(_num(v) for v in cpm)} ({d['num_deterministic']}/{d['num_uncertain']}/{d['num_sampled_off']}) | "
-                f"{_direction(cpm)} |")
+                f"{_verdict(verdicts, 'CPM deterministic')}; {_verdict(verdicts, 'CPM uncertain')} |")
     lines.append("")
     return lines
+
+
+def _verdict(verdicts: list[dict], claim_prefix: str) -> str:
+    """The verdict of the first claim starting with `claim_prefix` ("n/a" where there is none)."""
+    return next((v["verdict"] for v in verdicts if v["claim"].startswith(claim_prefix)), "n/a")
+
+
+def _interval(v: dict) -> str:
+    if v["interval"] is None:
+        return ""
+    lo, hi = v["interval"]
+    if v["test"].startswith("Fisher"):
+        return f"OR [{lo:.2f}, {hi:.2f}]"
+    return f"[{lo:+.3f}, {hi:+.3f}]"
+
+
+def _units(v: dict) -> str:
+    n = v["n"]
+    return ", ".join(f"{k.replace('_', ' ')} {n[k]}" for k in ("cliffs", "traces", "problems", "failed", "correct",
+                                                               "eval_problems", "seeds") if k in n)
+
+
+def verdict_table(verdicts: list[dict]) -> list[str]:
+    """The verdicts section: every direction with its verdict, estimate, interval, exact p, counts and the
+    units its test would need for the configured power at the paper's effect."""
+    if not verdicts:
+        return []
+    lines = ["## Verdicts", "",
+             "Each direction is decided by one exact test on the unit named (docs/method.md, Verdicts): "
+             "**supported** or **contradicted** where p < alpha in that direction, else **undecided**; "
+             "**n/a** where the data cannot test it.", "",
+             "| direction | verdict | estimate | interval | p | test, unit | n | units needed (effect) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for v in verdicts:
+        if v["verdict"] == "n/a":
+            lines.append(f"| {v['claim']} | n/a | | | | | {_units(v)} | {v['reason']} |")
+            continue
+        needed = "n/a" if v["n_needed"] is None else f"{v['n_needed']} {v['unit']}s"
+        needed += f" ({v['effect_source']})" if v["effect_source"] else ""
+        estimate = "n/a" if v["estimate"] is None else f"{v['estimate']:+.3f}"
+        p = "" if v["p"] is None else f"{v['p']:.3g}"
+        note = f"; {v['reason']}" if v["reason"] else ""
+        one = v["detail"].get("one_seed_paired")
+        if one and one["p"] is not None:
+            lo, hi = one["interval"]
+            note += f" (this seed over eval problems: {one['estimate']:+.3f} [{lo:+.3f}, {hi:+.3f}], p {one['p']:.3g})"
+        lines.append(f"| {v['claim']} | **{v['verdict']}**{note} | {estimate} | {_interval(v)} | {p} | "
+                     f"{v['test']}, {v['unit']} | {_units(v)} | {needed} |")
+    return lines + [""]
+
+
+def size_note(verdicts: list[dict]) -> list[str]:
+    """The run's size in one line: how many directions its units decide."""
+    if not verdicts:
+        return []
+    decided = sum(v["verdict"] in ("supported", "contradicted") for v in verdicts)
+    testable = sum(v["verdict"] != "n/a" for v in verdicts)
+    if decided == testable:
+        return [f"All {testable} testable directions are decided at this size.", ""]
+    return [f"**{testable - decided} of {testable} testable directions are undecided at this size**: too few units "
+            f"for the exact tests (the table gives the units each would need); a smoke run checks the chain, not "
+            f"the paper.", ""]

@@ -41,3 +41,23 @@ class EntropyConfig:
     def __post_init__(self):
         check(self.bins >= 1, f"entropy.bins must be >= 1, got {self.bins}")
         check(self.max_entropy > 0, f"entropy.max_entropy must be > 0, got {self.max_entropy}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerdictsConfig:
+    """`verdicts`: how the summary decides each of the paper's directions (analysis/verdicts.py): the
+    two-sided level `alpha`, the `power` the printed sample sizes aim at, and the exact tests' budget:
+    a test enumerates every sign pattern or group assignment while there are at most `exact_limit` of
+    them, and past it draws `resamples` of them from `seed` (the observed one counted in)."""
+    alpha: float
+    power: float
+    exact_limit: int
+    resamples: int
+    seed: int
+
+    def __post_init__(self):
+        check(0 < self.alpha < 1, f"verdicts.alpha must be in (0, 1), got {self.alpha}")
+        check(0 < self.power < 1, f"verdicts.power must be in (0, 1), got {self.power}")
+        check_range("verdicts.exact_limit", self.exact_limit, 2)
+        check_range("verdicts.resamples", self.resamples, 1)
+        check_range("verdicts.seed", self.seed, 0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cliffdata.config.analysis import AnalysisConfig, EntropyConfig
+from cliffdata.config.analysis import AnalysisConfig, EntropyConfig, VerdictsConfig
 from cliffdata.config.cliffs import CliffsConfig
 from cliffdata.config.dpo import CliffCountConfig, DPOEvalConfig, DPOPairsConfig, DPOTrainConfig
 from cliffdata.config.experiments import AblationConfig, CandidatesConfig, CPMShiftConfig, ReplicateConfig
@@ -39,6 +39,7 @@ class Params:
     report: ReportConfig = ReportConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     study: StudyConfig = StudyConfig()
+    verdicts: VerdictsConfig | None = None          # how the summary decides; required by that stage (no defaults)
 
     def __post_init__(self):
         used = {s.prompt for s in self.problems.sources}
