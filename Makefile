@@ -17,7 +17,7 @@ export VLLM_CPU_KVCACHE_SPACE ?= 4
 # the interpreter of every stage command (pipeline/python): this venv's, activated or not
 export CLIFFDATA_PYTHON ?= $(abspath $(BIN))/python
 
-.PHONY: venv lock test test-fast test-unit test-integration test-slow coverage browser repro repro-gpu remote push pull mlflow-ui clean-venv exps plots
+.PHONY: venv lock test test-fast test-unit test-integration test-slow coverage browser repro repro-gpu remote push pull mlflow-ui clean-venv exps plots seeds seeds-training
 
 venv: $(VENV)/.installed
 
@@ -116,6 +116,21 @@ mlflow-ui: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Seeds as an axis (cliffdata/seeds.py): each seed a DVC experiment run outside the workspace and saved when it
+# finishes (a stopped run keeps its finished seeds; a saved seed is skipped), then metrics/seeds.{json,md} and
+# the summary, whose Cliff-DPO claims are decided over the training seeds. `seeds-training` is minutes a seed.
+SEEDS_TRAINING ?= 0 1 2 3 4
+SEEDS_CHAIN ?= 0 1 2
+seeds: seeds-training
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m cliffdata.seeds run chain $(SEEDS_CHAIN)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m cliffdata.seeds collect
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro summary
+
+seeds-training: venv remote
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m cliffdata.seeds run training $(SEEDS_TRAINING)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m cliffdata.seeds collect
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro summary
 
 # The experiments side by side on the numbers they are compared by (metrics/headline.json) and the
 # params that usually vary; `dvc exp show` alone has ~900 columns. EXPS_ARGS adds options (e.g. --md).

@@ -141,15 +141,18 @@ REPLICATE = pa.schema([
 
 ABLATION = pa.schema([
     ("trace_id", pa.string()),
-    ("token_index", pa.int32()),       # del/keep: the cliff; critical_del/random_del: the deleted position
-    ("arm", pa.string()),              # del | keep | critical_del | random_del
-    ("is_first", pa.bool_()),          # the first cliff of its trace; null for critical_del/random_del
+    ("token_index", pa.int32()),       # del/keep: the cliff; the other arms: the deleted position
+    ("arm", pa.string()),              # del | keep | critical_del | random_del | matched_del | matched_keep | del_resilient
+    ("is_first", pa.bool_()),          # the (matched) cliff is its trace's first; null for critical_del/random_del
     ("is_correct", pa.bool_()),        # correctness of the trace
-    ("prefix_length", pa.int32()),     # response tokens kept: i (del), i+1 (keep), token_index (others)
+    ("prefix_length", pa.int32()),     # response tokens kept: i+1 (keep, matched_keep), token_index (the others)
+    ("cliff_trace_id", pa.string()),   # matched arms: the cliff this control position stands beside; else null
+    ("cliff_index", pa.int32()),       # matched arms: that cliff's token_index; else null
     ("num_rollouts", pa.int32()),
     ("num_correct", pa.int32()),
     ("potential", pa.float64()),       # num_correct / num_rollouts
-    ("num_generated_tokens", pa.int64()),
+    ("num_reemitted", pa.int32()),     # del: continuations whose first token is the cliff token again; else null
+    ("num_generated_tokens", pa.int64()),  # del_resilient: 0 (its continuations are del's, counted there)
 ])
 
 PASS_AT_K = pa.schema([
@@ -182,8 +185,8 @@ CANDIDATES = pa.schema([
 CONTROL = pa.schema([
     ("trace_id", pa.string()),
     ("problem_id", pa.string()),
-    ("token_index", pa.int32()),       # the control position j: a random non-cliff position of the trace
-    ("cliff_index", pa.int32()),       # the cliff whose pairs it mirrors (as many alternatives as pairs there)
+    ("token_index", pa.int32()),       # the control position j: a random non-cliff, non-greedy position of the trace
+    ("cliff_index", pa.int32()),       # the cliff whose pairs it mirrors (as many pairs as there)
     ("candidate_id", pa.int32()),      # the trace's token at j, or an alternative from its top-k
     ("candidate_rank", pa.int32()),    # rank in the stored top list; null: the trace token outside the top-k
     ("prob", pa.float64()),
@@ -194,6 +197,7 @@ CONTROL = pa.schema([
     ("num_rollouts_prev", pa.int32()), # fresh rollouts from response_ids[:j]
     ("num_correct_prev", pa.int32()),
     ("p_prev", pa.float64()),
+    ("is_cliff", pa.bool_()),          # the cliff test fires between p_prev and potential (cliffs.test)
     ("num_generated_tokens", pa.int64()),
 ])
 

@@ -1,5 +1,7 @@
 """Stage `ablation`: Cliff-del vs Cliff-keep continuations at every cliff (and, on failed traces,
-Critical-del and Random-del) and their pass@k curves (protocol §5, RQ1).
+Critical-del and Random-del, and with `ablation.matched_control` the matched control arms beside each
+cliff, their covariate balance in metrics/ablation.json) and their pass@k curves (protocol §5, RQ1);
+the del continuations that re-emit the cliff token are counted, and the others form del_resilient.
 
     python pipeline/ablation.py
 
@@ -18,7 +20,8 @@ from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
 from cliffdata.cliffs.select import read_selected_cliffs
 from cliffdata.experiments.ablation import (ablation_metrics, ablation_requests, pass_at_k_curve, pass_at_k_plot,
-                                            pass_at_k_table, run_ablation)
+                                            pass_at_k_table, resilience, run_ablation)
+from cliffdata.experiments.matching import balance, cliff_covariates, control_pool, match_controls
 from cliffdata.generate.sampling import golds_by_problem
 from cliffdata.schema import file_digest, tree_digest
 from cliffdata.study import stage_params
@@ -31,9 +34,17 @@ def main() -> None:
     grading.configure(params.grading)
     traces = schema.read("traces", layout.data("traces")).to_pylist()
     golds = golds_by_problem(schema.read("problems", layout.data("problems")).to_pylist())
-    requests = ablation_requests(traces, read_selected_cliffs(params.cliffs.use, layout.root),
-                                 schema.read("trace_cliffs", layout.data("trace_cliffs")).to_pylist(),
+    cliffs = read_selected_cliffs(params.cliffs.use, layout.root)
+    matched = []
+    if cfg.matched_control:
+        # each failed-trace cliff beside a matched non-cliff position (experiments/matching.py)
+        stats = schema.read("token_stats", layout.data("token_stats"))
+        every_cliff = {(c["trace_id"], c["token_index"]) for c in schema.read("cliffs", layout.data("cliffs")).to_pylist()}
+        pool = control_pool(traces, every_cliff, stats, schema.read("potentials", layout.data("potentials")))
+        matched = match_controls(cliff_covariates([c for c in cliffs if c["is_correct"] is False], stats), pool,
                                  cfg.seed)
+    requests = ablation_requests(traces, cliffs, schema.read("trace_cliffs", layout.data("trace_cliffs")).to_pylist(),
+                                 cfg.seed, matched)
     model_dir = str(layout.path("models/base"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # one unit per problem; a killed run resumes here (removed after the outputs are written):
@@ -50,6 +61,9 @@ def main() -> None:
 
     metrics = ablation_metrics(curve)
     metrics["num_grading_timeouts"] = grading.grader().num_timeouts   # rollouts counted as not correct
+    metrics["resilience"] = resilience(rows)
+    if cfg.matched_control:
+        metrics["matched_control"] = balance(matched)
     layout.path("metrics").mkdir(exist_ok=True)
     layout.path("plots").mkdir(exist_ok=True)
     layout.path("metrics/ablation.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -40,7 +40,11 @@ def main() -> None:
     golds = golds_by_problem(schema.read("problems", layout.data("problems")).to_pylist())
     cliffs = read_selected_cliffs(params.cliffs.use, layout.root)
     stats = schema.read("token_stats", layout.data("token_stats"))
-    requests = candidate_rows(traces, cliffs, stats, schema.read("potentials", layout.data("potentials")), cfg.top_k)
+    # p[i-1] and the cliff token's potential: the replicate stage's fresh rollouts, or the detection's (paper)
+    fresh = ({(r["trace_id"], r["token_index"]): r for r in schema.read("replicate", layout.data("replicate")).to_pylist()}
+             if cfg.fresh_estimates else None)
+    requests = candidate_rows(traces, cliffs, stats, schema.read("potentials", layout.data("potentials")), cfg.top_k,
+                              fresh)
     model_dir = str(layout.path("models/base"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # one unit per problem; a killed run resumes here (removed after the outputs are written):
@@ -50,19 +54,21 @@ def main() -> None:
     with open_backend(engine, model_dir, seed=cfg.seed) as backend:
         rows = run_candidates(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
                               cfg.sampling, cfg.seed, params.cliffs.test, checkpoint=checkpoint)
-        # the Cliff-DPO control: as many pairs as each cliff gives, at a random non-cliff position of its trace
+        # the Cliff-DPO control: at a random non-cliff, non-greedy position of each cliff's trace, every
+        # top-k alternative (the pairs keep as many as the cliff gives, by the cliff pairs' rule)
         top_k = params.dpo_pairs.top_k
         per_cliff = pairs_per_cliff(build_pairs(rows, cliffs, traces, params.dpo_pairs.strategy, top_k))
         every_cliff = {(c["trace_id"], c["token_index"]) for c in schema.read("cliffs", layout.data("cliffs")).to_pylist()}
         control = run_control(
             control_requests(traces, cliffs, per_cliff, stats, every_cliff, top_k, cfg.seed),
-            traces, golds, backend, tokenizer, cfg.num_rollouts, cfg.sampling, cfg.seed,
+            traces, golds, backend, tokenizer, cfg.num_rollouts, cfg.sampling, cfg.seed, params.cliffs.test,
             checkpoint=checkpoint)
     print(checkpoint.report("candidates"), flush=True)
     schema.write("candidates", rows, layout.data("candidates"))
     schema.write("control", control, layout.data("control"))
 
-    con = duck.connect(layout.root, ["candidates", "cliffs", "potentials", "token_stats", "trace_cliffs"], params.analysis)
+    con = duck.connect(layout.root, ["candidates", "cliffs", "potentials", "replicate", "token_stats", "trace_cliffs"],
+                       params.analysis)
     duck.assert_checks(con)
     cpm = duck.table_files(duck.run_sql_file(con, "cpm_by_category", {}), "category")
     layout.path("metrics").mkdir(exist_ok=True)

@@ -14,7 +14,8 @@ from pathlib import Path
 from cliffdata import schema
 from cliffdata.cliffs.select import read_selected_cliffs
 from cliffdata.config.load import load_params
-from cliffdata.dpo.pairs import VARIANTS, build_pairs, check_pairs, control_pairs, to_trl, variant_pairs
+from cliffdata.dpo.pairs import (VARIANTS, build_pairs, check_pairs, control_pairs, pairs_per_cliff, to_trl,
+                               variant_pairs)
 
 
 def main() -> None:
@@ -31,7 +32,8 @@ def main() -> None:
     traces = schema.read("traces", schema.PATHS["traces"]).to_pylist()
     pairs = build_pairs(schema.read("candidates", schema.PATHS["candidates"]).to_pylist(),
                         read_selected_cliffs(params.cliffs.use), traces, cfg.strategy, cfg.top_k)
-    pairs += control_pairs(schema.read("control", schema.PATHS["control"]).to_pylist(), traces, cfg.strategy)
+    pairs += control_pairs(schema.read("control", schema.PATHS["control"]).to_pylist(), traces, cfg.strategy,
+                           pairs_per_cliff(pairs))
     replicated = {(r["trace_id"], r["token_index"]) for r in schema.read("replicate", schema.PATHS["replicate"]).to_pylist()
                   if r["replicated"]}
     out = Path("data/dpo_pairs")

@@ -36,9 +36,13 @@ def main() -> None:
     variant_pairs = {v: c["num_train"] for v, c in ((metrics.get("dpo_pairs") or {}).get("variants") or {}).items()}
     accuracies = {k: v["accuracy"] for k, v in ((metrics.get("dpo_eval") or {}).get("models") or {}).items()
                   if v.get("accuracy") is not None}
-    verdicts = claims.records(claims.directions(units, variant_pairs, [accuracies] if accuracies else [], params.verdicts))
+    # the Cliff-DPO claims are decided over the saved training seeds (make seeds), else this run alone
+    seeds = json.loads(Path("metrics/seeds.json").read_text()) if Path("metrics/seeds.json").exists() else {}
+    trained = [r["accuracy"] for r in (seeds.get("training") or {}).get("seeds", [])]
+    per_seed = trained if len(trained) >= 2 else ([accuracies] if accuracies else [])
+    verdicts = claims.records(claims.directions(units, variant_pairs, per_seed, params.verdicts))
     Path("metrics/verdicts.json").write_text(json.dumps(verdicts, indent=2, sort_keys=True) + "\n")
-    text = render_summary(metrics, model, datasets, verdicts)
+    text = render_summary(metrics, model, datasets, verdicts, seeds)
     Path("metrics/headline.json").write_text(json.dumps(headline(metrics), indent=2) + "\n")
     Path("metrics/summary.md").write_text(text)
     print(text)

@@ -32,7 +32,7 @@ from cliffdata.cliffs.stats import cliff_p_value, is_cliff, min_detectable_drop,
 from cliffdata.config.experiments import AblationConfig, CandidatesConfig
 from cliffdata.config.load import _build
 from cliffdata.experiments.ablation import (ablation_metrics, ablation_requests, pass_at_k_curve, pass_at_k_plot,
-                                            pass_at_k_table, run_ablation)
+                                            pass_at_k_table, resilience, run_ablation)
 from cliffdata.experiments.candidates import candidate_rows, run_candidates
 from cliffdata.experiments.controls import control_requests, run_control
 from project_cliffs import TEST
@@ -240,13 +240,57 @@ def test_run_ablation_prefixes_seeds_and_counts(world, golds, backend_factory, t
     assert by_key[("p1#0", "del", 3)]["num_correct"] == 8 and by_key[("p1#0", "keep", 3)]["num_correct"] == 0
     assert by_key[("p1#0", "del", 6)]["num_correct"] == 0 and by_key[("p1#0", "critical_del", 8)]["num_correct"] == 0
     assert by_key[("p2#0", "del", 4)]["num_correct"] == 8 and by_key[("p2#0", "keep", 4)]["num_correct"] == 0
+    resilient = [r for r in rows if r["arm"] == "del_resilient"]
     for r in rows:
+        if r["arm"] == "del_resilient":
+            continue
         assert r["num_rollouts"] == 8 and r["potential"] == r["num_correct"] / 8
         assert r["num_generated_tokens"] == 8 * (len(enc("#### 7")) + 1)   # answer + EOS
-    assert schema.to_table("ablation", rows).num_rows == len(requests)
+        assert r["num_reemitted"] == (0 if r["arm"] == "del" else None)    # no continuation starts with the cliff token
+    # with no re-emission, del_resilient is del again, at no generated token
+    assert [(r["trace_id"], r["token_index"], r["num_rollouts"], r["num_correct"], r["num_generated_tokens"])
+            for r in resilient] == [(r["trace_id"], r["token_index"], 8, r["num_correct"], 0)
+                                    for r in rows if r["arm"] == "del"]
+    assert schema.to_table("ablation", rows).num_rows == len(requests) + len(resilient)
 
 
 # --- pass@k -------------------------------------------------------------------------------------------
+
+class ReemitBackend(ExactBackend):
+    """ExactBackend whose first `reemit` continuations of every request start with `token` and answer wrong."""
+
+    def __init__(self, inner: ExactBackend, token: int, reemit: int):
+        super().__init__(inner.correct_ids, inner.wrong_ids, inner.potential)
+        self.token, self.reemit = token, reemit
+
+    def generate(self, requests, sampling):
+        out = []
+        for gen in super().generate(requests, sampling):
+            seqs = tuple((self.token,) + self.wrong_ids + (2,) if j < self.reemit else s for j, s in enumerate(gen.token_ids))
+            out.append(Generation(seqs, gen.finish_reasons))
+        return out
+
+
+def test_del_continuations_that_reemit_the_cliff_token(world, golds, backend_factory, tokenizer, tok):
+    """3 of 8 del continuations draw the cliff token X again (p1#0@3): the del row counts them, and
+    del_resilient holds the other 5, as if X were forbidden at the first step; at Y and Z nothing re-emits."""
+    requests = ablation_requests(world["traces"], world["cliffs"], world["trace_cliffs"], SEED)
+    rows = run_ablation(requests, world["traces"], golds, ReemitBackend(backend_factory("ablation"), tok("X"), 3),
+                        tokenizer, 8, SAMPLING, SEED)
+    by_key = {(r["trace_id"], r["arm"], r["token_index"]): r for r in rows}
+    d, res = by_key[("p1#0", "del", 3)], by_key[("p1#0", "del_resilient", 3)]
+    assert (d["num_reemitted"], d["num_correct"]) == (3, 5)              # the 3 re-emissions answer wrong
+    assert (res["num_rollouts"], res["num_correct"], res["potential"], res["num_generated_tokens"]) == (5, 5, 1.0, 0)
+    assert by_key[("p2#0", "del", 4)]["num_reemitted"] == 0 and by_key[("p2#0", "del_resilient", 4)]["num_rollouts"] == 8
+    out = resilience(rows)
+    assert out["failed"]["num_reemitted"] == 3 and out["failed"]["num_del_continuations"] == 16
+    assert out["failed"]["del_resilient_pass_at_1"] == pytest.approx((1.0 + 0.0) / 2)
+    assert out["failed"]["del_pass_at_1"] == pytest.approx((5 / 8 + 0.0) / 2)
+    # every continuation re-emits: no del_resilient row (no draw to estimate it from)
+    rows = run_ablation(requests, world["traces"], golds, ReemitBackend(backend_factory("ablation"), tok("X"), 8),
+                        tokenizer, 8, SAMPLING, SEED)
+    assert ("p1#0", "del_resilient", 3) not in {(r["trace_id"], r["arm"], r["token_index"]) for r in rows}
+
 
 def ablation_row(trace_id, token_index, arm, is_first, is_correct, num_correct, n=8):
     return dict(trace_id=trace_id, token_index=token_index, arm=arm, is_first=is_first, is_correct=is_correct,
@@ -289,7 +333,8 @@ def test_pass_at_k_outputs(world):
                                           "keep": {"num_instances": 1, "pass@1": 0.0, "pass@2": 0.0}}}
                        for scope in ("all", "first")}
     columns, plot = pass_at_k_plot(curve, [1, 2])
-    assert columns[:2] == ["k", "all_correct_del"] and "all_failed_random_del" in columns and len(columns) == 13
+    assert columns[:2] == ["k", "all_correct_del"] and "all_failed_random_del" in columns and len(columns) == 17
+    assert {"all_failed_matched_del", "first_failed_matched_keep"} <= set(columns)
     assert plot[0][columns.index("all_failed_del")] == 0.125 and plot[1][columns.index("first_failed_keep")] == 0.0
     assert plot[0][columns.index("all_failed_critical_del")] is None
     columns, table_rows = pass_at_k_table(curve, [1, 2])
@@ -317,44 +362,72 @@ def run_world_candidates(world, golds, backend, tokenizer, k=5, n=16):
     return requests, rows
 
 
+NON_GREEDY = {("p1#0", 0), ("p1#0", 1), ("p1#0", 5), ("p2#0", 1), ("p2#0", 2)}    # control positions may sit here
+
+
+def non_greedy_stats(world) -> list[dict]:
+    """The world's token statistics with the positions of NON_GREEDY made non-greedy: the trace's token
+    second (0.3) behind another (0.5); every other non-cliff token of the world is greedy."""
+    out = []
+    for r in world["token_stats"]:
+        if (r["trace_id"], r["token_index"]) in NON_GREEDY:
+            ids = list(r["top_ids"])
+            r = {**r, "top_ids": [ids[1], ids[0], *ids[2:]], "top_probs": [0.5, 0.3, 0.1, 0.05, 0.05],
+                 "logprob": math.log(0.3), "rank": 2, "is_greedy": False, "greedy_token_id": ids[1]}
+        out.append(r)
+    return out
+
+
 def run_world_control(world, golds, backend, tokenizer, pairs=None, top_k=5, n=16):
     pairs = {("p1#0", 3): 2, ("p1#0", 6): 1, ("p2#0", 4): 3} if pairs is None else pairs
     keys = {(c["trace_id"], c["token_index"]) for c in world["cliffs"]}
-    requests = control_requests(world["traces"], world["cliffs"], pairs, table("token_stats", world["token_stats"]),
+    requests = control_requests(world["traces"], world["cliffs"], pairs, table("token_stats", non_greedy_stats(world)),
                                 keys, top_k, SEED)
-    return requests, run_control(requests, world["traces"], golds, backend, tokenizer, n, SAMPLING, SEED)
+    return requests, run_control(requests, world["traces"], golds, backend, tokenizer, n, SAMPLING, SEED, TEST)
 
 
 def test_control_mirrors_the_pairs_at_random_non_cliff_positions(world, golds, backend_factory, tokenizer):
-    """One control position per cliff with pairs, in the same trace, never a cliff and never twice; as many
-    alternatives as the cliff's pairs, never the trace's token; seeded; the pairs prefer each alternative."""
+    """One control position per cliff with pairs, in the same trace, never a cliff, never a greedy token and
+    never twice, with every top-k alternative (never the trace's token); seeded; the pairs take the
+    alternatives that pass the cliff pairs' rule, in rank order, as many as the cliff gives."""
     from cliffdata.dpo.pairs import control_pairs
 
     backend = backend_factory()
     requests, rows = run_world_control(world, golds, backend, tokenizer)
     cliffs = {(c["trace_id"], c["token_index"]) for c in world["cliffs"]}
     positions = {(r["trace_id"], r["token_index"]): r["cliff_index"] for r in rows}
-    assert sorted(positions.values()) == [3, 4, 6] and not set(positions) & cliffs
+    assert sorted(positions.values()) == [3, 4, 6] and not set(positions) & cliffs and set(positions) <= NON_GREEDY
     for (trace_id, j), i in positions.items():
         assert (trace_id, i) in cliffs
         mine = [r for r in rows if (r["trace_id"], r["token_index"]) == (trace_id, j)]
         token = next(t for t in world["traces"] if t["trace_id"] == trace_id)["response_ids"][j]
         own = [r for r in mine if r["is_trace_token"]]
-        assert len(own) == 1 and own[0]["candidate_id"] == token
+        assert len(own) == 1 and own[0]["candidate_id"] == token and own[0]["candidate_rank"] == 2
         alts = [r for r in mine if not r["is_trace_token"]]
-        assert len(alts) == {3: 2, 6: 1, 4: 3}[i] and token not in {r["candidate_id"] for r in alts}
+        assert len(alts) == 4 and token not in {r["candidate_id"] for r in alts}
         assert all(r["num_rollouts"] == r["num_rollouts_prev"] == 16 for r in mine)
+        assert all(r["is_cliff"] == bool(is_cliff(r["num_correct_prev"], 16, r["num_correct"], 16, TEST)) for r in mine)
     # the prev prefix is sampled once per position, its tokens counted once
     assert sum(r["kind"] == "prev" for r in requests) == 3
     assert len({r.seed for r in backend.requests}) == len(requests)
     again, _ = run_world_control(world, golds, backend_factory(), tokenizer)
     assert again == requests                                                 # seeded
-    pairs = control_pairs(rows, world["traces"], "cliff_1N")
-    assert len(pairs) == 6 and {p["category"] for p in pairs} == {"control"}
+    wanted = {("p1#0", 3): 2, ("p1#0", 6): 1, ("p2#0", 4): 3}
+    pairs = control_pairs(rows, world["traces"], "cliff_1N", wanted)
+    expected = []
+    for (trace_id, j), i in sorted(positions.items()):
+        alts = sorted((r for r in rows if (r["trace_id"], r["token_index"]) == (trace_id, j) and not r["is_trace_token"]),
+                      key=lambda r: r["candidate_rank"])
+        expected += [(trace_id, j, r["candidate_id"]) for r in alts if not r["is_cliff"]][:wanted[(trace_id, i)]]
+    assert [(p["trace_id"], p["token_index"], p["chosen_id"]) for p in pairs] == expected and expected
+    assert {p["category"] for p in pairs} == {"control"}
     for p in pairs:
         trace = next(t for t in world["traces"] if t["trace_id"] == p["trace_id"])
         assert p["rejected_id"] == trace["response_ids"][p["token_index"]]
         assert p["prompt_ids"] == trace["prompt_ids"] + trace["response_ids"][:p["token_index"]]
+    # an alternative the test calls a cliff is never chosen, whatever its rank
+    flagged = [{**r, "is_cliff": True} if not r["is_trace_token"] and r["candidate_rank"] == 1 else r for r in rows]
+    assert all(p["chosen_rank"] != 1 for p in control_pairs(flagged, world["traces"], "cliff_1N", wanted))
 
 
 def test_candidates_reuse_the_main_potential_for_the_cliff_token(world, golds, backend_factory, tokenizer, tok, enc):
@@ -424,19 +497,20 @@ def test_cpm_and_greedy_recovery_closed_form(tmp_path, world, golds, backend_fac
     # p1#0@3 (p_prev .75): X .30 + B (.25 of 16) .10 + C (0) .05 = .45; G (8/16) is not a cliff at N = 16
     # p2#0@4 (p_prev 1):   Z .05 + H (0) .50 = .55; I, J, K answer right
     # p1#0@6 (p_prev 1):   Y .60 + D (8/16) .30 + F (0) .03 = .93; E and I answer right
-    cpm = {"p1#0@3": .45, "p2#0@4": .55, "p1#0@6": .93}
+    cpm = {"p1#0@3": .45, "p2#0@4": .55, "p1#0@6": .93}        # over alternatives (no cliff token): .15, .50, .33
     # greedy replacement: A (p 1) at p1#0@3: (1 - .125) / (.75 - .125) = 1.4; H (p 0) at p2#0@4:
     # (0 - .5) / (1 - .5) = -1; at p1#0@6 the greedy token is the cliff token: null
     assert by_category["sampled_off"] == pytest.approx(dict(
-        num_cliffs=2, cpm_mean=(.45 + .55) / 2, cpm_median=.5, cliff_candidates_mean=2 / 2 + 1 / 2,
-        cliff_candidate_share=3 / 8, num_greedy_replacements=2, recovery_mean=0.2, recovery_median=0.2))
+        num_cliffs=2, cpm_mean=(.45 + .55) / 2, cpm_median=.5, cpm_alternatives_mean=(.15 + .50) / 2,
+        cliff_candidates_mean=2 / 2 + 1 / 2, cliff_candidate_share=3 / 8, num_greedy_replacements=2,
+        recovery_mean=0.2, recovery_median=0.2))
     assert by_category["uncertain"] == pytest.approx(dict(
-        num_cliffs=1, cpm_mean=.93, cpm_median=.93, cliff_candidates_mean=2.0, cliff_candidate_share=0.5,
-        num_greedy_replacements=0, recovery_mean=None, recovery_median=None))
+        num_cliffs=1, cpm_mean=.93, cpm_median=.93, cpm_alternatives_mean=.33, cliff_candidates_mean=2.0,
+        cliff_candidate_share=0.5, num_greedy_replacements=0, recovery_mean=None, recovery_median=None))
     assert by_category["all"]["cpm_mean"] == pytest.approx(sum(cpm.values()) / 3)
     assert by_category["deterministic"] == dict(
-        num_cliffs=0, cpm_mean=None, cpm_median=None, cliff_candidates_mean=None, cliff_candidate_share=None,
-        num_greedy_replacements=0, recovery_mean=None, recovery_median=None)
+        num_cliffs=0, cpm_mean=None, cpm_median=None, cpm_alternatives_mean=None, cliff_candidates_mean=None,
+        cliff_candidate_share=None, num_greedy_replacements=0, recovery_mean=None, recovery_median=None)
     # with N = 64, G (32/64 against 48/64) becomes a cliff: p1#0@3 gains .05
     _, rows = run_world_candidates(world, golds, backend_factory(), tokenizer, k=5, n=64)
     con = duck.connect(write_world(tmp_path, world, {"candidates": rows}))
@@ -452,8 +526,15 @@ def experiment_rows(world, golds, backend_factory, tokenizer) -> dict[str, list[
     ablation = run_ablation(requests, world["traces"], golds, backend_factory("ablation"), tokenizer,
                             8, SAMPLING, SEED)
     _, candidates = run_world_candidates(world, golds, backend_factory(), tokenizer)
+    # a replicate table whose fresh counts differ from the main ones: the candidates (main counts) match
+    # one source, as candidates_potentials asks
+    replicate = [{**{k: c[k] for k in ("trace_id", "problem_id", "token_index", "is_correct", "category", "feasible")},
+                  "num_rollouts_prev": 4, "num_correct_prev": 3, "num_rollouts": 4, "num_correct": 1, "p_prev": 0.75,
+                  "potential": 0.25, "delta": 0.5, "p_value": 0.1, "replicated": False, "num_generated_tokens": 8}
+                 for c in world["cliffs"]]
     return {"ablation": ablation, "pass_at_k": pass_at_k_curve(ablation, [1, 2, 4, 8]),
-            "candidates": candidates, "control": run_world_control(world, golds, backend_factory(), tokenizer)[1]}
+            "candidates": candidates, "control": run_world_control(world, golds, backend_factory(), tokenizer)[1],
+            "replicate": replicate}
 
 
 def _set(name: str, where: dict, **values):
@@ -518,11 +599,30 @@ def test_check_catches_broken_table(tmp_path, world, experiment_rows, check):
         duck.assert_checks(con)
 
 
+# the rules each check holds beyond its first breaking seed: (check, how the rows break)
+MORE_BREAKS = [
+    ("ablation_counts", _set("ablation", {"arm": "del"}, num_reemitted=None)),          # del counts its re-emissions
+    ("ablation_counts", _set("ablation", {"arm": "keep"}, num_reemitted=0)),            # ... and only del
+    ("ablation_counts", _set("ablation", {"arm": "del_resilient"}, num_generated_tokens=5)),
+    ("ablation_prefix", _set("ablation", {"arm": "del_resilient"}, num_rollouts=7, num_correct=0, potential=0.0)),
+    ("ablation_prefix", _set("ablation", {"arm": "keep"}, cliff_trace_id="p1#0", cliff_index=3)),
+    ("ablation_prefix", _set("ablation", {"arm": "del", "token_index": 3}, arm="matched_del")),   # names no cliff
+]
+
+
+@pytest.mark.parametrize("check,breaks", MORE_BREAKS, ids=[f"{c}-{i}" for i, (c, _) in enumerate(MORE_BREAKS)])
+def test_check_catches_more_broken_tables(tmp_path, world, experiment_rows, check, breaks):
+    rows = copy.deepcopy(experiment_rows)
+    breaks(rows)
+    assert duck.run_checks(duck.connect(write_world(tmp_path, world, rows)))[check] >= 1
+
+
 def test_checks_skip_missing_views(tmp_path, world, experiment_rows):
     candidate_checks = {name for name in BREAKS if name.startswith(("candidates", "unique_candidates", "unique_control"))}
     con = duck.connect(write_world(tmp_path, world, {"candidates": experiment_rows["candidates"],
                                                     "control": experiment_rows["control"]}))
-    assert set(duck.run_checks(con)) & set(BREAKS) == candidate_checks
+    # without a replicate table the check of the candidates' count sources (main or fresh) does not run
+    assert set(duck.run_checks(con)) & set(BREAKS) == candidate_checks - {"candidates_potentials"}
     # a stage checks only its own outs: the ablation stage does not see a (possibly stale) candidates table
     root = write_world(tmp_path, world, experiment_rows)
     ablation_con = duck.connect(root, ["ablation", "pass_at_k"])
@@ -608,6 +708,7 @@ candidates:
   num_rollouts: 4
   seed: 0
   sampling: {temperature: 0.7, top_p: 1.0, top_k: 0, max_new_tokens: 8}
+  fresh_estimates: false
 entropy: {bins: 10, max_entropy: 1.5}
 """
 
@@ -671,11 +772,33 @@ def test_a_study_models_stages_write_under_its_root_what_the_pipelines_model_wri
     assert (proj / study.path(".cache/candidates")).is_dir() and not (proj / ".cache").exists()    # checkpoints
 
 
+def test_candidates_stage_takes_p_prev_from_the_replicate_stage(tmp_path, monkeypatch, world, backend_factory,
+                                                               tokenizer):
+    """candidates.fresh_estimates: p_prev and the cliff token's counts are the replicate stage's, not the
+    detection rollouts' (which selected the cliff); the candidates' own rollouts are unchanged."""
+    write_world(tmp_path, world, {})
+    again = {(c["trace_id"], c["token_index"]): (4, 3, 4, 1) for c in world["cliffs"]}
+    schema.write("replicate", [{**{k: c[k] for k in ("trace_id", "problem_id", "token_index", "is_correct", "category",
+                                                     "feasible")},
+                                "num_rollouts_prev": 4, "num_correct_prev": 3, "num_rollouts": 4, "num_correct": 1,
+                                "p_prev": 0.75, "potential": 0.25, "delta": 0.5, "p_value": 0.1, "replicated": False,
+                                "num_generated_tokens": 8} for c in world["cliffs"]], tmp_path / schema.PATHS["replicate"])
+    (tmp_path / "params.yaml").write_text(PARAMS.replace("fresh_estimates: false", "fresh_estimates: true")
+                                          + "dpo_pairs: {top_k: 3}\n")
+    monkeypatch.chdir(tmp_path)
+    run_stage("candidates", monkeypatch, backend_factory("candidates"), tokenizer)
+    rows = pq.read_table(tmp_path / schema.PATHS["candidates"]).to_pylist()
+    assert {(r["num_rollouts_prev"], r["num_correct_prev"], r["p_prev"]) for r in rows} == {(4, 3, 0.75)}
+    own = [r for r in rows if r["is_cliff_token"]]
+    assert len(own) == len(again) and {(r["num_rollouts"], r["num_correct"]) for r in own} == {(4, 1)}
+    assert all(r["num_rollouts"] == 4 for r in rows if not r["is_cliff_token"])
+
+
 def test_dpo_pairs_stage_on_the_world_and_its_fake_backend_refusal(tmp_path, monkeypatch, world, backend_factory,
                                                                    tokenizer):
     """candidates (scripted rollouts) -> dpo_pairs: one Parquet + TRL file per variant, pairs only at cliffs
     whose token is in the top-k, every chosen token a non-cliff candidate; engine.backend fake is refused."""
-    write_world(tmp_path, world, {})
+    write_world(tmp_path, {**world, "token_stats": non_greedy_stats(world)}, {})
     (tmp_path / "params.yaml").write_text(PARAMS + "dpo_pairs: {top_k: 3, heldout_fraction: 0.0}\n")
     monkeypatch.chdir(tmp_path)
     run_stage("candidates", monkeypatch, backend_factory("candidates"), tokenizer)
@@ -702,12 +825,14 @@ def test_dpo_pairs_stage_on_the_world_and_its_fake_backend_refusal(tmp_path, mon
     assert [r["chosen_ids"] for r in trl] == [[p["chosen_id"]] for p in pairs]
     for variant in ("deterministic", "uncertain", "sampled_off", "uncertain_sampled_off", "replicated", "random"):
         assert (tmp_path / f"data/dpo_pairs/{variant}.parquet").exists()
-    # replicated: the pairs of `all` at replicated cliffs; random: as many pairs as `all`, at non-cliff positions
+    # replicated: the pairs of `all` at replicated cliffs; random: at most as many pairs as each cliff gives,
+    # at non-cliff, non-greedy positions of its trace
     replicated = pq.read_table(tmp_path / "data/dpo_pairs/replicated.parquet").to_pylist()
     assert {(p["trace_id"], p["token_index"], p["chosen_id"]) for p in replicated} == \
         {(p["trace_id"], p["token_index"], p["chosen_id"]) for p in pairs if p["token_index"] != 6}
     control = pq.read_table(tmp_path / "data/dpo_pairs/random.parquet").to_pylist()
-    assert len(control) == len(pairs) and {p["category"] for p in control} == {"control"}
+    assert 0 < len(control) <= len(pairs) and {p["category"] for p in control} == {"control"}
+    assert {(p["trace_id"], p["token_index"]) for p in control} <= NON_GREEDY
     assert not {(p["trace_id"], p["token_index"]) for p in control} & {(c["trace_id"], c["token_index"]) for c in world["cliffs"]}
     assert set(duck.run_checks(duck.connect(tmp_path)).values()) == {0}
 

@@ -260,7 +260,8 @@ def test_budget_per_problem_in_sample_rollouts_and_experiments(tiny_tokenizer):
 
     backend.budgets.clear()
     requests = [{"trace_id": t["trace_id"], "problem_id": t["problem_id"], "token_index": 0, "arm": "del",
-                 "is_first": True, "is_correct": t["is_correct"], "prefix_length": 0} for t in traces]
+                 "is_first": True, "is_correct": t["is_correct"], "prefix_length": 0, "cliff_trace_id": None,
+                 "cliff_index": None} for t in traces]
     run_ablation(requests, traces, golds, backend, tiny_tokenizer, 2, Sampling(0.7, max_new_tokens=11), seed=0)
     assert sorted(b for _, b in backend.budgets) == [11, 1024, 2048]
 

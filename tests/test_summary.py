@@ -16,7 +16,7 @@ def verdicts(del_minus_keep: float, cpm_gap: float, num: int = 8) -> dict:
     cliffs = [{"trace_id": f"t{i}", "problem_id": f"q{i}", "is_correct": False, "feasible": True,
                "replicated": i % 2 == 0, "category": "uncertain" if i % 2 else "sampled_off",
                "del_pass_at_1": 0.5 + del_minus_keep / 2 + 0.01 * i, "keep_pass_at_1": 0.5 - del_minus_keep / 2,
-               "cpm": 0.5 + (cpm_gap / 2 if i % 2 else -cpm_gap / 2) + 0.001 * i} for i in range(num)]
+               "cpm_alternatives": 0.5 + (cpm_gap / 2 if i % 2 else -cpm_gap / 2) + 0.001 * i} for i in range(num)]
     units = {"cliffs": cliffs, "traces": [], "answers": []}
     return claims.records(claims.directions(units, {}, [], CFG))
 
@@ -43,11 +43,21 @@ def test_summary_reports_numbers_and_directions(tmp_path):
     assert "| traces with >= 1 cliff, correct / failed | 0.0% / 44.4% |" in text
     assert "| Cliff-del pass@1 / pass@16 | 0.440 / 1.000 |" in text
     assert "Direction del > keep (pass@1, problems as units): **supported**" in text
-    assert "| uncertain | 6 | 0.700 | 0.63-0.71 |" in text
-    assert "Direction deterministic > uncertain: **n/a**; uncertain > sampled-off: **supported**" in text
+    assert "| uncertain | 6 | 0.700 | n/a | 0.63-0.71 |" in text
+    assert "on the CPM over alternatives: deterministic > uncertain: **n/a**; uncertain > sampled-off: **supported**" in text
     assert "| deterministic | 0 | = base (no training pairs) |" in text
     assert "| uncertain_sampled_off | 40 | 30.0% | +5.0 | [-2.0, +12.0] |" in text
-    assert "## Verdicts" in text and "| CPM deterministic > uncertain | n/a |" in text
+    assert "## Verdicts" in text and "| CPM over alternatives: deterministic > uncertain | n/a |" in text
+    assert "Matched-del" not in text                     # no matched control in these metrics
+    matched = json.loads(json.dumps(METRICS))
+    matched["ablation"]["matched_control"] = {
+        "num_matched": 9, "num_unmatched": 1, "covariates": {"p_prev": {"smd": 0.03}, "is_greedy": {"smd": 0.0},
+                                                              "sampler_prob": {"smd": None}}}
+    matched["ablation"]["all"]["failed"]["matched_del"] = {"pass@1": 0.2}
+    text = render_summary(matched, "SmolLM2", "arith", verdicts(0.4, 0.3))
+    assert "| Matched-del / Matched-keep pass@1 (a non-cliff position per cliff) | 0.200 / n/a | |" in text
+    assert "| matched controls: 9 of 10 cliffs; standardized mean differences | p_prev +0.03, is_greedy +0.00, " \
+           "sampler_prob n/a | |" in text
     assert "All 2 testable directions are decided at this size." in text
 
 
@@ -117,3 +127,13 @@ def test_headline_is_flat_under_one_key():
     assert (h["cliffs"], h["expected_false_cliffs"], h["replication_rate"]) == (10, 3.7, 0.6)
     assert (h["del_pass_at_1"], h["cpm_uncertain"], h["dpo_random"], h["rollout_tokens"]) == (0.44, 0.7, 0.45, 9)
     assert set(headline({})["headline"].values()) == {None}
+
+
+def test_summary_seed_section():
+    from cliffdata.seeds import spread
+
+    assert "stay undecided until `make seeds`" in render_summary(METRICS, "m", "d")
+    seeds = {"training": {"seeds": [{"seed": 0}, {"seed": 1}, {"seed": 2}],
+                          "spread": {"all-random": spread([0.1, 0.0, 0.05], 0.05)}}, "chain": {"seeds": [], "spread": {}}}
+    text = render_summary(METRICS, "m", "d", None, seeds)
+    assert "| training | 3 | all-random | 0.050 | 0.050 | [-0.074, +0.174] |" in text and "| chain |" not in text

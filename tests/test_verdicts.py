@@ -113,7 +113,7 @@ def test_null_data_sets_rarely_print_supported(n):
         supported["del_keep"] += claims.del_keep(_null_del_keep(rng, n), FAST).verdict == SUPPORTED
         cpm = rng.beta(2, 2, n)
         rows = [{"trace_id": f"t{i}", "problem_id": f"q{i}", "category": "uncertain" if i % 4 == 0 else "sampled_off",
-                 "feasible": True, "cpm": cpm[i]} for i in range(n)]
+                 "feasible": True, "cpm_alternatives": cpm[i]} for i in range(n)]
         supported["cpm"] += claims.cpm_order(rows, FAST)[1].verdict == SUPPORTED
         traces = [{"trace_id": f"t{i}", "problem_id": f"q{i}", "is_correct": bool(i % 2),
                    "has_cliff": bool(rng.random() < 0.25)} for i in range(5 * n)]
@@ -133,11 +133,12 @@ def test_a_true_effect_is_found_at_twenty_units():
 
 
 def test_cpm_legs_that_cannot_be_tested_are_na():
-    rows = [{"trace_id": "t1", "problem_id": "q1", "category": "uncertain", "feasible": True, "cpm": 0.6},
-            {"trace_id": "t2", "problem_id": "q2", "category": "sampled_off", "feasible": True, "cpm": 0.3}]
+    rows = [{"trace_id": "t1", "problem_id": "q1", "category": "uncertain", "feasible": True, "cpm_alternatives": 0.6},
+            {"trace_id": "t2", "problem_id": "q2", "category": "sampled_off", "feasible": True, "cpm_alternatives": 0.3}]
     det, _ = claims.cpm_order(rows, CFG)
     assert det.verdict == NOT_APPLICABLE and det.reason == "no deterministic cliffs"
-    rows.append({"trace_id": "t3", "problem_id": "q3", "category": "deterministic", "feasible": False, "cpm": 0.99})
+    rows.append({"trace_id": "t3", "problem_id": "q3", "category": "deterministic", "feasible": False,
+                 "cpm_alternatives": 0.99})
     det, _ = claims.cpm_order(rows, CFG)
     assert det.verdict == NOT_APPLICABLE and "infeasible" in det.reason
 
@@ -155,3 +156,15 @@ def test_dpo_claims_never_stand_the_base_in_for_a_missing_variant():
     seeds = [{"base": 0.40, "uncertain_sampled_off": u, "all": 0.5, "random": 0.41} for u in (0.45, 0.47, 0.46, 0.48)]
     out = claims.dpo_claims(answers, {"uncertain_sampled_off": 4, "all": 6, "random": 6}, seeds, CFG)
     assert {v.claim: v for v in out}["Cliff-DPO uncertain + sampled-off > base"].verdict == SUPPORTED
+
+
+def test_del_keep_against_the_matched_control():
+    rows = [{"trace_id": f"t{i}", "problem_id": f"q{i}", "is_correct": False, "del_pass_at_1": 0.6, "keep_pass_at_1": 0.1,
+             "matched_del_pass_at_1": 0.3 + 0.01 * i, "matched_keep_pass_at_1": 0.3} for i in range(8)]
+    v = claims.del_keep_matched(rows, CFG)
+    assert v.verdict == SUPPORTED and v.n["problems"] == 8 and v.estimate == pytest.approx(0.5 - 0.035)
+    # the same difference at the control as at the cliff: undecided, never supported
+    same = [{**r, "matched_del_pass_at_1": 0.6, "matched_keep_pass_at_1": 0.1} for r in rows]
+    assert claims.del_keep_matched(same, CFG).verdict == UNDECIDED
+    no_control = [{**r, "matched_del_pass_at_1": None} for r in rows]
+    assert claims.del_keep_matched(no_control, CFG).verdict == NOT_APPLICABLE

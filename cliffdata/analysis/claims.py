@@ -28,9 +28,6 @@ from cliffdata.config.analysis import VerdictsConfig
 PAPER_EFFECTS = {
     # share of traces with a cliff, failed vs correct, for the paper's smallest model (Qwen3-0.6B)
     "occurrence": ((0.321, 0.162), "paper, Qwen3-0.6B: 32.1% vs 16.2% of traces"),
-    # CPM category means: the middles of the reported ranges (uncertain 0.63-0.71, sampled-off 0.20-0.37)
-    "cpm_uncertain_sampled_off": (0.67 - 0.285, "paper: CPM 0.67 vs 0.285 (middles of its ranges)"),
-    "cpm_deterministic_uncertain": (1.00 - 0.67, "paper: CPM ~1.00 vs 0.67"),
     # Cliff-DPO: the best gain over the base model
     "dpo_gain": (0.066, "paper: up to +6.6 points"),
 }
@@ -74,27 +71,47 @@ def del_keep(rows: list[dict], cfg: VerdictsConfig) -> Verdict:
                           effect_source="this run's effect; the paper gives pass@64 only")
 
 
+def del_keep_matched(rows: list[dict], cfg: VerdictsConfig) -> Verdict:
+    """RQ1 against the matched control: a cliff's del − keep difference above the same difference at its
+    matched non-cliff position (experiments/matching.py), one difference per problem of the cliff."""
+    claim = "Cliff-del − keep > matched-del − keep (failed traces)"
+    rows = [r for r in rows if r["is_correct"] is False and None not in (
+        r["del_pass_at_1"], r["keep_pass_at_1"], r.get("matched_del_pass_at_1"), r.get("matched_keep_pass_at_1"))]
+    if not rows:
+        return not_applicable(claim, "no cliff with a matched control (ablation.matched_control)")
+    by_problem: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        by_problem[r["problem_id"]].append((r["del_pass_at_1"] - r["keep_pass_at_1"])
+                                           - (r["matched_del_pass_at_1"] - r["matched_keep_pass_at_1"]))
+    units = [float(np.mean(v)) for _, v in sorted(by_problem.items())]
+    return paired_verdict(claim, units, cfg, bounds=(-2.0, 2.0), unit="problem", n=_counts(rows),
+                          effect=float(np.mean(units)), effect_source="this run's effect; the paper has no matched arm")
+
+
 def cpm_order(rows: list[dict], cfg: VerdictsConfig) -> list[Verdict]:
-    """RQ2/3: mean CPM deterministic > uncertain > sampled-off, each leg on its own; a leg without cliffs
-    on one side, or whose deterministic cliffs are all infeasible by the sampler identity, is n/a."""
-    rows = [r for r in rows if r["cpm"] is not None]
+    """RQ2/3: mean CPM deterministic > uncertain > sampled-off, each leg on its own, read on the CPM over
+    alternatives (the cliff token's own probability left out: it defines the category, so the paper's
+    CPM partly restates it). A leg without cliffs on one side, or whose deterministic cliffs are all
+    infeasible by the sampler identity, is n/a."""
+    rows = [r for r in rows if r["cpm_alternatives"] is not None]
     by = {c: [r for r in rows if r["category"] == c] for c in ("deterministic", "uncertain", "sampled_off")}
+    source = "this run's effect; the paper gives CPM with the cliff token only"
     out = []
-    effect, source = PAPER_EFFECTS["cpm_deterministic_uncertain"]
-    claim = "CPM deterministic > uncertain"
+    claim = "CPM over alternatives: deterministic > uncertain"
     if not by["deterministic"]:
         out.append(not_applicable(claim, "no deterministic cliffs"))
     elif not any(r["feasible"] for r in by["deterministic"]):
         out.append(not_applicable(claim, "deterministic cliffs infeasible by the sampler identity (no detectable "
                                          "drop at their tokens)", _counts(by["deterministic"])))
     else:
-        out.append(group_verdict(claim, [r["cpm"] for r in by["deterministic"]], [r["cpm"] for r in by["uncertain"]],
-                                 cfg, bounds=(-1.0, 1.0), unit="cliff", n=_counts(by["deterministic"] + by["uncertain"]),
-                                 effect=effect, effect_source=source))
-    effect, source = PAPER_EFFECTS["cpm_uncertain_sampled_off"]
-    out.append(group_verdict("CPM uncertain > sampled-off", [r["cpm"] for r in by["uncertain"]],
-                             [r["cpm"] for r in by["sampled_off"]], cfg, bounds=(-1.0, 1.0), unit="cliff",
-                             n=_counts(by["uncertain"] + by["sampled_off"]), effect=effect, effect_source=source))
+        a, b = [r["cpm_alternatives"] for r in by["deterministic"]], [r["cpm_alternatives"] for r in by["uncertain"]]
+        out.append(group_verdict(claim, a, b, cfg, bounds=(-1.0, 1.0), unit="cliff",
+                                 n=_counts(by["deterministic"] + by["uncertain"]),
+                                 effect=float(np.mean(a) - np.mean(b)) if a and b else None, effect_source=source))
+    a, b = [r["cpm_alternatives"] for r in by["uncertain"]], [r["cpm_alternatives"] for r in by["sampled_off"]]
+    out.append(group_verdict("CPM over alternatives: uncertain > sampled-off", a, b, cfg, bounds=(-1.0, 1.0),
+                             unit="cliff", n=_counts(by["uncertain"] + by["sampled_off"]),
+                             effect=float(np.mean(a) - np.mean(b)) if a and b else None, effect_source=source))
     return out
 
 
@@ -160,7 +177,7 @@ def directions(units: dict[str, list[dict]], variant_pairs: dict[str, int], seed
     all / feasible / replicated cliffs, by the same rules)."""
     main = [occurrence(units["traces"], cfg)] if units["traces"] else []
     if units["cliffs"]:
-        main += [del_keep(units["cliffs"], cfg), *cpm_order(units["cliffs"], cfg)]
+        main += [del_keep(units["cliffs"], cfg), del_keep_matched(units["cliffs"], cfg), *cpm_order(units["cliffs"], cfg)]
     if units["answers"]:
         main += dpo_claims(units["answers"], variant_pairs, seeds, cfg)
     sets = {}

@@ -60,8 +60,10 @@ def _last_pass(cell: dict | None) -> tuple[str, float | None]:
     return str(ks[-1]), cell[f"pass@{ks[-1]}"]
 
 
-def render_summary(m: dict[str, dict], model: str, datasets: str, verdicts: dict | None = None) -> str:
-    """The summary page; `verdicts` (claims.records) gives every direction's verdict, else they read n/a."""
+def render_summary(m: dict[str, dict], model: str, datasets: str, verdicts: dict | None = None,
+                   seeds: dict | None = None) -> str:
+    """The summary page; `verdicts` (claims.records) gives every direction's verdict, else they read n/a;
+    `seeds` (metrics/seeds.json) the spread of the Cliff-DPO figures between seeds."""
     verdicts = verdicts or {"main": [], "cliff_sets": {}}
     lines = [f"# Summary: {model} on {datasets}", "",
              "This run's numbers beside the paper's (protocol §8). **Different model, dataset and N**: the paper",
@@ -85,15 +87,19 @@ def render_summary(m: dict[str, dict], model: str, datasets: str, verdicts: dict
               f"| Critical-del / Random-del pass@{k_del} | {_num(_last_pass(abl.get('critical_del'))[1])} / "
               f"{_num(_last_pass(abl.get('random_del'))[1])} | |",
               f"| cliff instances | {_get(abl, 'del', 'num_instances')} | |",
+              *resilience_rows(_get(m.get("ablation"), "resilience", "failed")),
+              *matched_rows(abl, _get(m.get("ablation"), "matched_control")),
               "", f"Direction del > keep (pass@1, problems as units): **{_verdict(verdicts['main'], 'Cliff-del')}**.", ""]
     cpm = m.get("cpm", {})
     means = {c: _get(cpm, c, "cpm_mean") for c in ("deterministic", "uncertain", "sampled_off")}
-    lines += ["## Cliff probability mass by category (RQ2/3)", "", "| category | cliffs | CPM mean (this run) | paper |",
-              "|---|---|---|---|"]
+    lines += ["## Cliff probability mass by category (RQ2/3)", "",
+              "| category | cliffs | CPM mean (this run) | over alternatives (no cliff token) | paper |",
+              "|---|---|---|---|---|"]
     for c, v in means.items():
-        lines.append(f"| {c} | {_get(cpm, c, 'num_cliffs') or 0} | {_num(v)} | {PAPER['cpm'][c]} |")
-    lines += ["", f"Direction deterministic > uncertain: **{_verdict(verdicts['main'], 'CPM deterministic')}**; "
-                  f"uncertain > sampled-off: **{_verdict(verdicts['main'], 'CPM uncertain')}**.", ""]
+        lines.append(f"| {c} | {_get(cpm, c, 'num_cliffs') or 0} | {_num(v)} | "
+                     f"{_num(_get(cpm, c, 'cpm_alternatives_mean'))} | {PAPER['cpm'][c]} |")
+    lines += ["", f"Directions, on the CPM over alternatives: deterministic > uncertain: **{_verdict(verdicts['main'], 'CPM over alternatives: deterministic')}**; "
+                  f"uncertain > sampled-off: **{_verdict(verdicts['main'], 'CPM over alternatives: uncertain')}**.", ""]
     shift = _get(m.get("cpm_shift"), "directions") or {}
     if shift:
         lines += ["## CPM shift (RQ3)", "", "| direction | category | cliffs | CPM source | CPM eval | ΔCPM | rank shift |",
@@ -130,6 +136,7 @@ def render_summary(m: dict[str, dict], model: str, datasets: str, verdicts: dict
                       f"cliffs {_pct(cliffs_cell['accuracy'])} vs random positions {_pct(control)}{interval}; cliffs help "
                       f"more than single-token DPO anywhere: **{_verdict(verdicts['main'], 'Cliff-DPO at cliffs')}** "
                       f"(decided over training seeds).", ""]
+    lines += seed_lines(seeds or {})
     lines += noise_audit(m, verdicts["cliff_sets"])
     cc = _get(m.get("cliff_count"), "models") or {}
     if cc:
@@ -223,7 +230,7 @@ def noise_audit(m: dict[str, dict], cliff_sets: dict[str, list[dict]] | None = N
                 f"| {name} | {d['num_cliffs']} | {_num(d['del_pass_at_1'])} / {_num(d['keep_pass_at_1'])} | "
                 f"{_num(d['del_pass_at_n'])} / {_num(d['keep_pass_at_n'])} | {_verdict(verdicts, 'Cliff-del')} | "
                 f"{' / '.join(_num(v) for v in cpm)} ({d['num_deterministic']}/{d['num_uncertain']}/{d['num_sampled_off']}) | "
-                f"{_verdict(verdicts, 'CPM deterministic')}; {_verdict(verdicts, 'CPM uncertain')} |")
+                f"{_verdict(verdicts, 'CPM over alternatives: deterministic')}; {_verdict(verdicts, 'CPM over alternatives: uncertain')} |")
     lines.append("")
     return lines
 
@@ -288,3 +295,48 @@ def size_note(verdicts: list[dict]) -> list[str]:
     return [f"**{testable - decided} of {testable} testable directions are undecided at this size**: too few units "
             f"for the exact tests (the table gives the units each would need); a smoke run checks the chain, not "
             f"the paper.", ""]
+
+
+def matched_rows(failed: dict, matched: dict | None) -> list[str]:
+    """The matched control's rows of the deletion table: its arms' pass@1 and its covariate balance."""
+    if not matched:
+        return []
+    smd = {k: v["smd"] for k, v in matched["covariates"].items()}
+    balance = ", ".join(f"{k} {'n/a' if v is None else f'{v:+.2f}'}" for k, v in smd.items())
+    return [f"| Matched-del / Matched-keep pass@1 (a non-cliff position per cliff) | "
+            f"{_num(_get(failed, 'matched_del', 'pass@1'))} / {_num(_get(failed, 'matched_keep', 'pass@1'))} | |",
+            f"| matched controls: {matched['num_matched']} of {matched['num_matched'] + matched['num_unmatched']} "
+            f"cliffs; standardized mean differences | {balance} | |"]
+
+
+def resilience_rows(cell: dict | None) -> list[str]:
+    """The deletion table's re-emission rows: del continuations that drew the cliff token again, and
+    pass@1 of del, del_resilient (the cliff token forbidden at the first step) and keep side by side."""
+    if not cell:
+        return []
+    return [f"| del continuations re-emitting the cliff token | {cell['num_reemitted']} of "
+            f"{cell['num_del_continuations']} ({_pct(cell['reemitted_share'])}) | |",
+            f"| Cliff-del / del-resilient / Cliff-keep pass@1 ({cell['num_cliffs_with_resilient']} cliffs) | "
+            f"{_num(cell['del_pass_at_1'])} / {_num(cell['del_resilient_pass_at_1'])} / {_num(cell['keep_pass_at_1'])} "
+            f"| |"]
+
+
+SEED_FIGURES = ("uncertain_sampled_off-base", "all-random", "cliffs", "del_pass_at_1")
+
+
+def seed_lines(seeds: dict) -> list[str]:
+    """The between-seed spread of the figures the claims rest on, at both levels (metrics/seeds.json)."""
+    levels = {k: v for k, v in seeds.items() if v.get("seeds")}
+    if not levels:
+        return ["## Seeds", "", "One run is one seed: the Cliff-DPO claims stay undecided until `make seeds` saves "
+                "two or more training seeds (docs/method.md, Seeds).", ""]
+    lines = ["## Seeds", "", "| level | seeds | figure | mean | between-seed SD | 95% t-interval |",
+             "|---|---|---|---|---|---|"]
+    for level, cell in levels.items():
+        for figure in SEED_FIGURES:
+            s = cell["spread"].get(figure)
+            if not s or not s["n"]:
+                continue
+            interval = "n/a" if s["ci_low"] is None else f"[{s['ci_low']:+.3f}, {s['ci_high']:+.3f}]"
+            lines.append(f"| {level} | {s['n']} | {figure} | {_num(s['mean'])} | {_num(s['sd'])} | {interval} |")
+    return lines + [""]

@@ -26,6 +26,7 @@ class AblationConfig:
     seed: int = 0
     ks: tuple[int, ...] = (1, 2, 4, 8, 16)   # paper 1, 2, 4, ..., 64
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=96)
+    matched_control: bool = True       # beyond the paper: matched_del / matched_keep at a matched non-cliff position
 
     def __post_init__(self):
         check(self.num_rollouts >= 1, f"ablation.num_rollouts must be >= 1, got {self.num_rollouts}")
@@ -43,6 +44,7 @@ class CandidatesConfig:
     num_rollouts: int = 16             # paper 64
     seed: int = 0
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=96)
+    fresh_estimates: bool = True       # p[i-1] and the cliff token's potential from the replicate stage (paper: false)
 
     def __post_init__(self):
         check(self.top_k >= 1, f"candidates.top_k must be >= 1, got {self.top_k}")

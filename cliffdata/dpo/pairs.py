@@ -8,9 +8,10 @@ token's potential is the main rollout's (the candidates stage reuses it).
 
 Category ablations are the same pairs filtered by the cliff's category (VARIANTS); `replicated` keeps
 the pairs at cliffs whose test passed again on fresh rollouts (the replicate stage), and `random` is
-the control: as many pairs as at each cliff, at a random non-cliff position of the same
-trace, each preferring a random top-k alternative over the trace's token there (`control_pairs`). If
-single-token DPO anywhere helps as much as at cliffs, the cliffs are not what helps. The held-out split
+the control: as many pairs as at each cliff, at a random non-cliff position of the same trace whose
+token is not the greedy one, each preferring an alternative chosen by the cliff pairs' rule over the
+trace's token there (`control_pairs`). If single-token DPO anywhere helps as much as at cliffs, the
+cliffs are not what helps. The held-out split
 is seeded and exact: per variant, the `heldout_fraction` of groups with the smallest
 hash(seed, group) is held out, where a group is one pair (paper) or one cliff (`heldout_by: cliff`,
 so no held-out pair shares its prefix with a training pair).
@@ -92,9 +93,12 @@ def pairs_per_cliff(pairs: Sequence[dict]) -> dict[tuple[str, int], int]:
     return counts
 
 
-def control_pairs(control: Sequence[dict], traces: Sequence[dict], strategy: str) -> list[dict]:
-    """Pair rows of the `random` control from CONTROL rows: at each control position, every alternative
-    is chosen over the trace's token (category `control`)."""
+def control_pairs(control: Sequence[dict], traces: Sequence[dict], strategy: str,
+                  per_cliff: dict[tuple[str, int], int]) -> list[dict]:
+    """Pair rows of the `random` control from CONTROL rows: at each control position, the alternatives that
+    pass the rule of the cliff pairs (not a cliff relative to p_prev; `cliff_hard`: also potential >=
+    p_prev), in rank order, as many as the cliff it mirrors gives (`per_cliff`, pairs_per_cliff of the
+    cliff pairs), each chosen over the trace's token (category `control`)."""
     by_trace = {t["trace_id"]: t for t in traces}
     by_position: dict[tuple[str, int], list[dict]] = {}
     for r in control:
@@ -108,8 +112,11 @@ def control_pairs(control: Sequence[dict], traces: Sequence[dict], strategy: str
         if len(own) != 1:
             raise ValueError(f"control position {(trace_id, j)} has {len(own)} trace-token rows (want 1)")
         rej = own[0]
+        wanted = per_cliff.get((trace_id, rej["cliff_index"]), 0)
         prompt_ids = list(trace["prompt_ids"]) + list(trace["response_ids"][:j])
-        for c in sorted((r for r in rows if not r["is_trace_token"]), key=lambda r: r["candidate_rank"]):
+        kept = [c for c in sorted((r for r in rows if not r["is_trace_token"]), key=lambda r: r["candidate_rank"])
+                if not c["is_cliff"] and not (strategy == "cliff_hard" and c["potential"] < c["p_prev"])]
+        for c in kept[:wanted]:
             pairs.append({
                 "trace_id": trace_id, "problem_id": c["problem_id"], "token_index": j, "category": CONTROL,
                 "strategy": strategy, "is_correct": trace["is_correct"], "prompt_ids": prompt_ids,

@@ -1,6 +1,17 @@
 """The deletion ablation (protocol §5, RQ1): continuations from `del` (`response_ids[:i]`, the cliff token
 removed), `keep` (`response_ids[:i+1]`), and on failed traces `critical_del` (truncated before the critical
-token) and `random_del` (`response_ids[:j]`, j uniform in [0, T), seeded per trace); pass@k curves of them."""
+token) and `random_del` (`response_ids[:j]`, j uniform in [0, T), seeded per trace); pass@k curves of them.
+
+Beyond the paper (`ablation.matched_control`): each cliff on a failed trace gets a matched control
+position (experiments/matching.py: same greedy flag, p̂[j−1] within a rollout step, nearest in relative
+position and sampler probability) with its own `matched_del` and `matched_keep` arms, so that the cliff's
+del − keep difference can be set against the same difference where no cliff is.
+
+Re-emission: a del continuation may sample the cliff token again at its first step (`num_reemitted` on
+the del row). The del continuations that do not are draws with the cliff token forbidden at that step
+(rejection sampling: the rest of the sampler renormalised), so the `del_resilient` arm costs no rollout:
+its row holds those continuations (N minus the re-emissions; no row when every one re-emitted) and no
+generated tokens of its own. pass@k is not drawn for it (its N varies); `resilience` reports pass@1."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -16,20 +27,28 @@ from cliffdata.experiments.resample import resample_by_problem
 from cliffdata.generate.sampling import Gold
 
 
-ARMS = ("del", "keep", "critical_del", "random_del")
+ARMS = ("del", "keep", "critical_del", "random_del", "matched_del", "matched_keep")
 COMPARATORS = ("critical_del", "random_del")     # failed traces with a cliff, one request per trace
+MATCHED = ("matched_del", "matched_keep")        # one matched control position per cliff of a failed trace
+RESILIENT = "del_resilient"                      # del continuations that did not re-emit the cliff token
 SCOPES = ("all", "first")                        # every cliff | the first cliff of each trace
 CORRECTNESS = ("correct", "failed")              # ungradable traces are kept in data, not summarised
 
 
-def _ablation_request(trace: dict, token_index: int, arm: str, is_first: bool | None, prefix_length: int) -> dict:
+def _ablation_request(trace: dict, token_index: int, arm: str, is_first: bool | None, prefix_length: int,
+                      cliff: dict | None = None) -> dict:
     return {"trace_id": trace["trace_id"], "problem_id": trace["problem_id"], "token_index": token_index, "arm": arm,
-            "is_first": is_first, "is_correct": trace["is_correct"], "prefix_length": prefix_length}
+            "is_first": is_first, "is_correct": trace["is_correct"], "prefix_length": prefix_length,
+            "cliff_trace_id": None if cliff is None else cliff["trace_id"],
+            "cliff_index": None if cliff is None else cliff["token_index"]}
 
 
-def ablation_requests(traces: list[dict], cliffs: list[dict], trace_cliffs: list[dict], seed: int) -> list[dict]:
+def ablation_requests(traces: list[dict], cliffs: list[dict], trace_cliffs: list[dict], seed: int,
+                      matched: Sequence[tuple[dict, dict | None]] = ()) -> list[dict]:
     """One request per (trace_id, token_index, arm): del and keep at every cliff; on failed traces with
-    at least one cliff also critical_del (when the trace has a critical token) and random_del.
+    at least one cliff also critical_del (when the trace has a critical token) and random_del; and for
+    every (cliff, control) of `matched` (matching.match_controls) matched_del and matched_keep at the
+    control, carrying the cliff (`cliff_trace_id`, `cliff_index`) and its `is_first`.
 
     Random-del deletes at a position drawn uniformly from [0, T) with a seed derived from
     (seed, "random_del", trace_id), so it does not depend on the other traces.
@@ -55,6 +74,12 @@ def ablation_requests(traces: list[dict], cliffs: list[dict], trace_cliffs: list
         rng = np.random.default_rng(request_seed(seed, "random_del", trace["trace_id"]))
         j = int(rng.integers(len(trace["response_ids"])))
         requests.append(_ablation_request(trace, j, "random_del", None, j))
+    for cliff, control in matched:
+        if control is None:
+            continue
+        trace, j = by_trace[control["trace_id"]], control["token_index"]
+        requests.append(_ablation_request(trace, j, "matched_del", cliff["is_first"], j, cliff))
+        requests.append(_ablation_request(trace, j, "matched_keep", cliff["is_first"], j + 1, cliff))
     return requests
 
 
@@ -69,12 +94,49 @@ def run_ablation(requests: list[dict], traces: list[dict], golds: dict[str, Gold
        requests, traces, golds, backend, tokenizer, n, sampling,
        prefix_of=lambda r, response: list(response[:r["prefix_length"]]),
        seed_of=lambda r: request_seed(seed, "ablation", r["trace_id"], r["arm"], r["token_index"]),
-       desc="ablation", checkpoint=checkpoint)
-    return [{"trace_id": r["trace_id"], "token_index": r["token_index"], "arm": r["arm"], "is_first": r["is_first"],
-             "is_correct": r["is_correct"], "prefix_length": r["prefix_length"], "num_rollouts": res.num_rollouts,
-             "num_correct": res.num_correct, "potential": res.num_correct / res.num_rollouts,
-             "num_generated_tokens": res.num_generated_tokens}
-            for r, res in zip(requests, results)]
+       desc="ablation", checkpoint=checkpoint,
+       watch_of=lambda r, response: int(response[r["token_index"]]) if r["arm"] == "del" else None)
+    rows = []
+    for r, res in zip(requests, results):
+        row = {"trace_id": r["trace_id"], "token_index": r["token_index"], "arm": r["arm"], "is_first": r["is_first"],
+               "is_correct": r["is_correct"], "prefix_length": r["prefix_length"],
+               "cliff_trace_id": r["cliff_trace_id"], "cliff_index": r["cliff_index"], "num_rollouts": res.num_rollouts,
+               "num_correct": res.num_correct, "potential": res.num_correct / res.num_rollouts,
+               "num_reemitted": res.num_watched if r["arm"] == "del" else None,
+               "num_generated_tokens": res.num_generated_tokens}
+        rows.append(row)
+        kept = res.num_rollouts - res.num_watched
+        if r["arm"] == "del" and kept > 0:
+            correct = res.num_correct - res.num_watched_correct
+            rows.append({**row, "arm": RESILIENT, "num_rollouts": kept, "num_correct": correct,
+                         "potential": correct / kept, "num_reemitted": None, "num_generated_tokens": 0})
+    return rows
+
+
+def resilience(rows: list[dict]) -> dict:
+    """metrics/ablation.json `resilience`, per trace correctness (all cliffs): how often del continuations
+    re-emit the cliff token, and pass@1 (mean potential over cliffs) of del, del_resilient and keep side
+    by side, over the cliffs that have all three."""
+    by_cliff: dict[tuple[str, int], dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        if r["arm"] in ("del", "keep", RESILIENT) and r["is_correct"] is not None:
+            by_cliff[(r["trace_id"], r["token_index"])][r["arm"]] = r
+    out = {}
+    for correctness in CORRECTNESS:
+        cells = [arms for arms in by_cliff.values() if "del" in arms
+                 and ("correct" if arms["del"]["is_correct"] else "failed") == correctness]
+        if not cells:
+            continue
+        conts = sum(a["del"]["num_rollouts"] for a in cells)
+        again = sum(a["del"]["num_reemitted"] for a in cells)
+        full = [a for a in cells if RESILIENT in a and "keep" in a]
+        mean = (lambda arm: round(float(np.mean([a[arm]["potential"] for a in full])), duck.NUM_DIGITS)
+                if full else None)
+        out[correctness] = {"num_cliffs": len(cells), "num_del_continuations": conts, "num_reemitted": again,
+                            "reemitted_share": round(again / conts, duck.NUM_DIGITS),
+                            "num_cliffs_with_resilient": len(full), "del_pass_at_1": mean("del"),
+                            "del_resilient_pass_at_1": mean(RESILIENT), "keep_pass_at_1": mean("keep")}
+    return out
 
 
 def pass_at_k_curve(rows: list[dict], ks: Sequence[int]) -> list[dict]:

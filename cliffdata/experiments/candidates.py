@@ -1,5 +1,11 @@
 """Candidate replacement and CPM (protocol §5 RQ2/3, §6): the top-k alternatives at every cliff,
-`response_ids[:i] + [c]`, each with fresh rollouts and the cliff test against p[i-1]."""
+`response_ids[:i] + [c]`, each with fresh rollouts and the cliff test against p[i-1].
+
+p[i-1] and the cliff token's own potential come from the rollouts that detected the cliff (the paper),
+or, with `candidates.fresh_estimates`, from the replicate stage's fresh rollouts on both sides of it:
+the detection rollouts were selected for a high p̂[i-1] and a low p̂[i], so labelling a candidate
+against them calls an alternative as good as the prefix a cliff far more often than the test's level
+(docs/method.md, Fresh estimates)."""
 from __future__ import annotations
 
 import math
@@ -16,13 +22,15 @@ from cliffdata.generate.sampling import Gold
 
 
 def candidate_rows(traces: list[dict], cliffs: list[dict], token_stats: pa.Table, potentials: pa.Table,
-                   k: int) -> list[dict]:
+                   k: int, fresh: dict[tuple[str, int], dict] | None = None) -> list[dict]:
     """One request per candidate at every cliff: the top-k of the stored top list at token i, plus the
     cliff token itself when it is outside the top-k (`candidate_rank` null, prob = exp(logprob)).
 
     The cliff token's request already carries its counts (the main rollout's potential at i); p_prev
-    and its counts come from the potentials row at i-1. `token_stats` and `potentials` are tables
-    (they can be large); only the traces with cliffs are materialised.
+    and its counts come from the potentials row at i-1. With `fresh` (replicate rows by (trace_id,
+    token_index)), both come from the replicate stage's fresh rollouts instead: prev side for p_prev,
+    curr side for the cliff token. `token_stats` and `potentials` are tables (they can be large); only
+    the traces with cliffs are materialised.
     """
     trace_ids = pa.array(sorted({c["trace_id"] for c in cliffs}), pa.string())
     stats = token_stats.filter(pc.is_in(token_stats["trace_id"], value_set=trace_ids)).select(
@@ -46,6 +54,13 @@ def candidate_rows(traces: list[dict], cliffs: list[dict], token_stats: pa.Table
         if len(st["top_ids"]) < k:
             raise ValueError(f"candidates.top_k = {k} but token_stats stores only {len(st['top_ids'])} candidates")
         assert st["token_id"] == c["token_id"], f"cliff token {c['token_id']} != token_stats token {st['token_id']}"
+        if fresh is not None:
+            again = fresh.get((trace_id, i))
+            if again is None:
+                raise ValueError(f"cliff ({trace_id!r}, {i}) has no replicate row: candidates.fresh_estimates needs "
+                                 f"the replicate stage's fresh rollouts at every cliff")
+            prev = {"num_rollouts": again["num_rollouts_prev"], "num_correct": again["num_correct_prev"]}
+            cur = {"num_rollouts": again["num_rollouts"], "num_correct": again["num_correct"]}
         base = {"trace_id": trace_id, "problem_id": problem_of[trace_id], "token_index": i,
                 "p_prev": prev["num_correct"] / prev["num_rollouts"], "num_rollouts_prev": prev["num_rollouts"],
                 "num_correct_prev": prev["num_correct"]}
@@ -68,7 +83,8 @@ def run_candidates(requests: list[dict], traces: list[dict], golds: dict[str, Go
                    tokenizer, n: int, sampling: Sampling, seed: int, test: CliffTest,
                    checkpoint: UnitCheckpoint | None = None) -> list[dict]:
     """N fresh rollouts from `response_ids[:i] + [c]` for every candidate but the cliff token (which
-    reuses the main rollout's counts, as the paper does); rows of CANDIDATES.
+    reuses the counts its request carries: the main rollout's, as the paper does, or the replicate
+    stage's); rows of CANDIDATES.
 
     A candidate is a cliff iff the cliff test `test` (params `cliffs.test`; protocol §2, each side's own N)
     fires between p_prev and its potential; the cliff token is a cliff by definition. Seeds: request_seed(seed, "candidates",

@@ -98,6 +98,8 @@ class Resampled:
     num_correct: int
     num_generated_tokens: int
     num_grading_timeouts: int = 0      # rollouts whose answer ran past grading.timeout_seconds (not correct)
+    num_watched: int = 0               # continuations whose first token is the prefix's `watch` token
+    num_watched_correct: int = 0       # ... and of those, the correct ones
 
 
 STOP_AT_ANSWER = ("never", "exact", "first_box")
@@ -117,8 +119,13 @@ def _stop_strings(text: str, answer_format: str, first_box: bool) -> tuple[str, 
 def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int], Sequence[int]]],
              n: int | Sequence[int], sampling: Sampling, seeds: Sequence[int], gold: str | Sequence[str],
              answer_format: str | Sequence[str], stop_at_answer: str = "never",
-             adapters: Sequence[str | None] | None = None, labels: Sequence[str] | None = None) -> list[Resampled]:
+             adapters: Sequence[str | None] | None = None, labels: Sequence[str] | None = None,
+             watch: Sequence[int | None] | None = None) -> list[Resampled]:
     """N continuations from each (prompt_ids, response_prefix_ids), graded; results in input order.
+
+    `watch`: one token id (or None) per prefix; the continuations whose first token is it are counted,
+    with how many of them are correct (`num_watched`, `num_watched_correct`): the rest are draws with
+    that token forbidden at the first step (the deletion ablation's re-emission and del_resilient).
 
     `n`, `gold` and `answer_format` are one value for every prefix or one per prefix (the rollout
     scheduler packs prefixes of several traces into one call). `adapters`: one per prefix, the adapter
@@ -150,6 +157,9 @@ def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int]
                          f"got {len(ns)}, {len(golds)}, {len(formats)}, {len(seeds)}, {len(models)}")
     if labels is not None and len(labels) != count:
         raise ValueError(f"resample: {count} prefixes need as many labels, got {len(labels)}")
+    watched = [None] * count if watch is None else list(watch)
+    if len(watched) != count:
+        raise ValueError(f"resample: {count} prefixes need as many watched tokens, got {len(watched)}")
     if stop_at_answer == "never":
         requests = [GenerationRequest(tuple(prompt) + tuple(prefix), n=k, seed=s, adapter=a)
                     for (prompt, prefix), k, s, a in zip(prefixes, ns, seeds, models)]
@@ -158,13 +168,17 @@ def resample(backend: Backend, tokenizer, prefixes: Sequence[tuple[Sequence[int]
         conts = _stretches(backend, tokenizer, prefixes, ns, sampling, seeds, formats, stop_at_answer == "first_box",
                            models)
     out = []
-    for (_, prefix), cs, g, fmt, k, label in zip(prefixes, conts, golds, formats, ns, labels or ["resample"] * count):
-        correct = timeouts = 0
+    for (_, prefix), cs, g, fmt, k, label, w in zip(prefixes, conts, golds, formats, ns, labels or ["resample"] * count,
+                                                    watched):
+        correct = timeouts = num_watched = watched_correct = 0
         for cont in cs:
             graded = grade(tokenizer.decode(list(prefix) + list(cont), skip_special_tokens=True), g, fmt, where=label)
             correct += graded.is_correct is True
             timeouts += graded.timed_out
-        out.append(Resampled(k, correct, sum(map(len, cs)), timeouts))
+            if w is not None and len(cont) and int(cont[0]) == w:
+                num_watched += 1
+                watched_correct += graded.is_correct is True
+        out.append(Resampled(k, correct, sum(map(len, cs)), timeouts, num_watched, watched_correct))
     return out
 
 

@@ -1,0 +1,80 @@
+"""Seeds as an axis (cliffdata/seeds.py): the saved experiments read from `dvc exp show --json`, the
+per-seed rows, the spread over seeds against scipy, and what each level runs."""
+import numpy as np
+import pytest
+from scipy import stats
+
+from cliffdata import seeds
+
+
+def exp_rev(name: str, seed: int, accuracy: dict, cliffs: int) -> dict:
+    """One experiment as `dvc exp show --json` gives it (the parts seeds reads)."""
+    return {"rev": f"{seed:040d}", "name": name, "data": {
+        "params": {"params.yaml": {"data": {"dpo_train": {"seed": seed}, "sample": {"seed": 0}}}},
+        "metrics": {"metrics/dpo_eval.json": {"data": {"models": {m: {"accuracy": a} for m, a in accuracy.items()}}},
+                    "metrics/headline.json": {"data": {"headline": {"cliffs": cliffs, "dpo_all": accuracy["all"],
+                                                                    "rollout_tokens": None}}}}}}
+
+
+SHOW = [{"rev": "workspace", "name": None, "data": {}, "error": None, "experiments": None},
+        {"rev": "a" * 40, "name": "main", "data": {}, "error": None, "experiments": [
+            {"name": "seeds-training-0", "revs": [exp_rev("seeds-training-0", 0, {"base": .40, "all": .50, "random": .41,
+                                                                                  "uncertain_sampled_off": .48}, 5)]},
+            {"name": "seeds-training-1", "revs": [exp_rev("seeds-training-1", 1, {"base": .40, "all": .46, "random": .43,
+                                                                                  "uncertain_sampled_off": .45}, 5)]},
+            {"name": "seeds-chain-0", "revs": [exp_rev("seeds-chain-0", 0, {"base": .38, "all": .47, "random": .40,
+                                                                            "uncertain_sampled_off": .44}, 7)]},
+            {"name": "tuned-lr", "revs": [exp_rev("tuned-lr", 3, {"base": .4, "all": .9, "random": .4,
+                                                                  "uncertain_sampled_off": .9}, 1)]}]}]
+
+
+def test_saved_seeds_become_rows_by_level():
+    rows = seeds.seed_rows(list(seeds.flatten_show(SHOW)))
+    assert [r["seed"] for r in rows["training"]] == [0, 1] and [r["seed"] for r in rows["chain"]] == [0]
+    first = rows["training"][0]
+    assert first["all-random"] == pytest.approx(0.09) and first["uncertain_sampled_off-base"] == pytest.approx(0.08)
+    assert "uncertain_sampled_off-deterministic" not in first           # no deterministic adapter: no difference
+    assert first["cliffs"] == 5 and "rollout_tokens" not in first         # null headline figures are left out
+    assert first["accuracy"]["base"] == 0.40
+
+
+def test_spread_is_the_t_interval_over_seeds():
+    x = [0.09, 0.03, 0.12, -0.01, 0.05]
+    s = seeds.spread(x, 0.05)
+    lo, hi = stats.ttest_1samp(x, 0.0).confidence_interval(0.95)
+    assert (s["n"], s["mean"], s["sd"]) == (5, pytest.approx(np.mean(x)), pytest.approx(np.std(x, ddof=1)))
+    assert (s["ci_low"], s["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+    assert seeds.spread([0.1], 0.05) == {"n": 1, "mean": 0.1, "sd": None, "ci_low": None, "ci_high": None}
+
+
+def test_summary_and_page():
+    out = seeds.summarize(seeds.seed_rows(list(seeds.flatten_show(SHOW))), 0.05)
+    assert out["training"]["spread"]["all-random"]["n"] == 2 and out["chain"]["spread"]["all-random"]["sd"] is None
+    page = seeds.markdown(out)
+    assert "## training: 2 seeds (0, 1)" in page and "| all-random | 2 | 0.06 |" in page
+
+
+def test_run_skips_saved_seeds_and_sets_every_seed_of_its_level(monkeypatch):
+    calls = []
+    monkeypatch.setattr(seeds, "saved_names", lambda dvc="dvc": ["seeds-chain-0"])
+    monkeypatch.setattr(seeds.subprocess, "run", lambda cmd, check: calls.append(cmd))
+    assert seeds.run("chain", [0, 1]) == ["seeds-chain-1"]
+    [cmd] = calls
+    assert cmd[:6] == ["dvc", "exp", "run", "--temp", "-n", "seeds-chain-1"] and cmd[-1] == "summary"
+    assert {c for c in cmd if c.startswith("-S")} == {f"-S{k}=1" for k in seeds.LEVELS["chain"][0]}
+    calls.clear()
+    seeds.run("training", [4])
+    assert calls[0][-2:] == ["-Sdpo_train.seed=4", "dpo_eval"]
+
+
+def test_every_seed_param_exists():
+    """The params each level sets exist in params.yaml (a typo would make DVC add a new key)."""
+    from cliffdata.config.load import read_yaml
+
+    data = read_yaml("params.yaml")
+    for keys, _ in seeds.LEVELS.values():
+        for key in keys:
+            node = data
+            for part in key.split("."):
+                node = node[part]
+            assert isinstance(node, int), key
