@@ -40,7 +40,8 @@ def main() -> None:
     seeds = json.loads(Path("metrics/seeds.json").read_text()) if Path("metrics/seeds.json").exists() else {}
     trained = [r["accuracy"] for r in (seeds.get("training") or {}).get("seeds", [])]
     per_seed = trained if len(trained) >= 2 else ([accuracies] if accuracies else [])
-    verdicts = claims.records(claims.directions(units, variant_pairs, per_seed, params.verdicts))
+    balance = (metrics.get("ablation") or {}).get("matched_control")
+    verdicts = claims.records(claims.directions(units, variant_pairs, per_seed, params.verdicts, balance))
     Path("metrics/verdicts.json").write_text(json.dumps(verdicts, indent=2, sort_keys=True) + "\n")
     text = render_summary(metrics, model, datasets, verdicts, seeds)
     Path("metrics/headline.json").write_text(json.dumps(headline(metrics), indent=2) + "\n")

@@ -110,7 +110,7 @@ def empty(tmp_path) -> Path:
     return write_seed(tmp_path, {name: [] for name in schema.PATHS})
 
 
-VERDICTS = VerdictsConfig(alpha=0.05, power=0.8, exact_limit=1024, resamples=1000, seed=0)
+VERDICTS = VerdictsConfig(alpha=0.05, power=0.8, exact_limit=1024, resamples=1000, seed=0, max_smd=0.1)
 
 
 def metrics_params(**overrides) -> dict:

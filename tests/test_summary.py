@@ -7,7 +7,7 @@ from cliffdata.analysis import claims
 from cliffdata.analysis.summary import load_metrics, render_summary
 from cliffdata.config.analysis import VerdictsConfig
 
-CFG = VerdictsConfig(alpha=0.05, power=0.8, exact_limit=65536, resamples=1000, seed=0)
+CFG = VerdictsConfig(alpha=0.05, power=0.8, exact_limit=65536, resamples=1000, seed=0, max_smd=0.1)
 
 
 def verdicts(del_minus_keep: float, cpm_gap: float, num: int = 8) -> dict:

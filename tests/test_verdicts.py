@@ -15,8 +15,8 @@ from cliffdata.analysis.verdicts import (CONTRADICTED, NOT_APPLICABLE, SUPPORTED
                                          seed_verdict, sign_flip_interval, sign_flip_p)
 from cliffdata.config.analysis import VerdictsConfig
 
-CFG = VerdictsConfig(alpha=0.05, power=0.8, exact_limit=65536, resamples=4000, seed=0)
-FAST = VerdictsConfig(alpha=0.05, power=0.8, exact_limit=4096, resamples=1000, seed=0)
+CFG = VerdictsConfig(alpha=0.05, power=0.8, exact_limit=65536, resamples=4000, seed=0, max_smd=0.1)
+FAST = VerdictsConfig(alpha=0.05, power=0.8, exact_limit=4096, resamples=1000, seed=0, max_smd=0.1)
 
 
 def brute_sign_flip(x):
@@ -168,3 +168,12 @@ def test_del_keep_against_the_matched_control():
     assert claims.del_keep_matched(same, CFG).verdict == UNDECIDED
     no_control = [{**r, "matched_del_pass_at_1": None} for r in rows]
     assert claims.del_keep_matched(no_control, CFG).verdict == NOT_APPLICABLE
+
+
+def test_an_unbalanced_matched_control_decides_nothing():
+    rows = [{"trace_id": f"t{i}", "problem_id": f"q{i}", "is_correct": False, "del_pass_at_1": 0.6, "keep_pass_at_1": 0.1,
+             "matched_del_pass_at_1": 0.3, "matched_keep_pass_at_1": 0.3 - 0.01 * i} for i in range(8)]
+    balanced = {"covariates": {"p_prev": {"smd": 0.05}, "is_greedy": {"smd": 0.0}}}
+    assert claims.del_keep_matched(rows, CFG, balanced).verdict == SUPPORTED
+    off = claims.del_keep_matched(rows, CFG, {"covariates": {"p_prev": {"smd": -0.4}, "is_greedy": {"smd": None}}})
+    assert off.verdict == UNDECIDED and off.p < 0.05 and "is_greedy, p_prev" in off.reason

@@ -20,8 +20,8 @@ import duckdb
 import numpy as np
 
 from cliffdata.analysis import duck
-from cliffdata.analysis.verdicts import (Verdict, count_verdict, group_verdict, not_applicable, paired_verdict,
-                                         seed_verdict)
+from cliffdata.analysis.verdicts import (UNDECIDED, Verdict, count_verdict, group_verdict, not_applicable,
+                                         paired_verdict, seed_verdict)
 from cliffdata.config.analysis import VerdictsConfig
 
 # protocol §8, on the scale each test uses
@@ -71,9 +71,11 @@ def del_keep(rows: list[dict], cfg: VerdictsConfig) -> Verdict:
                           effect_source="this run's effect; the paper gives pass@64 only")
 
 
-def del_keep_matched(rows: list[dict], cfg: VerdictsConfig) -> Verdict:
+def del_keep_matched(rows: list[dict], cfg: VerdictsConfig, balance: dict | None = None) -> Verdict:
     """RQ1 against the matched control: a cliff's del − keep difference above the same difference at its
-    matched non-cliff position (experiments/matching.py), one difference per problem of the cliff."""
+    matched non-cliff position (experiments/matching.py), one difference per problem of the cliff. With
+    `balance` (metrics/ablation.json `matched_control`) a covariate whose |SMD| reaches `cfg.max_smd`, or
+    has none, leaves the verdict undecided whatever the test says: the controls are not like the cliffs."""
     claim = "Cliff-del − keep > matched-del − keep (failed traces)"
     rows = [r for r in rows if r["is_correct"] is False and None not in (
         r["del_pass_at_1"], r["keep_pass_at_1"], r.get("matched_del_pass_at_1"), r.get("matched_keep_pass_at_1"))]
@@ -84,8 +86,14 @@ def del_keep_matched(rows: list[dict], cfg: VerdictsConfig) -> Verdict:
         by_problem[r["problem_id"]].append((r["del_pass_at_1"] - r["keep_pass_at_1"])
                                            - (r["matched_del_pass_at_1"] - r["matched_keep_pass_at_1"]))
     units = [float(np.mean(v)) for _, v in sorted(by_problem.items())]
-    return paired_verdict(claim, units, cfg, bounds=(-2.0, 2.0), unit="problem", n=_counts(rows),
-                          effect=float(np.mean(units)), effect_source="this run's effect; the paper has no matched arm")
+    v = paired_verdict(claim, units, cfg, bounds=(-2.0, 2.0), unit="problem", n=_counts(rows),
+                       effect=float(np.mean(units)), effect_source="this run's effect; the paper has no matched arm")
+    off = sorted(k for k, c in ((balance or {}).get("covariates") or {}).items()
+                 if c["smd"] is None or abs(c["smd"]) >= cfg.max_smd)
+    if off:
+        v = Verdict(**{**v.__dict__, "verdict": UNDECIDED,
+                       "reason": f"matched controls unbalanced (|SMD| >= {cfg.max_smd} or undefined: {', '.join(off)})"})
+    return v
 
 
 def cpm_order(rows: list[dict], cfg: VerdictsConfig) -> list[Verdict]:
@@ -172,12 +180,14 @@ def dpo_claims(answers: list[dict], variant_pairs: dict[str, int], seeds: list[d
 
 
 def directions(units: dict[str, list[dict]], variant_pairs: dict[str, int], seeds: list[dict[str, float]],
-               cfg: VerdictsConfig) -> dict:
+               cfg: VerdictsConfig, balance: dict | None = None) -> dict:
     """Every direction's verdict: `main` (the summary's table) and `cliff_sets` (RQ1 and the CPM order on
-    all / feasible / replicated cliffs, by the same rules)."""
+    all / feasible / replicated cliffs, by the same rules); `balance`: the matched controls' covariate
+    balance (metrics/ablation.json `matched_control`)."""
     main = [occurrence(units["traces"], cfg)] if units["traces"] else []
     if units["cliffs"]:
-        main += [del_keep(units["cliffs"], cfg), del_keep_matched(units["cliffs"], cfg), *cpm_order(units["cliffs"], cfg)]
+        main += [del_keep(units["cliffs"], cfg), del_keep_matched(units["cliffs"], cfg, balance),
+                 *cpm_order(units["cliffs"], cfg)]
     if units["answers"]:
         main += dpo_claims(units["answers"], variant_pairs, seeds, cfg)
     sets = {}

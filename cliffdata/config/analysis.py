@@ -48,15 +48,18 @@ class VerdictsConfig:
     """`verdicts`: how the summary decides each of the paper's directions (analysis/verdicts.py): the
     two-sided level `alpha`, the `power` the printed sample sizes aim at, and the exact tests' budget:
     a test enumerates every sign pattern or group assignment while there are at most `exact_limit` of
-    them, and past it draws `resamples` of them from `seed` (the observed one counted in)."""
+    them, and past it draws `resamples` of them from `seed` (the observed one counted in); a matched
+    comparison decides only while its covariates' standardized mean differences stay below `max_smd`."""
     alpha: float
     power: float
     exact_limit: int
     resamples: int
     seed: int
+    max_smd: float                     # a matched comparison counts only while every |SMD| of its covariates is below
 
     def __post_init__(self):
         check(0 < self.alpha < 1, f"verdicts.alpha must be in (0, 1), got {self.alpha}")
+        check(self.max_smd > 0, f"verdicts.max_smd must be > 0, got {self.max_smd}")
         check(0 < self.power < 1, f"verdicts.power must be in (0, 1), got {self.power}")
         check_range("verdicts.exact_limit", self.exact_limit, 2)
         check_range("verdicts.resamples", self.resamples, 1)
