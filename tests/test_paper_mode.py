@@ -419,3 +419,18 @@ def test_paper_mode_rehearsal_end_to_end(tmp_path, monkeypatch):
     assert {p["rejected_id"] for p in pairs} <= {tokenizer.convert_tokens_to_ids("}")}
     occurrence = json.loads((proj / "metrics/occurrence.json").read_text())
     assert occurrence["all"]["num_traces"] == len(problems)
+
+
+def test_every_preset_file_loads_over_params():
+    """Each params-*.yaml overlay names only existing keys and gives params that load."""
+    from cliffdata.config.load import parse_params, read_yaml
+    from cliffdata.preset import merge
+
+    presets = sorted(ROOT.glob("params-*.yaml"))
+    assert {p.name for p in presets} >= {"params-gpu.yaml", "params-decisive.yaml"}
+    base = read_yaml(ROOT / "params.yaml")
+    for path in presets:
+        params = parse_params(merge(base, read_yaml(path)))
+        assert params.problems.sources, path.name
+    decisive = parse_params(merge(base, read_yaml(ROOT / "params-decisive.yaml")))
+    assert sum(sum(s.families.values()) for s in decisive.problems.sources) == 96
