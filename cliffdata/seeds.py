@@ -10,9 +10,10 @@ again (minutes a seed: dpo_train and dpo_eval); `chain` varies the seed of every
 (sampling, rollouts, replication, ablation, candidates and the control, training), the whole chain.
 Each seed runs as `dvc exp run --temp` (outside the workspace, which stays as it is) named
 `seeds-<level>-<seed>` and is saved when it finishes, so a run stopped halfway keeps the seeds it
-completed, and `run` skips a seed whose experiment exists. `collect` reads the saved experiments of
-this commit (`dvc exp show --json`), writes each seed's headline figures (metrics/headline.json) and
-the Cliff-DPO accuracy differences the verdicts use, with their mean, SD and t-interval over seeds.
+completed, and `run` skips a seed whose experiment exists. `collect` reads the experiments saved on
+the commits that share the workspace's pipeline state (back to the last change of dvc.lock or
+params.yaml), writes each seed's headline figures (metrics/headline.json) and the Cliff-DPO accuracy
+differences the verdicts use, with their mean, SD and t-interval over seeds.
 """
 from __future__ import annotations
 
@@ -62,9 +63,20 @@ def saved_names(dvc: str = "dvc") -> list[str]:
     return [e["name"] for e in experiments(dvc) if e["name"]]
 
 
+def pipeline_commits() -> int:
+    """How many commits, HEAD back to the last that changed dvc.lock or params.yaml, share the pipeline's
+    state: experiments saved on any of them ran the same stages (a commit of docs or tests between
+    seeds does not split them)."""
+    git = lambda *a: subprocess.run(["git", *a], check=True, capture_output=True, text=True).stdout.strip()
+    base = git("log", "-1", "--format=%H", "--", "dvc.lock", "params.yaml")
+    return int(git("rev-list", "--count", f"{base}..HEAD")) + 1 if base else 1
+
+
 def experiments(dvc: str = "dvc") -> list[dict]:
-    """The experiments of the workspace's commit: name, params (flat) and metrics (flat, by file)."""
-    out = subprocess.run([dvc, "exp", "show", "--json", "--no-pager"], check=True, capture_output=True, text=True)
+    """The experiments saved on the commits that share the workspace's pipeline state (pipeline_commits):
+    name, baseline commit, params (flat) and metrics (by file)."""
+    out = subprocess.run([dvc, "exp", "show", "--json", "--no-pager", "-n", str(pipeline_commits())], check=True,
+                         capture_output=True, text=True)
     return list(flatten_show(json.loads(out.stdout)))
 
 
@@ -78,8 +90,8 @@ def flatten_show(doc: list[dict]):
                 for content in (data.get("params") or {}).values():
                     params.update(_flat(content.get("data") or {}))
                 metrics = {path: content.get("data") or {} for path, content in (data.get("metrics") or {}).items()}
-                yield {"name": rev.get("name") or exp.get("name"), "rev": rev.get("rev"), "params": params,
-                       "metrics": metrics}
+                yield {"name": rev.get("name") or exp.get("name"), "rev": rev.get("rev"),
+                       "baseline": commit.get("rev"), "params": params, "metrics": metrics}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -104,7 +116,7 @@ def seed_rows(records: list[dict]) -> dict[str, list[dict]]:
         headline = (r["metrics"].get("metrics/headline.json") or {}).get("headline") or {}
         models = (r["metrics"].get("metrics/dpo_eval.json") or {}).get("models") or {}
         accuracy = {m: v.get("accuracy") for m, v in models.items() if isinstance(v, dict)}
-        row = {"seed": int(parts[2]), "accuracy": accuracy,
+        row = {"seed": int(parts[2]), "baseline": (r.get("baseline") or "")[:7], "accuracy": accuracy,
                **{f"{a}-{b}": accuracy[a] - accuracy[b] for a, b in DIFFERENCES
                   if accuracy.get(a) is not None and accuracy.get(b) is not None},
                **{k: v for k, v in headline.items() if isinstance(v, (int, float))}}
@@ -129,7 +141,7 @@ def summarize(rows: dict[str, list[dict]], alpha: float) -> dict:
     """metrics/seeds.json: per level, the per-seed rows and every figure's spread over seeds."""
     out = {}
     for level, seeds in rows.items():
-        figures = sorted({k for r in seeds for k, v in r.items() if k not in ("seed", "accuracy")
+        figures = sorted({k for r in seeds for k, v in r.items() if k not in ("seed", "accuracy", "baseline")
                           and isinstance(v, (int, float))})
         out[level] = {"seeds": seeds,
                       "spread": {f: _rounded(spread([r[f] for r in seeds if r.get(f) is not None], alpha))

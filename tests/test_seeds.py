@@ -35,7 +35,7 @@ def test_saved_seeds_become_rows_by_level():
     assert first["all-random"] == pytest.approx(0.09) and first["uncertain_sampled_off-base"] == pytest.approx(0.08)
     assert "uncertain_sampled_off-deterministic" not in first           # no deterministic adapter: no difference
     assert first["cliffs"] == 5 and "rollout_tokens" not in first         # null headline figures are left out
-    assert first["accuracy"]["base"] == 0.40
+    assert first["accuracy"]["base"] == 0.40 and first["baseline"] == "aaaaaaa"
 
 
 def test_spread_is_the_t_interval_over_seeds():
@@ -78,3 +78,17 @@ def test_every_seed_param_exists():
             for part in key.split("."):
                 node = node[part]
             assert isinstance(node, int), key
+
+
+def test_experiments_read_the_commits_that_share_the_pipeline_state(monkeypatch):
+    """Seeds saved before a commit of docs or tests still count; `dvc exp show` is asked for those commits."""
+    asked = []
+
+    def fake_run(cmd, check, capture_output=False, text=False):
+        asked.append(cmd)
+        out = {"log": "b" * 40, "rev-list": "2"}.get(cmd[1], "[]") if cmd[0] == "git" else __import__("json").dumps(SHOW)
+        return type("Done", (), {"stdout": out})()
+
+    monkeypatch.setattr(seeds.subprocess, "run", fake_run)
+    records = seeds.experiments()
+    assert asked[-1][-2:] == ["-n", "3"] and {r["name"] for r in records} >= {"seeds-training-0", "seeds-chain-0"}
