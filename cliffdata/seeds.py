@@ -27,22 +27,26 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-# the params each level sets to the seed, and the stage a run reproduces up to
+# the params each level sets to the seed, and the stage a run reproduces up to (a training seed stops at
+# dpo_eval: its other metrics, the summary's headline among them, are the baseline's and are not read)
 LEVELS: dict[str, tuple[tuple[str, ...], str]] = {
     "training": (("dpo_train.seed",), "dpo_eval"),
     "chain": (("sample.seed", "rollouts.seed", "replicate.seed", "ablation.seed", "candidates.seed",
                "dpo_train.seed"), "summary"),
 }
+READS_HEADLINE = {"training": False, "chain": True}
 # Cliff-DPO accuracy differences (variant, reference) the verdicts decide over seeds
 DIFFERENCES = (("uncertain_sampled_off", "base"), ("uncertain_sampled_off", "deterministic"), ("all", "random"))
 PREFIX = "seeds"
+# the dvc beside this interpreter (the project's environment), else the one on PATH
+DVC = str(Path(sys.executable).with_name("dvc")) if Path(sys.executable).with_name("dvc").exists() else "dvc"
 
 
 def experiment_name(level: str, seed: int) -> str:
     return f"{PREFIX}-{level}-{seed}"
 
 
-def run(level: str, seeds: list[int], dvc: str = "dvc") -> list[str]:
+def run(level: str, seeds: list[int], dvc: str = DVC) -> list[str]:
     """Run each seed of `level` whose experiment does not exist yet, one after another; the names run."""
     keys, target = LEVELS[level]
     done = set(saved_names(dvc))
@@ -59,7 +63,7 @@ def run(level: str, seeds: list[int], dvc: str = "dvc") -> list[str]:
     return ran
 
 
-def saved_names(dvc: str = "dvc") -> list[str]:
+def saved_names(dvc: str = DVC) -> list[str]:
     return [e["name"] for e in experiments(dvc) if e["name"]]
 
 
@@ -72,7 +76,7 @@ def pipeline_commits() -> int:
     return int(git("rev-list", "--count", f"{base}..HEAD")) + 1 if base else 1
 
 
-def experiments(dvc: str = "dvc") -> list[dict]:
+def experiments(dvc: str = DVC) -> list[dict]:
     """The experiments saved on the commits that share the workspace's pipeline state (pipeline_commits):
     name, baseline commit, params (flat) and metrics (by file)."""
     out = subprocess.run([dvc, "exp", "show", "--json", "--no-pager", "-n", str(pipeline_commits())], check=True,
@@ -113,7 +117,8 @@ def seed_rows(records: list[dict]) -> dict[str, list[dict]]:
         parts = name.split("-")
         if len(parts) != 3 or parts[0] != PREFIX or parts[1] not in LEVELS or not parts[2].isdigit():
             continue
-        headline = (r["metrics"].get("metrics/headline.json") or {}).get("headline") or {}
+        headline = ((r["metrics"].get("metrics/headline.json") or {}).get("headline") or {}
+                    if READS_HEADLINE[parts[1]] else {})
         models = (r["metrics"].get("metrics/dpo_eval.json") or {}).get("models") or {}
         accuracy = {m: v.get("accuracy") for m, v in models.items() if isinstance(v, dict)}
         row = {"seed": int(parts[2]), "baseline": (r.get("baseline") or "")[:7], "accuracy": accuracy,
@@ -171,7 +176,7 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def collect(folder: Path, alpha: float, dvc: str = "dvc") -> dict:
+def collect(folder: Path, alpha: float, dvc: str = DVC) -> dict:
     summary = summarize(seed_rows(experiments(dvc)), alpha)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "seeds.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

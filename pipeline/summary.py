@@ -36,12 +36,17 @@ def main() -> None:
     variant_pairs = {v: c["num_train"] for v, c in ((metrics.get("dpo_pairs") or {}).get("variants") or {}).items()}
     accuracies = {k: v["accuracy"] for k, v in ((metrics.get("dpo_eval") or {}).get("models") or {}).items()
                   if v.get("accuracy") is not None}
-    # the Cliff-DPO claims are decided over the saved training seeds (make seeds), else this run alone
+    # the Cliff-DPO claims are decided over saved seeds (make seeds): the whole chain's where two or more
+    # are saved (every source of variation), else training seeds (the pairs fixed), else this run alone
     seeds = json.loads(Path("metrics/seeds.json").read_text()) if Path("metrics/seeds.json").exists() else {}
-    trained = [r["accuracy"] for r in (seeds.get("training") or {}).get("seeds", [])]
-    per_seed = trained if len(trained) >= 2 else ([accuracies] if accuracies else [])
+    per_seed, level = ([accuracies] if accuracies else []), "seeds"
+    for name, label in (("chain", "whole-chain seeds"), ("training", "training seeds, pairs fixed")):
+        saved = [r["accuracy"] for r in (seeds.get(name) or {}).get("seeds", [])]
+        if len(saved) >= 2:
+            per_seed, level = saved, label
+            break
     balance = (metrics.get("ablation") or {}).get("matched_control")
-    verdicts = claims.records(claims.directions(units, variant_pairs, per_seed, params.verdicts, balance))
+    verdicts = claims.records(claims.directions(units, variant_pairs, per_seed, params.verdicts, balance, level))
     Path("metrics/verdicts.json").write_text(json.dumps(verdicts, indent=2, sort_keys=True) + "\n")
     text = render_summary(metrics, model, datasets, verdicts, seeds)
     Path("metrics/headline.json").write_text(json.dumps(headline(metrics), indent=2) + "\n")

@@ -34,7 +34,9 @@ def test_saved_seeds_become_rows_by_level():
     first = rows["training"][0]
     assert first["all-random"] == pytest.approx(0.09) and first["uncertain_sampled_off-base"] == pytest.approx(0.08)
     assert "uncertain_sampled_off-deterministic" not in first           # no deterministic adapter: no difference
-    assert first["cliffs"] == 5 and "rollout_tokens" not in first         # null headline figures are left out
+    assert "cliffs" not in first                  # a training seed stops at dpo_eval: the headline is the baseline's
+    chain = rows["chain"][0]
+    assert chain["cliffs"] == 7 and "rollout_tokens" not in chain         # null headline figures are left out
     assert first["accuracy"]["base"] == 0.40 and first["baseline"] == "aaaaaaa"
 
 
@@ -56,14 +58,14 @@ def test_summary_and_page():
 
 def test_run_skips_saved_seeds_and_sets_every_seed_of_its_level(monkeypatch):
     calls = []
-    monkeypatch.setattr(seeds, "saved_names", lambda dvc="dvc": ["seeds-chain-0"])
+    monkeypatch.setattr(seeds, "saved_names", lambda dvc=None: ["seeds-chain-0"])
     monkeypatch.setattr(seeds.subprocess, "run", lambda cmd, check: calls.append(cmd))
-    assert seeds.run("chain", [0, 1]) == ["seeds-chain-1"]
+    assert seeds.run("chain", [0, 1], dvc="dvc") == ["seeds-chain-1"]
     [cmd] = calls
     assert cmd[:6] == ["dvc", "exp", "run", "--temp", "-n", "seeds-chain-1"] and cmd[-1] == "summary"
     assert {c for c in cmd if c.startswith("-S")} == {f"-S{k}=1" for k in seeds.LEVELS["chain"][0]}
     calls.clear()
-    seeds.run("training", [4])
+    seeds.run("training", [4], dvc="dvc")
     assert calls[0][-2:] == ["-Sdpo_train.seed=4", "dpo_eval"]
 
 

@@ -154,8 +154,10 @@ def test_dpo_claims_never_stand_the_base_in_for_a_missing_variant():
     base = by["Cliff-DPO uncertain + sampled-off > base"]
     assert base.verdict == UNDECIDED and base.n["seeds"] == 1 and "one_seed_paired" in base.detail
     seeds = [{"base": 0.40, "uncertain_sampled_off": u, "all": 0.5, "random": 0.41} for u in (0.45, 0.47, 0.46, 0.48)]
-    out = claims.dpo_claims(answers, {"uncertain_sampled_off": 4, "all": 6, "random": 6}, seeds, CFG)
-    assert {v.claim: v for v in out}["Cliff-DPO uncertain + sampled-off > base"].verdict == SUPPORTED
+    out = claims.dpo_claims(answers, {"uncertain_sampled_off": 4, "all": 6, "random": 6}, seeds, CFG,
+                            "training seeds, pairs fixed")
+    v = {v.claim: v for v in out}["Cliff-DPO uncertain + sampled-off > base"]
+    assert v.verdict == SUPPORTED and v.test == "t-interval over training seeds, pairs fixed"
 
 
 def test_del_keep_against_the_matched_control():

@@ -144,13 +144,14 @@ def _per_problem(answers: list[dict]) -> dict[str, dict[str, bool]]:
 
 
 def dpo_claim(claim: str, better: str, worse: str, answers: dict[str, dict[str, bool]],
-              seeds: list[dict[str, float]], cfg: VerdictsConfig) -> Verdict:
+              seeds: list[dict[str, float]], cfg: VerdictsConfig, seed_level: str = "") -> Verdict:
     """Adapter `better` above `worse` in eval accuracy: decided over seeds (each seed's accuracy
     difference); this run's per-problem paired test is attached as detail."""
     per_seed = [s[better] - s[worse] for s in seeds if better in s and worse in s]
     effect, source = PAPER_EFFECTS["dpo_gain"]
     problems = sorted(set(answers.get(better, {})) & set(answers.get(worse, {})))
-    v = seed_verdict(claim, per_seed, cfg, n={"eval_problems": len(problems)}, effect=effect, effect_source=source)
+    v = seed_verdict(claim, per_seed, cfg, n={"eval_problems": len(problems)}, effect=effect, effect_source=source,
+                     level=seed_level)
     if problems:
         diffs = [float(answers[better][p]) - float(answers[worse][p]) for p in problems]
         one = paired_verdict(claim, diffs, cfg, bounds=(-1.0, 1.0), unit="eval problem",
@@ -160,7 +161,7 @@ def dpo_claim(claim: str, better: str, worse: str, answers: dict[str, dict[str, 
 
 
 def dpo_claims(answers: list[dict], variant_pairs: dict[str, int], seeds: list[dict[str, float]],
-               cfg: VerdictsConfig) -> list[Verdict]:
+               cfg: VerdictsConfig, seed_level: str = "") -> list[Verdict]:
     """Cliff-DPO: uncertain + sampled-off training beats the base model and deterministic-only training;
     cliff pairs beat the random-position control. A variant trained on no pairs is n/a, never the base."""
     by_model = _per_problem(answers)
@@ -175,21 +176,21 @@ def dpo_claims(answers: list[dict], variant_pairs: dict[str, int], seeds: list[d
         elif better not in by_model or worse not in by_model:
             out.append(not_applicable(claim, f"{better if better not in by_model else worse} was not evaluated"))
         else:
-            out.append(dpo_claim(claim, better, worse, by_model, seeds, cfg))
+            out.append(dpo_claim(claim, better, worse, by_model, seeds, cfg, seed_level))
     return out
 
 
 def directions(units: dict[str, list[dict]], variant_pairs: dict[str, int], seeds: list[dict[str, float]],
-               cfg: VerdictsConfig, balance: dict | None = None) -> dict:
+               cfg: VerdictsConfig, balance: dict | None = None, seed_level: str = "") -> dict:
     """Every direction's verdict: `main` (the summary's table) and `cliff_sets` (RQ1 and the CPM order on
     all / feasible / replicated cliffs, by the same rules); `balance`: the matched controls' covariate
-    balance (metrics/ablation.json `matched_control`)."""
+    balance (metrics/ablation.json `matched_control`); `seed_level`: what the `seeds` varied."""
     main = [occurrence(units["traces"], cfg)] if units["traces"] else []
     if units["cliffs"]:
         main += [del_keep(units["cliffs"], cfg), del_keep_matched(units["cliffs"], cfg, balance),
                  *cpm_order(units["cliffs"], cfg)]
     if units["answers"]:
-        main += dpo_claims(units["answers"], variant_pairs, seeds, cfg)
+        main += dpo_claims(units["answers"], variant_pairs, seeds, cfg, seed_level)
     sets = {}
     for name in CLIFF_SETS:
         rows = [r for r in units["cliffs"] if _in_set(r, name)]

@@ -267,11 +267,12 @@ def count_verdict(claim: str, hits_a: int, total_a: int, hits_b: int, total_b: i
 
 
 def seed_verdict(claim: str, per_seed: list[float], cfg: VerdictsConfig, *, n: dict,
-                 effect: float | None = None, effect_source: str = "") -> Verdict:
+                 effect: float | None = None, effect_source: str = "", level: str = "") -> Verdict:
     """A figure measured once per seed (> 0: the paper's direction): the t-interval over seeds decides;
-    with one seed the spread between seeds is unknown and the verdict is `undecided`."""
-    common = dict(claim=claim, test="t-interval over seeds", unit="seed", n={**n, "seeds": len(per_seed)},
-                  effect=effect, effect_source=effect_source)
+    with one seed the spread between seeds is unknown and the verdict is `undecided`. `level` names what
+    the seeds varied (e.g. "training seeds, pairs fixed")."""
+    common = dict(claim=claim, test=f"t-interval over {level or 'seeds'}", unit="seed",
+                  n={**n, "seeds": len(per_seed)}, effect=effect, effect_source=effect_source)
     if len(per_seed) < 2:
         return Verdict(verdict=UNDECIDED, estimate=per_seed[0] if per_seed else None,
                        reason="one seed: the spread between seeds is unknown", **common)
