@@ -18,6 +18,7 @@ differences the verdicts use, with their mean, SD and t-interval over seeds.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import subprocess
@@ -67,19 +68,13 @@ def saved_names(dvc: str = DVC) -> list[str]:
     return [e["name"] for e in experiments(dvc) if e["name"]]
 
 
-def pipeline_commits() -> int:
-    """How many commits, HEAD back to the last that changed dvc.lock or params.yaml, share the pipeline's
-    state: experiments saved on any of them ran the same stages (a commit of docs or tests between
-    seeds does not split them)."""
-    git = lambda *a: subprocess.run(["git", *a], check=True, capture_output=True, text=True).stdout.strip()
-    base = git("log", "-1", "--format=%H", "--", "dvc.lock", "params.yaml")
-    return int(git("rev-list", "--count", f"{base}..HEAD")) + 1 if base else 1
+COMMITS = 50                           # how far back from HEAD `collect` looks for saved seeds
 
 
 def experiments(dvc: str = DVC) -> list[dict]:
-    """The experiments saved on the commits that share the workspace's pipeline state (pipeline_commits):
-    name, baseline commit, params (flat) and metrics (by file)."""
-    out = subprocess.run([dvc, "exp", "show", "--json", "--no-pager", "-n", str(pipeline_commits())], check=True,
+    """The experiments saved on the last COMMITS commits, newest first: name, baseline commit, params
+    (flat, and `params_data` as in params.yaml) and metrics (by file)."""
+    out = subprocess.run([dvc, "exp", "show", "--json", "--no-pager", "-n", str(COMMITS)], check=True,
                          capture_output=True, text=True)
     return list(flatten_show(json.loads(out.stdout)))
 
@@ -90,12 +85,13 @@ def flatten_show(doc: list[dict]):
         for exp in commit.get("experiments") or []:
             for rev in exp.get("revs") or []:
                 data = rev.get("data") or {}
-                params = {}
+                params, params_data = {}, ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
                 for content in (data.get("params") or {}).values():
                     params.update(_flat(content.get("data") or {}))
                 metrics = {path: content.get("data") or {} for path, content in (data.get("metrics") or {}).items()}
                 yield {"name": rev.get("name") or exp.get("name"), "rev": rev.get("rev"),
-                       "baseline": commit.get("rev"), "params": params, "metrics": metrics}
+                       "baseline": commit.get("rev"), "params": params, "params_data": params_data,
+                       "metrics": metrics}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -109,14 +105,20 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def seed_rows(records: list[dict]) -> dict[str, list[dict]]:
-    """Per level, one row per saved seed: its headline figures and Cliff-DPO differences, by seed."""
+def seed_rows(records: list[dict], params_fingerprint: str | None = None) -> dict[str, list[dict]]:
+    """Per level, one row per saved seed: its headline figures and Cliff-DPO differences, by seed. With
+    `params_fingerprint`, only the experiments run with those params (but for their seeds) count; of
+    several with one name, the first (the newest commit's)."""
     out: dict[str, list[dict]] = {level: [] for level in LEVELS}
+    seen: set[str] = set()
     for r in records:
         name = r["name"] or ""
         parts = name.split("-")
-        if len(parts) != 3 or parts[0] != PREFIX or parts[1] not in LEVELS or not parts[2].isdigit():
+        if len(parts) != 3 or parts[0] != PREFIX or parts[1] not in LEVELS or not parts[2].isdigit() or name in seen:
             continue
+        if params_fingerprint is not None and fingerprint(r.get("params_data") or {}) != params_fingerprint:
+            continue
+        seen.add(name)
         headline = ((r["metrics"].get("metrics/headline.json") or {}).get("headline") or {}
                     if READS_HEADLINE[parts[1]] else {})
         models = (r["metrics"].get("metrics/dpo_eval.json") or {}).get("models") or {}
@@ -154,6 +156,21 @@ def summarize(rows: dict[str, list[dict]], alpha: float) -> dict:
     return out
 
 
+def fingerprint(params_data: dict) -> str:
+    """A digest of params.yaml without the seeds the levels set: the seeds of one configuration share it,
+    and the summary reads saved seeds only where it matches its own params."""
+    data = json.loads(json.dumps(params_data))
+    for keys, _ in LEVELS.values():
+        for key in keys:
+            *parents, last = key.split(".")
+            node = data
+            for part in parents:
+                node = node.get(part, {}) if isinstance(node, dict) else {}
+            if isinstance(node, dict):
+                node.pop(last, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _rounded(d: dict) -> dict:
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in d.items()}
 
@@ -166,7 +183,7 @@ def markdown(summary: dict) -> str:
     lines = ["# Seeds", "",
              "Each figure's mean, between-seed SD and t-interval of the mean over the saved seeds "
              "(`make seeds`; docs/method.md, Seeds).", ""]
-    for level, cell in summary.items():
+    for level, cell in ((k, v) for k, v in summary.items() if k in LEVELS):
         lines += [f"## {level}: {len(cell['seeds'])} seeds ({', '.join(str(r['seed']) for r in cell['seeds']) or 'none'})",
                   "", "| figure | n | mean | SD | 95% interval |", "|---|---|---|---|---|"]
         for figure, s in cell["spread"].items():
@@ -176,8 +193,10 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def collect(folder: Path, alpha: float, dvc: str = DVC) -> dict:
-    summary = summarize(seed_rows(experiments(dvc)), alpha)
+def collect(folder: Path, alpha: float, params_data: dict, dvc: str = DVC) -> dict:
+    """metrics/seeds.{json,md} from the saved experiments, stamped with the params' fingerprint."""
+    own = fingerprint(params_data)
+    summary = {"params_fingerprint": own, **summarize(seed_rows(experiments(dvc), own), alpha)}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "seeds.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     (folder / "seeds.md").write_text(markdown(summary))
@@ -185,7 +204,7 @@ def collect(folder: Path, alpha: float, dvc: str = DVC) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cliffdata.config.load import load_params
+    from cliffdata.config.load import load_params, read_yaml
 
     parser = argparse.ArgumentParser(prog="python -m cliffdata.seeds", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -200,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         params = load_params()
         if params.verdicts is None:
             sys.exit("params.yaml: `verdicts` (alpha) is needed to summarise the seeds")
-        collect(Path("metrics"), params.verdicts.alpha)
+        collect(Path("metrics"), params.verdicts.alpha, read_yaml("params.yaml"))
 
 
 if __name__ == "__main__":

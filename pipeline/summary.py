@@ -11,7 +11,8 @@ from pathlib import Path
 from cliffdata.analysis import duck
 from cliffdata.analysis import claims
 from cliffdata.analysis.summary import headline, load_metrics, render_summary
-from cliffdata.config.load import load_params
+from cliffdata.config.load import load_params, read_yaml
+from cliffdata.seeds import fingerprint
 
 
 def main() -> None:
@@ -39,6 +40,8 @@ def main() -> None:
     # the Cliff-DPO claims are decided over saved seeds (make seeds): the whole chain's where two or more
     # are saved (every source of variation), else training seeds (the pairs fixed), else this run alone
     seeds = json.loads(Path("metrics/seeds.json").read_text()) if Path("metrics/seeds.json").exists() else {}
+    if seeds.get("params_fingerprint") != fingerprint(read_yaml("params.yaml")):
+        seeds = {}                               # saved under other params: not this configuration's seeds
     per_seed, level = ([accuracies] if accuracies else []), "seeds"
     for name, label in (("chain", "whole-chain seeds"), ("training", "training seeds, pairs fixed")):
         saved = [r["accuracy"] for r in (seeds.get(name) or {}).get("seeds", [])]

@@ -55,6 +55,8 @@ def make_project(tmp: Path, model_dir: Path, num_problems: int, mode: str = "for
     params["rollouts"]["mode"] = mode
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (proj / "metrics").mkdir()
+    # metrics/seeds.json (a dependency of the summary): the project's, whose seeds are of other params
+    shutil.copy(ROOT / "metrics/seeds.json", proj / "metrics/seeds.json")
     run(["git", "init", "-q"], proj)
     run([str(Path(sys.executable).parent / "dvc"), "init", "-q"], proj)
     return proj

@@ -83,7 +83,8 @@ def write_fixture(root: Path, tokenizer, texts: dict[str, tuple[str, bool | None
             for arm, prefix, k in (("del", c["token_index"], 12), ("keep", c["token_index"] + 1, 2)):
                 ablation.append({"trace_id": c["trace_id"], "token_index": c["token_index"], "arm": arm,
                                  "is_first": c["is_first"], "is_correct": c["is_correct"], "prefix_length": prefix,
-                                 "num_rollouts": N, "num_correct": k, "potential": k / N, "num_generated_tokens": 100})
+                                 "num_rollouts": N, "num_correct": k, "potential": k / N,
+                                 "num_reemitted": 0 if arm == "del" else None, "num_generated_tokens": 100})
             greedy = (c["token_id"] + 1) % len(tokenizer)
             for rank, (cand, prob, k) in enumerate([(greedy, 0.6, 13), (c["token_id"], 0.3, 1),
                                                     ((c["token_id"] + 2) % len(tokenizer), 0.1, 9)], start=1):

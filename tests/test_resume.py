@@ -79,7 +79,8 @@ def params(model_dir: Path) -> dict:
     data["engine"].update(backend="hf", dtype="float32", hf_max_batch=64)
     data["ablation"].update(num_rollouts=16, ks=[1, 2, 4, 8, 16])
     data["ablation"]["sampling"].update(max_new_tokens=6)
-    data["candidates"].update(top_k=3, num_rollouts=16)
+    # the fixture has no replicate stage: p_prev from the detection rollouts (the units resume the same way)
+    data["candidates"].update(top_k=3, num_rollouts=16, fresh_estimates=False)
     data["candidates"]["sampling"].update(max_new_tokens=6)
     data["dpo_pairs"].update(top_k=3)
     return data

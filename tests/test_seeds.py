@@ -82,15 +82,22 @@ def test_every_seed_param_exists():
             assert isinstance(node, int), key
 
 
-def test_experiments_read_the_commits_that_share_the_pipeline_state(monkeypatch):
-    """Seeds saved before a commit of docs or tests still count; `dvc exp show` is asked for those commits."""
-    asked = []
+def test_seeds_of_other_params_do_not_count():
+    records = list(seeds.flatten_show(SHOW))
+    own = seeds.fingerprint({"dpo_train": {"seed": 9}, "sample": {"seed": 3}})
+    assert [r["seed"] for r in seeds.seed_rows(records, own)["training"]] == [0, 1]
+    assert seeds.seed_rows(records, seeds.fingerprint({"dpo_train": {"beta": 0.5}}))["training"] == []
+    # one name saved on two commits: the newest counts once
+    twice = records + [dict(records[0], baseline="c" * 40)]
+    assert [r["baseline"] for r in seeds.seed_rows(twice, own)["training"]] == ["aaaaaaa", "aaaaaaa"]
 
-    def fake_run(cmd, check, capture_output=False, text=False):
-        asked.append(cmd)
-        out = {"log": "b" * 40, "rev-list": "2"}.get(cmd[1], "[]") if cmd[0] == "git" else __import__("json").dumps(SHOW)
-        return type("Done", (), {"stdout": out})()
 
-    monkeypatch.setattr(seeds.subprocess, "run", fake_run)
-    records = seeds.experiments()
-    assert asked[-1][-2:] == ["-n", "3"] and {r["name"] for r in records} >= {"seeds-training-0", "seeds-chain-0"}
+def test_the_fingerprint_ignores_the_seeds_only():
+    from cliffdata.config.load import read_yaml
+
+    data = read_yaml("params.yaml")
+    other_seed = __import__("copy").deepcopy(data)
+    other_seed["dpo_train"]["seed"], other_seed["sample"]["seed"] = 7, 9
+    other_param = __import__("copy").deepcopy(data)
+    other_param["dpo_train"]["beta"] = 0.5
+    assert seeds.fingerprint(data) == seeds.fingerprint(other_seed) != seeds.fingerprint(other_param)

@@ -133,7 +133,7 @@ def test_summary_seed_section():
     from cliffdata.seeds import spread
 
     assert "stay undecided until `make seeds`" in render_summary(METRICS, "m", "d")
-    seeds = {"training": {"seeds": [{"seed": 0}, {"seed": 1}, {"seed": 2}],
+    seeds = {"params_fingerprint": "0123456789abcdef", "training": {"seeds": [{"seed": 0}, {"seed": 1}, {"seed": 2}],
                           "spread": {"all-random": spread([0.1, 0.0, 0.05], 0.05)}}, "chain": {"seeds": [], "spread": {}}}
     text = render_summary(METRICS, "m", "d", None, seeds)
     assert "| training | 3 | all-random | 0.050 | 0.050 | [-0.074, +0.174] |" in text and "| chain |" not in text

@@ -326,7 +326,7 @@ SEED_FIGURES = ("uncertain_sampled_off-base", "all-random", "cliffs", "del_pass_
 
 def seed_lines(seeds: dict) -> list[str]:
     """The between-seed spread of the figures the claims rest on, at both levels (metrics/seeds.json)."""
-    levels = {k: v for k, v in seeds.items() if v.get("seeds")}
+    levels = {k: v for k, v in seeds.items() if isinstance(v, dict) and v.get("seeds")}
     if not levels:
         return ["## Seeds", "", "One run is one seed: the Cliff-DPO claims stay undecided until `make seeds` saves "
                 "two or more training seeds (docs/method.md, Seeds).", ""]
