@@ -157,9 +157,10 @@ def summarize(rows: dict[str, list[dict]], alpha: float) -> dict:
 
 
 def fingerprint(params_data: dict) -> str:
-    """A digest of params.yaml without the seeds the levels set: the seeds of one configuration share it,
-    and the summary reads saved seeds only where it matches its own params."""
-    data = json.loads(json.dumps(params_data))
+    """A digest of params.yaml without the seeds the levels set and without `study` (the other models do
+    not change this model's runs): the seeds of one configuration share it, and the summary reads saved
+    seeds only where it matches its own params."""
+    data = json.loads(json.dumps({k: v for k, v in params_data.items() if k != "study"}))
     for keys, _ in LEVELS.values():
         for key in keys:
             *parents, last = key.split(".")

@@ -101,3 +101,15 @@ def test_the_fingerprint_ignores_the_seeds_only():
     other_param = __import__("copy").deepcopy(data)
     other_param["dpo_train"]["beta"] = 0.5
     assert seeds.fingerprint(data) == seeds.fingerprint(other_seed) != seeds.fingerprint(other_param)
+
+
+def test_the_summary_depends_on_every_section_the_fingerprint_reads():
+    """dvc.yaml's summary stage lists every params section but `study`, so a change the fingerprint sees
+    re-runs the summary, and adding a study model does not."""
+    import yaml
+    from cliffdata.config.load import read_yaml
+
+    listed = set(yaml.safe_load(open("dvc.yaml"))["stages"]["summary"]["params"])
+    assert listed == set(read_yaml("params.yaml")) - {"study"}
+    data = read_yaml("params.yaml")
+    assert seeds.fingerprint(data) == seeds.fingerprint({**data, "study": {"models": {"b": {"source": "x"}}}})
