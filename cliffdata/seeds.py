@@ -80,10 +80,15 @@ def experiments(dvc: str = DVC) -> list[dict]:
 
 
 def flatten_show(doc: list[dict]):
-    """`dvc exp show --json` (a list of commits, each with its experiments) as flat records."""
+    """`dvc exp show --json` (a list of commits, each with its experiments) as flat records: the finished
+    experiments only (not running or queued, no error)."""
     for commit in doc:
         for exp in commit.get("experiments") or []:
+            if exp.get("executor"):              # running or queued: its metrics are not its own yet
+                continue
             for rev in exp.get("revs") or []:
+                if rev.get("error"):
+                    continue
                 data = rev.get("data") or {}
                 params, params_data = {}, ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
                 for content in (data.get("params") or {}).values():

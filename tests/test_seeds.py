@@ -28,6 +28,16 @@ SHOW = [{"rev": "workspace", "name": None, "data": {}, "error": None, "experimen
                                                                   "uncertain_sampled_off": .9}, 1)]}]}]
 
 
+def test_running_and_failed_experiments_are_not_read():
+    running = {"name": "seeds-chain-2", "executor": {"state": "running", "name": "tempdir", "local": None},
+               "revs": [exp_rev("seeds-chain-2", 2, {"base": .4, "all": .5, "random": .4, "uncertain_sampled_off": .5}, 5)]}
+    failed = {"name": "seeds-chain-3", "revs": [{**exp_rev("seeds-chain-3", 3, {"base": .4, "all": .5, "random": .4,
+                                                                            "uncertain_sampled_off": .5}, 5),
+                                                 "error": {"msg": "stage failed"}}]}
+    doc = [{**SHOW[1], "experiments": SHOW[1]["experiments"] + [running, failed]}]
+    assert {r["name"] for r in seeds.flatten_show(doc)} == {e["name"] for e in SHOW[1]["experiments"]}
+
+
 def test_saved_seeds_become_rows_by_level():
     rows = seeds.seed_rows(list(seeds.flatten_show(SHOW)))
     assert [r["seed"] for r in rows["training"]] == [0, 1] and [r["seed"] for r in rows["chain"]] == [0]
