@@ -17,8 +17,8 @@ def metrics(name: str) -> dict:
     return json.loads((ROOT / "metrics" / f"{name}.json").read_text())
 
 
-def table_rows(section: str) -> dict[str, str]:
-    """The `| quantity | value | commit | machine |` rows under `## <section>`: quantity -> value."""
+def table_rows(section: str) -> dict[str, list[str]]:
+    """The `| quantity | value | commit | machine |` rows under `## <section>`: quantity -> its four cells."""
     text = PAGE.read_text()
     start = text.index(f"\n## {section}\n")
     end = text.find("\n## ", start + 1)
@@ -26,7 +26,7 @@ def table_rows(section: str) -> dict[str, str]:
     for line in text[start:end if end > 0 else None].splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 4 and cells[0] not in ("quantity", "---"):
-            rows[cells[0]] = cells[1]
+            rows[cells[0]] = cells
     return rows
 
 
@@ -73,7 +73,7 @@ def noise() -> dict[str, str]:
 @pytest.mark.parametrize("section,expected", [("The embedded run", embedded), ("The noise audit", noise)],
                          ids=["embedded", "noise"])
 def test_results_page_matches_the_committed_metrics(section, expected):
-    page = table_rows(section)
+    page = {quantity: cells[1] for quantity, cells in table_rows(section).items()}
     want = expected()
     missing = sorted(set(want) - set(page))
     assert not missing, f"docs/results.md, {section}: no row for {missing}"
@@ -86,9 +86,6 @@ def test_every_row_names_a_commit_and_a_known_machine():
     machines = set(re.findall(r"^\| `([\w-]+)` \| ", text[text.index("## Machines"):text.index("## The embedded run")],
                               re.M))
     for section in ("The embedded run", "The noise audit"):
-        start = text.index(f"\n## {section}\n")
-        for line in text[start:text.find("\n## ", start + 1)].splitlines():
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if len(cells) == 4 and cells[0] not in ("quantity", "---"):
-                assert re.fullmatch(r"[0-9a-f]{7}", cells[2]), line
-                assert cells[3].strip("`") in machines, line
+        for cells in table_rows(section).values():
+            assert re.fullmatch(r"[0-9a-f]{7}", cells[2]), cells
+            assert cells[3].strip("`") in machines, cells

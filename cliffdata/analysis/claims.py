@@ -14,6 +14,7 @@ the scale a test uses, the units needed are computed at this run's own effect an
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
 import duckdb
@@ -58,14 +59,19 @@ def _counts(rows: list[dict]) -> dict:
             "problems": len({r["problem_id"] for r in rows})}
 
 
+def _problem_means(rows: list[dict], difference) -> list[float]:
+    """One unit per problem: the mean of `difference(row)` over the problem's rows, problems in id order."""
+    by_problem: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        by_problem[r["problem_id"]].append(difference(r))
+    return [float(np.mean(v)) for _, v in sorted(by_problem.items())]
+
+
 def del_keep(rows: list[dict], cfg: VerdictsConfig) -> Verdict:
     """RQ1 on failed traces: Cliff-del pass@1 above Cliff-keep pass@1, one difference per problem."""
     rows = [r for r in rows if r["is_correct"] is False and r["del_pass_at_1"] is not None
             and r["keep_pass_at_1"] is not None]
-    by_problem: dict[str, list[float]] = defaultdict(list)
-    for r in rows:
-        by_problem[r["problem_id"]].append(r["del_pass_at_1"] - r["keep_pass_at_1"])
-    units = [float(np.mean(v)) for _, v in sorted(by_problem.items())]
+    units = _problem_means(rows, lambda r: r["del_pass_at_1"] - r["keep_pass_at_1"])
     return paired_verdict("Cliff-del pass@1 > Cliff-keep pass@1 (failed traces)", units, cfg, bounds=(-1.0, 1.0),
                           unit="problem", n=_counts(rows), effect=float(np.mean(units)) if units else None,
                           effect_source="this run's effect; the paper gives pass@64 only")
@@ -81,18 +87,15 @@ def del_keep_matched(rows: list[dict], cfg: VerdictsConfig, balance: dict | None
         r["del_pass_at_1"], r["keep_pass_at_1"], r.get("matched_del_pass_at_1"), r.get("matched_keep_pass_at_1"))]
     if not rows:
         return not_applicable(claim, "no cliff with a matched control (ablation.matched_control)")
-    by_problem: dict[str, list[float]] = defaultdict(list)
-    for r in rows:
-        by_problem[r["problem_id"]].append((r["del_pass_at_1"] - r["keep_pass_at_1"])
-                                           - (r["matched_del_pass_at_1"] - r["matched_keep_pass_at_1"]))
-    units = [float(np.mean(v)) for _, v in sorted(by_problem.items())]
+    units = _problem_means(rows, lambda r: (r["del_pass_at_1"] - r["keep_pass_at_1"])
+                           - (r["matched_del_pass_at_1"] - r["matched_keep_pass_at_1"]))
     v = paired_verdict(claim, units, cfg, bounds=(-2.0, 2.0), unit="problem", n=_counts(rows),
                        effect=float(np.mean(units)), effect_source="this run's effect; the paper has no matched arm")
     off = sorted(k for k, c in ((balance or {}).get("covariates") or {}).items()
                  if c["smd"] is None or abs(c["smd"]) >= cfg.max_smd)
     if off:
-        v = Verdict(**{**v.__dict__, "verdict": UNDECIDED,
-                       "reason": f"matched controls unbalanced (|SMD| >= {cfg.max_smd} or undefined: {', '.join(off)})"})
+        v = dataclasses.replace(v, verdict=UNDECIDED, reason=f"matched controls unbalanced (|SMD| >= {cfg.max_smd} or "
+                                                             f"undefined: {', '.join(off)})")
     return v
 
 
@@ -156,7 +159,7 @@ def dpo_claim(claim: str, better: str, worse: str, answers: dict[str, dict[str, 
         diffs = [float(answers[better][p]) - float(answers[worse][p]) for p in problems]
         one = paired_verdict(claim, diffs, cfg, bounds=(-1.0, 1.0), unit="eval problem",
                              n={"eval_problems": len(problems)}, effect=effect, effect_source=source)
-        v = Verdict(**{**v.__dict__, "detail": {"one_seed_paired": one.record()}})
+        v = dataclasses.replace(v, detail={"one_seed_paired": one.record()})
     return v
 
 
