@@ -118,6 +118,8 @@ TRACE_CLIFFS = pa.schema([
     ("num_feasible", pa.int32()),      # tested positions whose token can carry a detectable drop (max_drop >= delta_min)
     ("expected_false_cliffs", pa.float64()),  # sum over tested pairs of P(test fires | one shared potential, the pair's total)
     ("false_cliffs_variance", pa.float64()),  # sum of q(1 - q): the variance of the false-cliff count under that null
+    # the histogram of those q over the tested pairs (q > 0), ascending: the count's exact (Poisson-binomial) law
+    ("null_fire_cells", pa.list_(pa.struct([("q", pa.float64()), ("num_pairs", pa.int32())]))),
 ])
 
 REPLICATE = pa.schema([

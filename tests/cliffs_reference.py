@@ -79,6 +79,7 @@ def find_cliffs_reference(traces: pa.Table, potentials: pa.Table, token_stats: p
             "critical_index": int(idx[response_pos][crit]) if crit is not None else None,
             "num_feasible": int(feasible.sum()), "expected_false_cliffs": math.fsum(q),
             "false_cliffs_variance": math.fsum(q * (1 - q)),
+            "null_fire_cells": [{"q": float(v), "num_pairs": int(c)} for v, c in zip(*np.unique(q[q > 0], return_counts=True))],
         })
     if cfg.fdr_q is not None:
         cutoff = {}

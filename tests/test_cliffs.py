@@ -116,7 +116,7 @@ def test_a_searched_trace_without_potentials_keeps_its_summary_row():
     assert [s["trace_id"] for s in summary] == ["a#0", "b#0", "c#0"] and [c["trace_id"] for c in cliffs] == ["a#0"]
     assert summary[1] == {"trace_id": "b#0", "problem_id": "b", "is_correct": None, "num_tokens": 2, "num_scored": 0,
                           "num_cliffs": 0, "first_cliff_index": None, "critical_index": None, "num_feasible": 0,
-                          "expected_false_cliffs": 0.0, "false_cliffs_variance": 0.0}
+                          "expected_false_cliffs": 0.0, "false_cliffs_variance": 0.0, "null_fire_cells": []}
     assert [s for s in summary if s["trace_id"] != "b#0"] == plain
     with pytest.raises(ValueError, match="'z#0'"):
         find_cliffs(traces, potentials, token_stats, CLIFFS, searched=["z#0"])

@@ -3,6 +3,7 @@ force and scipy, the smallest detectable drop, Benjamini-Hochberg, and the per-t
 cliffs against simulated flat curves."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -14,7 +15,8 @@ from cliffdata import schema
 from cliffdata.cliffs.find import find_cliffs
 from cliffdata.cliffs.select import select_cliffs
 from cliffdata.cliffs.stats import (benjamini_hochberg, cliff_matrix, cliff_p_value, detect_cliffs, is_cliff,
-                                    min_detectable_drop, null_fire_conditional, null_fire_probability)
+                                    min_detectable_drop, null_count_pmf, null_count_quantile, null_fire_conditional,
+                                    null_fire_probability)
 from project_cliffs import CLIFFS, TEST, cliffs_config
 from test_cliffs import tables
 
@@ -166,6 +168,8 @@ def test_find_cliffs_carries_the_evidence():
     q = [float(null_fire_conditional(a, 16, b, 16, TEST)) for (a, _), (b, _) in zip(counts[:-1], counts[1:])]
     assert summary["expected_false_cliffs"] == pytest.approx(sum(q), abs=1e-15)
     assert summary["false_cliffs_variance"] == pytest.approx(sum(x * (1 - x) for x in q), abs=1e-15)
+    values, num_pairs = np.unique([x for x in q if x > 0], return_counts=True)
+    assert summary["null_fire_cells"] == [{"q": float(v), "num_pairs": int(c)} for v, c in zip(values, num_pairs)]
     assert first["fdr_significant"] is None                 # FDR off by default
     # FDR over the dataset's 5 tested pairs
     on, _ = find_cliffs(traces, potentials, stats, cliffs_config(fdr_q=0.05))
@@ -200,3 +204,64 @@ def test_config_validates_the_new_keys():
     with pytest.raises(ValueError, match="fdr_q"):
         cliffs_config(fdr_q=1.5)
     assert detect_cliffs([16, 2], [16, 16], TEST).tolist() == [False, True]
+
+
+# --- the false-cliff count's exact law (Poisson-binomial) ------------------------------------------------
+
+def brute_force_law(q: list[float]) -> np.ndarray:
+    """P(count = x) over all 2^len(q) outcomes of independent pairs."""
+    law = np.zeros(len(q) + 1)
+    for fired in itertools.product((0, 1), repeat=len(q)):
+        law[sum(fired)] += math.prod(p if f else 1 - p for p, f in zip(q, fired))
+    return law
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_null_count_law_equals_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    q = np.r_[rng.uniform(0, 0.6, 4), 0.0, 1.0]             # a pair that never fires and one that always does
+    counts = rng.integers(0, 4, len(q))
+    offset, pmf = null_count_pmf(q, counts)
+    law = brute_force_law([p for p, c in zip(q, counts) for _ in range(c)])
+    full = np.zeros(len(law))
+    full[offset:offset + len(pmf)] = pmf
+    np.testing.assert_allclose(full, law, atol=1e-14)
+    cdf = np.cumsum(law)
+    for prob in (0.025, 0.5, 0.975, 1.0):
+        assert null_count_quantile(q, counts, prob) == int(np.argmax(cdf >= prob - 1e-12))
+
+
+@pytest.mark.parametrize("n, q", [(10, 0.3), (1000, 0.01), (10**6, 0.002), (5 * 10**7, 1e-4)])
+def test_null_count_quantile_of_one_probability_is_scipys_binomial(n, q):
+    for prob in (0.025, 0.5, 0.975):
+        assert null_count_quantile([q], [n], prob) == int(sps.binom.ppf(prob, n, q))
+
+
+def test_null_count_law_is_cheap_at_10_to_the_8_pairs():
+    q = np.linspace(1e-4, 0.05, 200)
+    offset, pmf = null_count_pmf(q, np.full(200, 500_000))
+    mean = 500_000 * q.sum()
+    assert abs(offset + np.dot(np.arange(len(pmf)), pmf) - mean) < 1e-6 * mean
+    sd = np.sqrt(500_000 * np.sum(q * (1 - q)))
+    assert len(pmf) < 20 * sd                                 # a window of a few sds, not 10^8 cells
+
+
+def test_null_count_interval_covers_at_least_95_percent():
+    """Simulated false-cliff counts fall inside [q2.5, q97.5] in >= 95% of draws (the law is discrete,
+    so the interval is conservative), where a ± 1.96 SD normal interval covers less for skewed counts."""
+    rng = np.random.default_rng(7)
+    q, counts = np.array([0.001, 0.01]), np.array([300, 20])          # half a false cliff expected
+    lo, hi = (null_count_quantile(q, counts, prob) for prob in (0.025, 0.975))
+    draws = sum(rng.binomial(c, p, 20_000) for p, c in zip(q, counts))
+    assert np.mean((draws >= lo) & (draws <= hi)) >= 0.95
+    mean, sd = float(np.dot(q, counts)), float(np.sqrt(np.dot(q * (1 - q), counts)))
+    assert np.mean((draws >= mean - 1.96 * sd) & (draws <= mean + 1.96 * sd)) < 0.95
+
+
+def test_null_count_law_refuses_bad_input():
+    with pytest.raises(ValueError, match="differ in length"):
+        null_count_pmf([0.1, 0.2], [1])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        null_count_pmf([1.5], [1])
+    with pytest.raises(ValueError, match="probability must be in"):
+        null_count_quantile([0.1], [1], 1.5)

@@ -8,7 +8,9 @@ positions 2 / 1 / 0. Expected numbers are worked out by hand in each test.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -31,8 +33,8 @@ CLIFFS = [
     ("t1", 3, 0.75, 0.25, "mid", "uncertain", True, True),
     ("t2", 3, 0.5, 0.0, "late", "sampled_off", True, True),
 ]
-# trace -> (expected_false_cliffs, false_cliffs_variance, num_feasible)
-NOISE = {"t1": (0.3, 0.25, 2), "t2": (0.2, 0.16, 1), "t3": (0.1, 0.09, 0)}
+# trace -> (its tested pairs' null firing probabilities as [(q, num_pairs)], num_feasible)
+NOISE = {"t1": ([(0.1, 2), (0.5, 2)], 2), "t2": ([(0.2, 1)], 1), "t3": ([(0.05, 1), (0.4, 1)], 0)}
 NUM_ROLLOUTS = 4
 
 
@@ -73,8 +75,10 @@ def seed_rows() -> dict[str, list[dict]]:
         rows["trace_cliffs"].append(dict(trace_id=trace_id, problem_id=problem_id, is_correct=is_correct,
                                          num_tokens=num_tokens, num_scored=num_tokens - 1, num_cliffs=len(indices),
                                          first_cliff_index=min(indices) if indices else None, critical_index=None,
-                                         expected_false_cliffs=NOISE[trace_id][0], false_cliffs_variance=NOISE[trace_id][1],
-                                         num_feasible=NOISE[trace_id][2]))
+                                         expected_false_cliffs=sum(q * n for q, n in NOISE[trace_id][0]),
+                                         false_cliffs_variance=sum(q * (1 - q) * n for q, n in NOISE[trace_id][0]),
+                                         null_fire_cells=[{"q": q, "num_pairs": n} for q, n in NOISE[trace_id][0]],
+                                         num_feasible=NOISE[trace_id][1]))
     for trace_id, index, p_prev, potential, third, category, feasible, replicated in CLIFFS:
         problem_id, is_correct, tokens = TRACES[trace_id]
         entropy, rank = tokens[index]
@@ -142,11 +146,18 @@ def test_run_sql_file_rejects_unknown_names(seed):
 
 # --- occurrence -------------------------------------------------------------------------------------
 
-def noise(pairs: int, expected: float, cliffs: int, variance: float, share_cliffs_feasible, share_pairs_feasible) -> dict:
-    """The noise-audit columns of an occurrence row: excess = cliffs − expected ± 1.96 · sqrt(variance)."""
-    half = 1.96 * variance ** 0.5
-    return dict(num_tested_pairs=pairs, expected_false_cliffs=expected, excess_cliffs=cliffs - expected,
-                excess_cliffs_lo=cliffs - expected - half, excess_cliffs_hi=cliffs - expected + half,
+def noise(pairs: int, traces: list[str], cliffs: int, share_cliffs_feasible, share_pairs_feasible) -> dict:
+    """The noise-audit columns of an occurrence row over `traces`, by brute force: the false-cliff count's
+    law from all 2^pairs outcomes of the traces' null pairs, its 2.5% and 97.5% quantiles, the excess
+    cliffs − expected and its interval [cliffs − q97.5, cliffs − q2.5], all clipped at 0."""
+    qs = [q for t in traces for q, n in NOISE[t][0] for _ in range(n)]
+    law = [0.0] * (len(qs) + 1)
+    for fired in itertools.product((0, 1), repeat=len(qs)):
+        law[sum(fired)] += math.prod(q if f else 1 - q for q, f in zip(qs, fired))
+    cdf = list(itertools.accumulate(law))
+    lo, hi = (next(x for x, c in enumerate(cdf) if c >= prob - 1e-12) for prob in (0.025, 0.975))
+    return dict(num_tested_pairs=pairs, expected_false_cliffs=sum(qs), excess_cliffs=max(cliffs - sum(qs), 0),
+                excess_cliffs_lo=max(cliffs - hi, 0), excess_cliffs_hi=max(cliffs - lo, 0),
                 share_cliffs_feasible=share_cliffs_feasible, share_pairs_feasible=share_pairs_feasible)
 
 
@@ -158,22 +169,22 @@ def test_occurrence_with_empty_prefix(seed):
         num_traces=1, num_traces_with_cliff=1, share_with_cliff=1.0, num_cliffs=2, cliffs_per_trace=2.0,
         num_tokens=6, cliffs_per_1k_tokens=2000 / 6, share_early=0.5, share_mid=0.5, share_late=0.0,
         num_first_cliffs=1, first_share_early=1.0, first_share_mid=0.0, first_share_late=0.0,
-        **noise(5, 0.3, 2, 0.25, 1 / 2, 2 / 5)))
+        **noise(5, ["t1"], 2, 1 / 2, 2 / 5)))
     assert rows["failed"] == pytest.approx(dict(
         num_traces=1, num_traces_with_cliff=1, share_with_cliff=1.0, num_cliffs=1, cliffs_per_trace=1.0,
         num_tokens=4, cliffs_per_1k_tokens=250.0, share_early=0.0, share_mid=0.0, share_late=1.0,
         num_first_cliffs=1, first_share_early=0.0, first_share_mid=0.0, first_share_late=1.0,
-        **noise(3, 0.2, 1, 0.16, 1.0, 1 / 3)))
+        **noise(3, ["t2"], 1, 1.0, 1 / 3)))
     assert rows["ungradable"] == pytest.approx(dict(
         num_traces=1, num_traces_with_cliff=0, share_with_cliff=0.0, num_cliffs=0, cliffs_per_trace=0.0,
         num_tokens=5, cliffs_per_1k_tokens=0.0, share_early=None, share_mid=None, share_late=None,
         num_first_cliffs=0, first_share_early=None, first_share_mid=None, first_share_late=None,
-        **noise(4, 0.1, 0, 0.09, None, 0.0)))
+        **noise(4, ["t3"], 0, None, 0.0)))
     assert rows["all"] == pytest.approx(dict(
         num_traces=3, num_traces_with_cliff=2, share_with_cliff=2 / 3, num_cliffs=3, cliffs_per_trace=1.0,
         num_tokens=15, cliffs_per_1k_tokens=200.0, share_early=1 / 3, share_mid=1 / 3, share_late=1 / 3,
         num_first_cliffs=2, first_share_early=0.5, first_share_mid=0.0, first_share_late=0.5,
-        **noise(12, 0.6, 3, 0.5, 2 / 3, 3 / 12)))
+        **noise(12, ["t1", "t2", "t3"], 3, 2 / 3, 3 / 12)))
 
 
 def test_occurrence_paper_mode_drops_token_0(seed):
@@ -183,12 +194,12 @@ def test_occurrence_paper_mode_drops_token_0(seed):
         num_traces=1, num_traces_with_cliff=1, share_with_cliff=1.0, num_cliffs=1, cliffs_per_trace=1.0,
         num_tokens=6, cliffs_per_1k_tokens=1000 / 6, share_early=0.0, share_mid=1.0, share_late=0.0,
         num_first_cliffs=1, first_share_early=0.0, first_share_mid=1.0, first_share_late=0.0,
-        **noise(5, 0.3, 1, 0.25, 1.0, 2 / 5)))
+        **noise(5, ["t1"], 1, 1.0, 2 / 5)))
     assert rows["all"] == pytest.approx(dict(
         num_traces=3, num_traces_with_cliff=2, share_with_cliff=2 / 3, num_cliffs=2, cliffs_per_trace=2 / 3,
         num_tokens=15, cliffs_per_1k_tokens=2000 / 15, share_early=0.0, share_mid=0.5, share_late=0.5,
         num_first_cliffs=2, first_share_early=0.0, first_share_mid=0.5, first_share_late=0.5,
-        **noise(12, 0.6, 2, 0.5, 1.0, 3 / 12)))
+        **noise(12, ["t1", "t2", "t3"], 2, 1.0, 3 / 12)))
 
 
 # --- taxonomy ---------------------------------------------------------------------------------------

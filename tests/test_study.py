@@ -224,7 +224,8 @@ def seed_study(tmp_path: Path) -> list[Member]:
     def write_root(root: Path, traces: dict, cliffs: list[tuple]):
         schema.write("trace_cliffs", [dict(trace_id=t, problem_id="p", is_correct=c, num_tokens=n, num_scored=n,
                                            num_cliffs=sum(x[0] == t for x in cliffs), expected_false_cliffs=e,
-                                           false_cliffs_variance=e) for t, (c, n, e) in traces.items()],
+                                           false_cliffs_variance=e * (1 - e), null_fire_cells=[{"q": e, "num_pairs": 1}])
+                                      for t, (c, n, e) in traces.items()],
                      root / schema.PATHS["trace_cliffs"])
         schema.write("cliffs", [dict(trace_id=t, token_index=i, category=cat, is_greedy=g) for t, i, cat, g, _ in cliffs],
                      root / schema.PATHS["cliffs"])
@@ -263,7 +264,9 @@ def test_study_occurrence_by_model_and_correctness(tmp_path):
     a = rows[("a", "all")]
     assert (a["num_traces"], a["num_traces_with_cliff"], a["num_cliffs"]) == (3, 2, 3)   # the ungradable counts in all
     assert a["cliffs_per_1k_tokens"] == pytest.approx(1000 * 3 / 40) and a["expected_false_cliffs"] == pytest.approx(0.4)
-    assert a["excess_cliffs_lo"] == pytest.approx(3 - 0.4 - 1.96 * 0.4 ** 0.5)
+    # false cliffs of `a`: one pair each at q = 0.1, 0.2, 0.1; P(<= 0) = 0.648 and P(<= 1) = 0.954, so the
+    # 2.5% quantile is 0 and the 97.5% one 2: the excess 2.6 lies in [3 - 2, 3 - 0]
+    assert (a["excess_cliffs"], a["excess_cliffs_lo"], a["excess_cliffs_hi"]) == pytest.approx((2.6, 1.0, 3.0))
     assert rows[("a", "failed")]["cliffs_per_trace"] == 2 and rows[("b", "correct")]["num_traces"] == 0
     assert rows[("b", "correct")]["share_with_cliff"] is None
     no_empty = {(r["model"], r["correctness"]): r for r in duck.run_sql_file(

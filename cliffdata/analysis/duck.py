@@ -14,6 +14,7 @@ here writes a database file. Untrusted SQL (`cliffdata sql`) goes through the sa
 """
 from __future__ import annotations
 
+import atexit
 import csv
 import functools
 import io
@@ -34,6 +35,7 @@ import pyarrow as pa
 
 from cliffdata import schema
 from cliffdata.cliffs import taxonomy
+from cliffdata.cliffs.stats import null_count_quantile
 from cliffdata.config.analysis import AnalysisConfig
 from cliffdata.scan import dataset_files
 
@@ -58,13 +60,36 @@ NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensio
 
 # The spill folder `engine` made for a connection: removed by `close`, else when the connection is collected.
 _OWNED_TEMP: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Every open `engine` connection, closed at exit: a connection holding a Python function (the SQL
+# function below) that is still open when the interpreter tears down is reported as leaked by nanobind.
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live() -> None:
+    for con in list(_LIVE):
+        close(con)
+
+
+def _null_count_quantile(cells: list[dict] | None, prob: float) -> int:
+    """SQL `null_count_quantile(cells, prob)`: the exact quantile of the false-cliff count whose null law
+    is `cells` (a list of {q, num_pairs}: `trace_cliffs.null_fire_cells`, or their sums over any group)."""
+    cells = cells or []
+    return null_count_quantile([c["q"] for c in cells], [c["num_pairs"] for c in cells], prob)
+
+
+def _register_functions(con: duckdb.DuckDBPyConnection) -> None:
+    cells = duckdb.list_type(duckdb.struct_type({"q": "DOUBLE", "num_pairs": "BIGINT"}))
+    con.create_function("null_count_quantile", _null_count_quantile, [cells, "DOUBLE"], "BIGINT",
+                        side_effects=False)
 
 
 def engine(cfg: AnalysisConfig = AnalysisConfig()) -> duckdb.DuckDBPyConnection:
     """A bare in-memory connection with the `analysis` params section's threads and memory limit, spilling
     to its temp folder (by default a fresh one in the system temp, removed by `close` or with the
     connection: an in-memory DuckDB would otherwise spill into `./.tmp`) up to `max_temp_directory_size`,
-    no extension loading, and the taxonomy's macros (`high_entropy`, `category_of`, `token_category`)."""
+    no extension loading, the taxonomy's macros (`high_entropy`, `category_of`, `token_category`) and
+    `null_count_quantile(cells, prob)`, the noise audit's exact quantile (cliffdata/cliffs/stats.py)."""
     temp = cfg.temp_directory
     owned = None
     if temp is None:
@@ -83,12 +108,15 @@ def engine(cfg: AnalysisConfig = AnalysisConfig()) -> duckdb.DuckDBPyConnection:
     con.execute(f"set max_temp_directory_size = '{cfg.max_temp_directory_size.strip()}'")
     for statement in taxonomy.sql_macros():          # the token taxonomy, one definition (cliffdata/cliffs/taxonomy.py)
         con.execute(statement)
+    _register_functions(con)
+    _LIVE.add(con)
     return con
 
 
 def close(con: duckdb.DuckDBPyConnection) -> None:
     """Close a connection and remove the spill folder `engine` made for it now, not when it is collected."""
     con.close()
+    _LIVE.discard(con)
     finalizer = _OWNED_TEMP.pop(con, None)
     if finalizer is not None:
         finalizer()

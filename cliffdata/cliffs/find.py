@@ -12,7 +12,9 @@ can detect at the pair's N exist (`feasible`: max_drop >= δ_min(N_prev, N_curr)
 `expected_false_cliffs` = Σ over its tested pairs of the probability that the test fires when both
 sides share one true potential, given the pair's total correct (`stats.null_fire_conditional`: an
 unbiased estimate of `null_fire_probability` at the unknown shared potential, where plugging in the
-pooled estimate undercounts by 7.5% at N = 16, p = 0.5), and that count's variance Σ q(1 − q). A token
+pooled estimate undercounts by 7.5% at N = 16, p = 0.5), that count's variance Σ q(1 − q), and the
+histogram of those q (`null_fire_cells`), from which the count's exact quantiles follow
+(`stats.null_count_quantile`). A token
 without a recorded sampler probability (token_stats without `sampler_prob`) has max_drop and feasible null.
 With
 `fdr_q` set, Benjamini-Hochberg over the p-values of every tested pair of a dataset marks
@@ -241,6 +243,7 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
             prefix = np.zeros((NUM_LIMBS, len(t) + 1), dtype=np.int64)
             np.cumsum(getattr(lookup, name)[:, cell], axis=1, out=prefix[:, 1:])
             sums[name] = _from_limbs(prefix[:, end_t] - prefix[:, first_t])
+        null_cells = _null_cells(lookup.q[cell], row_trace[t], len(starts))
         if cfg.fdr_q is not None:
             ds = dataset_ids[codes[t]]
             for d in np.unique(ds):
@@ -257,7 +260,7 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
             "num_scored": num_scored, "num_cliffs": num_cliffs,
             "first_cliff_index": pa.array(first, mask=first == big), "critical_index": pa.array(crit, mask=crit == big),
             "num_feasible": num_feasible, "expected_false_cliffs": sums["q_limbs"],
-            "false_cliffs_variance": sums["var_limbs"],
+            "false_cliffs_variance": sums["var_limbs"], "null_fire_cells": null_cells,
         }
         j = np.flatnonzero(fires)
         cj = codes[j]
@@ -292,6 +295,20 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
             used = np.flatnonzero(counts)
             histograms[str(dataset_names[d])] = (lookup.p_value[used], counts[used])
         yield histograms, None
+
+
+def _null_cells(q: np.ndarray, trace: np.ndarray, num_traces: int) -> pa.ListArray:
+    """Per trace, the histogram of its tested pairs' null firing probabilities: a list of {q, num_pairs},
+    ascending in q, pairs with q = 0 left out (`q[j]`, `trace[j]`: tested pair j's probability and its
+    trace's number within the chunk, ascending)."""
+    values, q_id = np.unique(q, return_inverse=True)
+    key = trace.astype(np.int64) * max(len(values), 1) + q_id
+    keys, counts = np.unique(key[q > 0], return_counts=True)
+    owner = keys // max(len(values), 1)
+    offsets = np.searchsorted(owner, np.arange(num_traces + 1)).astype(np.int32)
+    cells = pa.StructArray.from_arrays([pa.array(values[keys % max(len(values), 1)], pa.float64()),
+                                        pa.array(counts, pa.int32())], names=["q", "num_pairs"])
+    return pa.ListArray.from_arrays(pa.array(offsets), cells)
 
 
 def _np(column: pa.ChunkedArray) -> np.ndarray:
@@ -401,7 +418,7 @@ def _with_unscored(summary: pa.Table, traces, searched) -> pa.Table:
         raise ValueError(f"searched: {len(unknown)} trace(s) the traces dataset lacks (first {unknown[0]!r})")
     rows = [r for r in meta.to_pylist() if r["trace_id"] in missing]
     zeros = [dict(r, num_scored=0, num_cliffs=0, first_cliff_index=None, critical_index=None, num_feasible=0,
-                  expected_false_cliffs=0.0, false_cliffs_variance=0.0) for r in rows]
+                  expected_false_cliffs=0.0, false_cliffs_variance=0.0, null_fire_cells=[]) for r in rows]
     both = pa.concat_tables([summary, schema.to_table("trace_cliffs", zeros)])
     return both.take(pa.array(np.argsort([order[t] for t in both["trace_id"].to_pylist()], kind="stable")))
 

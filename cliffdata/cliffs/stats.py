@@ -7,8 +7,9 @@ Protocol §2: cliff at token i iff, with Δ = p_prev − p_curr,
 The evidence beside each test (the noise audit): `cliff_p_value` (the same z as a one-sided p-value),
 `null_fire_probability` (how often the test fires when both sides share one true potential: the
 noise floor, exact from the binomials and the cliff matrix), `null_fire_conditional` (its unbiased
-estimate per tested pair, from the pair's total), `min_detectable_drop` (the smallest Δ
-the test can ever report at a pair's N) and `benjamini_hochberg`.
+estimate per tested pair, from the pair's total), `null_count_quantile` (exact quantiles of the
+number of false cliffs over many pairs: a Poisson-binomial of those estimates), `min_detectable_drop`
+(the smallest Δ the test can ever report at a pair's N) and `benjamini_hochberg`.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import special
 from scipy import stats as sps
+from scipy.signal import fftconvolve
 
 from cliffdata.config.cliffs import CliffTest
 
@@ -169,6 +171,53 @@ def min_detectable_drop(n_prev: int, n_curr: int, test: CliffTest) -> float:
         return math.inf
     kp, kc = np.nonzero(m)
     return float(np.min(kp / n_prev - kc / n_curr))
+
+
+# Mass left off each tail of a binomial factor, and of the running convolution, in `null_count_pmf`.
+_PMF_TAIL = 1e-15
+
+
+def null_count_pmf(q, counts) -> tuple[int, np.ndarray]:
+    """The distribution of the number of false cliffs over independent tested pairs: `counts[j]` pairs
+    fire with probability `q[j]` each (a Poisson-binomial, built as the convolution of one binomial per
+    distinct q). Returns (offset, pmf): P(count = offset + i) = pmf[i]. Each binomial factor, and the
+    running product, drops tails of at most 1e-15 of mass, so 10^8 pairs cost a window of a few sds per
+    distinct q, not 10^8 cells; a q of 0 adds nothing, a q of 1 shifts the offset."""
+    q = np.asarray(q, dtype=np.float64).ravel()
+    c = np.asarray(counts, dtype=np.int64).ravel()
+    if q.shape != c.shape:
+        raise ValueError(f"q and counts differ in length: {len(q)} vs {len(c)}")
+    if ((q < 0) | (q > 1) | np.isnan(q)).any() or (c < 0).any():
+        raise ValueError("null_count_pmf needs probabilities in [0, 1] and counts >= 0")
+    offset, pmf = 0, np.ones(1)
+    for value, n in zip(q, c):
+        if n == 0 or value == 0.0:
+            continue
+        if value == 1.0:
+            offset += int(n)
+            continue
+        lo = int(sps.binom.ppf(_PMF_TAIL, n, value))
+        hi = int(sps.binom.isf(_PMF_TAIL, n, value))
+        factor = sps.binom.pmf(np.arange(lo, hi + 1), n, value)
+        pmf = np.convolve(pmf, factor) if min(len(pmf), len(factor)) < 512 else \
+            np.clip(fftconvolve(pmf, factor), 0.0, None)
+        offset += lo
+        cdf = np.cumsum(pmf)
+        first = int(np.searchsorted(cdf, _PMF_TAIL, side="right"))
+        last = int(np.searchsorted(cdf, cdf[-1] - _PMF_TAIL, side="left"))
+        pmf = pmf[first:last + 1]
+        offset += first
+    return offset, pmf / pmf.sum()
+
+
+def null_count_quantile(q, counts, prob: float) -> int:
+    """The smallest x with P(count <= x) >= prob for the false-cliff count of `null_count_pmf`: the exact
+    Poisson-binomial quantile (ties within 1e-12 of `prob` count as reached)."""
+    if not 0 <= prob <= 1:
+        raise ValueError(f"a quantile's probability must be in [0, 1], got {prob}")
+    offset, pmf = null_count_pmf(q, counts)
+    cdf = np.cumsum(pmf)
+    return offset + int(min(np.searchsorted(cdf, prob - 1e-12, side="left"), len(pmf) - 1))
 
 
 def benjamini_hochberg(p_values, q: float) -> np.ndarray:

@@ -2,8 +2,10 @@
 -- at least one cliff, cliffs per trace and per 1k response tokens, and where cliffs fall (thirds of
 -- the response), for all cliffs and for the first cliff of each trace; and the noise audit:
 -- tested pairs, cliffs expected from noise alone (the sum of each pair's null firing
--- probability), the excess of observed over expected with a 95% interval (± 1.96 · the null
--- standard deviation of the false-cliff count), and the feasible share of cliffs and positions.
+-- probability), the excess of observed over expected with a 95% interval (observed minus the exact
+-- 97.5% and 2.5% quantiles of the false-cliff count, a Poisson-binomial over the tested pairs:
+-- null_count_quantile), the excess and its bounds clipped to [0, observed], and the feasible share
+-- of cliffs and positions.
 -- $include_empty_prefix: false drops cliffs at token_index 0 (paper mode: p[-1] is not scored), so
 -- the first cliff is then the first one after token 0.
 with
@@ -28,6 +30,7 @@ trace_groups as (
         num_feasible,
         expected_false_cliffs,
         false_cliffs_variance,
+        null_fire_cells,
         case
             when is_correct then 'correct'
             when not is_correct then 'failed'
@@ -90,6 +93,42 @@ per_trace_first as (
         on f.trace_id = p.trace_id
 ),
 
+-- the null law of each group's false-cliff count: its tested pairs by firing probability
+null_cells as (
+    select
+        correctness,
+        cell.q as q,
+        cell.num_pairs as num_pairs
+    from (
+        select
+            correctness,
+            unnest(null_fire_cells) as cell
+        from trace_groups
+        union all
+        select
+            'all' as correctness,
+            unnest(null_fire_cells) as cell
+        from trace_groups
+    )
+),
+
+null_laws as (
+    select
+        correctness,
+        list({'q': q, 'num_pairs': num_pairs} order by q) as cells
+    from (
+        select
+            correctness,
+            q,
+            sum(num_pairs)::bigint as num_pairs
+        from null_cells
+        group by
+            correctness,
+            q
+    )
+    group by correctness
+),
+
 -- every trace counts in its own group and in 'all'
 grouped as (
     select
@@ -143,10 +182,14 @@ filled as (
         coalesce(a.num_feasible_pairs, 0) as num_feasible_pairs,
         coalesce(a.num_feasible_cliffs, 0) as num_feasible_cliffs,
         coalesce(a.expected_false_cliffs, 0) as expected_false_cliffs,
-        coalesce(a.false_cliffs_variance, 0) as false_cliffs_variance
+        coalesce(a.false_cliffs_variance, 0) as false_cliffs_variance,
+        null_count_quantile(coalesce(n.cells, []), 0.025) as false_cliffs_q025,
+        null_count_quantile(coalesce(n.cells, []), 0.975) as false_cliffs_q975
     from correctness_groups as g
     left join aggregated as a
         on a.correctness = g.correctness
+    left join null_laws as n
+        on n.correctness = g.correctness
 ),
 
 final as (
@@ -169,9 +212,9 @@ final as (
         num_first_late / nullif(num_traces_with_cliff, 0) as first_share_late,
         num_tested_pairs,
         expected_false_cliffs,
-        num_cliffs - expected_false_cliffs as excess_cliffs,
-        num_cliffs - expected_false_cliffs - 1.96 * sqrt(false_cliffs_variance) as excess_cliffs_lo,
-        num_cliffs - expected_false_cliffs + 1.96 * sqrt(false_cliffs_variance) as excess_cliffs_hi,
+        greatest(num_cliffs - expected_false_cliffs, 0) as excess_cliffs,
+        greatest(num_cliffs - false_cliffs_q975, 0)::double as excess_cliffs_lo,
+        greatest(num_cliffs - false_cliffs_q025, 0)::double as excess_cliffs_hi,
         num_feasible_cliffs / nullif(num_cliffs, 0) as share_cliffs_feasible,
         num_feasible_pairs / nullif(num_tested_pairs, 0) as share_pairs_feasible
     from filled

@@ -1,7 +1,7 @@
 -- The study's occurrence table (protocol §5 RQ1, RQ3: family and scale): per model of the study and
 -- trace-correctness group (correct, failed, all), the share of traces with at least one cliff, cliffs
 -- per trace and per 1k response tokens, and the noise audit beside them (tested pairs, cliffs expected
--- from noise alone, the excess with its 95% interval). Models in family, size order; a model without a
+-- from noise alone, the excess with its exact 95% interval: occurrence.sql). Models in family, size order; a model without a
 -- trace of a group has a zero row. Views: study.models, study.trace_cliffs, study.cliffs.
 -- $include_empty_prefix: false drops cliffs at token_index 0 (paper mode).
 with
@@ -40,6 +40,7 @@ per_trace as (
         t.num_scored,
         t.expected_false_cliffs,
         t.false_cliffs_variance,
+        t.null_fire_cells,
         coalesce(c.num_cliffs, 0) as num_cliffs
     from study.trace_cliffs as t
     left join included_cliffs as c
@@ -57,6 +58,35 @@ grouped as (
     select
         * replace ('all' as correctness)
     from per_trace
+),
+
+-- the null law of each group's false-cliff count: its tested pairs by firing probability
+null_laws as (
+    select
+        model,
+        correctness,
+        list({'q': q, 'num_pairs': num_pairs} order by q) as cells
+    from (
+        select
+            model,
+            correctness,
+            cell.q as q,
+            sum(cell.num_pairs)::bigint as num_pairs
+        from (
+            select
+                model,
+                correctness,
+                unnest(null_fire_cells) as cell
+            from grouped
+        )
+        group by
+            model,
+            correctness,
+            q
+    )
+    group by
+        model,
+        correctness
 ),
 
 aggregated as (
@@ -90,12 +120,17 @@ filled as (
         coalesce(a.num_tokens, 0) as num_tokens,
         coalesce(a.num_tested_pairs, 0) as num_tested_pairs,
         coalesce(a.expected_false_cliffs, 0) as expected_false_cliffs,
-        coalesce(a.false_cliffs_variance, 0) as false_cliffs_variance
+        coalesce(a.false_cliffs_variance, 0) as false_cliffs_variance,
+        null_count_quantile(coalesce(n.cells, []), 0.025) as false_cliffs_q025,
+        null_count_quantile(coalesce(n.cells, []), 0.975) as false_cliffs_q975
     from study.models as m
     cross join correctness_groups as g
     left join aggregated as a
         on a.model = m.model
         and a.correctness = g.correctness
+    left join null_laws as n
+        on n.model = m.model
+        and n.correctness = g.correctness
 ),
 
 final as (
@@ -114,9 +149,9 @@ final as (
         1000.0 * num_cliffs / nullif(num_tokens, 0) as cliffs_per_1k_tokens,
         num_tested_pairs,
         expected_false_cliffs,
-        num_cliffs - expected_false_cliffs as excess_cliffs,
-        num_cliffs - expected_false_cliffs - 1.96 * sqrt(false_cliffs_variance) as excess_cliffs_lo,
-        num_cliffs - expected_false_cliffs + 1.96 * sqrt(false_cliffs_variance) as excess_cliffs_hi
+        greatest(num_cliffs - expected_false_cliffs, 0) as excess_cliffs,
+        greatest(num_cliffs - false_cliffs_q975, 0)::double as excess_cliffs_lo,
+        greatest(num_cliffs - false_cliffs_q025, 0)::double as excess_cliffs_hi
     from filled
 )
 
