@@ -2,6 +2,8 @@
 
     python -m cliffdata.preset params-gpu.yaml              # validate, then dvc exp run -S key=value ...
     python -m cliffdata.preset params-gpu.yaml --dry-run    # print the overrides only
+    python -m cliffdata.preset params-decisive.yaml --name decisive
+        # outside the workspace (dvc exp run --temp), saved as experiment `decisive` when it finishes
 
 The overlay holds only what differs from params.yaml: mappings merge key by key, lists and scalars
 replace. Every key must already exist in params.yaml (a preset never invents a param; it may add
@@ -72,6 +74,8 @@ def main() -> None:
     ap.add_argument("preset", type=Path)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--name", help="run outside the workspace (dvc exp run --temp), which stays as it is, and save "
+                                   "the experiment under this name when it finishes")
     args = ap.parse_args()
     base = read_yaml(args.params)
     overlay = read_yaml(args.preset)
@@ -80,7 +84,8 @@ def main() -> None:
     if args.dry_run:
         print("\n".join(sets))
         return
-    cmd = ["dvc", "exp", "run"] + [a for s in sets for a in ("-S", s)]
+    where = ["--temp", "-n", args.name] if args.name else []
+    cmd = ["dvc", "exp", "run", *where] + [a for s in sets for a in ("-S", s)]
     print(" ".join(cmd), flush=True)
     sys.exit(subprocess.run(cmd).returncode)
 
