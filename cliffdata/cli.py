@@ -364,13 +364,19 @@ def add_promote(commands: argparse._SubParsersAction) -> None:
 
 
 def run_promote(args: argparse.Namespace) -> int:
+    from cliffdata import tracking
+
+    root = args.params.resolve().parent
+    try:
+        tracking.require_reachable(tracking.tracking_uri(root))
+    except tracking.TrackingUnreachable as e:
+        print(f"cliffdata promote: {e}", file=sys.stderr)
+        return 2
     import mlflow
 
-    from cliffdata import tracking
     from cliffdata.config.load import load_params
     from cliffdata.dpo import registry
 
-    root = args.params.resolve().parent
     params = load_params(args.params)
     name = args.model or registry.registered_model_name(params.model.source)
     eval_metric = params.dpo_eval.metric if params.dpo_eval else "eval_accuracy"

@@ -6,6 +6,8 @@
 folder the command runs in (DVC runs stages in the project root), never the installed package's
 folder: two checkouts sharing one editable install keep two stores. The path is absolute: `dvc exp
 run --temp` runs in a temp clone, where a relative store would be lost with the clone.
+An HTTP(S) store is checked first (`require_reachable`, `preflight`): a stage that would train for minutes
+and then fail to log stops in seconds instead, naming the URI.
 The store mirrors what DVC tracks (cliffdata.dpo.registry.training_run restores a run a clone's
 store lacks); registration and promotion stay out of the pipeline (promotion is a decision).
 """
@@ -23,6 +25,46 @@ def tracking_uri(root: str | Path | None = None) -> str:
     if env:
         return env
     return f"sqlite:///{Path(root or Path.cwd()).resolve() / 'mlflow.db'}"
+
+
+class TrackingUnreachable(ConnectionError):
+    """The tracking server does not answer: one line naming its URI."""
+
+
+def require_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
+    """Fail in seconds, before any model work, when the store is an HTTP(S) server whose `<uri>/health` does
+    not answer (down, wrong port, not MLflow); a local SQLite store needs no check. A server that asks for
+    credentials (401, 403) answers: MLflow's client checks those. The URI is named without its password."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    parts = urllib.parse.urlsplit(uri)
+    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    try:
+        with urllib.request.urlopen(f"{shown.rstrip('/')}/health", timeout=timeout) as response:
+            if response.status == 200:
+                return
+            why = f"HTTP {response.status} at /health"
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            return
+        why = f"HTTP {e.code} at /health"
+    except (urllib.error.URLError, OSError) as e:
+        why = str(getattr(e, "reason", e))
+    raise TrackingUnreachable(f"MLflow tracking server {shown} does not answer ({why}): start it (make services) "
+                              f"or unset MLFLOW_TRACKING_URI for the project's own store")
+
+
+def preflight(stage: str, uri: str | None = None) -> None:
+    """`require_reachable` for a stage's entrypoint: its one-line error as the stage's exit message."""
+    try:
+        require_reachable(uri)
+    except TrackingUnreachable as e:
+        raise SystemExit(f"{stage}: {e}") from None
 
 
 def git_commit(root: str | Path | None = None) -> str | None:

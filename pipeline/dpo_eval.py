@@ -28,6 +28,7 @@ from cliffdata.schema import tree_digest
 
 
 def main() -> None:
+    tracking.preflight("dpo_eval")           # a tracking server that is down: seconds, not after the evaluation
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
     cfg = params.dpo_eval

@@ -33,6 +33,7 @@ log = logging.getLogger("dpo_train")
 
 
 def main(variants: list[str] | None = None) -> None:
+    tracking.preflight("dpo_train")          # a tracking server that is down: seconds, not after the training
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
     cfg = params.dpo_train

@@ -1,9 +1,20 @@
-"""MLflow helper: absolute SQLite default, env override, params/tags recorded."""
+"""MLflow helper: absolute SQLite default, env override, params/tags recorded; a tracking server that does not
+answer stops `dpo_train`, `dpo_eval` and `cliffdata promote` in seconds with one line naming its URI."""
 from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
-from cliffdata.tracking import flatten, start_run, tracking_uri
+from cliffdata.tracking import TrackingUnreachable, flatten, require_reachable, start_run, tracking_uri
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_default_uri_is_absolute_sqlite(monkeypatch, tmp_path):
@@ -49,3 +60,78 @@ def test_artifacts_go_beside_the_store_and_history_is_batched(monkeypatch, tmp_p
     assert client.get_experiment_by_name("unit-artifacts").artifact_location == (store / "mlartifacts").as_uri()
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(history) == 1200 and sorted(m.step for m in history)[:2] == [1, 2]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def http_server():
+    """A loopback HTTP server in a thread whose /health answers with the status code the test sets."""
+    answer = {"code": 200}
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(answer["code"] if self.path == "/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", answer
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_tracking_server_that_is_down_is_one_line_naming_its_uri_in_seconds():
+    uri = f"http://127.0.0.1:{closed_port()}"
+    begin = time.monotonic()
+    with pytest.raises(TrackingUnreachable) as down:
+        require_reachable(uri)
+    assert time.monotonic() - begin < 5
+    assert str(down.value).startswith(f"MLflow tracking server {uri} does not answer (") and "\n" not in str(down.value)
+    with pytest.raises(TrackingUnreachable, match="http://127.0.0.1:1 does"):       # no password shown
+        require_reachable("http://alice:s3cret@127.0.0.1:1")
+    require_reachable("sqlite:////nowhere/mlflow.db")                                # a local store: no check
+
+
+def test_a_server_answers_health_or_is_named(http_server):
+    uri, answer = http_server
+    require_reachable(uri)
+    require_reachable(uri + "/")
+    answer["code"] = 401                             # asks for credentials: it answers, MLflow's client checks them
+    require_reachable(uri)
+    answer["code"] = 503
+    with pytest.raises(TrackingUnreachable, match=r"\(HTTP 503 at /health\)"):
+        require_reachable(uri)
+    with pytest.raises(TrackingUnreachable, match=r"\(HTTP 404 at /health\)"):      # not MLflow at that path
+        require_reachable(uri + "/elsewhere")
+
+
+def test_promote_stops_before_any_work_when_the_server_is_down(monkeypatch, tmp_path, capsys):
+    from cliffdata.cli import main
+
+    uri = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(["promote", "--params", str(tmp_path / "params.yaml")]) == 2      # no params.yaml: not read
+    err = capsys.readouterr().err
+    assert err.startswith(f"cliffdata promote: MLflow tracking server {uri} does not answer") and err.count("\n") == 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stage", ["dpo_train", "dpo_eval"])
+def test_a_training_stage_stops_before_any_work_when_the_server_is_down(stage, tmp_path):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / f"pipeline/{stage}.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""          # in an empty folder: no params, no data, no model read
+    assert done.stderr.startswith(f"{stage}: MLflow tracking server {uri} does not answer (")    # (connection refused)
+    assert done.stderr.endswith("start it (make services) or unset MLFLOW_TRACKING_URI for the project's own store\n")
+    assert done.stderr.count("\n") == 1
