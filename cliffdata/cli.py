@@ -382,8 +382,9 @@ def run_promote(args: argparse.Namespace) -> int:
     eval_metric = params.dpo_eval.metric if params.dpo_eval else "eval_accuracy"
     mlflow.set_tracking_uri(tracking.tracking_uri(root))
     try:
+        variants = params.dpo_train.variants if params.dpo_train else ()
         out = registry.promote(root, name, args.metric or eval_metric, eval_metric, params.token_stats.top_k,
-                               greater_is_better=not args.lower_is_better)
+                               variants, greater_is_better=not args.lower_is_better)
     except (ValueError, FileNotFoundError) as e:
         print(f"cliffdata promote: {e}", file=sys.stderr)
         return 2

@@ -27,6 +27,21 @@ def tracking_uri(root: str | Path | None = None) -> str:
     return f"sqlite:///{Path(root or Path.cwd()).resolve() / 'mlflow.db'}"
 
 
+def portable_uri(uri: str, root: str | Path | None = None) -> str:
+    """A tracking URI as a committed record holds it: a SQLite store inside the project `root` relative to
+    it (`sqlite:///mlflow.db`: every clone's own store, not the author's path), a server's without its
+    password, anything else as it is."""
+    import urllib.parse
+
+    if uri.startswith("sqlite:///"):
+        path, base = Path(uri.removeprefix("sqlite:///")), Path(root or Path.cwd()).resolve()
+        return f"sqlite:///{path.relative_to(base)}" if path.is_relative_to(base) else uri
+    if uri.startswith(("http://", "https://")):
+        parts = urllib.parse.urlsplit(uri)
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return uri
+
+
 class TrackingUnreachable(ConnectionError):
     """The tracking server does not answer: one line naming its URI."""
 
@@ -42,8 +57,7 @@ def require_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
     uri = uri or tracking_uri()
     if not uri.startswith(("http://", "https://")):
         return
-    parts = urllib.parse.urlsplit(uri)
-    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    shown = portable_uri(uri)
     try:
         with urllib.request.urlopen(f"{shown.rstrip('/')}/health", timeout=timeout) as response:
             if response.status == 200:

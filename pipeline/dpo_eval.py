@@ -58,7 +58,11 @@ def main() -> None:
     name = registry.registered_model_name(params.model.source)
     mlflow.set_tracking_uri(tracking.tracking_uri())
     client = mlflow.MlflowClient()
-    run_ids = {v: registry.training_run(v, Path("."), name, params.token_stats.top_k, client) for v in runs}
+    # every recorded variant in dpo_train's order (a variant without pairs too): a store that lacks them
+    # gets their versions in the author's order
+    recorded = registry.training_runs(params.dpo_train.variants, Path("."), name, params.token_stats.top_k, client)
+    run_ids = {v: recorded.get(v) or registry.training_run(v, Path("."), name, params.token_stats.top_k, client)
+               for v in runs}
     with tracking.start_run("cliff-dpo", "dpo_eval", params=section_dict("params.yaml", "dpo_eval", "engine")) as run:
         tracking.log_metrics({f"{m}/{k}": v for m, cell in summary.items() for k, v in cell.items()})
         for v, run_id in run_ids.items():

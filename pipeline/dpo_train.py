@@ -48,6 +48,8 @@ def main(variants: list[str] | None = None) -> None:
         log.info("same pairs, trained once: %s", ", ".join(f"{v} = {s}" for v, s in shared.items()))
     results = train_all(pairs, source, cfg, cfg.workers)
 
+    import mlflow
+
     from cliffdata.dpo import registry
 
     logged = section_dict("params.yaml", "dpo_train", "dpo_pairs", "model")
@@ -79,9 +81,15 @@ def main(variants: list[str] | None = None) -> None:
                 registry.tag_version(name, info.registered_model_version,
                                      {"variant": variant, "num_train_pairs": str(len(train))})
                 version, model_uri = info.registered_model_version, info.model_uri
+            # what a store without this run restores it from (registry.training_run): its tags, the git
+            # commit and DVC experiment among them, and the one metric no DVC-tracked file holds
+            logged_tags = {k: v for k, v in mlflow.MlflowClient().get_run(run.info.run_id).data.tags.items()
+                           if not k.startswith("mlflow.")}
             run_record = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
                           "registered_model": name, "version": version, "model_uri": model_uri,
-                          "tracking_uri": tracking.tracking_uri()}
+                          "tracking_uri": tracking.portable_uri(tracking.tracking_uri()),
+                          "tags": dict(sorted(logged_tags.items())),
+                          "metrics": {"train_seconds": round(result["seconds"], 3)}}
 
         rounded = {k: round(v, duck.NUM_DIGITS) if isinstance(v, float) else v for k, v in summary.items()}
         for path, text in ((f"runs/dpo_train/{variant}.json", json.dumps(run_record, indent=2) + "\n"),

@@ -396,24 +396,30 @@ def test_registered_pyfunc_equals_the_in_memory_adapter_and_promote_sets_champio
     (root / "metrics/dpo_eval.json").write_text(json.dumps({"models": {
         "base": {"accuracy": 0.9}, "all": {"accuracy": 0.7, "diff_to_base": -0.2},
         "uncertain": {"accuracy": 0.4, "diff_to_base": -0.5}, "sampled_off": {"accuracy": 0.5, "diff_to_base": -0.4}}}))
-    best = registry.promote(root, name, "eval_accuracy", "eval_accuracy", top_k=20)
+    order = ["uncertain", "all", "sampled_off"]                      # dpo_train.variants: the order they trained in
+    best = registry.promote(root, name, "eval_accuracy", "eval_accuracy", top_k=20, variants=order)
     assert best["variant"] == "all" and str(best["version"]) == str(versions["all"]) and best["value"] == 0.7
     assert registry.champion(root) == "all"                        # runs/champion.json: readable without a store
-    lowest = registry.promote(root, name, "eval_accuracy_diff", "eval_accuracy", top_k=20, greater_is_better=False)
+    lowest = registry.promote(root, name, "eval_accuracy_diff", "eval_accuracy", top_k=20, variants=order,
+                              greater_is_better=False)
     assert lowest["variant"] == "uncertain" and str(lowest["version"]) == str(versions["uncertain"])
     with pytest.raises(ValueError, match="no adapter .* has 'nope'"):
-        registry.promote(root, name, "nope", "eval_accuracy", top_k=20)
+        registry.promote(root, name, "nope", "eval_accuracy", top_k=20, variants=order)
 
-    # a colleague's clone: an empty store. Promotion restores the winner's run from the DVC-tracked files,
-    # registers its adapter again and points the alias at it; a second call restores nothing twice.
+    # a colleague's clone: an empty store. Promotion restores every variant's run from the DVC-tracked files
+    # in the order they trained (versions 1, 2, 3 as the author's were), registers their adapters again and
+    # points the alias at the winner's; a second call restores nothing twice.
     empty = f"sqlite:///{tmp_path / 'colleague.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", empty)
     mlflow.set_tracking_uri(empty)
-    again = registry.promote(root, name, "eval_accuracy", "eval_accuracy", top_k=20)
-    assert again["variant"] == "all" and again["run_id"] != best["run_id"] and str(again["version"]) == "1"
+    again = registry.promote(root, name, "eval_accuracy", "eval_accuracy", top_k=20, variants=order)
+    assert again["variant"] == "all" and again["run_id"] != best["run_id"] and str(again["version"]) == "2"
     client = mlflow.MlflowClient()
     assert client.get_run(again["run_id"]).data.tags["cliffdata.restored_from"] == best["run_id"]
-    assert registry.promote(root, name, "eval_accuracy", "eval_accuracy", top_k=20)["run_id"] == again["run_id"]
+    assert registry.promote(root, name, "eval_accuracy", "eval_accuracy", top_k=20, variants=order)["run_id"] \
+        == again["run_id"]
+    assert {int(v.version): v.tags["variant"] for v in client.search_model_versions(f"name = '{name}'")} == \
+        {1: "uncertain", 2: "all", 3: "sampled_off"}
     uri = empty
 
     prompts = [[1, 24, 22, 8], [1, 40]]
@@ -532,6 +538,7 @@ def test_train_eval_promote_stages(tmp_path, monkeypatch, tiny_model_dir):
 
     from cliffdata.cli import main as cli_main
     from cliffdata.config.load import load_params
+    from cliffdata.dpo import registry
     from cliffdata.problems import load_problems
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -580,6 +587,24 @@ def test_train_eval_promote_stages(tmp_path, monkeypatch, tiny_model_dir):
     assert cli_main(["promote", "--metric", "eval_accuracy"]) == 0
     champion = client.get_model_version_by_alias("cliff-dpo-smollm2-135m-instruct", "champion")
     assert champion.tags["variant"] == "all"
+
+    # a colleague's store restores each run whole from what git and DVC track: the author's tags (git
+    # commit, pairs_md5), train_seconds, the per-step curve, and the variant trained on no pair too
+    assert record["tracking_uri"] == "sqlite:///mlflow.db"                # no author's path in a committed file
+    assert record["tags"]["git_commit"] == run.data.tags["git_commit"] and record["metrics"]["train_seconds"] > 0
+    colleague = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'colleague.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'colleague.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'colleague.db'}")
+    restored = registry.training_runs(["all", "deterministic"], tmp_path, "cliff-dpo-smollm2-135m-instruct", 20,
+                                      colleague)
+    assert list(restored) == ["all", "deterministic"]
+    again = colleague.get_run(restored["all"])
+    assert {k: again.data.tags[k] for k in record["tags"]} == record["tags"]
+    assert again.data.tags["cliffdata.restored_from"] == record["run_id"]
+    assert again.data.metrics["train_seconds"] == record["metrics"]["train_seconds"]
+    assert [m.value for m in colleague.get_metric_history(restored["all"], "train/loss")] == pytest.approx(
+        [m.value for m in client.get_metric_history(record["run_id"], "train/loss")], abs=1e-6)
+    assert colleague.get_run(restored["deterministic"]).data.tags["cliffdata.restored_from"] == empty["run_id"]
 
 
 @pytest.mark.slow

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cliffdata.tracking import TrackingUnreachable, flatten, require_reachable, start_run, tracking_uri
+from cliffdata.tracking import (TrackingUnreachable, flatten, portable_uri, require_reachable, start_run,
+                                tracking_uri)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,3 +136,11 @@ def test_a_training_stage_stops_before_any_work_when_the_server_is_down(stage, t
     assert done.stderr.startswith(f"{stage}: MLflow tracking server {uri} does not answer (")    # (connection refused)
     assert done.stderr.endswith("start it (make services) or unset MLFLOW_TRACKING_URI for the project's own store\n")
     assert done.stderr.count("\n") == 1
+
+
+def test_portable_uri_keeps_no_machine_path_or_password(tmp_path):
+    assert portable_uri(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path) == "sqlite:///mlflow.db"
+    assert portable_uri(f"sqlite:///{tmp_path / 'sub/x.db'}", tmp_path) == "sqlite:///sub/x.db"
+    assert portable_uri("sqlite:////elsewhere/m.db", tmp_path) == "sqlite:////elsewhere/m.db"
+    assert portable_uri("http://ann:secret@mlflow.team:5000/x") == "http://mlflow.team:5000/x"
+    assert portable_uri("databricks") == "databricks"

@@ -126,12 +126,37 @@ def eval_scores(root: str | Path, metric: str, eval_metric: str) -> dict[str, fl
     return scores
 
 
+RUN_RECORDS = "runs/dpo_train"
+
+
+def recorded_variants(root: str | Path, variants) -> list[str]:
+    """The variants of `variants` (dpo_train.variants, the order dpo_train trains and registers them in)
+    that have a run record under runs/dpo_train/."""
+    return [v for v in variants if (Path(root) / RUN_RECORDS / f"{v}.json").is_file()]
+
+
+def training_runs(variants, root: str | Path, registered_name: str, top_k: int, client=None) -> dict[str, str]:
+    """`training_run` of every recorded variant, in dpo_train's order (a variant without pairs too), so that
+    a store that lacks them gets its versions in the author's order whichever variant is asked for first."""
+    return {v: training_run(v, root, registered_name, top_k, client) for v in recorded_variants(root, variants)}
+
+
+def history_rows(path: Path) -> list[dict]:
+    """The per-step training curve dpo_train writes (plots/dpo_train/<variant>.csv) as log_history rows."""
+    import csv
+
+    with path.open(newline="") as f:
+        return [{"step": int(r["step"]), **{k: float(v) for k, v in r.items() if k != "step"}} for r in csv.DictReader(f)]
+
+
 def training_run(variant: str, root: str | Path, registered_name: str, top_k: int, client=None) -> str:
     """The run id, in the current MLflow store, of a variant's training: the one its run record
     (runs/dpo_train/<variant>.json) names when this store has it; else a run restored from what DVC
-    tracks (metrics/dpo_train/<variant>.json, params.yaml, models/adapters/<variant>), made once per
-    store (tag `cliffdata.restored_from` = the recorded id), its adapter registered again as a version
-    when the original was (a variant trained on no pair has no version)."""
+    tracks, made once per store (tag `cliffdata.restored_from` = the recorded id): the params from
+    params.yaml, the tags and train_seconds from the run record, the final metrics from
+    metrics/dpo_train/<variant>.json, the per-step curve from plots/dpo_train/<variant>.csv, and the
+    adapter (models/adapters/<variant>) registered again as a version when the original was (a variant
+    trained on no pair has no version)."""
     from mlflow.exceptions import MlflowException
 
     from cliffdata import tracking
@@ -139,7 +164,7 @@ def training_run(variant: str, root: str | Path, registered_name: str, top_k: in
 
     root = Path(root)
     client = client or mlflow.MlflowClient()
-    record = json.loads((root / f"runs/dpo_train/{variant}.json").read_text())
+    record = json.loads((root / RUN_RECORDS / f"{variant}.json").read_text())
     try:
         return client.get_run(record["run_id"]).info.run_id
     except MlflowException:
@@ -151,11 +176,15 @@ def training_run(variant: str, root: str | Path, registered_name: str, top_k: in
         if found:
             return found[0].info.run_id
     summary = json.loads((root / f"metrics/dpo_train/{variant}.json").read_text())
-    tags = {"variant": variant, "stage": "dpo_train", "cliffdata.restored_from": record["run_id"],
-            "num_train_pairs": str(summary["num_train_pairs"])}
+    tags = {"variant": variant, "stage": "dpo_train", "num_train_pairs": str(summary["num_train_pairs"]),
+            **record.get("tags", {}), "cliffdata.restored_from": record["run_id"]}
     with tracking.start_run("cliff-dpo", f"dpo_train-{variant}", root=root, tags=tags,
                             params=section_dict(root / "params.yaml", "dpo_train", "dpo_pairs", "model")) as run:
+        curve = root / f"plots/dpo_train/{variant}.csv"
+        if curve.is_file():
+            tracking.log_history(run.info.run_id, history_rows(curve))
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
+        tracking.log_metrics(record.get("metrics", {}))
         if record.get("version") is not None:
             from transformers import AutoTokenizer
 
@@ -171,18 +200,19 @@ def training_run(variant: str, root: str | Path, registered_name: str, top_k: in
     return run.info.run_id
 
 
-def promote(root: str | Path, registered_name: str, metric: str, eval_metric: str, top_k: int,
+def promote(root: str | Path, registered_name: str, metric: str, eval_metric: str, top_k: int, variants,
             greater_is_better: bool = True, client=None) -> dict:
     """Point the alias `champion` at the adapter with the best `metric` in metrics/dpo_eval.json (ties: the
     first variant by name) and record the decision in runs/champion.json (git-tracked, the source of truth
-    for `cpm_shift`); the adapter's run and version are restored first in a store that lacks them.
-    Returns the record."""
+    for `cpm_shift`); the training runs of `variants` (dpo_train.variants) are restored first, in that
+    order, in a store that lacks them. Returns the record."""
     root = Path(root)
     client = client or mlflow.MlflowClient()
     scores = eval_scores(root, metric, eval_metric)
     sign = 1 if greater_is_better else -1
     variant = min(scores, key=lambda v: (-sign * scores[v], v))
-    run_id = training_run(variant, root, registered_name, top_k, client)
+    run_ids = training_runs(variants, root, registered_name, top_k, client)
+    run_id = run_ids.get(variant) or training_run(variant, root, registered_name, top_k, client)
     versions = client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
     if not versions:
         raise ValueError(f"{variant}: its run {run_id} has no version of {registered_name!r} (it trained on no pair)")
