@@ -89,10 +89,13 @@ test-slow: venv browser
 coverage: venv
 	$(BIN)/python -m pytest -q $(XDIST) $(TIER) --cov=cliffdata --cov=pipeline --cov-report=term --cov-report=json:.cache/coverage.json
 
+# A DVC_REMOTE given on the command line or exported (`make services` prints one) points the remote `default`
+# at it; without one, a configured remote stays as it is and a project with none gets the local default.
+DVC_REMOTE_GIVEN := $(filter command environment,$(firstword $(origin DVC_REMOTE)))
 remote: venv
-	@if [ -z "$$($(BIN)/dvc remote list)" ]; then \
+	@if [ -n "$(DVC_REMOTE_GIVEN)" ] || [ -z "$$($(BIN)/dvc remote list)" ]; then \
 	  case "$(DVC_REMOTE)" in *://*) ;; *) mkdir -p "$(DVC_REMOTE)" 2>/dev/null || true;; esac; \
-	  $(BIN)/dvc remote add --local -d default "$(DVC_REMOTE)" && echo "DVC remote 'default' -> $(DVC_REMOTE)"; \
+	  $(BIN)/dvc remote add --local -f -d default "$(DVC_REMOTE)" && echo "DVC remote 'default' -> $(DVC_REMOTE)"; \
 	else $(BIN)/dvc remote list; fi
 
 # An S3 remote is asked first (cliffdata/remote.py): a wrong key, a missing bucket or a store that is down is
