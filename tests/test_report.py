@@ -99,6 +99,18 @@ def test_adaptive_positions(tmp_path, tiny_tokenizer):
     num_tokens = len(data["tok"])
     assert data["pot"]["i"] == sorted({-1, 23, 24} | set(range(0, num_tokens - 1, 5)))
     assert [c["i"] for c in data["cliffs"]] == [24]
+    assert len(data["md"]) == num_tokens and data["md"][24] == 700       # max_drop in thousandths, for the gaps' band
+
+
+def test_index_shows_the_empty_prefix_only_where_a_trace_has_it():
+    from cliffdata.publish.report.pages import index_page
+
+    row = {"trace_id": "t#0", "problem_id": "t", "dataset": "arith", "question": "q", "is_correct": False,
+           "num_tokens": 5, "num_cliffs": 0, "has_potentials": True, "first_category": None, "first_index": None,
+           "critical_index": None, "categories": [], "p_empty": None}
+    assert "p[−1]" not in index_page([row], {"t#0": "traces/t.html"})    # fork mode: no trace scores it
+    shown = index_page([row, dict(row, trace_id="u#0", p_empty=0.25)], {"t#0": "a.html", "u#0": "b.html"})
+    assert "p[−1]" in shown and shown.count("<td") == 2 * shown.count("<th data-")
 
 
 def test_page_is_self_contained_and_escaped(root, tiny_tokenizer, tmp_path):

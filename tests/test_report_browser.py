@@ -95,17 +95,21 @@ def test_index_and_trace_page_render(tmp_path, tiny_tokenizer, driver):
 
     driver.find_element(By.LINK_TEXT, "arith/word1-3#0").click()
     assert driver.title.startswith("arith/word1-3#0")
-    curve = driver.find_element(By.CSS_SELECTOR, "#plot path.curve")
-    assert curve.get_attribute("d").count("L") > 10
+    # the curve joins adjacent tested positions only: every 5th position is tested here, so each stretch
+    # between two is a gap, drawn as the sampler identity's band (Σ max_drop), never as a line across it
+    curves = [c.get_attribute("d") for c in driver.find_elements(By.CSS_SELECTOR, "#plot path.curve")]
+    drifts = driver.find_elements(By.CSS_SELECTOR, "#plot path.drift")
+    assert len(drifts) > 5 and all(d.get_attribute("d").endswith("Z") for d in drifts)
+    assert "not evaluated" in driver.find_element(By.ID, "legend").text
     assert driver.find_element(By.CSS_SELECTOR, "#plot path.band").get_attribute("d").endswith("Z")
     assert driver.find_element(By.ID, "evaluated").get_attribute("d").count("M") > 5        # adaptive positions
     # 2-rollout screening points are drawn apart (hollow, titled) and never joined into the line
     screens = driver.find_elements(By.CSS_SELECTOR, "#plot circle.screen")
     points = driver.find_elements(By.CSS_SELECTOR, "#plot circle.pt")
     assert len(screens) > 5 and len(points) > 5
-    line_xs = {p.split(",")[0] for p in curve.get_attribute("d")[1:].split("L")}
+    line_xs = {p.split(",")[0] for d in curves for p in d[1:].split("L")}
     assert not {c.get_attribute("cx") for c in screens} & line_xs
-    assert curve.get_attribute("d").count("L") == len(points) - 1
+    assert sum(d.count("L") for d in curves) == len(points) - 1 - len(drifts)      # a segment per stretch
     assert "screening point" in driver.find_element(By.ID, "legend").text
     assert "p[−1] (empty prefix)" in driver.find_element(By.ID, "meta").text and "/16)" in driver.find_element(By.ID, "meta").text
     # no token is coloured from a screening point: only adjacent tested positions carry a drop colour

@@ -74,7 +74,8 @@ def load_report_data(root: Path, cliffs: CliffsConfig, problems_root: Path | Non
 
     # the per-token datasets are read a trace at a time (row groups by trace id statistics), not loaded
     stats = TraceRows(Path(root) / schema.PATHS["token_stats"],
-                      ["trace_id", "token_index", "token_id", "logprob", "rank", "entropy", "entropy_full", "greedy_token_id"])
+                      ["trace_id", "token_index", "token_id", "logprob", "rank", "entropy", "entropy_full", "greedy_token_id",
+                       "max_drop"])
     pots = TraceRows(Path(root) / schema.PATHS["potentials"],
                      ["trace_id", "token_index", "mode", "num_rollouts", "num_correct", "is_filled"])
     by_trace: dict[str, list[dict]] = defaultdict(list)
@@ -159,7 +160,7 @@ def trace_payload(data: ReportData, trace_id: str, tokenizer) -> dict:
         return vocab.add(tokenizer.decode([token_id], skip_special_tokens=False), token_id)
 
     stats = data.token_stats.get(trace_id)
-    lp, rk, ent, ent_full, greedy = [], [], [], [], {}
+    lp, rk, ent, ent_full, md, greedy = [], [], [], [], [], {}
     if stats is not None:
         if len(stats) != len(ids) or list(stats.token_index) != list(range(len(ids))):
             raise ValueError(f"token_stats of {trace_id!r} has {len(stats)} rows for {len(ids)} response tokens")
@@ -167,6 +168,7 @@ def trace_payload(data: ReportData, trace_id: str, tokenizer) -> dict:
         rk = [int(x) for x in stats["rank"]]
         ent = _milli(stats[data.entropy])
         ent_full = _milli(stats.entropy_full)
+        md = _milli(stats.max_drop)             # 1 - sampler probability: the largest move a token allows
         for i, (t, g) in enumerate(zip(ids, stats.greedy_token_id)):
             if int(g) != t:
                 greedy[str(i)] = single(int(g))
@@ -214,7 +216,7 @@ def trace_payload(data: ReportData, trace_id: str, tokenizer) -> dict:
         "finish_reason": trace["finish_reason"], "mode": mode, "critical": summary.get("critical_index"),
         "min_n": data.test.min_rollouts, "crit_thr": data.critical_threshold,
         "entropy": "top20" if data.entropy == "entropy" else "full",
-        "vocab": vocab.items, "tok": tok, "lp": lp, "rk": rk, "ent": ent, "entf": ent_full,
+        "vocab": vocab.items, "tok": tok, "lp": lp, "rk": rk, "ent": ent, "entf": ent_full, "md": md,
         "greedy": greedy, "pot": pot, "cliffs": cliffs,
     }
 

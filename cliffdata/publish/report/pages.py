@@ -120,6 +120,9 @@ def index_page(rows: list[dict], hrefs: dict[str, str], title: str = "cliffdata 
     datasets = sorted({r["dataset"] for r in rows})
     models = list(dict.fromkeys(r["model"] for r in rows if "model" in r))
     compare = compare or {}
+    # p[−1], the empty prefix's potential: a column only where some trace has it (the fork search scores
+    # the empty prefix only when token 0 is a fork, so in that mode the column would be blank)
+    with_empty = any(r["p_empty"] is not None for r in rows)
     body = []
     for r in rows:
         status = _status(r["is_correct"])
@@ -141,7 +144,7 @@ def index_page(rows: list[dict], hrefs: dict[str, str], title: str = "cliffdata 
             + (f'<td data-v="{html.escape(cat, quote=True)}"><span class="cat {html.escape(cat, quote=True)}"></span>'
                f'{html.escape(cat.replace("_", "-"))}</td>' if cat else _cell(None))
             + _cell(r["first_index"], cls="num") + _cell(r["critical_index"], cls="num")
-            + _cell(None if r["p_empty"] is None else round(r["p_empty"], 3), cls="num")
+            + (_cell(None if r["p_empty"] is None else round(r["p_empty"], 3), cls="num") if with_empty else "")
             + "</tr>")
     num_correct = sum(r["is_correct"] is True for r in rows)
     num_failed = sum(r["is_correct"] is False for r in rows)
@@ -154,7 +157,7 @@ def index_page(rows: list[dict], hrefs: dict[str, str], title: str = "cliffdata 
     columns = [("trace", "str")] + ([("model", "str"), ("side by side", "num")] if models else [])
     columns += [("dataset", "str"), ("problem", "str"), ("result", "str"), ("tokens", "num"),
                ("cliffs", "num"), ("first-cliff category", "str"), ("first cliff at", "num"),
-               ("critical token", "num"), ("p[−1]", "num")]
+               ("critical token", "num")] + ([("p[−1]", "num")] if with_empty else [])
     head = "".join(f'<th data-type="{t}">{html.escape(n)}</th>' for n, t in columns)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -164,8 +167,8 @@ def index_page(rows: list[dict], hrefs: dict[str, str], title: str = "cliffdata 
 <div class="summary"><span><b>{len(rows)}</b>traces</span><span><b>{num_correct}</b>correct</span>
 <span><b>{num_failed}</b>failed</span><span><b>{with_cliff}</b>with a cliff</span>
 <span><b>{sum(r["num_cliffs"] for r in rows)}</b>cliffs</span></div>
-<p class="muted">Cliff at token i: the potential drops from p[i−1] to p[i] by the protocol's test. Click a header to sort;
-p[−1] is the empty prefix's potential (the problem's difficulty).</p>
+<p class="muted">Cliff at token i: the potential drops from p[i−1] to p[i] by the protocol's test. Click a header to sort{
+"; p[−1] is the empty prefix's potential (the problem's difficulty)" if with_empty else ""}.</p>
 <div id="filters">
 {model_filter}<label>dataset <select id="f-dataset"><option value="">all</option>{options}</select></label>
 <label>result <select id="f-correct"><option value="">all</option><option value="correct">correct</option>

@@ -78,19 +78,45 @@
   el("text", {x: W - R, y: H - 4, "text-anchor": "end"}, null, "token index (−1 = empty prefix)");
   el("text", {x: 12, y: TOP + 8, transform: "rotate(-90 12 " + (TOP + 8) + ")", "text-anchor": "end"}, null, "potential");
 
-  var numScreen = 0;
+  // Between two tested positions a < b with unevaluated tokens between them the curve is not drawn: by the
+  // sampler identity p[t] moves from p[t-1] by at most max_drop of token t (1 - its sampler probability),
+  // so the potential there lies within Σ max_drop of both ends; that envelope is drawn as a faint band.
+  function drift(ja, jb) {
+    var a = P.i[ja], b = P.i[jb], pa = pot(ja), pb = pot(jb), hi = [], lo = [], left = 0, right = [], acc = 0;
+    for (var t = b; t > a; t--) { right[t] = acc; acc += milli(D.md, t); }
+    right[a] = acc;
+    for (var t = a; t <= b; t++) {
+      if (t > a) left += milli(D.md, t);
+      var top = Math.min(1, pa + left, pb + right[t]), bottom = Math.max(0, pa - left, pb - right[t]);
+      hi.push(r1(x(t)) + "," + r1(y(top))); lo.push(r1(x(t)) + "," + r1(y(bottom)));
+    }
+    var band = el("path", {d: "M" + hi.join("L") + "L" + lo.reverse().join("L") + "Z", "class": "drift"});
+    el("title", {}, band, "tokens " + (a + 1) + "–" + (b - 1) + " not evaluated: the band is where the sampler identity "
+       + "lets the potential go (within Σ max_drop of both ends)");
+  }
+  var numScreen = 0, numGaps = 0;
   if (P.i.length) {
-    var up = [], down = [], line = [], ticks = [], screen = [];
+    var segments = [], seg = null, ticks = [], screen = [], last = null, line = [];
+    var hasDrops = D.md && D.md.length === T && D.md.every(function (v) { return v !== null; });
     for (var j = 0; j < P.i.length; j++) {
       var xi = r1(x(P.i[j]));
       if (P.n[j]) ticks.push("M" + xi + " " + (H - B) + "v-7");
       if (!tested(j)) { if (P.n[j]) screen.push(j); continue; }
-      line.push(xi + "," + r1(y(pot(j))));
+      if (last === null || P.i[j] - P.i[last] > 1) {
+        if (last !== null && hasDrops) { drift(last, j); numGaps++; }
+        seg = {line: [], up: [], down: []};
+        segments.push(seg);
+      }
+      var xy = xi + "," + r1(y(pot(j)));
+      seg.line.push(xy); line.push(xy);
       var w = wilson(P.k[j], P.n[j]);
-      if (w) { up.push(xi + "," + r1(y(w[1]))); down.push(xi + "," + r1(y(w[0]))); }
+      if (w) { seg.up.push(xi + "," + r1(y(w[1]))); seg.down.push(xi + "," + r1(y(w[0]))); }
+      last = j;
     }
-    if (up.length) el("path", {d: "M" + up.join("L") + "L" + down.reverse().join("L") + "Z", "class": "band"});
-    if (line.length) el("path", {d: "M" + line.join("L"), "class": "curve"});
+    segments.forEach(function (s) {
+      if (s.up.length) el("path", {d: "M" + s.up.join("L") + "L" + s.down.reverse().join("L") + "Z", "class": "band"});
+      if (s.line.length > 1) el("path", {d: "M" + s.line.join("L"), "class": "curve"});
+    });
     if (D.mode === "adaptive" || P.i.length < T) {
       el("path", {d: ticks.join(""), "class": "evaluated", id: "evaluated"});
       if (P.i.length <= 600) line.forEach(function (xy) {
@@ -123,6 +149,8 @@
   var legend = ['<span><span class="swatch" style="background:#0b4f8a;height:2px"></span>potential</span>',
                 '<span><span class="swatch" style="background:#8fb8de"></span>' + esc(Math.round(100 * D.level)) + "% Wilson interval (each position's N)</span>"];
   if (D.mode === "adaptive" || P.i.length < T) legend.push("<span>ticks: evaluated positions</span>");
+  if (numGaps) legend.push('<span><span class="swatch" style="background:#0b4f8a;opacity:.2"></span>not evaluated: '
+                           + "where the sampler identity lets the potential go (Σ max_drop)</span>");
   if (numScreen) legend.push('<span><span class="swatch screen-swatch"></span>screening point (N &lt; ' + esc(MIN_N)
                              + ": not tested, not in the line)</span>");
   legend.push('<span title="' + esc(CRIT_DEF) + '"><span class="swatch" style="border-top:2px dashed #444;height:0"></span>'
