@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -149,6 +150,14 @@ def test_stages_run_the_projects_python(tmp_path):
     probe = ["pipeline/python", "-c", "import sys; print(sys.prefix)"]
     out = subprocess.run(probe, cwd=proj, env=bare, capture_output=True, text=True, check=True).stdout.strip()
     assert Path(out).resolve() == Path(sys.prefix).resolve()
+    # a copy of the project (`dvc exp run --temp`) runs its own package, not the editable install's
+    (proj / "cliffdata").mkdir()
+    (proj / "cliffdata/__init__.py").write_text("")
+    where = subprocess.run(["pipeline/python", "-c", "import cliffdata; print(cliffdata.__file__)"], cwd=proj,
+                           env={k: v for k, v in bare.items() if k != "PYTHONPATH"}, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert Path(where) == proj / "cliffdata/__init__.py"
+    shutil.rmtree(proj / "cliffdata")
 
     (proj / ".venv").unlink()
     other = tmp_path / "no-project"
