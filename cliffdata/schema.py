@@ -271,6 +271,38 @@ CPM_SHIFT = pa.schema([
     ("is_greedy_eval", pa.bool_()),
 ])
 
+RISK_LABELS = pa.schema([
+    ("trace_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("token_index", pa.int32()),       # a tested pair p[i-1] -> p[i] of the rollouts, as the cliffs scan tests it
+    ("token_id", pa.int32()),
+    ("is_correct", pa.bool_()),        # correctness of the trace
+    ("num_rollouts_prev", pa.int32()),
+    ("num_correct_prev", pa.int32()),
+    ("num_rollouts", pa.int32()),
+    ("num_correct", pa.int32()),
+    ("p_prev", pa.float64()),
+    ("potential", pa.float64()),
+    ("delta", pa.float64()),           # p_prev - potential, of either sign
+    ("p_value", pa.float64()),         # the cliff test's one-sided p-value
+    ("is_cliff", pa.bool_()),          # the cliff test's verdict: exactly the rows of the cliffs dataset
+    ("feasible", pa.bool_()),          # max_drop >= the smallest drop the test detects at the pair's N; null: no max_drop
+    ("replicated", pa.bool_()),        # a cliff's replication (data/replicate); null: not a cliff, or not replicated
+    # the features: none needs a rollout (token_stats, the trace's length, the teacher-forced pass)
+    ("sampler_prob", pa.float64()),    # pi_s(token) under rollouts.sampling
+    ("max_drop", pa.float64()),        # 1 - sampler_prob
+    ("greedy_sampler_prob", pa.float64()),  # pi_s(greedy token) under rollouts.sampling
+    ("logprob", pa.float64()),
+    ("entropy", pa.float64()),         # top-20 entropy, nats
+    ("entropy_full", pa.float64()),    # full-vocabulary entropy, nats
+    ("rank", pa.int32()),              # tie-aware rank in the top-20; 21 = absent
+    ("is_greedy", pa.bool_()),
+    ("top_prob", pa.float64()),        # p(greedy token), T = 1
+    ("margin", pa.float64()),          # p(first) - p(second) of the top list, T = 1
+    ("relative_position", pa.float64()),  # token_index / num_tokens
+    ("hidden_projection", pa.list_(pa.float32())),  # risk_labels.hidden: the hidden state at the token, projected; null: off
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "problems": PROBLEMS,
     "traces": TRACES,
@@ -290,6 +322,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "cliff_count": CLIFF_COUNT,
     "cpm_shift": CPM_SHIFT,
     "study_cpm_shift": CPM_SHIFT,      # the study's models read each other's cliffs (source/eval: study names)
+    "risk_labels": RISK_LABELS,
 }
 
 KEYS: dict[str, list[str]] = {
@@ -311,6 +344,7 @@ KEYS: dict[str, list[str]] = {
     "cliff_count": ["model", "trace_id"],
     "cpm_shift": ["source_model", "eval_model", "trace_id", "token_index"],
     "study_cpm_shift": ["source_model", "eval_model", "trace_id", "token_index"],
+    "risk_labels": ["trace_id", "token_index"],
 }
 
 # Where each dataset lives under the repository root (stage folder / file).
@@ -333,6 +367,7 @@ PATHS: dict[str, str] = {
     "cliff_count": "data/cliff_count/cliff_count.parquet",
     "cpm_shift": "data/cpm_shift/cpm_shift.parquet",
     "study_cpm_shift": "data/study_cpm_shift/cpm_shift.parquet",
+    "risk_labels": "data/risk_labels/risk_labels.parquet",
 }
 
 

@@ -161,11 +161,16 @@ def summarize(rows: dict[str, list[dict]], alpha: float) -> dict:
     return out
 
 
+# params sections no run the seeds summarize reads: the study's other models, and the risk stages (their
+# metrics are not the summary's)
+UNFINGERPRINTED = ("study", "risk_labels", "risk")
+
+
 def fingerprint(params_data: dict) -> str:
-    """A digest of params.yaml without the seeds the levels set and without `study` (the other models do
-    not change this model's runs): the seeds of one configuration share it, and the summary reads saved
-    seeds only where it matches its own params."""
-    data = json.loads(json.dumps({k: v for k, v in params_data.items() if k != "study"}))
+    """A digest of params.yaml without the seeds the levels set and without the sections in UNFINGERPRINTED
+    (the other models, the risk stages: neither changes this model's runs): the seeds of one configuration
+    share it, and the summary reads saved seeds only where it matches its own params."""
+    data = json.loads(json.dumps({k: v for k, v in params_data.items() if k not in UNFINGERPRINTED}))
     for keys, _ in LEVELS.values():
         for key in keys:
             *parents, last = key.split(".")

@@ -39,6 +39,7 @@ def tiny_params(model_dir: Path, num_problems: int) -> dict:
                                       "prompt": "add2_oneshot", "answer_format": "hash"}]
     params["dpo_eval"].update(max_new_tokens=6, bootstrap_resamples=200)
     params["cliff_count"].update(num_problems=2, num_rollouts=4)
+    params["risk_labels"]["hidden"].update(layer=1)                     # the tiny model has two layers
     return params
 
 

@@ -114,12 +114,14 @@ def test_the_fingerprint_ignores_the_seeds_only():
 
 
 def test_the_summary_depends_on_every_section_the_fingerprint_reads():
-    """dvc.yaml's summary stage lists every params section but `study`, so a change the fingerprint sees
-    re-runs the summary, and adding a study model does not."""
+    """dvc.yaml's summary stage lists every params section the fingerprint reads (all but `study` and the risk
+    stages'), so a change the fingerprint sees re-runs the summary, and adding a study model or changing the
+    risk evaluation does not."""
     import yaml
     from cliffdata.config.load import read_yaml
 
     listed = set(yaml.safe_load(open("dvc.yaml"))["stages"]["summary"]["params"])
-    assert listed == set(read_yaml("params.yaml")) - {"study"}
+    assert listed == set(read_yaml("params.yaml")) - set(seeds.UNFINGERPRINTED)
     data = read_yaml("params.yaml")
     assert seeds.fingerprint(data) == seeds.fingerprint({**data, "study": {"models": {"b": {"source": "x"}}}})
+    assert seeds.fingerprint(data) == seeds.fingerprint({k: v for k, v in data.items() if k not in ("risk", "risk_labels")})

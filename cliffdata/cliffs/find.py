@@ -165,6 +165,20 @@ def _segments(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.flatnonzero(new_trace), np.cumsum(new_trace) - 1, ~new_trace
 
 
+def cliff_test_pairs(codes, token_index, num_rollouts, min_rollouts: int) -> np.ndarray:
+    """The rows j of potentials rows sorted by (trace code, token_index) whose pair (j-1, j) the cliff test
+    judges: the same trace, adjacent positions, and at least `min_rollouts` (`cliffs.test.min_rollouts`,
+    at least 1) rollouts on both sides. Rows at token_index -1 without `cliffs.include_empty_prefix` are
+    the caller's to drop first."""
+    codes = np.asarray(codes, dtype=np.int64)
+    idx = np.asarray(token_index, dtype=np.int64)
+    n = np.asarray(num_rollouts, dtype=np.int64)
+    if len(codes) < 2:
+        return np.zeros(0, dtype=np.int64)
+    ok = (codes[1:] == codes[:-1]) & (np.diff(idx) == 1) & (np.minimum(n[:-1], n[1:]) >= max(min_rollouts, 1))
+    return np.flatnonzero(ok) + 1
+
+
 def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, part: tuple[int, int] | None = None):
     """Yield (summary columns, cliff columns) per chunk of whole traces, then ({dataset: (p-values,
     counts)} of the tested pairs, None) when `cfg.fdr_q` is set.
@@ -204,10 +218,11 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
         n = _np(table["num_rollouts"]).astype(np.int64)
         k = _np(table["num_correct"]).astype(np.int64)
         pot = _np(table["potential"])
-        starts, row_trace, same = _segments(codes)
+        starts, row_trace, _ = _segments(codes)
         trace_codes = codes[starts]
-        testable = same & np.r_[False, np.diff(idx) == 1] & np.r_[False, np.minimum(n[:-1], n[1:]) >= min_rollouts]
-        t = np.flatnonzero(testable)
+        t = cliff_test_pairs(codes, idx, n, min_rollouts)
+        testable = np.zeros(len(idx), dtype=bool)
+        testable[t] = True
         cell = lookup.cells(n[t - 1], n[t], k[t - 1], k[t])
         fires = np.zeros(len(idx), dtype=bool)
         fires[t] = lookup.fires[cell]

@@ -11,6 +11,7 @@ from cliffdata.config.generate import EngineConfig, GradingConfig, SampleConfig,
 from cliffdata.config.model import ModelConfig
 from cliffdata.config.problems import ProblemsConfig, PromptConfig
 from cliffdata.config.publish import ReportConfig
+from cliffdata.config.risk import RiskConfig, RiskLabelsConfig
 from cliffdata.config.search import RolloutsConfig
 from cliffdata.config.study import StudyConfig
 from cliffdata.config.validate import check
@@ -40,6 +41,8 @@ class Params:
     analysis: AnalysisConfig = AnalysisConfig()
     study: StudyConfig = StudyConfig()
     verdicts: VerdictsConfig | None = None          # how the summary decides; required by that stage (no defaults)
+    risk_labels: RiskLabelsConfig | None = None     # cliff risk before any rollout: required by its stages
+    risk: RiskConfig | None = None                  # (no defaults)
 
     def __post_init__(self):
         used = {s.prompt for s in self.problems.sources}
