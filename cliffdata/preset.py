@@ -92,7 +92,7 @@ def experiment_commit(name: str, cwd: Path = Path(".")) -> str:
 def save(name: str, preset: Path, sets: list[str], wall_seconds: float | None, dest: Path | None = None,
          cwd: Path = Path(".")) -> Path:
     """Copy experiment `name`'s metrics/ and dvc.lock (which addresses its data in the DVC cache) to
-    results/<name>/ with run.json (experiment, commit, baseline, preset, overrides, wall time), for git.
+    results/<name>/ with run.json (experiment, its commit and commit time, baseline, preset, overrides, wall time), for git.
     Written beside and renamed into place; a folder there without run.json is not ours and is refused."""
     dest = dest or cwd / RESULTS / name
     if dest.exists() and not (dest / RUN_RECORD).is_file():
@@ -111,7 +111,7 @@ def save(name: str, preset: Path, sets: list[str], wall_seconds: float | None, d
             out.write_bytes(subprocess.run(["git", "show", f"{commit}:{path}"], cwd=cwd, check=True,
                                            capture_output=True).stdout)
         record = {"experiment": name, "commit": commit, "baseline": git("rev-parse", f"{commit}^1").strip(),
-                  "finished": git("show", "-s", "--format=%cI", commit).strip(), "preset": str(preset),
+                  "committed": git("show", "-s", "--format=%cI", commit).strip(), "preset": str(preset),
                   "overrides": sets, "wall_seconds": None if wall_seconds is None else round(wall_seconds, 1)}
         (tmp / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         if dest.exists():

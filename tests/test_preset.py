@@ -68,8 +68,8 @@ def test_save_copies_a_saved_experiments_metrics_and_lock(tmp_path):
     assert (dest / "metrics/summary.md").read_text() == "decisive\n" and (dest / "metrics/dpo/a.json").exists()
     assert (dest / "dvc.lock").read_text() == "exp\n"
     record = json.loads((dest / "run.json").read_text())
-    assert record | {"finished": None} == {"experiment": "decisive", "commit": exp, "baseline": baseline,
-                                           "finished": None, "preset": "params-decisive.yaml",
+    assert record | {"committed": None} == {"experiment": "decisive", "commit": exp, "baseline": baseline,
+                                           "committed": None, "preset": "params-decisive.yaml",
                                            "overrides": ["a.b=1"], "wall_seconds": 12.3}
     preset.save("decisive", Path("params-decisive.yaml"), ["a.b=1"], 1.0, cwd=repo)      # its own: replaced
     assert json.loads((dest / "run.json").read_text())["wall_seconds"] == 1.0

@@ -70,8 +70,40 @@ def noise() -> dict[str, str]:
             for group, c in ((g, occ[g]) for g in ("correct", "failed", "all"))}
 
 
-@pytest.mark.parametrize("section,expected", [("The embedded run", embedded), ("The noise audit", noise)],
-                         ids=["embedded", "noise"])
+def decisive() -> dict[str, str]:
+    """The decisive preset's run, saved under results/decisive/ (python -m cliffdata.preset ... --name)."""
+    where = ROOT / "results" / "decisive"
+    run = json.loads((where / "run.json").read_text())
+    occ, tax, rep, roll = (json.loads((where / "metrics" / f"{n}.json").read_text())
+                           for n in ("occurrence", "taxonomy", "replicate", "rollouts"))
+    rows = {
+        "run: traces, search, wall time": f"{occ['all']['num_traces']} ({occ['correct']['num_traces']} correct, "
+                                          f"{occ['failed']['num_traces']} failed), {roll['mode']}, "
+                                          f"{run['wall_seconds']:,.0f} s",
+        "rollouts": f"{roll['num_rollouts']:,} rollouts, {roll['num_generated_tokens']:,} generated tokens",
+        "cliffs": f"{occ['all']['num_cliffs']} in {occ['all']['num_tested_pairs']} tested pairs: "
+                  f"{tax['uncertain']['num_cliffs']} uncertain, {tax['sampled_off']['num_cliffs']} sampled-off, "
+                  f"{tax['deterministic']['num_cliffs']} deterministic; excess over noise "
+                  f"{occ['all']['excess_cliffs']:.2f} [{occ['all']['excess_cliffs_lo']:.0f}, "
+                  f"{occ['all']['excess_cliffs_hi']:.0f}]",
+        "replicated [95% Wilson]": f"{rep['all']['num_replicated']}/{rep['all']['num_cliffs']} = "
+                                   f"{pct(rep['all']['rate'])} [{pct(rep['all']['rate_lo'])}, {pct(rep['all']['rate_hi'])}]",
+    }
+    for v in json.loads((where / "metrics" / "verdicts.json").read_text())["main"]:
+        if v["verdict"] == "n/a":
+            rows[v["claim"]] = f"n/a: {v['reason']}"
+            continue
+        interval = "" if v["interval"] is None else (
+            f" OR [{v['interval'][0]:.2f}, {v['interval'][1]:.2f}]" if v["claim"].startswith("share of traces")
+            else f" [{v['interval'][0]:+.3f}, {v['interval'][1]:+.3f}]")
+        p = "" if v["p"] is None else f", p = {v['p']:.3g}"
+        reason = f"; {v['reason'].replace('|', '')}" if v["reason"] else ""       # no cell breaks
+        rows[v["claim"]] = f"{v['verdict']}: {v['estimate']:+.3f}{interval}{p}{reason}"
+    return rows
+
+
+@pytest.mark.parametrize("section,expected", [("The embedded run", embedded), ("The noise audit", noise),
+                                              ("The decisive run", decisive)], ids=["embedded", "noise", "decisive"])
 def test_results_page_matches_the_committed_metrics(section, expected):
     page = {quantity: cells[1] for quantity, cells in table_rows(section).items()}
     want = expected()
@@ -85,7 +117,7 @@ def test_every_row_names_a_commit_and_a_known_machine():
     text = PAGE.read_text()
     machines = set(re.findall(r"^\| `([\w-]+)` \| ", text[text.index("## Machines"):text.index("## The embedded run")],
                               re.M))
-    for section in ("The embedded run", "The noise audit"):
+    for section in ("The embedded run", "The noise audit", "The decisive run"):
         for cells in table_rows(section).values():
             assert re.fullmatch(r"[0-9a-f]{7}", cells[2]), cells
             assert cells[3].strip("`") in machines, cells

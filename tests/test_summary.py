@@ -65,9 +65,10 @@ def test_summary_prints_contradicted_and_undecided_and_tolerates_missing_files()
     text = render_summary(METRICS, "m", "d", verdicts(-0.4, 0.0))
     assert "Direction del > keep (pass@1, problems as units): **contradicted**" in text
     assert "uncertain > sampled-off: **undecided**" in text
-    assert "**1 of 2 testable directions are undecided at this size**" in text
+    assert "**1 of 2 testable directions are decided at this size, 1 undecided**" in text and "smoke" not in text
     small = render_summary(METRICS, "m", "d", verdicts(0.4, 0.3, num=4))        # four problems decide nothing
     assert "Direction del > keep (pass@1, problems as units): **undecided**" in small
+    assert "**2 of 2 testable directions are undecided at this size**" in small and "a smoke run" in small
     assert "n/a" in render_summary({}, "m", "d") and "## Verdicts" not in render_summary({}, "m", "d")
 
 

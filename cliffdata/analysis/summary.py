@@ -293,9 +293,12 @@ def size_note(verdicts: list[dict]) -> list[str]:
     testable = sum(v["verdict"] != "n/a" for v in verdicts)
     if decided == testable:
         return [f"All {testable} testable directions are decided at this size.", ""]
-    return [f"**{testable - decided} of {testable} testable directions are undecided at this size**: too few units "
-            f"for the exact tests (the table gives the units each would need); a smoke run checks the chain, not "
-            f"the paper.", ""]
+    if decided == 0:
+        return [f"**{testable - decided} of {testable} testable directions are undecided at this size**: too few "
+                f"units for the exact tests (the table gives the units each would need); a smoke run checks the "
+                f"chain, not the paper.", ""]
+    return [f"**{decided} of {testable} testable directions are decided at this size, {testable - decided} "
+            f"undecided**: the table gives each one's reason and the units its test would need.", ""]
 
 
 def matched_rows(failed: dict, matched: dict | None) -> list[str]:
