@@ -153,7 +153,7 @@ def tier(item) -> str:
 # The modules whose tests use `tiny_pipeline`: under xdist they run on one worker, which builds it once.
 SHARED_REPRO_MODULES = ("tests/test_pipeline.py", "tests/test_lineage.py", "tests/test_study.py")
 # The modules whose tests use the team's services (`services_root`): one worker, which starts them once.
-SHARED_SERVICES_MODULES = ("tests/test_services.py",)
+SHARED_SERVICES_MODULES = ("tests/test_services.py", "tests/test_lineage.py")
 
 
 def shares_tiny_pipeline(nodeid: str) -> bool:
@@ -178,9 +178,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`--dist loadgroup` (the Makefile's): every test of SHARED_REPRO_MODULES is one work unit, sent first
-    (the largest unit leads), those of SHARED_SERVICES_MODULES another, and every other test is a unit of
-    its own. xdist's own grouping by the `xdist_group` mark rewrites node ids, which pytest 9.2 no longer
+    """`--dist loadgroup` (the Makefile's): every test of SHARED_REPRO_MODULES and SHARED_SERVICES_MODULES is
+    one work unit, sent first (the largest unit leads), and every other test is a unit of its own. xdist's own grouping by the `xdist_group` mark rewrites node ids, which pytest 9.2 no longer
     honours (pytest-xdist#1386)."""
     if config.getvalue("dist") != "loadgroup":
         return None
@@ -188,9 +187,8 @@ def pytest_xdist_make_scheduler(config, log):
 
     class SharedRepro(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            if shares_tiny_pipeline(nodeid):
-                return "tiny_pipeline"
-            return "services" if shares_services(nodeid) else nodeid
+            # one unit for both session fixtures: a module may use both (the team path), and each is built once
+            return "shared" if shares_tiny_pipeline(nodeid) or shares_services(nodeid) else nodeid
 
     return SharedRepro(config, log)
 
