@@ -27,6 +27,7 @@ MODEL_FREE = {
     "report": ["cliffdata.study", "cliffdata.publish.report.tokenizer"],     # and models/base's tokenizer: PROBE
     "study_tables": [],
     "study_cpm_shift": [],                  # one model (no study.models): main() loads no model or tokenizer
+    "risk": ["cliffdata.risk.model", "cliffdata.risk.metrics"],
 }
 MODEL_IN_MAIN = ("cpm_shift",)
 
@@ -75,6 +76,6 @@ def test_stages_import_only_what_they_use(tiny_model_dir):
 def test_every_stage_is_classified():
     """A new stage says whether it reads a model: model-free ones join MODEL_FREE."""
     reads_a_model = {"model", "sample", "token_stats", "rollouts", "replicate", "ablation", "candidates",
-                     "dpo_train", "dpo_eval", "cliff_count"}
+                     "dpo_train", "dpo_eval", "cliff_count", "risk_labels"}
     stages = {p.stem for p in (ROOT / "pipeline").glob("*.py")}
     assert stages == reads_a_model | set(MODEL_FREE) | set(MODEL_IN_MAIN)
