@@ -179,6 +179,19 @@ def cliff_test_pairs(codes, token_index, num_rollouts, min_rollouts: int) -> np.
     return np.flatnonzero(ok) + 1
 
 
+def potential_chunks(pots, stats, chunk_rows: int, include_empty_prefix: bool):
+    """(potentials table, trace codes, token_index, token_stats rows of the same traces) per chunk of whole
+    traces of the `pots` and `stats` KeyedStreams, the empty prefix's rows dropped without
+    `include_empty_prefix` (paper mode: p[-1] is not scored)."""
+    for chunk in pots.chunks(chunk_rows):
+        table, codes = chunk.table, chunk.codes
+        idx = _np(table["token_index"]).astype(np.int64)
+        if not include_empty_prefix:
+            keep = idx >= 0
+            table, codes, idx = table.filter(pa.array(keep)), codes[keep], idx[keep]
+        yield table, codes, idx, stats.take_until(chunk.last_code)
+
+
 def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, part: tuple[int, int] | None = None):
     """Yield (summary columns, cliff columns) per chunk of whole traces, then ({dataset: (p-values,
     counts)} of the tested pairs, None) when `cfg.fdr_q` is set.
@@ -203,16 +216,9 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
     stats = KeyedStream(source_batches(token_stats, [*STAT_COLUMNS, entropy_col], **bounds), coder, "token_stats", part)
     lookup = CliffLookup(cfg.test)
     threshold = entropy_threshold(cfg)
-    min_rollouts = max(cfg.test.min_rollouts, 1)
     fdr_counts: dict[int, np.ndarray] = {}
 
-    for chunk in pots.chunks(chunk_rows):
-        table, codes = chunk.table, chunk.codes
-        idx = _np(table["token_index"]).astype(np.int64)
-        if not cfg.include_empty_prefix:
-            keep = idx >= 0
-            table, codes, idx = table.filter(pa.array(keep)), codes[keep], idx[keep]
-        st = stats.take_until(chunk.last_code)
+    for table, codes, idx, st in potential_chunks(pots, stats, chunk_rows, cfg.include_empty_prefix):
         if len(codes) == 0:
             continue
         n = _np(table["num_rollouts"]).astype(np.int64)
@@ -220,7 +226,7 @@ def _scan(traces, potentials, token_stats, cfg: CliffsConfig, chunk_rows: int, p
         pot = _np(table["potential"])
         starts, row_trace, _ = _segments(codes)
         trace_codes = codes[starts]
-        t = cliff_test_pairs(codes, idx, n, min_rollouts)
+        t = cliff_test_pairs(codes, idx, n, cfg.test.min_rollouts)
         testable = np.zeros(len(idx), dtype=bool)
         testable[t] = True
         cell = lookup.cells(n[t - 1], n[t], k[t - 1], k[t])

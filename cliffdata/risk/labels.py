@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cliffdata import schema
-from cliffdata.cliffs.find import cliff_test_pairs
+from cliffdata.cliffs.find import cliff_test_pairs, potential_chunks
 from cliffdata.cliffs.stats import cliff_p_value, is_cliff, min_detectable_drop
 from cliffdata.config.cliffs import CliffsConfig
 from cliffdata.config.generate import SamplingConfig
@@ -132,13 +132,7 @@ def label_tables(traces, potentials, token_stats, replicated: dict[tuple[str, in
     pots = KeyedStream(source_batches(potentials, POTENTIAL_COLUMNS), coder, "potentials")
     stats = KeyedStream(source_batches(token_stats, STAT_COLUMNS), coder, "token_stats")
     delta_min: dict[tuple[int, int], float] = {}
-    for chunk in pots.chunks(chunk_rows):
-        table, codes = chunk.table, chunk.codes
-        idx = _np(table["token_index"]).astype(np.int64)
-        if not cfg.include_empty_prefix:
-            keep = idx >= 0
-            table, codes, idx = table.filter(pa.array(keep)), codes[keep], idx[keep]
-        st = stats.take_until(chunk.last_code)
+    for table, codes, idx, st in potential_chunks(pots, stats, chunk_rows, cfg.include_empty_prefix):
         n = _np(table["num_rollouts"]).astype(np.int64)
         t = cliff_test_pairs(codes, idx, n, cfg.test.min_rollouts)
         if len(t) == 0:
