@@ -49,22 +49,39 @@ def ours(record: dict | None):
     _reap()
     try:
         proc = psutil.Process(record["pid"])
-        if (proc.status() == psutil.STATUS_ZOMBIE or abs(proc.create_time() - record["started"]) > 0.05
-                or proc.cmdline() != record["argv"]):
+        if exited(proc) or abs(proc.create_time() - record["started"]) > 0.05:
             return None
-        return proc
+        if proc.status() == psutil.STATUS_ZOMBIE:   # still exiting: its command line is gone, its start time is not
+            return proc
+        return proc if proc.cmdline() == record["argv"] else None
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
 
+def exited(proc) -> bool:
+    """Whether a process has let go of everything: a zombie whose threads are all gone. A multi-threaded
+    program (SeaweedFS, in Go) shows its main thread as a zombie while its other threads are still exiting,
+    and those still hold its open sockets."""
+    import psutil
+
+    try:
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return False
+        return len(os.listdir(f"/proc/{proc.pid}/task")) <= 1
+    except (OSError, psutil.NoSuchProcess):
+        return True
+    except psutil.AccessDenied:
+        return False
+
+
 def group(pgid: int) -> list:
-    """The live (not zombie) processes of a process group."""
+    """The live processes of a process group (`exited` ones left out)."""
     import psutil
 
     out = []
-    for proc in psutil.process_iter(["status"]):
+    for proc in psutil.process_iter():
         try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+            if os.getpgid(proc.pid) == pgid and not exited(proc):
                 out.append(proc)
         except (OSError, psutil.Error):
             pass

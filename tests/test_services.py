@@ -135,6 +135,39 @@ def test_stop_signals_only_the_recorded_process(tmp_path):
         foreign.wait()
 
 
+# A server whose main thread has exited while another still serves: the main thread shows as a zombie, its
+# socket stays open (SeaweedFS in the middle of its shutdown looks like this).
+EXITING_LEADER = """
+import ctypes, platform, signal, socket, threading, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen()
+print(sock.getsockname()[1], flush=True)
+threading.Thread(target=lambda: time.sleep(600)).start()
+ctypes.CDLL(None).syscall({"x86_64": 60, "aarch64": 93}[platform.machine()], 0)   # SYS_exit: this thread only
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not Path("/proc/self/task").exists() or __import__("platform").machine() not in
+                    ("x86_64", "aarch64"), reason="needs Linux's /proc and a known SYS_exit")
+def test_a_server_whose_main_thread_has_exited_is_stopped_until_its_socket_closes(tmp_path):
+    import psutil
+
+    log = tmp_path / "exiting.log"
+    record = spawn([sys.executable, "-c", EXITING_LEADER], log)
+    wait_for(log, "\n")
+    port = int(log.read_text().split()[0])
+    until = time.monotonic() + 30
+    while psutil.Process(record["pid"]).status() != psutil.STATUS_ZOMBIE and time.monotonic() < until:
+        time.sleep(0.05)
+    assert psutil.Process(record["pid"]).status() == psutil.STATUS_ZOMBIE and listens(port)
+    assert [proc.pid for proc in group(record["pid"])] == [record["pid"]]
+    assert terminate({"exiting": record}, timeout=1) == {"exiting": "killed (SIGKILL) after 1 s"}
+    assert not group(record["pid"]) and not listens(port)
+
+
 # --- the servers -----------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
