@@ -157,6 +157,23 @@ ABLATION = pa.schema([
     ("num_generated_tokens", pa.int64()),  # del_resilient: 0 (its continuations are del's, counted there)
 ])
 
+MATCHED_CONTROLS = pa.schema([      # ablation.matched_control: every candidate estimated for each cliff
+    ("cliff_trace_id", pa.string()),   # the cliff (a failed trace's)
+    ("cliff_index", pa.int32()),
+    ("trace_id", pa.string()),         # the candidate position: data/sample or data/ablation/control_traces
+    ("token_index", pa.int32()),
+    ("source", pa.string()),           # failed | correct | ungradable (the run's traces) | pool (control_traces)
+    ("relative_position", pa.float64()),  # token_index / num_tokens
+    ("sampler_prob", pa.float64()),    # π_s of the token (rollouts.sampling)
+    ("is_greedy", pa.bool_()),
+    ("distance", pa.float64()),        # to the cliff in relative position and sampler probability, scaled
+    ("num_rollouts_prev", pa.int32()), # fresh rollouts from response_ids[:token_index] (p[j-1]); null: not estimated
+    ("num_correct_prev", pa.int32()),
+    ("p_prev", pa.float64()),
+    ("cliff_p_prev", pa.float64()),    # the cliff's p[i-1] it was matched to (replicate's fresh one where tested)
+    ("is_chosen", pa.bool_()),         # the cliff's control: its matched_del / matched_keep rows are in ablation
+])
+
 PASS_AT_K = pa.schema([
     ("scope", pa.string()),            # all | first (critical_del/random_del rows count in both)
     ("correctness", pa.string()),      # correct | failed
@@ -314,6 +331,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "replicate": REPLICATE,
     "ablation": ABLATION,
     "pass_at_k": PASS_AT_K,
+    "matched_controls": MATCHED_CONTROLS,
+    "control_traces": TRACES,          # the traces sampled for the matched controls' pool
     "candidates": CANDIDATES,
     "control": CONTROL,
     "dpo_pairs": DPO_PAIRS,
@@ -336,6 +355,8 @@ KEYS: dict[str, list[str]] = {
     "replicate": ["trace_id", "token_index"],
     "ablation": ["trace_id", "token_index", "arm"],
     "pass_at_k": ["scope", "correctness", "arm", "k"],
+    "matched_controls": ["cliff_trace_id", "cliff_index", "trace_id", "token_index"],
+    "control_traces": ["trace_id"],
     "candidates": ["trace_id", "token_index", "candidate_id"],
     "control": ["trace_id", "token_index", "candidate_id"],
     "dpo_pairs": ["trace_id", "token_index", "chosen_id"],
@@ -359,6 +380,8 @@ PATHS: dict[str, str] = {
     "replicate": "data/replicate/replicate.parquet",
     "ablation": "data/ablation/ablation.parquet",
     "pass_at_k": "data/ablation/pass_at_k.parquet",
+    "matched_controls": "data/ablation/matched_controls.parquet",
+    "control_traces": "data/ablation/control_traces.parquet",
     "candidates": "data/candidates/candidates.parquet",
     "control": "data/candidates/control.parquet",
     # one file per Cliff-DPO variant: data/dpo_pairs/<variant>.parquet (+ <variant>.trl.parquet)

@@ -164,14 +164,18 @@ def summarize(rows: dict[str, list[dict]], alpha: float) -> dict:
 # params sections no run the seeds summarize reads: the study's other models, and the risk stages (their
 # metrics are not the summary's)
 UNFINGERPRINTED = ("study", "risk_labels", "risk")
+# params within a section that change no figure the seeds record: the matched control's arms draw their own
+# positions and seeds, and leave every other arm of the ablation as it is
+UNFINGERPRINTED_KEYS = ("ablation.matched_control", "ablation.control_pool")
 
 
 def fingerprint(params_data: dict) -> str:
-    """A digest of params.yaml without the seeds the levels set and without the sections in UNFINGERPRINTED
-    (the other models, the risk stages: neither changes this model's runs): the seeds of one configuration
+    """A digest of params.yaml without the seeds the levels set, the sections in UNFINGERPRINTED (the other
+    models, the risk stages: neither changes this model's runs) and the keys in UNFINGERPRINTED_KEYS: the
+    seeds of one configuration
     share it, and the summary reads saved seeds only where it matches its own params."""
     data = json.loads(json.dumps({k: v for k, v in params_data.items() if k not in UNFINGERPRINTED}))
-    for keys, _ in LEVELS.values():
+    for keys in [keys for keys, _ in LEVELS.values()] + [UNFINGERPRINTED_KEYS]:
         for key in keys:
             *parents, last = key.split(".")
             node = data

@@ -5,13 +5,15 @@ the del continuations that re-emit the cliff token are counted, and the others f
 
     python pipeline/ablation.py
 
-Writes data/ablation/{ablation,pass_at_k}.parquet, metrics/ablation.{json,md} and plots/pass_at_k.csv,
-then runs the experiment checks.
+Writes data/ablation/{ablation,pass_at_k}.parquet, the matched controls' candidates and pool traces
+(data/ablation/{matched_controls,control_traces}.parquet), metrics/ablation.{json,md} and
+plots/pass_at_k.csv, then runs the experiment checks.
 """
 import dataclasses
 import json
 import logging
 
+import pyarrow as pa
 from transformers import AutoTokenizer
 
 from cliffdata import grading, schema
@@ -19,12 +21,25 @@ from cliffdata.analysis import duck
 from cliffdata.backends import open_backend
 from cliffdata.checkpoint import stage_checkpoint
 from cliffdata.cliffs.select import read_selected_cliffs
-from cliffdata.experiments.ablation import (ablation_metrics, ablation_requests, pass_at_k_curve, pass_at_k_plot,
-                                            pass_at_k_table, resilience, run_ablation)
-from cliffdata.experiments.matching import balance, cliff_covariates, control_pool, match_controls
+from cliffdata.experiments.ablation import (ablation_metrics, ablation_requests, choose_controls, pass_at_k_curve,
+                                            pass_at_k_plot, pass_at_k_table, resilience, run_ablation,
+                                            sample_control_traces)
+from cliffdata.experiments.matching import balance, cliff_covariates, control_pool
 from cliffdata.generate.sampling import golds_by_problem
 from cliffdata.schema import file_digest, tree_digest
 from cliffdata.study import stage_params
+
+
+def pool_token_stats(model_dir: str, traces: list[dict], cfg, sampling) -> list[dict]:
+    """The token statistics of the pool's traces, as the token_stats stage computes them (`token_stats`)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from cliffdata.generate.token_stats import compute_token_stats
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, cfg.dtype)).eval()
+    with torch.inference_mode():
+        return compute_token_stats(model, traces, cfg.top_k, sampling, desc="control pool token_stats")
 
 
 def main() -> None:
@@ -35,29 +50,46 @@ def main() -> None:
     traces = schema.read("traces", layout.data("traces")).to_pylist()
     golds = golds_by_problem(schema.read("problems", layout.data("problems")).to_pylist())
     cliffs = read_selected_cliffs(params.cliffs.use, layout.root)
-    matched = []
-    if cfg.matched_control:
-        # each failed-trace cliff beside a matched non-cliff position (experiments/matching.py)
-        stats = schema.read("token_stats", layout.data("token_stats"))
-        every_cliff = {(c["trace_id"], c["token_index"]) for c in schema.read("cliffs", layout.data("cliffs")).to_pylist()}
-        pool = control_pool(traces, every_cliff, stats, schema.read("potentials", layout.data("potentials")))
-        matched = match_controls(cliff_covariates([c for c in cliffs if c["is_correct"] is False], stats), pool,
-                                 cfg.seed)
-    requests = ablation_requests(traces, cliffs, schema.read("trace_cliffs", layout.data("trace_cliffs")).to_pylist(),
-                                 cfg.seed, matched)
     model_dir = str(layout.path("models/base"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    # one unit per problem; a killed run resumes here (removed after the outputs are written):
-    # .cache/ablation/<fingerprint>/ under the model's root
+    # one unit per problem (and per pool problem and estimate batch); a killed run resumes here (removed
+    # after the outputs are written): .cache/ablation/<fingerprint>/ under the model's root
     checkpoint = stage_checkpoint("ablation", dataclasses.asdict(engine.resolved()), tree_digest(model_dir),
                                   file_digest(grading.__file__), dataclasses.asdict(params.grading), root=layout.root)
+    failed_cliffs = [c for c in cliffs if c["is_correct"] is False]
+    pool_traces, matched, candidates = [], [], []
+    if cfg.matched_control and failed_cliffs and cfg.control_pool.num_samples:
+        # the pool's own traces and their token statistics (the covariates of their positions)
+        problems = schema.read("problems", layout.data("problems")).to_pylist()
+        with open_backend(engine, model_dir, seed=cfg.seed) as backend:
+            pool_traces = sample_control_traces(problems, params.prompts, tokenizer, backend, params.sample.sampling,
+                                                cfg.control_pool.num_samples, cfg.seed, checkpoint=checkpoint)
+    stats = schema.read("token_stats", layout.data("token_stats"))
+    if pool_traces:       # with the backend closed: one model in memory at a time
+        stats = pa.concat_tables([stats, schema.to_table("token_stats", pool_token_stats(
+            model_dir, pool_traces, params.token_stats, params.rollouts.sampling))])
     with open_backend(engine, model_dir, seed=cfg.seed) as backend:
-        rows = run_ablation(requests, traces, golds, backend, tokenizer, cfg.num_rollouts,
+        if cfg.matched_control and failed_cliffs:
+            # each failed-trace cliff beside a matched non-cliff position (experiments/matching.py)
+            every_cliff = {(c["trace_id"], c["token_index"])
+                           for c in schema.read("cliffs", layout.data("cliffs")).to_pylist()}
+            pool = control_pool(traces, every_cliff, stats, pool_traces)
+            covariates = cliff_covariates(failed_cliffs, stats,
+                                          schema.read("replicate", layout.data("replicate")).to_pylist())
+            matched, candidates = choose_controls(covariates, pool, traces + pool_traces, golds, backend, tokenizer,
+                                                  cfg.control_pool, params.rollouts.sampling, cfg.seed,
+                                                  checkpoint=checkpoint)
+        requests = ablation_requests(traces, cliffs,
+                                     schema.read("trace_cliffs", layout.data("trace_cliffs")).to_pylist(),
+                                     cfg.seed, matched, pool_traces)
+        rows = run_ablation(requests, traces + pool_traces, golds, backend, tokenizer, cfg.num_rollouts,
                             cfg.sampling, cfg.seed, checkpoint=checkpoint)
     print(checkpoint.report("ablation"), flush=True)
     curve = pass_at_k_curve(rows, cfg.ks)
     schema.write("ablation", rows, layout.data("ablation"))
     schema.write("pass_at_k", curve, layout.data("pass_at_k"))
+    schema.write("matched_controls", candidates, layout.data("matched_controls"))
+    schema.write("control_traces", pool_traces, layout.data("control_traces"))
 
     metrics = ablation_metrics(curve)
     metrics["num_grading_timeouts"] = grading.grader().num_timeouts   # rollouts counted as not correct
@@ -69,7 +101,7 @@ def main() -> None:
     layout.path("metrics/ablation.json").write_text(json.dumps(metrics, indent=2) + "\n")
     layout.path("metrics/ablation.md").write_text(duck.format_markdown(*pass_at_k_table(curve, cfg.ks)))
     layout.path("plots/pass_at_k.csv").write_text(duck.format_csv(*pass_at_k_plot(curve, cfg.ks)))
-    duck.assert_checks(duck.connect(layout.root, ["ablation", "pass_at_k"]))
+    duck.assert_checks(duck.connect(layout.root, ["ablation", "pass_at_k", "matched_controls", "control_traces"]))
     checkpoint.remove()
     print(json.dumps({"num_requests": len(rows), "failed": metrics.get("all", {}).get("failed", {})}))
 

@@ -254,6 +254,41 @@ def test_run_ablation_prefixes_seeds_and_counts(world, golds, backend_factory, t
     assert schema.to_table("ablation", rows).num_rows == len(requests) + len(resilient)
 
 
+def test_matched_controls_are_estimated_afresh_in_rounds_until_one_is_within_a_step(world, golds, tokenizer):
+    from cliffdata.config.experiments import ControlPoolConfig
+    from cliffdata.experiments.ablation import choose_controls
+    from cliffdata.experiments.matching import cliff_covariates, control_pool, nearest_candidates
+
+    # p2#1's tokens made non-greedy: the non-greedy cliff p1#0@3 has candidates there
+    stats = table("token_stats", [{**r, "is_greedy": False, "rank": 2, "sampler_prob": 0.3 + r["token_index"] / 100}
+                                  if r["trace_id"] == "p2#1" else r for r in world["token_stats"]])
+    cliffs = cliff_covariates([c for c in world["cliffs"] if c["is_correct"] is False], stats)
+    pool = control_pool(world["traces"], {(c["trace_id"], c["token_index"]) for c in world["cliffs"]}, stats)
+    cfg = ControlPoolConfig(num_samples=0, max_estimates=4, estimates_per_round=2)
+    nearest = nearest_candidates(cliffs, pool, cfg.max_estimates)
+    first, second = (nearest[(c["trace_id"], c["token_index"])] for c in cliffs)     # p1#0@3 (p 0.75), p1#0@6 (1.0)
+    # scripted p[j-1]: the third candidate of the first cliff is its match (a second round), the first of the
+    # second cliff its match (one round); every other prefix 0, more than a rollout step from either cliff
+    target = {(first[2]["trace_id"], first[2]["token_index"]): 0.75,
+              (second[0]["trace_id"], second[0]["token_index"]): 1.0}
+    assert len(target) == 2 and not {(r["trace_id"], r["token_index"]) for r in first[:2]} & set(target)
+    traces = {t["trace_id"]: t for t in world["traces"]}
+    prefixes = {tuple(traces[t]["prompt_ids"] + traces[t]["response_ids"][:j]): p for (t, j), p in target.items()}
+    backend = ExactBackend(enc_answer := tokenizer.encode("#### 7", add_special_tokens=False),
+                           tokenizer.encode("#### 3", add_special_tokens=False), lambda ids: prefixes.get(tuple(ids), 0.0))
+    pairs, rows = choose_controls(cliffs, pool, world["traces"], golds, backend, tokenizer, cfg, SAMPLING, SEED)
+    assert [(m["trace_id"], m["token_index"], m["p_prev"]) for _, m in pairs] == [
+        (*key, p) for key, p in target.items()]
+    estimated = {(r["trace_id"], r["token_index"]) for r in rows}
+    assert len([r for r in rows if r["cliff_index"] == 3]) == 4 and len([r for r in rows if r["cliff_index"] == 6]) == 2
+    # each estimate: the prefix response_ids[:j], the cliff's N, its own seed, once
+    expected = {(tuple(traces[t]["prompt_ids"] + traces[t]["response_ids"][:j]),
+                 request_seed(SEED, "control_estimate", t, j, 64)) for t, j in estimated}
+    assert sorted((req.prompt_ids, req.seed) for req in backend.requests) == sorted(expected)
+    assert {req.n for req in backend.requests} == {64} and enc_answer
+    assert sum(r["is_chosen"] for r in rows) == 2 and table("matched_controls", rows).num_rows == len(rows)
+
+
 # --- pass@k -------------------------------------------------------------------------------------------
 
 class ReemitBackend(ExactBackend):
@@ -532,7 +567,15 @@ def experiment_rows(world, golds, backend_factory, tokenizer) -> dict[str, list[
                   "num_rollouts_prev": 4, "num_correct_prev": 3, "num_rollouts": 4, "num_correct": 1, "p_prev": 0.75,
                   "potential": 0.25, "delta": 0.5, "p_value": 0.1, "replicated": False, "num_generated_tokens": 8}
                  for c in world["cliffs"]]
+    # the matched control of p1#0@6 (p 1.0 at N 64): two candidates estimated, one within a step and chosen
+    pool = [{**world["traces"][2], "trace_id": "p2#control0", "sample_index": 0}]
+    matched = [{"cliff_trace_id": "p1#0", "cliff_index": 6, "trace_id": t, "token_index": j, "source": source,
+                "relative_position": j / 10, "sampler_prob": 0.9, "is_greedy": True, "distance": d,
+                "num_rollouts_prev": 64, "num_correct_prev": c, "p_prev": c / 64, "cliff_p_prev": 1.0, "is_chosen": chosen}
+               for t, j, source, d, c, chosen in [("p2#1", 2, "failed", 0.1, 40, False),
+                                                  ("p2#control0", 5, "pool", 0.3, 63, True)]]
     return {"ablation": ablation, "pass_at_k": pass_at_k_curve(ablation, [1, 2, 4, 8]),
+            "matched_controls": matched, "control_traces": pool,
             "candidates": candidates, "control": run_world_control(world, golds, backend_factory(), tokenizer)[1],
             "replicate": replicate}
 
@@ -560,6 +603,9 @@ BREAKS = {
     "unique_ablation": _duplicate("ablation"),
     "unique_pass_at_k": _duplicate("pass_at_k"),
     "unique_candidates": _duplicate("candidates"),
+    "unique_matched_controls": _duplicate("matched_controls"),
+    "unique_control_traces": _set("control_traces", {}, trace_id="p2#9"),
+    "matched_controls_chosen": _set("matched_controls", {"is_chosen": True}, num_correct_prev=60, p_prev=60 / 64),
     "ablation_counts": _set("ablation", {"arm": "del"}, num_correct=9, potential=9 / 8),
     "ablation_prefix": _set("ablation", {"arm": "keep", "token_index": 3}, prefix_length=3),
     "pass_at_k_monotone": _set("pass_at_k", {"scope": "all", "correctness": "failed", "arm": "del", "k": 8},
@@ -572,7 +618,7 @@ BREAKS = {
 }
 
 
-EXPERIMENT_DATASETS = {"ablation", "pass_at_k", "candidates", "control"}
+EXPERIMENT_DATASETS = {"ablation", "pass_at_k", "matched_controls", "control_traces", "candidates", "control"}
 
 
 def experiment_checks() -> set[str]:
@@ -607,6 +653,10 @@ MORE_BREAKS = [
     ("ablation_prefix", _set("ablation", {"arm": "del_resilient"}, num_rollouts=7, num_correct=0, potential=0.0)),
     ("ablation_prefix", _set("ablation", {"arm": "keep"}, cliff_trace_id="p1#0", cliff_index=3)),
     ("ablation_prefix", _set("ablation", {"arm": "del", "token_index": 3}, arm="matched_del")),   # names no cliff
+    ("unique_control_traces", _duplicate("control_traces")),
+    ("matched_controls_chosen", _set("matched_controls", {"is_chosen": False}, p_prev=0.5)),        # not its counts
+    ("matched_controls_chosen", _set("matched_controls", {"is_chosen": False}, is_chosen=True)),    # two chosen
+    ("matched_controls_chosen", _set("matched_controls", {"is_chosen": True}, num_correct_prev=65, p_prev=65 / 64)),
 ]
 
 
@@ -618,14 +668,15 @@ def test_check_catches_more_broken_tables(tmp_path, world, experiment_rows, chec
 
 
 def test_checks_skip_missing_views(tmp_path, world, experiment_rows):
-    candidate_checks = {name for name in BREAKS if name.startswith(("candidates", "unique_candidates", "unique_control"))}
+    candidate_checks = {name for name in BREAKS
+                        if name.startswith(("candidates", "unique_candidates")) or name == "unique_control"}
     con = duck.connect(write_world(tmp_path, world, {"candidates": experiment_rows["candidates"],
                                                     "control": experiment_rows["control"]}))
     # without a replicate table the check of the candidates' count sources (main or fresh) does not run
     assert set(duck.run_checks(con)) & set(BREAKS) == candidate_checks - {"candidates_potentials"}
     # a stage checks only its own outs: the ablation stage does not see a (possibly stale) candidates table
     root = write_world(tmp_path, world, experiment_rows)
-    ablation_con = duck.connect(root, ["ablation", "pass_at_k"])
+    ablation_con = duck.connect(root, ["ablation", "pass_at_k", "matched_controls", "control_traces"])
     assert {n for n in duck.run_checks(ablation_con) if not n.startswith("finite_")} == set(BREAKS) - candidate_checks
     assert duck.views(duck.connect(root, ["candidates", "cliffs"])) == {"candidates", "cliffs"}
     with pytest.raises(ValueError, match="unknown datasets"):
@@ -689,6 +740,12 @@ def run_stage(name: str, monkeypatch, backend, tokenizer) -> None:
     module = load_stage(name)
     monkeypatch.setattr(module, "open_backend", lambda engine, path, seed: backend)
     monkeypatch.setattr(module, "AutoTokenizer", SimpleNamespace(from_pretrained=lambda path: tokenizer))
+    if hasattr(module, "pool_token_stats"):     # the control pool's covariates without a model: every other token greedy
+        monkeypatch.setattr(module, "pool_token_stats", lambda model_dir, traces, cfg, sampling: [
+            {"trace_id": t["trace_id"], "token_index": j, "token_id": token, "logprob": -1.0, "rank": 1 + j % 2,
+             "entropy": 0.5, "entropy_full": 0.6, "greedy_token_id": token, "is_greedy": j % 2 == 0, "top_ids": [token],
+             "top_probs": [0.4], "sampler_prob": 0.3, "max_drop": 0.7}
+            for t in traces for j, token in enumerate(t["response_ids"])])
     module.main()
 
 
@@ -703,6 +760,7 @@ ablation:
   seed: 0
   ks: [1, 2, 4]
   sampling: {temperature: 0.7, top_p: 1.0, top_k: 0, max_new_tokens: 8}
+  control_pool: {num_samples: 2, max_estimates: 4, estimates_per_round: 2}
 candidates:
   top_k: 3
   num_rollouts: 4
@@ -715,7 +773,7 @@ entropy: {bins: 10, max_entropy: 1.5}
 
 @pytest.mark.parametrize("stage", ["ablation", "candidates"])
 def test_stage_runs_on_the_world(tmp_path, monkeypatch, world, backend_factory, tokenizer, stage):
-    write_world(tmp_path, world, {})
+    write_world(tmp_path, world, {"replicate": []})
     (tmp_path / "params.yaml").write_text(PARAMS + "dpo_pairs: {top_k: 3}\n")   # <= candidates.top_k
     monkeypatch.chdir(tmp_path)
     run_stage(stage, monkeypatch, backend_factory("ablation" if stage == "ablation" else "candidates"), tokenizer)
@@ -726,6 +784,22 @@ def test_stage_runs_on_the_world(tmp_path, monkeypatch, world, backend_factory, 
         assert (tmp_path / "plots/pass_at_k.csv").read_text().splitlines()[0].startswith("k,all_correct_del,")
         assert pq.read_schema(tmp_path / schema.PATHS["ablation"]).equals(schema.ABLATION)
         assert (tmp_path / "metrics/ablation.md").read_text().startswith("| scope | correctness | arm |")
+        # the matched controls: two pool traces per problem, sampled and estimated by the backend, where
+        # every prefix without X or Z answers right: p1#0@6 (p 1) finds a control, p1#0@3 (p 0.75) none
+        pool = pq.read_table(tmp_path / schema.PATHS["control_traces"]).to_pylist()
+        assert sorted(t["trace_id"] for t in pool) == ["p1#control0", "p1#control1", "p2#control0", "p2#control1"]
+        candidates = pq.read_table(tmp_path / schema.PATHS["matched_controls"]).to_pylist()
+        traces = {t["trace_id"]: t for t in world["traces"] + pool}
+        assert all(r["p_prev"] == (0.0 if {"X", "Z"} & set(traces[r["trace_id"]]["response_text"][:r["token_index"]])
+                                   else 1.0) for r in candidates)
+        assert len({r["cliff_index"] for r in candidates}) == 2
+        balance = metrics["matched_control"]
+        assert (balance["num_matched"], balance["num_unmatched"]) == (1, 1)
+        chosen = [r for r in candidates if r["is_chosen"]]
+        assert [(r["cliff_index"], r["num_rollouts_prev"]) for r in chosen] == [(6, 64)]
+        rows = pq.read_table(tmp_path / schema.PATHS["ablation"]).to_pylist()
+        assert {(r["trace_id"], r["token_index"], r["is_correct"]) for r in rows if r["arm"].startswith("matched")} == {
+            (chosen[0]["trace_id"], chosen[0]["token_index"], False)}
     else:
         cpm = json.loads((tmp_path / "metrics/cpm.json").read_text())
         assert cpm["all"]["num_cliffs"] == 3

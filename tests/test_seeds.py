@@ -111,6 +111,12 @@ def test_the_fingerprint_ignores_the_seeds_only():
     other_param = __import__("copy").deepcopy(data)
     other_param["dpo_train"]["beta"] = 0.5
     assert seeds.fingerprint(data) == seeds.fingerprint(other_seed) != seeds.fingerprint(other_param)
+    # the matched control changes no figure the seeds record; the ablation's other params do
+    pool = __import__("copy").deepcopy(data)
+    pool["ablation"]["control_pool"]["num_samples"], pool["ablation"]["matched_control"] = 3, False
+    arms = __import__("copy").deepcopy(data)
+    arms["ablation"]["num_rollouts"] = 8
+    assert seeds.fingerprint(data) == seeds.fingerprint(pool) != seeds.fingerprint(arms)
 
 
 def test_the_summary_depends_on_every_section_the_fingerprint_reads():

@@ -40,8 +40,8 @@ NUM_ROLLOUTS = 4
 
 # The experiment datasets have their own seeds and breakers: test_experiments (ablation, candidates),
 # test_dpo (dpo_pairs), test_cpm_shift (cpm_shift, study_cpm_shift), test_risk (risk_labels).
-EXPERIMENT_DATASETS = {"ablation", "pass_at_k", "candidates", "control", "dpo_pairs", "dpo_eval", "cliff_count",
-                       "cpm_shift", "study_cpm_shift", "risk_labels"}
+EXPERIMENT_DATASETS = {"ablation", "pass_at_k", "matched_controls", "control_traces", "candidates", "control",
+                       "dpo_pairs", "dpo_eval", "cliff_count", "cpm_shift", "study_cpm_shift", "risk_labels"}
 
 
 def seed_rows() -> dict[str, list[dict]]:

@@ -59,6 +59,9 @@ def test_summary_reports_numbers_and_directions(tmp_path):
     assert "| matched controls: 9 of 10 cliffs; standardized mean differences | p_prev +0.03, is_greedy +0.00, " \
            "sampler_prob n/a | |" in text
     assert "All 2 testable directions are decided at this size." in text
+    matched["ablation"]["matched_control"]["control_sources"] = {"failed": 2, "correct": 0, "ungradable": 0, "pool": 7}
+    text = render_summary(matched, "SmolLM2", "arith", verdicts(0.4, 0.3))
+    assert "| matched controls: 9 of 10 cliffs (2 in failed, 7 in pool traces); standardized mean differences |" in text
 
 
 def test_summary_prints_contradicted_and_undecided_and_tolerates_missing_files():

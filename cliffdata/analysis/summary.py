@@ -310,7 +310,13 @@ def matched_rows(failed: dict, matched: dict | None) -> list[str]:
     return [f"| Matched-del / Matched-keep pass@1 (a non-cliff position per cliff) | "
             f"{_num(_get(failed, 'matched_del', 'pass@1'))} / {_num(_get(failed, 'matched_keep', 'pass@1'))} | |",
             f"| matched controls: {matched['num_matched']} of {matched['num_matched'] + matched['num_unmatched']} "
-            f"cliffs; standardized mean differences | {balance} | |"]
+            f"cliffs{_sources(matched.get('control_sources'))}; standardized mean differences | {balance} | |"]
+
+
+def _sources(sources: dict | None) -> str:
+    """Where the matched controls sit, e.g. " (12 in pool traces, 3 in failed)"; empty without a record."""
+    named = [f"{n} in {'pool traces' if s == 'pool' else s}" for s, n in (sources or {}).items() if n]
+    return f" ({', '.join(named)})" if named else ""
 
 
 def resilience_rows(cell: dict | None) -> list[str]:

@@ -20,6 +20,19 @@ class ReplicateConfig:
 
 
 @dataclass(frozen=True)
+class ControlPoolConfig:
+    """`ablation.control_pool`: where the matched controls are drawn from (experiments/matching.py)."""
+    num_samples: int = 8               # traces per problem sampled for the pool (`sample.sampling`); 0: the run's own
+    max_estimates: int = 32            # per cliff, at most this many nearest positions get a fresh p[j-1]
+    estimates_per_round: int = 8       # estimated per round, nearest first, for the cliffs still without a control
+
+    def __post_init__(self):
+        check_range("ablation.control_pool.num_samples", self.num_samples, 0)
+        check_range("ablation.control_pool.max_estimates", self.max_estimates, 1)
+        check_range("ablation.control_pool.estimates_per_round", self.estimates_per_round, 1, self.max_estimates)
+
+
+@dataclass(frozen=True)
 class AblationConfig:
     """`ablation`: N continuations per prefix and the ks of the pass@k curve (protocol §5, RQ1)."""
     num_rollouts: int = 16             # paper 64
@@ -27,6 +40,7 @@ class AblationConfig:
     ks: tuple[int, ...] = (1, 2, 4, 8, 16)   # paper 1, 2, 4, ..., 64
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=96)
     matched_control: bool = True       # beyond the paper: matched_del / matched_keep at a matched non-cliff position
+    control_pool: ControlPoolConfig = ControlPoolConfig()
 
     def __post_init__(self):
         check(self.num_rollouts >= 1, f"ablation.num_rollouts must be >= 1, got {self.num_rollouts}")

@@ -3,9 +3,11 @@ removed), `keep` (`response_ids[:i+1]`), and on failed traces `critical_del` (tr
 token) and `random_del` (`response_ids[:j]`, j uniform in [0, T), seeded per trace); pass@k curves of them.
 
 Beyond the paper (`ablation.matched_control`): each cliff on a failed trace gets a matched control
-position (experiments/matching.py: same greedy flag, p̂[j−1] within a rollout step, nearest in relative
-position and sampler probability) with its own `matched_del` and `matched_keep` arms, so that the cliff's
-del − keep difference can be set against the same difference where no cliff is.
+position (experiments/matching.py: same greedy flag, nearest in relative position and sampler probability,
+a fresh p̂[j−1] within a rollout step of the cliff's fresh p̂[i−1]; `choose_controls`) with its own
+`matched_del` and `matched_keep` arms, so that the cliff's del − keep difference can be set against the
+same difference where no cliff is. The control may sit in any trace, including the traces sampled for
+the pool (`sample_control_traces`); its rows carry the cliff's trace correctness.
 
 Re-emission: a del continuation may sample the cliff token again at its first step (`num_reemitted` on
 the del row). The del continuations that do not are draws with the cliff token forbidden at that step
@@ -23,8 +25,10 @@ from cliffdata.analysis import duck
 from cliffdata.backends import Backend, Sampling, request_seed
 from cliffdata.checkpoint import UnitCheckpoint
 from cliffdata.cliffs.stats import pass_at_k
+from cliffdata.config.experiments import ControlPoolConfig
+from cliffdata.experiments.matching import match_controls, matched_rows, nearest_candidates, next_estimates
 from cliffdata.experiments.resample import resample_by_problem
-from cliffdata.generate.sampling import Gold
+from cliffdata.generate.sampling import Gold, sample_traces
 
 
 ARMS = ("del", "keep", "critical_del", "random_del", "matched_del", "matched_keep")
@@ -37,18 +41,21 @@ CORRECTNESS = ("correct", "failed")              # ungradable traces are kept in
 
 def _ablation_request(trace: dict, token_index: int, arm: str, is_first: bool | None, prefix_length: int,
                       cliff: dict | None = None) -> dict:
+    # a matched arm counts in its cliff's scope: the cliff's trace correctness, whatever trace the control sits in
     return {"trace_id": trace["trace_id"], "problem_id": trace["problem_id"], "token_index": token_index, "arm": arm,
-            "is_first": is_first, "is_correct": trace["is_correct"], "prefix_length": prefix_length,
+            "is_first": is_first, "is_correct": trace["is_correct"] if cliff is None else cliff["is_correct"],
+            "prefix_length": prefix_length,
             "cliff_trace_id": None if cliff is None else cliff["trace_id"],
             "cliff_index": None if cliff is None else cliff["token_index"]}
 
 
 def ablation_requests(traces: list[dict], cliffs: list[dict], trace_cliffs: list[dict], seed: int,
-                      matched: Sequence[tuple[dict, dict | None]] = ()) -> list[dict]:
+                      matched: Sequence[tuple[dict, dict | None]] = (), pool_traces: Sequence[dict] = ()) -> list[dict]:
     """One request per (trace_id, token_index, arm): del and keep at every cliff; on failed traces with
     at least one cliff also critical_del (when the trace has a critical token) and random_del; and for
     every (cliff, control) of `matched` (matching.match_controls) matched_del and matched_keep at the
-    control, carrying the cliff (`cliff_trace_id`, `cliff_index`) and its `is_first`.
+    control (in `traces` or `pool_traces`), carrying the cliff (`cliff_trace_id`, `cliff_index`), its
+    `is_first` and its trace correctness.
 
     Random-del deletes at a position drawn uniformly from [0, T) with a seed derived from
     (seed, "random_del", trace_id), so it does not depend on the other traces.
@@ -74,13 +81,53 @@ def ablation_requests(traces: list[dict], cliffs: list[dict], trace_cliffs: list
         rng = np.random.default_rng(request_seed(seed, "random_del", trace["trace_id"]))
         j = int(rng.integers(len(trace["response_ids"])))
         requests.append(_ablation_request(trace, j, "random_del", None, j))
+    controls_in = {**by_trace, **{t["trace_id"]: t for t in pool_traces}}
     for cliff, control in matched:
         if control is None:
             continue
-        trace, j = by_trace[control["trace_id"]], control["token_index"]
+        trace, j = controls_in[control["trace_id"]], control["token_index"]
         requests.append(_ablation_request(trace, j, "matched_del", cliff["is_first"], j, cliff))
         requests.append(_ablation_request(trace, j, "matched_keep", cliff["is_first"], j + 1, cliff))
     return requests
+
+
+def sample_control_traces(problems: list[dict], prompts: dict, tokenizer, backend: Backend, sampling: Sampling,
+                          num_samples: int, seed: int, checkpoint: UnitCheckpoint | None = None) -> list[dict]:
+    """`num_samples` traces per problem for the matched controls' pool (rows of `schema.TRACES`), drawn with
+    the seed stream request_seed(seed, "control_pool") and named `<problem_id>#control<j>`, so that they
+    never share an id or a draw with the sampled traces."""
+    rows = sample_traces(problems, prompts, tokenizer, backend, sampling, num_samples,
+                         request_seed(seed, "control_pool"), checkpoint=checkpoint, tag="control_pool",
+                         desc="control pool")
+    return [{**r, "trace_id": f"{r['problem_id']}#control{r['sample_index']}"} for r in rows]
+
+
+def choose_controls(cliffs: list[dict], pool: list[dict], traces: list[dict], golds: dict[str, Gold],
+                    backend: Backend, tokenizer, cfg: ControlPoolConfig, sampling: Sampling, seed: int,
+                    checkpoint: UnitCheckpoint | None = None) -> tuple[list[tuple[dict, dict | None]], list[dict]]:
+    """The matched control of each cliff (`cliffs` with their covariates, matching.cliff_covariates) from
+    `pool` (matching.control_pool, over `traces`). Each cliff's `cfg.max_estimates` nearest candidates are
+    estimated in rounds of `cfg.estimates_per_round`, nearest first, while it has no control: a fresh
+    p̂[j−1] from N = the cliff's num_rollouts_prev continuations of `response_ids[:j]` under `sampling`
+    (seeds request_seed(seed, "control_estimate", trace_id, j, N)); matching.match_controls picks.
+    The pairs, and the rows of `schema.MATCHED_CONTROLS`."""
+    nearest = nearest_candidates(cliffs, pool, cfg.max_estimates)
+    estimates: dict[tuple[str, int, int], tuple[int, int]] = {}
+    pairs = match_controls(cliffs, nearest, estimates, seed)
+    for round_ in range(-(-cfg.max_estimates // cfg.estimates_per_round)):
+        wanted = next_estimates(pairs, nearest, estimates, cfg.estimates_per_round)
+        if not wanted:
+            break
+        for n, requests in wanted.items():
+            results = resample_by_problem(
+                requests, traces, golds, backend, tokenizer, n, sampling,
+                prefix_of=lambda r, response: list(response[:r["token_index"]]),
+                seed_of=lambda r, n=n: request_seed(seed, "control_estimate", r["trace_id"], r["token_index"], n),
+                desc=f"control estimates {round_ + 1}", checkpoint=checkpoint)
+            for r, res in zip(requests, results):
+                estimates[(r["trace_id"], r["token_index"], n)] = (res.num_correct, res.num_rollouts)
+        pairs = match_controls(cliffs, nearest, estimates, seed)
+    return pairs, matched_rows(cliffs, nearest, estimates, pairs)
 
 
 def run_ablation(requests: list[dict], traces: list[dict], golds: dict[str, Gold], backend: Backend,
