@@ -4,6 +4,7 @@
     cliffdata sql --file q.sql --root . --format csv
     cliffdata sql --schema                 # every view, its rows and columns
     cliffdata sql --timeout 60 --format csv "select * from token_stats" > token_stats.csv
+    cliffdata risk "arith/word1-00006#0" --top 5     # the riskiest tokens of a trace, before any rollout
     cliffdata --version
 
 Each subcommand is an `add_<name>(commands)` that builds its parser and sets `run`, a function of the
@@ -464,7 +465,89 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (add_sql, add_report, add_promote, add_export)
+def add_risk(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "risk", help="the cliff risk of every token of a trace or of new text, before any rollout",
+        description="Score each token with the risk model the `risk` stage fit (runs/risk.json): the features "
+                    "no rollout needs (the sampler's probability of the token and of the greedy token, "
+                    "entropies, rank, margin, relative position), computed as the risk_labels stage computes "
+                    "them. A trace of the datasets reads its token_stats rows and shows the cliff test's "
+                    "verdict where the rollouts tested the token; new text (--question and --response) runs "
+                    "the model at models/base once.")
+    parser.add_argument("trace_id", nargs="?", help="a trace of data/sample (e.g. arith/word1-00006#0)")
+    parser.add_argument("--question", help="new text: the problem, put in the prompt --prompt names")
+    parser.add_argument("--response", help="new text: the response whose tokens are scored")
+    parser.add_argument("--prompt", help="new text: the prompt (a key of params `prompts`; default: the first "
+                                         "problem source's)")
+    parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
+    parser.add_argument("--top", type=int, default=None, help="only the K riskiest tokens, riskiest first")
+    parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    parser.set_defaults(run=run_risk)
+
+
+def risk_rows(args: argparse.Namespace) -> tuple[list[str], list[tuple]]:
+    """The scored tokens of `args` (a trace id, or --question and --response) as columns and rows."""
+    from transformers import AutoTokenizer
+
+    from cliffdata.cliffs.stats import min_detectable_drop
+    from cliffdata.config.load import load_params
+    from cliffdata.prompts import encode_prompt
+    from cliffdata.risk.score import load_model, of_trace, text_token_stats, trace_risk
+
+    root = args.root
+    params = load_params(root / "params.yaml")
+    model = load_model(root)
+    sampling = params.rollouts.sampling
+    tokenizer = AutoTokenizer.from_pretrained(root / "models/base")
+    verdicts: dict[int, tuple] = {}
+    if args.trace_id is not None:
+        traces = schema.read("traces", root / schema.PATHS["traces"])
+        found = of_trace(traces, args.trace_id).to_pylist()
+        if not found:
+            raise ValueError(f"no trace {args.trace_id!r} in {schema.PATHS['traces']}")
+        stats = of_trace(schema.read("token_stats", root / schema.PATHS["token_stats"]), args.trace_id)
+        response = found[0]["response_ids"]
+        labels = root / schema.PATHS["risk_labels"]
+        if labels.exists():                      # the rollouts' verdict at the tokens they tested
+            tested = of_trace(schema.read("risk_labels", labels), args.trace_id)
+            verdicts = {i: (d, c) for i, d, c in zip(*(tested[k].to_pylist() for k in ("token_index", "delta",
+                                                                                         "is_cliff")))}
+    else:
+        if not args.question or args.response is None:
+            raise ValueError("give a trace id, or new text with both --question and --response")
+        name = args.prompt or params.problems.sources[0].prompt
+        if name not in params.prompts:
+            raise ValueError(f"--prompt {name!r} is not in params `prompts` (known: {sorted(params.prompts)})")
+        prompt_ids = encode_prompt(tokenizer, params.prompts[name], args.question)
+        response = tokenizer.encode(args.response, add_special_tokens=False)
+        stats = text_token_stats(root / "models/base", prompt_ids, response, params.token_stats, sampling)
+    delta_min = min_detectable_drop(params.rollouts.num_rollouts, params.rollouts.num_rollouts, params.cliffs.test)
+    scored = trace_risk(stats, len(response), model, sampling, delta_min).to_pylist()
+    if args.top is not None:
+        scored = sorted(scored, key=lambda r: (r["risk"] is None, -(r["risk"] or 0.0), r["token_index"]))[:args.top]
+    columns = ["token_index", "token", "sampler_prob", "max_drop", "feasible", "risk", "measured_drop", "cliff"]
+    rows = [(r["token_index"], tokenizer.decode([r["token_id"]]).encode("unicode_escape").decode("ascii"),
+             r["sampler_prob"], r["max_drop"], r["feasible"], r["risk"], *verdicts.get(r["token_index"], (None, None)))
+            for r in scored]
+    return columns, rows
+
+
+def run_risk(args: argparse.Namespace) -> int:
+    try:
+        columns, rows = risk_rows(args)
+    except ValueError as e:
+        print(f"cliffdata risk: {e}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], indent=1))
+    elif args.format == "csv":
+        print(duck.format_csv(columns, [list(r) for r in rows]), end="")
+    else:
+        print(format_table(columns, rows))
+    return 0
+
+
+COMMANDS = (add_sql, add_report, add_promote, add_export, add_risk)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,8 @@ in MLflow as `cliff-risk-<model>`.
 
     python pipeline/risk.py
 
-Writes metrics/risk.{json,md} and runs/risk.json (the MLflow run id and registry version: `cache: false`).
+Writes metrics/risk.{json,md} and runs/risk.json (the MLflow run id and registry version, and the fitted
+logistic model that `cliffdata risk` scores with: `cache: false`).
 The tracking store is MLFLOW_TRACKING_URI or <repo>/mlflow.db (cliffdata/tracking.py).
 """
 import dataclasses
@@ -34,8 +35,10 @@ def main() -> None:
     layout.path("metrics/risk.json").write_text(json.dumps(metrics, indent=2) + "\n")
     layout.path("metrics/risk.md").write_text(markdown(metrics, params.model.name))
 
+    # the fitted logistic model itself, unrounded: `cliffdata risk` scores any trace or text with it
     record = {"registered_model": name, "version": None, "run_id": None,
-              "tracking_uri": tracking.portable_uri(tracking.tracking_uri())}
+              "tracking_uri": tracking.portable_uri(tracking.tracking_uri()),
+              "model": None if model is None else model.to_dict()}
     if model is not None and 0 < metrics["num_population_cliffs"] < metrics["num_population"]:
         logistic = metrics["scorers"].get("logistic", {})
         record.update(register_risk_model(

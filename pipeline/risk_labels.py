@@ -30,6 +30,9 @@ def main() -> None:
 
         from cliffdata.risk.hidden import HiddenProjector
 
+        # the projection sums over the hidden width: its last bits follow torch's thread count, pinned as the
+        # other teacher-forced stages pin it (dpo_train.threads)
+        torch.set_num_threads(params.dpo_train.threads)
         traces = schema.read("traces", layout.data("traces"))
         ids = {t: (p, r) for t, p, r in zip(traces["trace_id"].to_pylist(), traces["prompt_ids"].to_pylist(),
                                             traces["response_ids"].to_pylist())}

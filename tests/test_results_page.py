@@ -56,10 +56,21 @@ def embedded() -> dict[str, str]:
         f"failed traces: Cliff-del pass@1 / {top}": f"{failed['del']['pass@1']:.3f} / {failed['del'][top]:.3f} "
                                                     f"({failed['del']['num_instances']} cliff instances)",
         f"failed traces: Cliff-keep pass@1 / {top}": f"{failed['keep']['pass@1']:.3f} / {failed['keep'][top]:.3f}",
+        "failed traces: Matched-del / Matched-keep pass@1": matched(failed, abl["matched_control"]),
         "CPM by category (over alternatives)": ", ".join(
             f"{c.replace('_', '-')} {cpm[c]['cpm_mean']:.3f} ({cpm[c]['cpm_alternatives_mean']:.3f}), "
             f"{cpm[c]['num_cliffs']} cliffs" for c in ("uncertain", "sampled_off") if cpm[c]["num_cliffs"]),
     }
+
+
+def matched(failed: dict, balance: dict) -> str:
+    smd = {k: signed(v["smd"]) for k, v in balance["covariates"].items()}
+    where = ", ".join(f"{n} in {'pool traces' if s == 'pool' else f'{s} traces'}"
+                      for s, n in balance["control_sources"].items() if n)
+    return (f"{failed['matched_del']['pass@1']:.3f} / {failed['matched_keep']['pass@1']:.3f}; SMD p[i−1] "
+            f"{smd['p_prev']}, relative position {smd['relative_position']}, sampler probability "
+            f"{smd['sampler_prob']}, greedy {smd['is_greedy']} ({balance['num_matched']} of "
+            f"{balance['num_matched'] + balance['num_unmatched']} cliffs matched; {where})")
 
 
 def noise() -> dict[str, str]:
@@ -89,6 +100,11 @@ def decisive() -> dict[str, str]:
         "replicated [95% Wilson]": f"{rep['all']['num_replicated']}/{rep['all']['num_cliffs']} = "
                                    f"{pct(rep['all']['rate'])} [{pct(rep['all']['rate_lo'])}, {pct(rep['all']['rate_hi'])}]",
     }
+    abl = json.loads((where / "metrics" / "ablation.json").read_text())
+    rows["failed traces: Matched-del / Matched-keep pass@1"] = matched(abl["all"]["failed"], abl["matched_control"])
+    if "rerun" in run:
+        rows["matched controls re-drawn: stages, wall time"] = (f"{', '.join(run['rerun']['stages'])}; "
+                                                                f"{run['rerun']['wall_seconds']:,.0f} s")
     for v in json.loads((where / "metrics" / "verdicts.json").read_text())["main"]:
         if v["verdict"] == "n/a":
             rows[v["claim"]] = f"n/a: {v['reason']}"

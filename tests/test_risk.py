@@ -512,7 +512,7 @@ def test_the_registered_model_predicts_as_the_fitted_one(tmp_path, monkeypatch, 
 
 
 @pytest.mark.integration
-def test_both_stages_run_in_process(tmp_path, monkeypatch, tiny_model_dir, mlflow_uri):
+def test_both_stages_run_in_process(tmp_path, monkeypatch, tiny_model_dir, mlflow_uri, capsys):
     """risk_labels then risk on a seeded world with the tiny model as models/base: the labels pass their checks
     against the cliffs, carry the hidden projection, and the risk stage writes its metrics and registers."""
     w = world(4, 16, 12, n_choices=(16,))
@@ -539,3 +539,50 @@ def test_both_stages_run_in_process(tmp_path, monkeypatch, tiny_model_dir, mlflo
     assert (tmp_path / "metrics/risk.md").read_text().startswith("# Cliff risk before any rollout: base")
     record = json.loads((tmp_path / "runs/risk.json").read_text())
     assert record["registered_model"] == "cliff-risk-base" and record["version"] >= 1
+
+    # `cliffdata risk` on a trace: every token scored; at the tokens the rollouts tested, the features and
+    # the risk are the labels' through the fitted model, beside the measured drop and verdict
+    from cliffdata.cli import main as cli
+    from cliffdata.risk.model import LinearRisk
+
+    model = LinearRisk.from_dict(record["model"])
+    trace_id = labels["trace_id"][0].as_py()
+    capsys.readouterr()                          # the stages' own output
+    assert cli(["risk", trace_id, "--format", "json"]) == 0
+    scored = {r["token_index"]: r for r in json.loads(capsys.readouterr().out)}
+    trace = next(t for t in w["traces"].to_pylist() if t["trace_id"] == trace_id)
+    assert sorted(scored) == list(range(len(trace["response_ids"])))
+    tested = [r for r in labels.to_pylist() if r["trace_id"] == trace_id]
+    expected = model.predict(np.array([[float(r[f]) for f in model.features] for r in tested]))
+    assert {r["feasible"] for r in tested} == {True, False}
+    for r, risk in zip(tested, expected):
+        got = scored[r["token_index"]]
+        # a token the sampler identity clears is not the model's to score: risk 0
+        assert got["feasible"] is r["feasible"] and got["risk"] == pytest.approx(risk if r["feasible"] else 0.0, rel=1e-12)
+        assert got["max_drop"] == pytest.approx(r["max_drop"])
+        assert (got["measured_drop"], got["cliff"]) == (pytest.approx(r["delta"]), r["is_cliff"])
+    assert cli(["risk", trace_id, "--top", "2", "--format", "json"]) == 0
+    top = json.loads(capsys.readouterr().out)
+    assert [r["risk"] for r in top] == sorted((r["risk"] for r in scored.values()), reverse=True)[:2]
+    # new text: one model pass; its statistics are the token_stats stage's for the same ids
+    from cliffdata.generate.token_stats import compute_token_stats
+    from cliffdata.prompts import encode_prompt
+    from cliffdata.config.load import load_params
+    from cliffdata.risk.labels import token_features
+    from cliffdata.risk.score import _floats
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert cli(["risk", "--question", "What is 2 + 3?", "--response", "2 + 3 = 5", "--format", "json"]) == 0
+    text = json.loads(capsys.readouterr().out)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "models/base")
+    response = tokenizer.encode("2 + 3 = 5", add_special_tokens=False)
+    prompt = encode_prompt(tokenizer, load_params().prompts[params["problems"]["sources"][0]["prompt"]], "What is 2 + 3?")
+    offline = schema.to_table("token_stats", compute_token_stats(
+        AutoModelForCausalLM.from_pretrained(tmp_path / "models/base").eval(),
+        [{"trace_id": "t", "prompt_ids": prompt, "response_ids": response}], 20, SAMPLING))
+    features = token_features(offline, np.arange(len(response)) / len(response), SAMPLING)
+    X = np.column_stack([_floats(features[f]) for f in model.features])
+    feasible = np.array([r["feasible"] for r in text])
+    assert len(text) == len(response) and feasible.any()
+    assert [r["risk"] for r in text] == pytest.approx(np.where(feasible, model.predict(X), 0.0).tolist(), rel=1e-9)
+    assert cli(["risk", "no-such-trace"]) == 2 and "no trace 'no-such-trace'" in capsys.readouterr().err

@@ -95,6 +95,24 @@ def _greedy_from_top(top_probs: pa.Array, sampling: SamplingConfig) -> np.ndarra
     return out
 
 
+def token_features(rows: pa.Table, relative_position: np.ndarray, sampling: SamplingConfig) -> dict[str, object]:
+    """The features of tokens that no rollout needs, from their `token_stats` rows (STAT_COLUMNS) and their
+    relative positions i / T: the columns of `risk_labels` and of a trace's risk (`risk.score`) alike.
+    `sampling`: the rollout sampler whose π_s token_stats holds."""
+    sampler_prob = _np(rows["sampler_prob"]).astype(np.float64)
+    logprob = _np(rows["logprob"]).astype(np.float64)
+    token_id = _np(rows["token_id"]).astype(np.int64)
+    top_probs = rows["top_probs"].combine_chunks()
+    top1, top2 = _first_two(top_probs)
+    greedy = greedy_sampler_probs(token_id == _np(rows["greedy_token_id"]).astype(np.int64), logprob,
+                                  sampler_prob, top_probs, sampling)
+    return {"sampler_prob": _floats(sampler_prob), "max_drop": _floats(_np(rows["max_drop"]).astype(np.float64)),
+            "greedy_sampler_prob": _floats(greedy), "logprob": logprob, "entropy": rows["entropy"],
+            "entropy_full": rows["entropy_full"], "rank": rows["rank"], "is_greedy": rows["is_greedy"],
+            "top_prob": _floats(top1), "margin": _floats(top1 - top2),
+            "relative_position": np.asarray(relative_position, dtype=np.float64)}
+
+
 def replicated_by_cliff(replicate) -> dict[tuple[str, int], bool | None]:
     """`replicated` of every replicated cliff by (trace_id, token_index), from the replicate dataset (a path or
     a table); {} when there is none."""
@@ -160,14 +178,8 @@ def label_tables(traces, potentials, token_stats, replicated: dict[tuple[str, in
         for pair in set(zip(n_prev.tolist(), n_cur.tolist())) - delta_min.keys():
             delta_min[pair] = min_detectable_drop(pair[0], pair[1], cfg.test)
         floor = np.array([delta_min[p] for p in zip(n_prev.tolist(), n_cur.tolist())])
+        features = token_features(rows, idx_t / trace_lengths[code_t], sampling)
         max_drop = _np(rows["max_drop"]).astype(np.float64)
-        sampler_prob = _np(rows["sampler_prob"]).astype(np.float64)
-        logprob = _np(rows["logprob"]).astype(np.float64)
-        token_id = _np(rows["token_id"]).astype(np.int64)
-        top_probs = rows["top_probs"].combine_chunks()
-        top1, top2 = _first_two(top_probs)
-        greedy = greedy_sampler_probs(token_id == _np(rows["greedy_token_id"]).astype(np.int64), logprob,
-                                      sampler_prob, top_probs, sampling)
         trace_ids = coder.ids.take(pa.array(code_t))
         replication, known = np.zeros(len(t), dtype=bool), np.zeros(len(t), dtype=bool)
         for j in np.flatnonzero(fires):                   # the cliffs only: few, looked up one by one
@@ -176,15 +188,12 @@ def label_tables(traces, potentials, token_stats, replicated: dict[tuple[str, in
                 replication[j], known[j] = value, True
         columns = {
             "trace_id": trace_ids, "problem_id": problem_ids.take(pa.array(code_t)), "token_index": idx_t,
-            "token_id": token_id, "is_correct": trace_correct.take(pa.array(code_t)),
+            "token_id": _np(rows["token_id"]).astype(np.int64), "is_correct": trace_correct.take(pa.array(code_t)),
             "num_rollouts_prev": n_prev, "num_correct_prev": k_prev, "num_rollouts": n_cur, "num_correct": k_cur,
             "p_prev": pot[t - 1], "potential": pot[t], "delta": pot[t - 1] - pot[t], "p_value": p_value,
             "is_cliff": fires, "feasible": pa.array(max_drop >= floor, mask=np.isnan(max_drop)),
             "replicated": pa.array(replication, pa.bool_(), mask=~known),
-            "sampler_prob": _floats(sampler_prob), "max_drop": _floats(max_drop), "greedy_sampler_prob": _floats(greedy),
-            "logprob": logprob, "entropy": rows["entropy"], "entropy_full": rows["entropy_full"], "rank": rows["rank"],
-            "is_greedy": rows["is_greedy"], "top_prob": _floats(top1), "margin": _floats(top1 - top2),
-            "relative_position": idx_t / trace_lengths[code_t],
+            **features,
             "hidden_projection": _projections(project, trace_ids.to_pylist(), idx_t) if project is not None
             else pa.nulls(len(t), pa.list_(pa.float32())),
         }
