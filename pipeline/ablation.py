@@ -74,8 +74,10 @@ def main() -> None:
             every_cliff = {(c["trace_id"], c["token_index"])
                            for c in schema.read("cliffs", layout.data("cliffs")).to_pylist()}
             pool = control_pool(traces, every_cliff, stats, pool_traces)
-            covariates = cliff_covariates(failed_cliffs, stats,
-                                          schema.read("replicate", layout.data("replicate")).to_pylist())
+            # the cliff's p[i-1] afresh from the replicate stage where it ran (the detection's where not)
+            replicate = layout.data("replicate")
+            covariates = cliff_covariates(failed_cliffs, stats, schema.read("replicate", replicate).to_pylist()
+                                          if replicate.exists() else [])
             matched, candidates = choose_controls(covariates, pool, traces + pool_traces, golds, backend, tokenizer,
                                                   cfg.control_pool, params.rollouts.sampling, cfg.seed,
                                                   checkpoint=checkpoint)

@@ -79,6 +79,9 @@ def params(model_dir: Path) -> dict:
     data["engine"].update(backend="hf", dtype="float32", hf_max_batch=64)
     data["ablation"].update(num_rollouts=16, ks=[1, 2, 4, 8, 16])
     data["ablation"]["sampling"].update(max_new_tokens=6)
+    # a small control pool: its sampled traces and fresh estimates are units too
+    data["ablation"]["control_pool"].update(num_samples=2, max_estimates=4, estimates_per_round=2)
+    data["prompts"]["p"] = {"instruction": "", "shots": []}          # the fixture's problems' prompt
     # the fixture has no replicate stage: p_prev from the detection rollouts (the units resume the same way)
     data["candidates"].update(top_k=3, num_rollouts=16, fresh_estimates=False)
     data["candidates"]["sampling"].update(max_new_tokens=6)
