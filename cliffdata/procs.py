@@ -53,7 +53,9 @@ def ours(record: dict | None):
             return None
         if proc.status() == psutil.STATUS_ZOMBIE:   # still exiting: its command line is gone, its start time is not
             return proc
-        return proc if proc.cmdline() == record["argv"] else None
+        argv = proc.cmdline()
+        # an empty command line: the process is exiting (its memory already released); the start time names it
+        return proc if argv in (record["argv"], []) else None
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
