@@ -29,7 +29,7 @@ from cliffdata.risk import metrics
 from cliffdata.risk.evaluate import evaluate_risk, markdown
 from cliffdata.cliffs.find import cliff_test_pairs
 from cliffdata.risk.labels import greedy_sampler_probs, label_tables, replicated_by_cliff
-from cliffdata.risk.model import LinearRisk, fit_logistic, out_of_fold, problem_folds
+from cliffdata.risk.model import LinearRisk, feature_matrix, fit_logistic, out_of_fold, problem_folds
 from project_cliffs import CLIFFS, cliffs_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -569,7 +569,6 @@ def test_both_stages_run_in_process(tmp_path, monkeypatch, tiny_model_dir, mlflo
     from cliffdata.prompts import encode_prompt
     from cliffdata.config.load import load_params
     from cliffdata.risk.labels import token_features
-    from cliffdata.risk.score import _floats
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     assert cli(["risk", "--question", "What is 2 + 3?", "--response", "2 + 3 = 5", "--format", "json"]) == 0
@@ -581,7 +580,7 @@ def test_both_stages_run_in_process(tmp_path, monkeypatch, tiny_model_dir, mlflo
         AutoModelForCausalLM.from_pretrained(tmp_path / "models/base").eval(),
         [{"trace_id": "t", "prompt_ids": prompt, "response_ids": response}], 20, SAMPLING))
     features = token_features(offline, np.arange(len(response)) / len(response), SAMPLING)
-    X = np.column_stack([_floats(features[f]) for f in model.features])
+    X = feature_matrix(pa.table(features), model.features)
     feasible = np.array([r["feasible"] for r in text])
     assert len(text) == len(response) and feasible.any()
     assert [r["risk"] for r in text] == pytest.approx(np.where(feasible, model.predict(X), 0.0).tolist(), rel=1e-9)

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from cliffdata import schema
 from cliffdata.config.generate import SamplingConfig
 from cliffdata.risk.labels import STAT_COLUMNS, token_features
-from cliffdata.risk.model import LinearRisk
+from cliffdata.risk.model import LinearRisk, feature_matrix
 
 RECORD = "runs/risk.json"
 
@@ -52,26 +52,18 @@ def trace_risk(stats: pa.Table, num_tokens: int, model: LinearRisk, sampling: Sa
     missing = sorted(set(model.features) - set(features))
     if missing:
         raise ValueError(f"the risk model reads {missing}, which no token statistic gives")
-    X = np.column_stack([_floats(features[name]) for name in model.features]) if len(index) \
-        else np.zeros((0, len(model.features)))
-    known = ~np.isnan(X).any(axis=1)
-    risk = model.predict(np.where(np.isnan(X), 0.0, X))
-    max_drop = _floats(features["max_drop"])
+    table = pa.table(features)
+    X = feature_matrix(table, model.features)
+    max_drop = feature_matrix(table, ["max_drop"])[:, 0]
     feasible = ~(max_drop < delta_min)                       # NaN: no bound, as the search treats it
-    risk = np.where(feasible, risk, 0.0)
-    known |= ~feasible
+    # an infeasible token's risk is 0; a feasible one without every feature has none
+    risk = np.where(feasible, model.predict(np.where(np.isnan(X), 0.0, X)), 0.0)
+    unknown = feasible & np.isnan(X).any(axis=1)
     out = {"token_index": index, "token_id": stats["token_id"], "sampler_prob": features["sampler_prob"],
            "max_drop": features["max_drop"], "feasible": pa.array(feasible, pa.bool_(), mask=np.isnan(max_drop))}
     out.update({name: features[name] for name in model.features})
-    out["risk"] = pa.array(np.where(known, risk, 0.0), pa.float64(), mask=~known)
+    out["risk"] = pa.array(risk, pa.float64(), mask=unknown)
     return pa.table(out)
-
-
-def _floats(values) -> np.ndarray:
-    """A feature column as float64, nulls as NaN."""
-    if isinstance(values, (pa.Array, pa.ChunkedArray)):
-        return np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-    return np.asarray(values, dtype=np.float64)
 
 
 def text_token_stats(model_dir: str | Path, prompt_ids: list[int], response_ids: list[int], cfg,
