@@ -26,7 +26,7 @@ candidates is within the step stays unmatched, and is counted.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -145,6 +145,18 @@ def next_estimates(pairs: Sequence[tuple[dict, dict | None]], nearest: Mapping[t
     return {n: [reqs[key] for key in sorted(reqs)] for n, reqs in sorted(out.items())}
 
 
+def _estimated(cliff: dict, nearest: Mapping[tuple[str, int], list[dict]],
+               estimates: Mapping[tuple[str, int, int], tuple[int, int]]) -> Iterator[tuple[int, dict, int, int]]:
+    """(rank, candidate, num_correct, num_rollouts) of each of a matchable cliff's candidates estimated at its
+    N (num_rollouts_prev), nearest first; nothing for a cliff that is not matchable."""
+    if not matchable(cliff):
+        return
+    n = int(cliff["num_rollouts_prev"])
+    for rank, r in enumerate(nearest.get((cliff["trace_id"], cliff["token_index"]), [])):
+        if (r["trace_id"], r["token_index"], n) in estimates:
+            yield (rank, r, *estimates[(r["trace_id"], r["token_index"], n)])
+
+
 def match_controls(cliffs: Sequence[dict], nearest: Mapping[tuple[str, int], list[dict]],
                    estimates: Mapping[tuple[str, int, int], tuple[int, int]],
                    seed: int) -> list[tuple[dict, dict | None]]:
@@ -155,19 +167,16 @@ def match_controls(cliffs: Sequence[dict], nearest: Mapping[tuple[str, int], lis
     out = []
     for c in cliffs:
         candidates = nearest.get((c["trace_id"], c["token_index"]), []) if matchable(c) else []
-        n = int(c["num_rollouts_prev"]) if matchable(c) else 0
-        step = 1.0 / max(n, 1)
-        rng = np.random.default_rng(request_seed(seed, "matched_control", c["trace_id"], c["token_index"]))
-        ties = rng.random(len(candidates))
+        step = 1.0 / max(int(c["num_rollouts_prev"]), 1) if matchable(c) else 1.0
+        ties = np.random.default_rng(request_seed(seed, "matched_control", c["trace_id"],
+                                                  c["token_index"])).random(len(candidates))
         near = []
-        for r, tie in zip(candidates, ties):
-            if (r["trace_id"], r["token_index"]) in used or (r["trace_id"], r["token_index"], n) not in estimates:
-                continue
-            correct, rollouts = estimates[(r["trace_id"], r["token_index"], n)]
+        for rank, r, correct, rollouts in _estimated(c, nearest, estimates):
             gap = abs(correct / rollouts - c["p_prev"])
-            if gap <= step + 1e-12:
-                near.append((gap, r["distance"], tie, {**r, "p_prev": correct / rollouts, "num_rollouts_prev": rollouts,
-                                                       "num_correct_prev": correct}))
+            if (r["trace_id"], r["token_index"]) not in used and gap <= step + 1e-12:
+                near.append((gap, r["distance"], ties[rank], {**r, "p_prev": correct / rollouts,
+                                                              "num_rollouts_prev": rollouts,
+                                                              "num_correct_prev": correct}))
         if not near:
             out.append((c, None))
             continue
@@ -214,18 +223,10 @@ def matched_rows(cliffs: Sequence[dict], nearest: Mapping[tuple[str, int], list[
     """Rows of `schema.MATCHED_CONTROLS`: every candidate of every cliff estimated at its N, the chosen one
     marked."""
     chosen = {(c["trace_id"], c["token_index"]): (m["trace_id"], m["token_index"]) for c, m in pairs if m is not None}
-    rows = []
-    for c in cliffs:
-        key = (c["trace_id"], c["token_index"])
-        n = int(c["num_rollouts_prev"]) if matchable(c) else 0
-        for r in nearest.get(key, []):
-            if (r["trace_id"], r["token_index"], n) not in estimates:
-                continue
-            correct, rollouts = estimates[(r["trace_id"], r["token_index"], n)]
-            rows.append({"cliff_trace_id": c["trace_id"], "cliff_index": c["token_index"], "trace_id": r["trace_id"],
-                         "token_index": r["token_index"], "source": r["source"],
-                         "relative_position": r["relative_position"], "sampler_prob": r["sampler_prob"],
-                         "is_greedy": r["is_greedy"], "distance": r["distance"], "num_rollouts_prev": rollouts,
-                         "num_correct_prev": correct, "p_prev": correct / rollouts,
-                         "cliff_p_prev": c["p_prev"], "is_chosen": chosen.get(key) == (r["trace_id"], r["token_index"])})
-    return rows
+    return [{"cliff_trace_id": c["trace_id"], "cliff_index": c["token_index"], "trace_id": r["trace_id"],
+             "token_index": r["token_index"], "source": r["source"], "relative_position": r["relative_position"],
+             "sampler_prob": r["sampler_prob"], "is_greedy": r["is_greedy"], "distance": r["distance"],
+             "num_rollouts_prev": rollouts, "num_correct_prev": correct, "p_prev": correct / rollouts,
+             "cliff_p_prev": c["p_prev"],
+             "is_chosen": chosen.get((c["trace_id"], c["token_index"])) == (r["trace_id"], r["token_index"])}
+            for c in cliffs for _, r, correct, rollouts in _estimated(c, nearest, estimates)]
