@@ -51,10 +51,12 @@ def ours(record: dict | None):
         proc = psutil.Process(record["pid"])
         if exited(proc) or abs(proc.create_time() - record["started"]) > 0.05:
             return None
-        if proc.status() == psutil.STATUS_ZOMBIE:   # still exiting: its command line is gone, its start time is not
-            return proc
-        argv = proc.cmdline()
-        # an empty command line: the process is exiting (its memory already released); the start time names it
+        try:
+            argv = proc.cmdline()
+        except psutil.ZombieProcess:
+            argv = []
+        # an empty command line: the process is exiting (a zombie, or its memory already released), and the
+        # start time names it
         return proc if argv in (record["argv"], []) else None
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
