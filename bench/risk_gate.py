@@ -43,7 +43,7 @@ SHARES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 def orders(labels, cfg, seed: int) -> dict[str, np.ndarray]:
     """Per ordering, a score per tested pair (higher: kept first)."""
-    y = np.asarray(labels["is_cliff"].to_numpy(zero_copy_only=False), dtype=bool)
+    y, _ = cliff_masks(labels)
     X = feature_matrix(labels, cfg.features)
     known = ~np.isnan(X).any(axis=1)
     feasible = np.asarray(pc.fill_null(labels["feasible"], False).to_numpy(zero_copy_only=False), dtype=bool)
@@ -56,11 +56,17 @@ def orders(labels, cfg, seed: int) -> dict[str, np.ndarray]:
                            np.where(np.isnan(X), 0.0, X)[train], y[train], fold[train])
         logistic[train] = risk
     rng = np.random.default_rng(seed)
-    out = {"logistic (out of fold)": logistic,
-           "max_drop": np.nan_to_num(labels["max_drop"].to_numpy(zero_copy_only=False).astype(float), nan=1.0),
-           "entropy": np.nan_to_num(labels["entropy"].to_numpy(zero_copy_only=False).astype(float), nan=0.0),
-           "random": rng.random(len(y))}
-    return out
+    return {"logistic (out of fold)": logistic,
+            "max_drop": np.nan_to_num(feature_matrix(labels, ["max_drop"])[:, 0], nan=1.0),
+            "entropy": np.nan_to_num(feature_matrix(labels, ["entropy"])[:, 0], nan=0.0),
+            "random": rng.random(len(y))}
+
+
+def cliff_masks(labels) -> tuple[np.ndarray, np.ndarray]:
+    """(is a cliff, is a replicated cliff) per tested pair."""
+    cliff = np.asarray(labels["is_cliff"].to_numpy(zero_copy_only=False), dtype=bool)
+    replicated = np.asarray(pc.fill_null(labels["replicated"], False).to_numpy(zero_copy_only=False), dtype=bool)
+    return cliff, replicated & cliff
 
 
 def replay(labels, tokens: dict[tuple[str, int], int], score: np.ndarray, shares, exhaustive: int,
@@ -71,8 +77,7 @@ def replay(labels, tokens: dict[tuple[str, int], int], score: np.ndarray, shares
     none of them and all of them, so the token ratio comes as that range."""
     trace = labels["trace_id"].to_pylist()
     index = labels["token_index"].to_pylist()
-    cliff = np.asarray(labels["is_cliff"].to_numpy(zero_copy_only=False), dtype=bool)
-    replicated = np.asarray(pc.fill_null(labels["replicated"], False).to_numpy(zero_copy_only=False), dtype=bool) & cliff
+    cliff, replicated = cliff_masks(labels)
     order = sorted(range(len(trace)), key=lambda j: (-score[j], trace[j], index[j]))
     rows = []
     for share in shares:
@@ -135,11 +140,9 @@ def main() -> None:
                                                                               "num_generated_tokens")))}
     rollouts = json.loads((args.root / "metrics/rollouts.json").read_text())
     exhaustive = int(rollouts["estimated_generated_tokens"])
-    cliff = np.asarray(labels["is_cliff"].to_numpy(zero_copy_only=False), dtype=bool)
+    cliff, replicated = cliff_masks(labels)
     report = {"name": args.name, "num_pairs": labels.num_rows, "num_traces": len(set(labels["trace_id"].to_pylist())),
-              "num_cliffs": int(cliff.sum()),
-              "num_replicated": int((np.asarray(pc.fill_null(labels["replicated"], False).to_numpy(
-                  zero_copy_only=False), dtype=bool) & cliff).sum()),
+              "num_cliffs": int(cliff.sum()), "num_replicated": int(replicated.sum()),
               "exhaustive_tokens": exhaustive, "fork_search_tokens": int(rollouts["num_generated_tokens"]),
               "fork_search_ratio": rollouts["estimate_ratio"], "features": list(cfg.features),
               "folds": cfg.folds, "orders": {}}
